@@ -1,0 +1,4 @@
+"""``python -m robaudit``."""
+from robaudit.cli.main import entry_point
+
+entry_point()

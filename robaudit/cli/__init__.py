@@ -1,0 +1,1 @@
+"""The command-line interface (``robaudit``); see :mod:`robaudit.cli.main`."""

@@ -1,0 +1,241 @@
+"""The ``robaudit`` command line: run, validate, probes, report.
+
+Every error for bad input is one line on stderr with a fix and a documented exit code
+(:class:`robaudit.exitcodes.ExitCode`); a traceback is printed only with ``--debug``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from robaudit import __version__
+from robaudit.cli.options import config_from_cli, file_defaults_for_click, model_and_data_options
+from robaudit.config import find_config_file, read_config_file
+from robaudit.errors import RobauditError, UsageError
+from robaudit.exitcodes import ExitCode
+
+log = logging.getLogger("robaudit")
+
+RUN_EPILOG = """
+\b
+Examples:
+  # the embedded default: the demo CNN on scikit-learn's 8×8 digits
+  robaudit run examples/digits_cnn.safetensors --arch examples/digits_cnn.py:DigitsCNN
+\b
+  # a torchvision checkpoint on CIFAR-10 read from ~/data/cifar-10-batches-py
+  robaudit run resnet18.pt --arch torchvision:resnet18 --dataset cifar10 --data-dir ~/data --out audit/
+\b
+  # a timm model, 500 stratified samples, chosen probes and a probe knob
+  robaudit run timm:resnet18 --dataset cifar10 --n-samples 500 --probes clean,calibration --set calibration.bins=20
+\b
+  # finish an interrupted audit, skipping probes that already finished
+  robaudit run resnet18.pt --dataset cifar10 --resume audit/
+\b
+Defaults can come from robaudit.toml or [tool.robaudit] in pyproject.toml; flags override them.
+Exit codes: 0 ok, 1 gate failed, 2 usage/bad input, 3 internal error, 4 interrupted, 5 nothing ran.
+"""
+
+
+def _setup_logging(quiet: bool, debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    logger = logging.getLogger("robaudit")
+    logger.handlers.clear()
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(show_path=False, show_time=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("robaudit: %(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def common_options(func: Any) -> Any:
+    """--quiet, --debug and --config on every command."""
+    func = click.option("--debug", is_flag=True, default=False, help="Show tracebacks and debug logs.")(func)
+    func = click.option("-q", "--quiet", is_flag=True, default=False, help="No progress bars or info logs.")(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="robaudit", message="%(prog)s %(version)s")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Config file [default: ./robaudit.toml, or [tool.robaudit] in ./pyproject.toml].")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    """robaudit: audit the adversarial robustness of PyTorch models, and why."""
+    path = config_path or find_config_file()
+    file_values = read_config_file(path) if path is not None else {"run": {}, "probe_config": {}}
+    ctx.obj = {"config_path": path, "file": file_values}
+    defaults = file_defaults_for_click(file_values["run"])
+    ctx.default_map = {"run": defaults, "validate": {k: v for k, v in defaults.items() if k not in ("out", "no_report")}}
+
+
+@cli.command(epilog=RUN_EPILOG)
+@model_and_data_options
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("audit"), show_default=True,
+              help="Results directory: results.json, per_sample.csv, report.html.")
+@click.option("--resume", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Continue the audit in DIR, skipping probes that finished with the same settings.")
+@click.option("--no-report", is_flag=True, default=False, help="Skip the HTML report.")
+@common_options
+@click.pass_context
+def run(ctx: click.Context, **params: Any) -> None:
+    """Audit MODEL (a checkpoint path, timm:NAME or torchvision:NAME) on a dataset."""
+    from robaudit.engine import run_audit
+    from robaudit.probes.registry import ProbeRegistry
+
+    _setup_logging(params["quiet"], params["debug"])
+    resume = params.pop("resume")
+    if resume is not None:
+        source = ctx.get_parameter_source("out")
+        if source == click.core.ParameterSource.COMMANDLINE and Path(params["out"]) != resume:
+            raise UsageError(f"--out {params['out']} and --resume {resume} name different directories",
+                             fix="drop --out; --resume DIR writes to DIR")
+        params["out"], params["resume"] = resume, True
+    quiet = params["quiet"]
+    registry = ProbeRegistry(autoload_plugins=False if params["no_plugin_autoload"] else None)
+    config = config_from_cli(params, ctx.obj["file"]["probe_config"])
+    try:
+        outcome = run_audit(config, registry, quiet=quiet, command=["robaudit", *sys.argv[1:]])
+    except KeyboardInterrupt:
+        click.echo(f"robaudit: interrupted; finished probe results are in {config.out}/", err=True)
+        ctx.exit(int(ExitCode.INTERRUPTED))
+    _print_summary(outcome.results, outcome.out_dir, outcome.report_path, quiet)
+    ctx.exit(int(outcome.exit_code))
+
+
+@cli.command()
+@model_and_data_options
+@common_options
+@click.pass_context
+def validate(ctx: click.Context, **params: Any) -> None:
+    """Check a model/data/config triple without running probes: load, match, preflight."""
+    from robaudit.engine.runner import prepare, select_probes
+    from robaudit.preflight import run_preflight
+    from robaudit.probes.registry import ProbeRegistry
+
+    _setup_logging(params["quiet"], params["debug"])
+    registry = ProbeRegistry(autoload_plugins=False if params["no_plugin_autoload"] else None)
+    config = config_from_cli(params, ctx.obj["file"]["probe_config"])
+    selected = select_probes(config, registry)
+    device, threads, model, data = prepare(config, selected)
+    needs_second = any(s.cls.needs_double_backward for s in selected)
+    report = run_preflight(model, data, device, needs_second)
+    p = model.provenance
+    lines = [
+        f"model     {p.source} → {p.arch} ({p.num_classes} classes from {p.num_classes_source}; "
+        f"{p.load_report.format}{', sha256 ' + p.checkpoint_sha256[:12] if p.checkpoint_sha256 else ''})",
+        f"normalise mean {list(p.normalisation.mean)} std {list(p.normalisation.std)} from {p.normalisation.source}",
+        f"data      {data.provenance.get('source')} {data.provenance.get('split')}: {len(data)} samples, "
+        f"{tuple(data.x.shape[1:])}",
+        f"probes    {', '.join(s.name for s in selected)}",
+        f"device    {device}, {threads} thread(s)",
+    ]
+    for flag in report.flags:
+        lines.append(f"flag      {flag.id} ({flag.severity.value}): {flag.message}")
+    click.echo("\n".join(lines))
+    errors = [f for f in report.flags if f.severity.value == "error"]
+    click.echo("valid" + (f", with {len(errors)} error flag(s)" if errors else ""))
+    ctx.exit(int(ExitCode.OK))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, default=False, help="Print as JSON.")
+@click.option("--no-plugin-autoload", is_flag=True, default=False, help="List only robaudit's built-in probes.")
+@common_options
+def probes(as_json: bool, no_plugin_autoload: bool, quiet: bool, debug: bool) -> None:
+    """List the registered probes with their versions."""
+    import json
+
+    from robaudit.probes.registry import ProbeRegistry
+
+    infos = ProbeRegistry(autoload_plugins=False if no_plugin_autoload else None).describe()
+    if as_json:
+        click.echo(json.dumps([info.__dict__ for info in infos], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="registered probes", title_justify="left")
+    for col in ("name", "version", "distribution", "standard", "description"):
+        table.add_column(col)
+    for info in infos:
+        table.add_row(info.name, info.version, f"{info.distribution} {info.distribution_version}",
+                      "yes" if info.standard else "", info.description)
+    Console(width=max(100, Console().width)).print(table)
+
+
+@cli.command()
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@common_options
+def report(results_dir: Path, quiet: bool, debug: bool) -> None:
+    """Re-render RESULTS_DIR/report.html from saved results (no recomputation)."""
+    from robaudit.report import render_report
+
+    path = render_report(results_dir)
+    click.echo(str(path))
+
+
+def _print_summary(results: dict[str, Any], out_dir: Path, report_path: Path | None, quiet: bool) -> None:
+    if not quiet:
+        for name, entry in results["probes"].items():
+            line = f"{name:<16} {entry['status']}"
+            acc = entry.get("summary", {}).get("accuracy")
+            if isinstance(acc, dict) and acc.get("value") is not None:
+                line += f"  accuracy {acc['value']:.4f} [{acc['low']:.4f}, {acc['high']:.4f}]"
+            ece = entry.get("summary", {}).get("ece")
+            if isinstance(ece, dict) and ece.get("value") is not None:
+                line += f"  ECE {ece['value']:.4f}"
+            click.echo(line, err=True)
+        for flag in results.get("flags", []):
+            click.echo(f"flag {flag['id']} ({flag['severity']}): {flag['message']}", err=True)
+        click.echo(f"results: {out_dir / 'results.json'}", err=True)
+    if report_path is not None:
+        click.echo(f"report: {report_path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI and map every outcome to an :class:`ExitCode`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("ROBAUDIT_DEBUG") == "1"
+    try:
+        result = cli.main(args=args, prog_name="robaudit", standalone_mode=False)
+        return int(result or 0)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:  # click's own usage errors
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        hint = ""
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            hint = f". Fix: see '{exc.ctx.command_path} --help'"
+        click.echo(f"robaudit: error: {' '.join(message.split())}{hint}", err=True)
+        return int(ExitCode.USAGE)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("robaudit: interrupted; finished results are already on disk", err=True)
+        return int(ExitCode.INTERRUPTED)
+    except RobauditError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"robaudit: error: {exc.one_line()}", err=True)
+        return int(exc.exit_code)
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        first = (str(exc).splitlines() or [""])[0]
+        click.echo(f"robaudit: internal error: {type(exc).__name__}: {first}. "
+                   "Rerun with --debug for the traceback and report it.", err=True)
+        return int(ExitCode.INTERNAL)
+
+
+def entry_point() -> None:
+    """The console script."""
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The options shared by ``robaudit run`` and ``robaudit validate``, and config-file plumbing."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from robaudit.config import AuditConfig, ConfigError, config_from_mapping, parse_knob_assignment
+
+# Keys a config file may not set: opting into unpickling must be a deliberate flag on the
+# command line, never something a checked-in (or pull-request-supplied) file can switch on.
+CLI_ONLY = {"trust_checkpoint": "--trust-checkpoint", "model": "the MODEL argument", "resume": "--resume"}
+
+
+def _floats(text: str | None) -> tuple[float, ...] | None:
+    if text is None or text == "":
+        return None
+    try:
+        return tuple(float(v) for v in str(text).replace(" ", "").split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got '{text}'") from None
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None or text == "":
+        return None
+    parts = str(text).lower().replace("x", ",").split(",")
+    try:
+        values = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected N or HxW, got '{text}'") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise click.BadParameter(f"expected N or HxW with positive sizes, got '{text}'")
+    return values[0], values[1]
+
+
+def _json_object(text: str | None) -> dict[str, Any]:
+    if text is None or text == "":
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc.msg} at column {exc.colno}): {text}") from None
+    if not isinstance(value, dict):
+        raise click.BadParameter(f"expected a JSON object like '{{\"num_classes\": 10}}', got {text}")
+    return value
+
+
+def model_and_data_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options that say what to audit (shared by run and validate)."""
+    decorators = [
+        click.argument("model"),
+        click.option("-d", "--dataset", default="digits", show_default=True,
+                     help="digits | cifar10 | cifar100 | mnist | fashion-mnist | svhn | imagefolder:PATH | FILE.npz | FILE.pt"),
+        click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                     help="Root of the named datasets [default: $ROBAUDIT_DATA_DIR or ~/.cache/robaudit/data]."),
+        click.option("--download/--no-download", default=False, show_default=True, help="Let torchvision download a missing named dataset."),
+        click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True),
+        click.option("--n-samples", type=click.IntRange(min=1), default=None, help="Stratified, seeded subsample size [default: all]."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True),
+        click.option("--convert-channels", type=click.Choice(["rgb", "gray"]), default=None,
+                     help="Convert the data's channels to the model's: gray→rgb or rgb→gray (recorded)."),
+        click.option("--resize", default=None, metavar="N|HxW", help="Resize the data to the model's input size (recorded)."),
+        click.option("--arch", default=None, metavar="SPEC",
+                     help="timm:NAME | torchvision:NAME | path/file.py:Class | package.module:Class."),
+        click.option("--arch-kwargs", default=None, metavar="JSON", help="Keyword arguments for the architecture, as a JSON object."),
+        click.option("--trust-checkpoint", is_flag=True, default=False,
+                     help="Allow unpickling a full pickled nn.Module. This runs code from the file: only for checkpoints you trust."),
+        click.option("--non-strict/--strict", default=False, show_default=True,
+                     help="Load despite missing/unexpected/mis-shaped keys (recorded as a warning)."),
+        click.option("--ema/--no-ema", default=False, show_default=True, help="Use the EMA weights (state_dict_ema)."),
+        click.option("--mean", default=None, metavar="M1,M2,M3", help="Normalisation mean per channel, in [0, 1] pixel units."),
+        click.option("--std", default=None, metavar="S1,S2,S3", help="Normalisation std per channel, in [0, 1] pixel units."),
+        click.option("--probes", default=None, metavar="NAME,...", help="Probes to run [default: the standard audit set]."),
+        click.option("--set", "knobs", multiple=True, metavar="PROBE.KNOB=VALUE", help="Set a probe knob (repeatable)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N | mps."),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads [default: torch's]."),
+        click.option("--no-plugin-autoload", is_flag=True, default=False,
+                     help="Load only robaudit's built-in probes (also: ROBAUDIT_NO_PLUGIN_AUTOLOAD=1)."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def file_defaults_for_click(run_values: dict[str, Any]) -> dict[str, Any]:
+    """Config-file values as click defaults (strings where the CLI takes strings).
+
+    Raises:
+        ConfigError: the file sets a key only the command line may set.
+    """
+    out: dict[str, Any] = {}
+    for key, value in run_values.items():
+        if key in CLI_ONLY:
+            raise ConfigError(f"'{key.replace('_', '-')}' cannot be set in a config file",
+                              fix=f"pass {CLI_ONLY[key]} on the command line")
+        if key in ("mean", "std", "probes") and isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        elif key == "resize" and isinstance(value, list):
+            value = "x".join(str(v) for v in value)
+        elif key == "arch_kwargs" and isinstance(value, dict):
+            value = json.dumps(value)
+        elif key == "report":
+            key, value = "no_report", not value
+        out[key] = value
+    return out
+
+
+def config_from_cli(params: dict[str, Any], file_probe_config: dict[str, dict[str, Any]]) -> AuditConfig:
+    """Build the :class:`AuditConfig` from click's parameters plus file probe knobs (``--set`` wins)."""
+    probe_config = {name: dict(knobs) for name, knobs in file_probe_config.items()}
+    for text in params.pop("knobs", ()) or ():
+        probe, knob, value = parse_knob_assignment(text)
+        probe_config.setdefault(probe, {})[knob] = value
+    values = dict(params)
+    values["mean"] = _floats(values.get("mean"))
+    values["std"] = _floats(values.get("std"))
+    values["resize"] = _size(values.get("resize"))
+    values["arch_kwargs"] = _json_object(values.get("arch_kwargs"))
+    probes = values.get("probes")
+    values["probes"] = [p.strip() for p in probes.split(",") if p.strip()] if probes else None
+    values["probe_config"] = probe_config
+    for key in ("no_plugin_autoload", "quiet", "debug", "config", "gate"):
+        values.pop(key, None)
+    if "no_report" in values:
+        values["report"] = not values.pop("no_report")
+    return config_from_mapping({k: v for k, v in values.items() if v is not None or k in ("arch",)})

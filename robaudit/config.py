@@ -1,0 +1,296 @@
+"""One configuration object for the CLI and the Python API, fed by ``robaudit.toml``.
+
+Precedence: command-line flags > config file > built-in defaults. The config file feeds
+click's ``default_map``, so an explicit flag always wins, including ``False`` and ``0``.
+
+File format (``robaudit.toml``, or the same keys under ``[tool.robaudit]`` in
+``pyproject.toml``)::
+
+    dataset = "cifar10"
+    n-samples = 500
+    probes = ["clean", "calibration"]
+
+    [probe-config.calibration]
+    bins = 20
+
+Top-level keys are the ``robaudit run`` options (dashes or underscores); the
+``[probe-config.NAME]`` tables hold probe knobs; ``[gate]`` is reserved for gate rules.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robaudit.errors import ConfigError, ProbeError, did_you_mean
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_FILE = "robaudit.toml"
+PROBE_CONFIG_TABLE = "probe_config"
+RESERVED_TABLES = ("gate",)
+
+
+@dataclass
+class AuditConfig:
+    """Everything one audit needs. Field names match the ``robaudit run`` options.
+
+    Units: ``mean``/``std`` in [0, 1] pixel units; ``resize`` as (H, W) pixels;
+    ``batch_size`` in samples; ``threads`` is torch's intra-op thread count.
+    """
+
+    model: str
+    dataset: str = "digits"
+    out: Path = Path("audit")
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    trust_checkpoint: bool = False
+    non_strict: bool = False
+    ema: bool = False
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    data_dir: Path | None = None
+    download: bool = False
+    split: str = "test"
+    n_samples: int | None = None
+    batch_size: int = 128
+    convert_channels: str | None = None
+    resize: tuple[int, int] | None = None
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    probes: list[str] | None = None
+    probe_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    resume: bool = False
+    report: bool = True
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if self.data_dir is not None:
+            self.data_dir = Path(self.data_dir)
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}", fix="pass --batch-size 1 or more")
+        if self.n_samples is not None and self.n_samples < 1:
+            raise ConfigError(f"--n-samples must be at least 1, got {self.n_samples}", fix="omit --n-samples to use every sample")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {self.threads}", fix="omit --threads to use torch's default")
+        if self.split not in ("test", "train"):
+            raise ConfigError(f"unknown split '{self.split}'", fix="use --split test or --split train")
+        if self.device.split(":")[0] not in ("auto", "cpu", "cuda", "mps"):
+            raise ConfigError(f"unknown device '{self.device}'", fix="use --device auto, cpu, cuda, cuda:N or mps")
+        if (self.mean is None) != (self.std is None):
+            raise ConfigError("--mean and --std must be given together", fix="pass both, one value per channel")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ConfigError(f"--std values must be positive, got {list(self.std)}", fix="pass the per-channel std in [0, 1] pixel units")
+        if self.convert_channels not in (None, "rgb", "gray"):
+            raise ConfigError(f"unknown channel conversion '{self.convert_channels}'", fix="use --convert-channels rgb or gray")
+
+    def to_json(self) -> dict[str, Any]:
+        """The config as JSON (the echo written to results.json)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+RUN_KEYS = tuple(f.name for f in dataclasses.fields(AuditConfig) if f.name != "model")
+
+
+def find_config_file(start: Path | None = None) -> Path | None:
+    """``robaudit.toml`` in ``start`` (default: cwd), else a ``pyproject.toml`` there with ``[tool.robaudit]``."""
+    start = start or Path.cwd()
+    candidate = start / CONFIG_FILE
+    if candidate.is_file():
+        return candidate
+    pyproject = start / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            return None
+        if "robaudit" in data.get("tool", {}):
+            return pyproject
+    return None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read and check a config file.
+
+    Returns:
+        ``{"run": {option: value}, "probe_config": {probe: {knob: value}}, "gate": {...}}``
+        with option names normalised to underscores.
+
+    Raises:
+        ConfigError: unreadable TOML, or an unknown key (with a suggestion).
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist", fix="check the path given to --config") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}", fix="fix the TOML syntax") from None
+    if path.name == "pyproject.toml":
+        data = data.get("tool", {}).get("robaudit", {})
+    run: dict[str, Any] = {}
+    probe_config: dict[str, dict[str, Any]] = {}
+    extra: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = raw_key.replace("-", "_")
+        if key == PROBE_CONFIG_TABLE:
+            if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+                raise ConfigError(f"[{raw_key}] in {path} must hold one table per probe", fix=f"write [{raw_key}.PROBE] tables")
+            probe_config = {probe: {k.replace("-", "_"): v for k, v in knobs.items()} for probe, knobs in value.items()}
+        elif key in RESERVED_TABLES:
+            extra[key] = value
+        elif key in RUN_KEYS:
+            run[key] = value
+        else:
+            hint = did_you_mean(key, (*RUN_KEYS, PROBE_CONFIG_TABLE, *RESERVED_TABLES))
+            raise ConfigError(
+                f"unknown key '{raw_key}' in {path}" + (f"; {hint}" if hint else ""),
+                fix="see 'robaudit run --help' for the valid option names",
+            )
+    return {"run": run, PROBE_CONFIG_TABLE: probe_config, **extra}
+
+
+def parse_knob_assignment(text: str) -> tuple[str, str, Any]:
+    """Parse ``PROBE.KNOB=VALUE`` from ``--set`` into (probe, knob, value).
+
+    The probe name may itself contain dots (``attack.pgd.steps=40``): the knob is the
+    part after the last dot. VALUE is read as JSON when it parses (numbers, booleans,
+    lists), else kept as a string.
+    """
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"cannot read --set '{text}'", fix="write --set PROBE.KNOB=VALUE, e.g. --set calibration.bins=20")
+    lhs, raw = text.split("=", 1)
+    probe, knob = lhs.rsplit(".", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return probe, knob.replace("-", "_"), value
+
+
+def build_probe_config(probe_cls: type, knobs: dict[str, Any]) -> Any:
+    """Make ``probe_cls.Config`` from a dict of knob values, checking names and types.
+
+    Raises:
+        ProbeError: an unknown knob (with a suggestion) or a value of the wrong type.
+    """
+    config_cls = probe_cls.Config
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    hints = typing.get_type_hints(config_cls)
+    values: dict[str, Any] = {}
+    for knob, value in knobs.items():
+        if knob not in fields:
+            hint = did_you_mean(knob, fields)
+            known = ", ".join(fields) or "none"
+            raise ProbeError(
+                f"probe '{probe_cls.name}' has no knob '{knob}'" + (f"; {hint}" if hint else ""),
+                fix=f"use one of its knobs: {known}",
+            )
+        try:
+            values[knob] = coerce(value, hints[knob])
+        except (TypeError, ValueError) as exc:
+            raise ProbeError(
+                f"knob '{probe_cls.name}.{knob}' got {value!r}: {exc}",
+                fix=f"give a value of type {_type_name(hints[knob])}",
+            ) from None
+    try:
+        return config_cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ProbeError(f"invalid knobs for probe '{probe_cls.name}': {exc}", fix="check the knob values") from None
+
+
+def coerce(value: Any, hint: Any) -> Any:
+    """Convert a TOML/JSON/CLI value to the type ``hint`` (bool, int, float, str, Optional, list/tuple)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg)
+            except (TypeError, ValueError) as exc:
+                errors.append(str(exc))
+        raise ValueError("; ".join(errors))
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        inner = args[0] if args else Any
+        items = [coerce(v, inner) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected a table, got {type(value).__name__}")
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "yes", "1", "false", "no", "0"}:
+            return value.lower() in {"true", "yes", "1"}
+        raise TypeError(f"expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise TypeError(f"expected an integer, got {value!r}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError(f"expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {value!r}")
+        return value
+    if hint is Path:
+        return Path(value)
+    if isinstance(hint, type) and isinstance(value, hint):
+        return value
+    raise TypeError(f"cannot convert {value!r} to {_type_name(hint)}")
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+def config_from_mapping(values: dict[str, Any]) -> AuditConfig:
+    """An :class:`AuditConfig` from option values, coercing each by the field's type.
+
+    Raises:
+        ConfigError: an unknown option (with a suggestion) or a value of the wrong type.
+    """
+    hints = typing.get_type_hints(AuditConfig)
+    kwargs: dict[str, Any] = {}
+    for raw_key, value in values.items():
+        key = raw_key.replace("-", "_")
+        if key not in hints:
+            hint = did_you_mean(key, hints)
+            raise ConfigError(f"unknown option '{raw_key}'" + (f"; {hint}" if hint else ""), fix="see 'robaudit run --help'")
+        try:
+            kwargs[key] = coerce(value, hints[key])
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"option '{raw_key}' got {value!r}: {exc}", fix=f"give a value of type {_type_name(hints[key])}") from None
+    if "model" not in kwargs:
+        raise ConfigError("no model given", fix="pass a model: a checkpoint path, timm:NAME or torchvision:NAME")
+    return AuditConfig(**kwargs)

@@ -1,0 +1,75 @@
+"""The data contract: every dataset becomes an :class:`AuditData` of [0, 1] pixels with stable ids."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class DatasetInfo:
+    """What is known about a dataset before its samples are read (cheap to compute).
+
+    ``channels``, ``image_size``, ``mean`` and ``std`` describe the images as
+    :func:`robaudit.data.load_data` delivers them for the request, i.e. after any requested
+    ``--convert-channels`` / ``--resize``; ``stored_channels`` / ``stored_image_size``
+    describe them as stored.
+
+    Attributes:
+        name: canonical name: ``digits``, ``cifar10``, ``cifar100``, ``mnist``,
+            ``fashion-mnist``, ``svhn``, ``imagefolder``, ``tensors``.
+        num_classes: K, the number of classes.
+        channels: C of the delivered images, or ``None`` if unknown before reading.
+        image_size: (H, W) of the delivered images, or ``None`` if not known before
+            loading (image folders without ``--resize``: set by the model's data config).
+        mean, std: the dataset's conventional per-channel normalisation, or ``None``
+            (image folders, tensor files, and RGB converted to gray). Repeated three
+            times when gray is converted to RGB.
+        class_names: names of the K classes, when known.
+        stored_channels: C of the stored images (image folders: 3, decoded as RGB).
+        stored_image_size: (H, W) of the stored images, or ``None`` if variable.
+    """
+
+    name: str
+    num_classes: int
+    channels: int | None
+    image_size: tuple[int, int] | None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    class_names: list[str] | None = None
+    stored_channels: int | None = None
+    stored_image_size: tuple[int, int] | None = None
+
+
+@dataclass
+class AuditData:
+    """The audit samples, in memory.
+
+    Attributes:
+        x: N×C×H×W float32 pixels in [0, 1] (CPU).
+        y: N int64 labels in [0, K).
+        ids: N stable sample ids, ``"<split>:<index in the split>"`` (digits: the index
+            into ``load_digits()``, see :mod:`robaudit.data.digits`), in ascending order.
+        info: see :class:`DatasetInfo`.
+        provenance: JSON-serialisable description for ``results.json`` under ``data``:
+            source, path, split, samples available / requested / used, sampling method and
+            seed, conversions applied, checksum status.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    ids: list[str]
+    info: DatasetInfo
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+        """Yield ``(rows, x, y)`` per batch in sample order; ``rows`` indexes ``ids``."""
+        n = len(self.ids)
+        for start in range(0, n, batch_size):
+            rows = slice(start, min(start + batch_size, n))
+            yield rows, self.x[rows], self.y[rows]

@@ -1,0 +1,378 @@
+"""Reading checkpoint files safely, in every format robaudit accepts.
+
+Formats (detected from the file's bytes, then its suffix):
+
+* ``state_dict``: a ``torch.save``-d mapping of tensors (``.pt``/``.pth``/``.bin``);
+* ``wrapped_state_dict``: a dict holding it under ``state_dict``, ``model``,
+  ``model_state_dict`` (or EMA weights under ``state_dict_ema`` …) next to metadata such
+  as ``arch``, ``mean`` and ``std``;
+* ``safetensors``: tensors plus string metadata (``arch``; ``mean``/``std`` as JSON lists);
+* ``torchscript``: a ``torch.jit.save`` archive (a zip with ``code/`` and ``constants.pkl``);
+* ``pickled_module``: a whole pickled ``nn.Module``, only with ``--trust-checkpoint``.
+
+``torch.load`` always runs with ``weights_only=True`` first, which cannot execute code;
+the unrestricted unpickler runs only when the user opted in and the safe one refused.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import pickle
+import re
+import warnings
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robaudit.errors import ModelLoadError
+from robaudit.models.messages import list_some, one_line
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_KEYS: tuple[str, ...] = ("state_dict", "model_state_dict", "model", "net")
+"""Keys of a wrapping dict that hold the (non-EMA) weights, in order of preference."""
+EMA_KEYS: tuple[str, ...] = ("state_dict_ema", "model_ema", "ema_state_dict", "ema")
+"""Keys of a wrapping dict that hold exponential-moving-average weights."""
+STRIPPABLE_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.")
+"""Key prefixes added by DistributedDataParallel / DataParallel and by ``torch.compile``."""
+METADATA_KEYS: tuple[str, ...] = ("arch", "mean", "std", "num_classes")
+
+# Harmless classes that common training scripts put into checkpoints (timm saves its
+# argparse namespace under ``args``); allow-listing them keeps such files loadable
+# without --trust-checkpoint. Rebuilding a Namespace only sets attributes.
+_SAFE_EXTRA_GLOBALS: list[Any] = [argparse.Namespace]
+
+_CHUNK = 1 << 20
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint file, read.
+
+    Attributes:
+        path: the resolved path.
+        sha256: hex digest of the file's bytes.
+        n_bytes: file size in bytes.
+        format: see the module docstring.
+        state_dict: the weights (prefixes stripped), or ``None`` for a whole module.
+        module: the TorchScript or unpickled module, or ``None``.
+        metadata: ``arch``/``mean``/``std``/``num_classes`` found next to the weights.
+        weights_key: the key the weights were found under in a wrapping dict.
+        stripped_prefixes: prefixes removed from every key, in the order removed.
+        ema: whether EMA weights were selected.
+        warnings: notes for the load report.
+        unrestricted_unpickle: whether the file was unpickled without ``weights_only``.
+    """
+
+    path: Path
+    sha256: str
+    n_bytes: int
+    format: str
+    state_dict: dict[str, torch.Tensor] | None = None
+    module: nn.Module | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    weights_key: str | None = None
+    stripped_prefixes: list[str] = field(default_factory=list)
+    ema: bool = False
+    warnings: list[str] = field(default_factory=list)
+    unrestricted_unpickle: bool = False
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_checkpoint(source: str | Path, trust: bool = False, use_ema: bool = False) -> Checkpoint:
+    """Read a checkpoint file, choosing the format from its contents.
+
+    Args:
+        source: the checkpoint path.
+        trust: allow unpickling arbitrary objects (``--trust-checkpoint``).
+        use_ema: select EMA weights (an error if the file has none).
+
+    Raises:
+        ModelLoadError: the file is missing, unreadable, truncated, of an unknown format,
+        holds objects that need ``--trust-checkpoint``, or has no recognisable weights.
+    """
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise ModelLoadError(
+            f"checkpoint file '{source}' does not exist",
+            fix="check the path; a model source is timm:NAME, torchvision:NAME or a checkpoint file",
+        )
+    if path.is_dir():
+        raise ModelLoadError(
+            f"model source '{source}' is a directory, not a checkpoint file",
+            fix="pass the weights file inside it (e.g. model.safetensors or pytorch_model.bin)",
+        )
+    path = path.resolve()
+    n_bytes = path.stat().st_size
+    if n_bytes == 0:
+        raise ModelLoadError(f"checkpoint file '{source}' is empty", fix="re-save or re-download the checkpoint")
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    sha = file_sha256(path)
+
+    if _looks_like_safetensors(head, n_bytes) or path.suffix == ".safetensors":
+        ckpt = _read_safetensors(path, sha, n_bytes)
+    elif head.startswith(b"PK") and _is_torchscript_zip(path):
+        ckpt = _read_torchscript(path, sha, n_bytes)
+    else:
+        obj, unrestricted = _torch_load(path, trust)
+        if obj is _TORCHSCRIPT:
+            ckpt = _read_torchscript(path, sha, n_bytes)
+        else:
+            ckpt = _interpret(obj, path, sha, n_bytes, use_ema)
+            ckpt.unrestricted_unpickle = unrestricted
+    if use_ema and not ckpt.ema:
+        raise ModelLoadError(
+            f"--use-ema was given but checkpoint '{path.name}' ({ckpt.format}) holds no EMA weights "
+            f"(looked for {', '.join(EMA_KEYS)})",
+            fix="drop --use-ema",
+        )
+    if ckpt.state_dict is not None:
+        ckpt.state_dict, ckpt.stripped_prefixes = strip_prefixes(ckpt.state_dict)
+    logger.info(
+        "read checkpoint %s: format=%s weights_key=%s sha256=%s", path, ckpt.format, ckpt.weights_key, sha[:12]
+    )
+    return ckpt
+
+
+def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Remove ``module.`` / ``_orig_mod.`` while *every* key carries one (repeatedly).
+
+    Returns:
+        The new state dict (``_metadata`` kept, with its keys stripped too) and the
+        prefixes removed, in order.
+    """
+    stripped: list[str] = []
+    metadata = getattr(state_dict, "_metadata", None)
+    changed = True
+    while changed and state_dict:
+        changed = False
+        for prefix in STRIPPABLE_PREFIXES:
+            if all(k.startswith(prefix) for k in state_dict):
+                state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
+                if metadata is not None:
+                    metadata = {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in metadata.items()}
+                stripped.append(prefix)
+                changed = True
+    if stripped:
+        out: dict[str, torch.Tensor] = _StateDict(state_dict)
+        if metadata is not None:
+            out._metadata = metadata  # type: ignore[attr-defined]
+        return out, stripped
+    return state_dict, stripped
+
+
+class _StateDict(dict):
+    """A dict that can carry ``_metadata`` like the OrderedDict ``state_dict()`` returns."""
+
+
+def _looks_like_safetensors(head: bytes, n_bytes: int) -> bool:
+    # safetensors: 8-byte little-endian header length, then a JSON header starting "{".
+    if len(head) < 9:
+        return False
+    header_len = int.from_bytes(head[:8], "little")
+    return 0 < header_len < n_bytes and head[8:9] == b"{"
+
+
+def _is_torchscript_zip(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        return False  # torch.load reports the corruption
+    for name in names:
+        parts = name.split("/")
+        if len(parts) >= 2 and (parts[1] == "code" or parts[-1] == "constants.pkl"):
+            return True
+    return False
+
+
+def _read_safetensors(path: Path, sha: str, n_bytes: int) -> Checkpoint:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        state_dict = load_file(str(path), device="cpu")
+        with safe_open(str(path), framework="pt") as handle:
+            raw_meta = handle.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise _corrupt(path, "safetensors", exc) from exc
+    metadata: dict[str, Any] = {}
+    for key in METADATA_KEYS:
+        if key not in raw_meta:
+            continue
+        value = raw_meta[key]
+        if key in ("mean", "std", "num_classes"):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ModelLoadError(
+                    f"safetensors metadata '{key}' of '{path.name}' is {value!r}, not JSON",
+                    fix=f'store it as a JSON list, e.g. {key}="[0.5, 0.5, 0.5]", or pass --mean/--std',
+                ) from exc
+        metadata[key] = value
+    return Checkpoint(path, sha, n_bytes, "safetensors", state_dict=state_dict, metadata=metadata)
+
+
+def _read_torchscript(path: Path, sha: str, n_bytes: int) -> Checkpoint:
+    try:
+        with warnings.catch_warnings():
+            # torch.jit is deprecated upstream; the archive format is still supported.
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            warnings.simplefilter("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated.*")
+            module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - torch.jit raises RuntimeError for most damage
+        raise _corrupt(path, "TorchScript", exc) from exc
+    return Checkpoint(path, sha, n_bytes, "torchscript", module=module)
+
+
+_TORCHSCRIPT = object()
+
+
+def _torch_load(path: Path, trust: bool) -> tuple[Any, bool]:
+    """``torch.load`` with ``weights_only=True``; unrestricted only when trusted and needed.
+
+    Returns:
+        The loaded object (or the ``_TORCHSCRIPT`` sentinel) and whether the unrestricted
+        unpickler was used.
+    """
+    try:
+        with torch.serialization.safe_globals(_SAFE_EXTRA_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True), False
+    except pickle.UnpicklingError as exc:
+        offending = _unsafe_globals(path, exc)
+        if not offending:
+            raise _corrupt(path, "PyTorch", exc) from exc
+        if not trust:
+            modules = [g for g in offending if g.startswith("torch.nn.") or ".models." in g]
+            what = "a pickled nn.Module" if modules else "pickled Python objects"
+            raise ModelLoadError(
+                f"refusing to unpickle checkpoint '{path.name}': it holds {what} "
+                f"(unsupported global {list_some(offending, 3)}), and unpickling can run arbitrary code",
+                fix="if you trust where the file came from, pass --trust-checkpoint; better, save "
+                "model.state_dict() (or safetensors) and pass the architecture with --arch",
+            ) from exc
+    except RuntimeError as exc:
+        if "TorchScript" in str(exc):
+            return _TORCHSCRIPT, False
+        raise _corrupt(path, "PyTorch", exc) from exc
+    except Exception as exc:  # noqa: BLE001 - truncated files raise EOFError, KeyError …
+        raise _corrupt(path, "PyTorch", exc) from exc
+
+    logger.warning("unpickling %s without weights_only (--trust-checkpoint)", path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False), True
+    except Exception as exc:  # noqa: BLE001 - the trusted pickle may fail in any way
+        raise ModelLoadError(
+            f"unpickling checkpoint '{path.name}' failed: {one_line(exc)}",
+            fix="make the classes it was pickled with importable (same package versions), "
+            "or save model.state_dict() and pass --arch",
+        ) from exc
+
+
+_GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")
+
+
+def _unsafe_globals(path: Path, exc: BaseException) -> list[str]:
+    """The globals the safe unpickler refused, named without executing anything."""
+    found: list[str] = []
+    try:
+        found = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # noqa: BLE001 - legacy (non-zip) files are not supported there
+        found = []
+    for name in _GLOBAL_RE.findall(str(exc)):
+        if name not in found:
+            found.insert(0, name)
+    allowed = {f"{g.__module__}.{g.__qualname__}" for g in _SAFE_EXTRA_GLOBALS}
+    return [g for g in found if g not in allowed]
+
+
+def _corrupt(path: Path, kind: str, exc: BaseException) -> ModelLoadError:
+    return ModelLoadError(
+        f"cannot read checkpoint '{path.name}' as a {kind} file: it looks truncated, corrupt or of "
+        f"an unsupported format ({one_line(exc)})",
+        fix="re-save or re-download it; accepted formats are torch.save state dicts (.pt/.pth/.bin), "
+        ".safetensors and TorchScript archives",
+    )
+
+
+def _is_tensor_mapping(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def _is_weights(obj: Any) -> bool:
+    return _is_tensor_mapping(obj) or isinstance(obj, nn.Module)
+
+
+def _interpret(obj: Any, path: Path, sha: str, n_bytes: int, use_ema: bool) -> Checkpoint:
+    """Turn the unpickled object into a :class:`Checkpoint` (unwrap, pick EMA or not)."""
+    if isinstance(obj, nn.Module):
+        return Checkpoint(path, sha, n_bytes, "pickled_module", module=obj)
+    if not isinstance(obj, Mapping):
+        raise ModelLoadError(
+            f"checkpoint '{path.name}' holds a {type(obj).__name__}, not a state dict or a dict wrapping one",
+            fix="save model.state_dict() with torch.save",
+        )
+    if not obj:
+        raise ModelLoadError(f"checkpoint '{path.name}' is an empty dict", fix="re-save the checkpoint")
+    if _is_tensor_mapping(obj):
+        return Checkpoint(path, sha, n_bytes, "state_dict", state_dict=obj)  # type: ignore[arg-type]
+
+    metadata = {k: obj[k] for k in METADATA_KEYS if k in obj}
+    regular = next((k for k in WEIGHTS_KEYS if k in obj and _is_weights(obj[k])), None)
+    ema = next((k for k in EMA_KEYS if k in obj and _is_weights(obj[k])), None)
+    notes: list[str] = []
+    if use_ema:
+        if ema is None:
+            raise ModelLoadError(
+                f"--use-ema was given but checkpoint '{path.name}' has no EMA weights "
+                f"(looked for {', '.join(EMA_KEYS)}; it has keys {list_some([str(k) for k in obj], 8)})",
+                fix="drop --use-ema",
+            )
+        key = ema
+    elif regular is not None:
+        key = regular
+        if ema is not None:
+            notes.append(
+                f"checkpoint also holds EMA weights under '{ema}'; the non-EMA weights under '{regular}' "
+                "were audited (pass --use-ema to audit the EMA weights)"
+            )
+    elif ema is not None:
+        raise ModelLoadError(
+            f"checkpoint '{path.name}' holds only EMA weights (under '{ema}')",
+            fix="pass --use-ema to audit them",
+        )
+    else:
+        raise ModelLoadError(
+            f"checkpoint '{path.name}' is a dict without weights under any of {', '.join(WEIGHTS_KEYS)} "
+            f"(it has keys {list_some([str(k) for k in obj], 8)})",
+            fix="save model.state_dict() directly, or under the key 'state_dict'",
+        )
+    value = obj[key]
+    if isinstance(value, nn.Module):
+        return Checkpoint(
+            path, sha, n_bytes, "pickled_module", module=value, metadata=metadata, weights_key=key,
+            ema=use_ema, warnings=notes,
+        )
+    return Checkpoint(
+        path, sha, n_bytes, "wrapped_state_dict", state_dict=value, metadata=metadata, weights_key=key,
+        ema=use_ema, warnings=notes,
+    )

@@ -1,0 +1,235 @@
+"""The probe contract: one typed interface that every built-in and plugin probe implements.
+
+A probe is a class with declarative metadata (``name``, ``version``, ``description``,
+``needs_grad``, ``needs_double_backward``, ``higher_is_better``), a ``Config`` dataclass
+of knobs, and one method ``run(ctx) -> ProbeResult``. The engine owns seeding, device
+moves, grad mode, timing, progress and persistence; probes only compute.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from robaudit.data.audit_data import AuditData
+    from robaudit.models.audit_model import AuditModel
+
+
+class Severity(str, Enum):
+    """How serious a flag is. ``error`` flags mean a number in the results is likely wrong."""
+
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A named, stored, gate-able finding.
+
+    Attributes:
+        id: stable identifier, ``snake_case`` (e.g. ``probabilities_not_logits``).
+        severity: see :class:`Severity`.
+        message: one sentence for people, with the numbers that triggered it.
+        source: the probe name, or ``preflight`` / ``loader`` / ``data``.
+        docs: anchor in ``docs/flags.md`` explaining "raised if / what it means".
+    """
+
+    id: str
+    severity: Severity
+    message: str
+    source: str
+    docs: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        """The flag as a JSON object."""
+        return {
+            "id": self.id,
+            "severity": self.severity.value,
+            "message": self.message,
+            "source": self.source,
+            "docs": self.docs or f"docs/flags.md#{self.id.replace('_', '-')}",
+        }
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A number with an optional confidence interval.
+
+    Attributes:
+        value: the point estimate.
+        low, high: the interval bounds (same units as ``value``), or ``None``.
+        level: the interval's coverage, e.g. 0.95.
+        method: how the interval was made, e.g. ``wilson`` or ``bootstrap``.
+        n: the number of samples behind the estimate.
+    """
+
+    value: float
+    low: float | None = None
+    high: float | None = None
+    level: float | None = None
+    method: str | None = None
+    n: int | None = None
+
+
+SummaryValue = float | int | bool | str | None | Estimate | Mapping[str, "SummaryValue"]
+
+
+@dataclass
+class ProbeResult:
+    """What a probe returns.
+
+    Attributes:
+        summary: nested mapping of headline numbers; leaves are numbers, strings,
+            booleans or :class:`Estimate` (numbers with CIs). Keys are plain names,
+            never compound strings: nest instead.
+        per_sample: per-sample 1-D arrays of length N, aligned to ``ctx.data.ids``.
+            Keys are column names (unit in the probe's docs).
+        flags: findings raised by the probe.
+        artifacts: JSON-serialisable plot data the report can redraw.
+        notes: free-form, human-readable remarks shown in the report.
+    """
+
+    summary: dict[str, Any] = field(default_factory=dict)
+    per_sample: dict[str, np.ndarray] = field(default_factory=dict)
+    flags: list[Flag] = field(default_factory=list)
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+ProgressFactory = Callable[[Iterable[Any], str, int | None], Iterator[Any]]
+
+
+@dataclass
+class ProbeContext:
+    """Everything a probe may use. Probes must not touch anything else.
+
+    Attributes:
+        model: the audit model: takes N×C×H×W float pixels in [0, 1] on ``device``,
+            returns logits N×K. Eval mode. Probes must not change its parameters or mode;
+            use :meth:`AuditModel.audit_copy` when a probe needs a private copy.
+        data: the audit samples (N, with stable ids); ``data.batches(batch_size)``.
+        device: where the model lives.
+        batch_size: the run's batch size (samples per forward pass).
+        seed: the probe's seed (derived from the run seed and the probe name).
+        generator: a ``torch.Generator`` on CPU seeded with ``seed``.
+        logger: the probe's logger.
+        progress: wraps an iterable in a progress bar: ``progress(it, label, total)``.
+        previous: results of probes that already ran in this audit, by name.
+        dataset: the canonical dataset name (``digits``, ``cifar10``, ``imagefolder`` …),
+            used for dataset-aware defaults such as ε lists.
+    """
+
+    model: "AuditModel"
+    data: "AuditData"
+    device: torch.device
+    batch_size: int
+    seed: int
+    generator: torch.Generator
+    logger: logging.Logger
+    progress: ProgressFactory
+    previous: Mapping[str, ProbeResult]
+    dataset: str
+    _clean_logits: torch.Tensor | None = field(default=None, repr=False)
+
+    def clean_logits(self) -> torch.Tensor:
+        """Logits N×K of the unperturbed audit samples (float32, CPU), computed once per audit."""
+        if self._clean_logits is None:
+            chunks = []
+            with torch.no_grad():
+                batches = self.data.batches(self.batch_size)
+                total = -(-len(self.data) // self.batch_size)
+                for _rows, x, _y in self.progress(batches, "clean forward", total):
+                    chunks.append(self.model(x.to(self.device)).float().cpu())
+            self._clean_logits = torch.cat(chunks) if chunks else torch.empty(0, self.model.num_classes)
+        return self._clean_logits
+
+
+class Probe:
+    """Base class of every probe. Subclasses set the class attributes and implement ``run``.
+
+    Class attributes:
+        name: registry key, e.g. ``clean`` or ``attack.pgd``.
+        version: bump when the meaning of a number changes.
+        description: one line for ``robaudit probes``.
+        needs_grad: whether ``run`` needs autograd (the engine enables it).
+        needs_double_backward: whether the model must support second derivatives; the
+            loader then builds timm models with fused attention off.
+        higher_is_better: for each summary path (tuple of keys), whether higher is better.
+            The gate reads this to orient relative rules.
+        standard: whether the probe is in the default audit set.
+        order: position in the default audit (lower runs first; attacks before analysis).
+        Config: a dataclass of the probe's knobs, all with defaults.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    description: ClassVar[str]
+    needs_grad: ClassVar[bool] = False
+    needs_double_backward: ClassVar[bool] = False
+    higher_is_better: ClassVar[Mapping[tuple[str, ...], bool]] = {}
+    standard: ClassVar[bool] = False
+    order: ClassVar[int] = 100
+
+    @dataclass
+    class Config:
+        """No knobs."""
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def validate_probe_class(obj: object) -> list[str]:
+    """Check ``obj`` against the probe contract; return the list of problems (empty if fine)."""
+    problems: list[str] = []
+    if not isinstance(obj, type) or not issubclass(obj, Probe):
+        return [f"{obj!r} is not a subclass of robaudit.probes.base.Probe"]
+    for attr, kind in (("name", str), ("version", str), ("description", str)):
+        value = getattr(obj, attr, None)
+        if not isinstance(value, kind) or not value:
+            problems.append(f"class attribute '{attr}' must be a non-empty {kind.__name__}")
+    if not dataclasses.is_dataclass(getattr(obj, "Config", None)):
+        problems.append("'Config' must be a dataclass")
+    else:
+        for f in dataclasses.fields(obj.Config):
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                problems.append(f"Config field '{f.name}' needs a default")
+    hib = getattr(obj, "higher_is_better", {})
+    if not isinstance(hib, Mapping) or not all(
+        isinstance(k, tuple) and all(isinstance(p, str) for p in k) and isinstance(v, bool)
+        for k, v in hib.items()
+    ):
+        problems.append("'higher_is_better' must map tuples of summary keys to bools")
+    if getattr(obj, "run", None) is Probe.run:
+        problems.append("'run' is not implemented")
+    return problems
+
+
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> Estimate:
+    """A proportion with its Wilson score interval (``scipy.stats.binomtest``).
+
+    Args:
+        successes: count of successes (0 ≤ successes ≤ n).
+        n: number of trials; for n = 0 the value is NaN and the interval is absent.
+        level: two-sided coverage.
+    """
+    from scipy.stats import binomtest
+
+    if n == 0:
+        return Estimate(value=math.nan, level=level, method="wilson", n=0)
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return Estimate(
+        value=successes / n, low=float(ci.low), high=float(ci.high),
+        level=level, method="wilson", n=int(n),
+    )

@@ -1,0 +1,78 @@
+"""Clean accuracy: how often the model is right on the unperturbed audit samples."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from robaudit.probes.base import Probe, ProbeContext, ProbeResult, wilson_interval
+
+
+class CleanAccuracy(Probe):
+    """Top-1 accuracy with a Wilson 95 % interval, per-class accuracy and per-sample outcomes.
+
+    Per sample: ``pred`` (argmax class), ``correct`` (0/1), ``confidence`` (p_top, the
+    largest softmax probability), ``p_true`` (softmax probability of the true class),
+    ``loss`` (cross-entropy in nats) and ``logit_margin`` (Yu's decision function
+    d(x) = z_y − max_{i≠y} z_i in logit units; positive when correct).
+    """
+
+    name = "clean"
+    version = "1"
+    description = "clean top-1 accuracy (Wilson CI), per-class accuracy, per-sample loss, confidence and logit margin"
+    standard = True
+    order = 0
+    higher_is_better: ClassVar = {("accuracy",): True, ("mean_loss",): False}
+
+    @dataclass
+    class Config:
+        """Knobs of the clean-accuracy probe."""
+
+        ci_level: float = 0.95
+        """Coverage of the Wilson interval on accuracy."""
+
+        def __post_init__(self) -> None:
+            if not 0 < self.ci_level < 1:
+                raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        logits = ctx.clean_logits().double()
+        y = ctx.data.y
+        n, k = logits.shape
+        probs = logits.softmax(dim=1)
+        pred = logits.argmax(dim=1)
+        correct = pred == y
+        loss = F.cross_entropy(logits, y, reduction="none")
+        true_logit = logits.gather(1, y[:, None]).squeeze(1)
+        others = logits.scatter(1, y[:, None], float("-inf"))
+        margin = true_logit - others.max(dim=1).values
+
+        per_class = []
+        for c in range(k):
+            mask = y == c
+            count = int(mask.sum())
+            per_class.append(None if count == 0 else float(correct[mask].double().mean()))
+        confusion = torch.zeros(k, k, dtype=torch.int64)
+        confusion.index_put_((y, pred), torch.ones(n, dtype=torch.int64), accumulate=True)
+
+        return ProbeResult(
+            summary={
+                "accuracy": wilson_interval(int(correct.sum()), n, self.config.ci_level),
+                "n": n,
+                "mean_loss": float(loss.mean()),
+                "mean_confidence": float(probs.max(dim=1).values.mean()),
+                "per_class_accuracy": per_class,
+            },
+            per_sample={
+                "pred": pred.numpy(),
+                "correct": correct.numpy(),
+                "confidence": probs.max(dim=1).values.numpy(),
+                "p_true": probs.gather(1, y[:, None]).squeeze(1).numpy(),
+                "loss": loss.numpy(),
+                "logit_margin": margin.numpy(),
+            },
+            artifacts={"confusion_matrix": confusion.numpy().astype(np.int64).tolist()},
+        )

@@ -1,0 +1,129 @@
+"""The probe registry: one lazy registry fed by the entry-point group ``robaudit.probes``.
+
+Built-in probes are registered through robaudit's own ``pyproject.toml`` entry points, the
+same path third-party plugins use; nothing registers by import side effect. Entry points
+are listed without importing them; a probe class is imported the first time it is asked
+for and checked against the probe contract then.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+
+from robaudit.errors import ProbeError, did_you_mean
+from robaudit.probes.base import Probe, validate_probe_class
+
+ENTRY_POINT_GROUP = "robaudit.probes"
+AUTOLOAD_ENV = "ROBAUDIT_NO_PLUGIN_AUTOLOAD"
+OWN_DISTRIBUTION = "robaudit"
+
+
+@dataclass(frozen=True)
+class ProbeInfo:
+    """A registered probe as listed by ``robaudit probes``."""
+
+    name: str
+    version: str
+    description: str
+    distribution: str
+    distribution_version: str
+    standard: bool
+
+
+class ProbeRegistry:
+    """Registered probes by name.
+
+    Args:
+        autoload_plugins: load probes from distributions other than robaudit. ``False``
+            (``--no-plugin-autoload`` or ``ROBAUDIT_NO_PLUGIN_AUTOLOAD=1``) keeps only the
+            built-ins, for CI.
+        entry_point_list: the entry points to use instead of the installed ones (tests).
+
+    Raises:
+        ProbeError: two distributions register the same probe name.
+    """
+
+    def __init__(self, autoload_plugins: bool | None = None, entry_point_list: list[EntryPoint] | None = None) -> None:
+        if autoload_plugins is None:
+            autoload_plugins = os.environ.get(AUTOLOAD_ENV, "").strip().lower() not in {"1", "true", "yes"}
+        eps = list(entry_point_list) if entry_point_list is not None else list(entry_points(group=ENTRY_POINT_GROUP))
+        self._entry_points: dict[str, EntryPoint] = {}
+        for ep in eps:
+            dist = _dist_name(ep)
+            if not autoload_plugins and dist != OWN_DISTRIBUTION:
+                continue
+            if ep.name in self._entry_points:
+                other = _dist_name(self._entry_points[ep.name])
+                raise ProbeError(
+                    f"probe name '{ep.name}' is registered twice: by distribution '{other}' "
+                    f"({self._entry_points[ep.name].value}) and by '{dist}' ({ep.value})",
+                    fix=f"uninstall one of '{other}' and '{dist}', or disable plugin autoload "
+                    f"with --no-plugin-autoload",
+                )
+            self._entry_points[ep.name] = ep
+        self._loaded: dict[str, type[Probe]] = {}
+
+    def names(self) -> list[str]:
+        """All registered probe names, sorted."""
+        return sorted(self._entry_points)
+
+    def get(self, name: str) -> type[Probe]:
+        """The probe class registered as ``name`` (imported on first use).
+
+        Raises:
+            ProbeError: unknown name (with close matches), or the entry point fails to
+                import or breaks the probe contract.
+        """
+        if name not in self._entry_points:
+            hint = did_you_mean(name, self._entry_points)
+            raise ProbeError(
+                f"unknown probe '{name}'" + (f"; {hint}" if hint else ""),
+                fix="run 'robaudit probes' to list the registered probes",
+            )
+        if name not in self._loaded:
+            ep = self._entry_points[name]
+            try:
+                cls = ep.load()
+            except Exception as exc:  # any import failure of a plugin is reported, not raised raw
+                raise ProbeError(
+                    f"probe '{name}' from distribution '{_dist_name(ep)}' failed to import "
+                    f"({ep.value}): {type(exc).__name__}: {exc}",
+                    fix=f"reinstall or fix '{_dist_name(ep)}', or leave '{name}' out of --probes",
+                ) from exc
+            problems = validate_probe_class(cls)
+            if not problems and cls.name != name:
+                problems.append(f"class attribute name='{cls.name}' differs from its entry-point name")
+            if problems:
+                raise ProbeError(
+                    f"probe '{name}' from distribution '{_dist_name(ep)}' breaks the probe contract: "
+                    + "; ".join(problems),
+                    fix=f"fix '{_dist_name(ep)}' (see docs/writing-a-probe.md)",
+                )
+            self._loaded[name] = cls
+        return self._loaded[name]
+
+    def distribution(self, name: str) -> tuple[str, str]:
+        """(distribution name, version) that registers ``name``."""
+        ep = self._entry_points[name]
+        dist = ep.dist
+        return _dist_name(ep), (dist.version if dist is not None else "unknown")
+
+    def standard_set(self) -> list[str]:
+        """The default audit: probes marked ``standard``, in their declared order."""
+        classes = [self.get(n) for n in self.names()]
+        chosen = [c for c in classes if getattr(c, "standard", False)]
+        return [c.name for c in sorted(chosen, key=lambda c: (getattr(c, "order", 100), c.name))]
+
+    def describe(self) -> list[ProbeInfo]:
+        """Every registered probe with its version and source distribution (imports them)."""
+        infos = []
+        for name in self.names():
+            cls = self.get(name)
+            dist, dist_version = self.distribution(name)
+            infos.append(ProbeInfo(name, cls.version, cls.description, dist, dist_version, getattr(cls, "standard", False)))
+        return infos
+
+
+def _dist_name(ep: EntryPoint) -> str:
+    return ep.dist.name if ep.dist is not None else "unknown"

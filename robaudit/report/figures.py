@@ -1,0 +1,59 @@
+"""Small charts for the report, drawn with matplotlib and inlined as SVG (no network, no JS)."""
+from __future__ import annotations
+
+import io
+from typing import Any
+
+
+def _svg(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]  # drop the XML prolog so the SVG can sit inside HTML
+
+
+def reliability_diagram(bins: list[dict[str, Any]]) -> str:
+    """SVG of accuracy vs confidence per bin, bar width ∝ bin, with the diagonal of perfect calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3.6, 3.2), dpi=100)
+    filled = [b for b in bins if b["count"]]
+    ax.bar([(b["low"] + b["high"]) / 2 for b in filled], [b["accuracy"] for b in filled],
+           width=[(b["high"] - b["low"]) * 0.9 for b in filled], color="#4c72b0", label="accuracy")
+    ax.plot([0, 1], [0, 1], "--", color="#888", lw=1, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (p_top)")
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="upper left", fontsize=7, frameon=False)
+    return _svg(fig)
+
+
+def confusion_matrix(matrix: list[list[int]]) -> str:
+    """SVG heat-map of a K×K confusion matrix (rows: true class, columns: predicted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    m = np.asarray(matrix, dtype=float)
+    k = m.shape[0]
+    size = min(6.0, 2.0 + 0.25 * k)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9), dpi=100)
+    ax.imshow(m, cmap="Blues")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                if m[i, j]:
+                    ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if m[i, j] > m.max() / 2 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    return _svg(fig)

@@ -1,0 +1,135 @@
+"""Render ``report.html`` from a results directory, with jinja2 templates from ``reports/templates``.
+
+The report is one self-contained file: inline CSS and SVG, no scripts or fonts from the
+network. Autoescaping is on, so names taken from checkpoints or paths cannot inject HTML.
+"""
+from __future__ import annotations
+
+import math
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from robaudit.errors import InternalError
+from robaudit.report import figures
+from robaudit.results import store
+
+TEMPLATE = "report.html.j2"
+
+# The report's sections, in order; each is shown when one of its probes ran.
+SECTIONS: tuple[dict[str, Any], ...] = (
+    {"id": "attacks", "title": "Attacks", "prefixes": ("attack.",),
+     "how": "add attack probes, e.g. --probes clean,attack.pgd (see 'robaudit probes')"},
+    {"id": "curvature", "title": "Parameter curvature", "prefixes": ("curvature.",),
+     "how": "add curvature probes, e.g. --probes clean,curvature.topk"},
+    {"id": "geometry", "title": "Input geometry", "prefixes": ("geometry.",),
+     "how": "add input-geometry probes, e.g. --probes clean,geometry.gradients"},
+    {"id": "indicators", "title": "Indicator tests", "prefixes": ("analysis.",),
+     "how": "run attack and geometry probes together; the analysis stage then tests each indicator"},
+)
+
+
+def template_dir() -> Path:
+    """The templates: packaged as ``robaudit/templates`` in a wheel, ``reports/templates`` in a checkout."""
+    packaged = files("robaudit") / "templates"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    source = Path(__file__).resolve().parents[2] / "reports" / "templates"
+    if source.is_dir():
+        return source
+    raise InternalError("robaudit's report templates are missing from this installation",
+                        fix="reinstall robaudit (pip install --force-reinstall robaudit)")
+
+
+def environment() -> jinja2.Environment:
+    """The jinja2 environment: strict undefined, autoescape on for every template."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir())),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = format_number
+    env.filters["estimate"] = format_estimate
+    return env
+
+
+def format_number(value: Any, digits: int = 4) -> str:
+    """A number with ``digits`` significant digits; ``—`` for missing."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "—"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def format_estimate(value: Any) -> str:
+    """``0.9722 [0.9496, 0.9848]`` for an estimate dict, else :func:`format_number`."""
+    if isinstance(value, dict) and "value" in value:
+        text = format_number(value["value"])
+        if value.get("low") is not None and value.get("high") is not None:
+            level = value.get("level")
+            pct = f"{round(100 * level)} % " if level else ""
+            text += f" ({pct}CI {format_number(value['low'])}–{format_number(value['high'])}, {value.get('method')})"
+        return text
+    return format_number(value)
+
+
+def flatten_summary(summary: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
+    """(``a › b``, leaf) rows of a nested summary; estimates and lists of numbers are leaves."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in summary.items():
+        path = (*prefix, str(key))
+        if isinstance(value, dict) and "value" not in value:
+            rows.extend(flatten_summary(value, path))
+        elif isinstance(value, list):
+            rows.append((" › ".join(path), ", ".join(format_number(v, 3) for v in value)))
+        else:
+            rows.append((" › ".join(path), value))
+    return rows
+
+
+def build_context(results: dict[str, Any]) -> dict[str, Any]:
+    """Everything the template needs, derived from ``results.json``."""
+    probes = results.get("probes", {})
+    ok = {name: p for name, p in probes.items() if p.get("status") == "ok"}
+    sections = []
+    for spec in SECTIONS:
+        members = [n for n in probes if n.startswith(spec["prefixes"])]
+        sections.append({**spec, "probes": members, "ran": any(n in ok for n in members)})
+    figs: dict[str, str] = {}
+    if "calibration" in ok and ok["calibration"]["artifacts"].get("reliability_diagram"):
+        figs["reliability"] = figures.reliability_diagram(ok["calibration"]["artifacts"]["reliability_diagram"])
+    if "clean" in ok and ok["clean"]["artifacts"].get("confusion_matrix"):
+        figs["confusion"] = figures.confusion_matrix(ok["clean"]["artifacts"]["confusion_matrix"])
+    severities = {"error": 0, "warning": 0, "info": 0}
+    for flag in results.get("flags", []):
+        severities[flag["severity"]] = severities.get(flag["severity"], 0) + 1
+    return {
+        "r": results,
+        "probes": probes,
+        "ok": ok,
+        "summaries": {name: flatten_summary(p.get("summary", {})) for name, p in probes.items()},
+        "sections": sections,
+        "figures": figs,
+        "severities": severities,
+    }
+
+
+def render_report(out_dir: Path) -> Path:
+    """Render ``out_dir/report.html`` from ``out_dir/results.json``; returns its path."""
+    out_dir = Path(out_dir)
+    results = store.read_results(out_dir)
+    html = environment().get_template(TEMPLATE).render(**build_context(results))
+    path = out_dir / store.REPORT_FILE
+    store.atomic_write_text(path, html)
+    return path

@@ -1,0 +1,63 @@
+"""The run environment recorded in ``results.json``: versions, device, threads, seed."""
+from __future__ import annotations
+
+import platform
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import torch
+
+RECORDED_PACKAGES = (
+    "robaudit", "torch", "torchvision", "timm", "torchattacks", "hessian-eigenthings",
+    "numpy", "scipy", "scikit-learn", "safetensors", "jinja2", "click",
+)
+
+
+def package_versions(names: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, str | None]:
+    """Installed version of each package, ``None`` when absent."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def describe_environment(device: torch.device, seed: int, threads: int) -> dict[str, Any]:
+    """The ``environment`` section of ``results.json``."""
+    device_name = str(device)
+    if device.type == "cuda":
+        device_name = f"{device} ({torch.cuda.get_device_name(device)})"
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "device": device_name,
+        "threads": threads,
+        "seed": seed,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → cuda if available, else mps if available, else cpu; others checked.
+
+    Raises:
+        UsageError: the requested device is not available here.
+    """
+    from robaudit.errors import UsageError
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device '{name}' requested but CUDA is not available here", fix="use --device cpu or --device auto")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError(f"device '{name}' requested but MPS is not available here", fix="use --device cpu or --device auto")
+    return device

@@ -1,0 +1,61 @@
+"""Probe classes used by the registry and engine tests (loaded through real EntryPoint objects)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from robaudit.probes.base import Probe, ProbeContext, ProbeResult
+
+
+class CountingProbe(Probe):
+    """Counts how often it runs; returns the mean of the first pixel and per-sample labels."""
+
+    name = "test.counting"
+    version = "1"
+    description = "test probe that counts its runs"
+    runs = 0
+
+    @dataclass
+    class Config:
+        scale: float = 1.0
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        type(self).runs += 1
+        noise = float(np.random.default_rng(ctx.seed).normal())
+        return ProbeResult(summary={"scaled": self.config.scale * float(ctx.data.x[:, 0, 0, 0].mean()), "noise": noise},
+                           per_sample={"label_twice": 2 * ctx.data.y.numpy()})
+
+
+class InterruptingProbe(Probe):
+    """Raises KeyboardInterrupt, as Ctrl-C would mid-probe."""
+
+    name = "test.interrupt"
+    version = "1"
+    description = "test probe that simulates Ctrl-C"
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        raise KeyboardInterrupt
+
+
+class CrashingProbe(Probe):
+    """Has a bug."""
+
+    name = "test.crash"
+    version = "1"
+    description = "test probe with a bug"
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        return {}["missing"]
+
+
+class NoRunProbe(Probe):
+    """Breaks the contract: no run(), no description."""
+
+    name = "test.norun"
+    version = "1"
+    description = ""
+
+
+class NotAProbe:
+    """Not a Probe subclass at all."""

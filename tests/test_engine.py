@@ -1,0 +1,165 @@
+"""The engine end to end on the demo: results on disk, schema, resume, Ctrl-C, failures, the probe contract."""
+from __future__ import annotations
+
+import json
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+import torch
+
+import probe_fixtures
+from demo import DEMO_ARCH, DEMO_CHECKPOINT, THREADS
+from robaudit.config import AuditConfig
+from robaudit.engine import run_audit
+from robaudit.engine.runner import prepare, select_probes
+from robaudit.exitcodes import ExitCode
+from robaudit.models.audit_model import same_state
+from robaudit.probes.base import ProbeContext
+from robaudit.probes.registry import ENTRY_POINT_GROUP, ProbeRegistry
+from robaudit.results import schema_text, store
+from robaudit.results.serialise import to_jsonable
+
+
+def _registry(*extra: tuple[str, str]) -> ProbeRegistry:
+    class Dist:
+        name, version = "robaudit", "0"
+
+    eps = [EntryPoint(n, v, ENTRY_POINT_GROUP)._for(Dist()) for n, v in (
+        ("clean", "robaudit.probes.clean:CleanAccuracy"),
+        ("calibration", "robaudit.probes.calibration:Calibration"),
+        *extra)]
+    return ProbeRegistry(entry_point_list=eps)
+
+
+def _config(out: Path, **kw: object) -> AuditConfig:
+    base = dict(model=str(DEMO_CHECKPOINT), arch=DEMO_ARCH, dataset="digits", n_samples=60, out=out, threads=THREADS)
+    base.update(kw)
+    return AuditConfig(**base)
+
+
+def test_results_validate_against_the_published_schema(demo_run: Path) -> None:
+    results = json.loads((demo_run / "results.json").read_text())
+    jsonschema.validate(results, json.loads(schema_text()))
+    assert results["status"] == "complete"
+    assert results["environment"]["threads"] == THREADS
+    assert results["model"]["normalisation"]["source"] == "checkpoint"
+    assert results["data"]["n_used"] == 120
+
+
+def test_schema_rejects_compound_and_missing_fields(demo_run: Path) -> None:
+    schema = json.loads(schema_text())
+    results = json.loads((demo_run / "results.json").read_text())
+    broken = json.loads(json.dumps(results))
+    del broken["model"]["checkpoint_sha256"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+    broken = json.loads(json.dumps(results))
+    broken["flags"].append({"id": "Bad Id", "severity": "fatal", "message": "", "source": "", "docs": ""})
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+
+
+def test_per_sample_table_matches_results_and_model(demo_run: Path) -> None:
+    results = json.loads((demo_run / "results.json").read_text())
+    ids, cols = store.read_per_sample(demo_run)
+    assert len(ids) == len(set(ids)) == 120 and all(i.startswith("test:") for i in ids)
+    assert set(results["per_sample"]["columns"]) <= set(cols)
+    acc = results["probes"]["clean"]["summary"]["accuracy"]["value"]
+    assert np.mean(cols["clean/correct"]) == pytest.approx(acc)
+    assert ((cols["clean/logit_margin"] > 0) == (cols["clean/correct"] == 1)).all()
+
+
+def test_same_seed_reproduces_every_per_sample_value(tmp_path: Path) -> None:
+    a = run_audit(_config(tmp_path / "a"), _registry(), quiet=True)
+    b = run_audit(_config(tmp_path / "b"), _registry(), quiet=True)
+    assert a.exit_code == b.exit_code == ExitCode.OK
+    assert (tmp_path / "a" / "per_sample.csv").read_bytes() == (tmp_path / "b" / "per_sample.csv").read_bytes()
+    assert a.results["probes"]["calibration"]["summary"] == b.results["probes"]["calibration"]["summary"]
+
+
+def test_resume_skips_finished_probes_and_reruns_changed_ones(tmp_path: Path) -> None:
+    registry = _registry(("test.counting", "probe_fixtures:CountingProbe"))
+    probe_fixtures.CountingProbe.runs = 0
+    cfg = _config(tmp_path / "r", probes=["clean", "test.counting"])
+    first = run_audit(cfg, registry, quiet=True)
+    assert probe_fixtures.CountingProbe.runs == 1
+    again = run_audit(_config(tmp_path / "r", probes=["clean", "test.counting"], resume=True), registry, quiet=True)
+    assert probe_fixtures.CountingProbe.runs == 1, "a finished probe with the same settings must be skipped"
+    assert again.results["probes"]["test.counting"]["summary"] == first.results["probes"]["test.counting"]["summary"]
+    _, cols = store.read_per_sample(tmp_path / "r")
+    assert "test.counting/label_twice" in cols and "clean/correct" in cols
+    changed = _config(tmp_path / "r", probes=["clean", "test.counting"], resume=True,
+                      probe_config={"test.counting": {"scale": 2.0}})
+    run_audit(changed, registry, quiet=True)
+    assert probe_fixtures.CountingProbe.runs == 2, "changed knobs must re-run the probe"
+
+
+def test_resume_refuses_other_samples(tmp_path: Path) -> None:
+    run_audit(_config(tmp_path / "r", probes=["clean"]), _registry(), quiet=True)
+    from robaudit.errors import UsageError
+
+    with pytest.raises(UsageError, match="different samples"):
+        run_audit(_config(tmp_path / "r", probes=["clean"], n_samples=30, resume=True), _registry(), quiet=True)
+
+
+def test_ctrl_c_leaves_finished_probes_on_disk(tmp_path: Path) -> None:
+    registry = _registry(("test.interrupt", "probe_fixtures:InterruptingProbe"))
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(_config(tmp_path / "i", probes=["clean", "test.interrupt", "calibration"]), registry, quiet=True)
+    results = json.loads((tmp_path / "i" / "results.json").read_text())
+    assert results["status"] == "interrupted"
+    assert results["probes"]["clean"]["status"] == "ok"
+    assert "calibration" not in results["probes"]
+    _, cols = store.read_per_sample(tmp_path / "i")
+    assert "clean/correct" in cols
+    assert (tmp_path / "i" / "report.html").is_file()
+
+
+def test_a_crashing_probe_keeps_the_others_and_exits_internal(tmp_path: Path) -> None:
+    registry = _registry(("test.crash", "probe_fixtures:CrashingProbe"))
+    outcome = run_audit(_config(tmp_path / "c", probes=["test.crash", "clean"]), registry, quiet=True)
+    assert outcome.exit_code == ExitCode.INTERNAL
+    assert outcome.results["probes"]["test.crash"]["status"] == "failed"
+    assert "KeyError" in outcome.results["probes"]["test.crash"]["error"]["message"]
+    assert outcome.results["probes"]["clean"]["status"] == "ok"
+    assert outcome.results["status"] == "partial"
+
+
+def test_nothing_ran_exit_code(tmp_path: Path) -> None:
+    registry = _registry(("test.crash", "probe_fixtures:CrashingProbe"))
+    outcome = run_audit(_config(tmp_path / "n", probes=["test.crash"]), registry, quiet=True)
+    assert outcome.exit_code == ExitCode.INTERNAL  # a crash outranks "nothing ran"
+
+
+@pytest.mark.parametrize("name", ProbeRegistry(autoload_plugins=False).names())
+def test_probe_contract(name: str, tmp_path: Path) -> None:
+    """Every registered probe: deterministic under a seed, leaves the model unchanged, round-trips through JSON."""
+    registry = ProbeRegistry(autoload_plugins=False)
+    cfg = _config(tmp_path, probes=[name], n_samples=40)
+    (sel,) = select_probes(cfg, registry)
+    device, _, model, data = prepare(cfg, [sel])
+    before = model.state_fingerprint()
+
+    def run_once() -> dict:
+        import logging
+
+        from robaudit.engine.progress import make_progress
+        from robaudit.engine.runner import probe_seed
+
+        seed = probe_seed(0, name)
+        torch.manual_seed(seed)
+        ctx = ProbeContext(model=model, data=data, device=device, batch_size=16, seed=seed,
+                           generator=torch.Generator().manual_seed(seed), logger=logging.getLogger(name),
+                           progress=make_progress(True), previous={}, dataset=data.info.name)
+        with torch.set_grad_enabled(sel.cls.needs_grad):
+            result = sel.probe.run(ctx)
+        return {"summary": to_jsonable(result.summary), "artifacts": to_jsonable(result.artifacts),
+                "per_sample": to_jsonable(result.per_sample), "flags": [f.to_json() for f in result.flags]}
+
+    first, second = run_once(), run_once()
+    assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+    assert json.loads(json.dumps(first, allow_nan=False)) == first
+    assert same_state(before, model.state_fingerprint()), "the probe changed the model"

@@ -1,0 +1,121 @@
+"""Preflight flags, each on a model built to trigger it, and silent on a normal model."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helpers import audit_data, audit_model
+from robaudit.errors import PreflightError
+from robaudit.preflight import run_preflight
+
+CPU = torch.device("cpu")
+
+
+class Plain(nn.Module):
+    def __init__(self, k: int = 4) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, k))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class Softmaxed(Plain):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).softmax(dim=1)
+
+
+class AlwaysDropout(Plain):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(self.body(x), p=0.5, training=True)
+
+
+class Rounded(Plain):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(torch.round(x * 4) / 4)
+
+
+class HardSigmoidNet(Plain):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(F.hardsigmoid(x * 6 - 3))
+
+
+class NaNNet(Plain):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        return out / (x.flatten(1)[:, :1] > 0.5).float() * 0  # 0/0 → NaN where the first pixel ≤ 0.5
+
+
+def _data(n: int = 40, k: int = 4):
+    g = torch.Generator().manual_seed(1)
+    return audit_data(torch.rand(n, 1, 4, 4, generator=g), torch.randint(0, k, (n,), generator=g), k)
+
+
+def _flags(net: nn.Module, second_order: bool = False) -> list[str]:
+    report = run_preflight(audit_model(net, 4), _data(), CPU, second_order)
+    return [f.id for f in report.flags]
+
+
+def test_normal_model_raises_no_flag() -> None:
+    report = run_preflight(audit_model(Plain(), 4), _data(), CPU, check_double_backward=True)
+    assert report.flags == [] and report.double_backward is True
+    assert report.stats["network_input"]["matches_normalised_pixels"] is True
+
+
+def test_probabilities_flag() -> None:
+    assert _flags(Softmaxed()) == ["probabilities_not_logits"]
+
+
+def test_nondeterminism_flag() -> None:
+    assert "nondeterministic_eval" in _flags(AlwaysDropout())
+
+
+def test_zero_gradient_flag_on_a_rounding_layer() -> None:
+    assert _flags(Rounded()) == ["zero_input_gradients"]
+
+
+def test_missing_double_backward_is_flagged_only_when_asked() -> None:
+    assert _flags(HardSigmoidNet(), second_order=False) == []
+    report = run_preflight(audit_model(HardSigmoidNet(), 4), _data(), CPU, True)
+    assert report.double_backward is False and "hardsigmoid" in report.double_backward_error.lower()
+    assert [f.id for f in report.flags] == ["no_double_backward"]
+
+
+def test_nan_logits_stop_the_audit() -> None:
+    with pytest.raises(PreflightError, match="NaN or Inf logits on"):
+        run_preflight(audit_model(NaNNet(), 4), _data(), CPU, False)
+
+
+def test_pixels_outside_unit_range_stop_the_audit() -> None:
+    data = _data()
+    data.x = data.x * 255
+    with pytest.raises(PreflightError, match=r"pixels in \[0, 1\]"):
+        run_preflight(audit_model(Plain(), 4), data, CPU, False)
+
+
+def test_wrong_logit_shape_stops_the_audit() -> None:
+    with pytest.raises(PreflightError, match=r"expected \(40, 5\) logits"):
+        run_preflight(audit_model(Plain(k=4), 5), _data(), CPU, False)
+
+
+def test_double_normalisation_is_suspected() -> None:
+    model = audit_model(Plain(), 4)
+    model.mean.fill_(-40.0)  # as if the data were already normalised and normalised again
+    report = run_preflight(model, _data(), CPU, False)
+    assert "normalisation_suspect" in [f.id for f in report.flags]
+
+
+def test_flags_are_documented() -> None:
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    ids = set()
+    for path in (repo / "robaudit").rglob("*.py"):
+        ids |= set(re.findall(r'Flag\(\s*"([a-z_]+)"', path.read_text()))
+    doc = (repo / "docs" / "flags.md").read_text()
+    missing = [i for i in sorted(ids) if f"## `{i}`" not in doc]
+    assert ids and not missing, missing

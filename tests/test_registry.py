@@ -1,0 +1,68 @@
+"""The entry-point registry: discovery, duplicates across distributions, contract checks, suggestions."""
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint, distribution
+
+import pytest
+
+from robaudit.errors import ProbeError
+from robaudit.probes.registry import ENTRY_POINT_GROUP, ProbeRegistry
+
+
+class _FakeDist:
+    def __init__(self, name: str, version: str = "9.9") -> None:
+        self.name, self.version = name, version
+
+
+def _ep(name: str, value: str, dist: str) -> EntryPoint:
+    ep = EntryPoint(name=name, value=value, group=ENTRY_POINT_GROUP)
+    return ep._for(_FakeDist(dist))  # the same binding importlib.metadata does for installed distributions
+
+
+def test_builtin_probes_come_from_robaudits_own_entry_points() -> None:
+    eps = {ep.name: ep for ep in distribution("robaudit").entry_points if ep.group == ENTRY_POINT_GROUP}
+    assert {"clean", "calibration"} <= set(eps)
+    registry = ProbeRegistry(autoload_plugins=False)
+    assert {"clean", "calibration"} <= set(registry.names())
+    assert registry.standard_set()[:2] == ["clean", "calibration"]
+    info = {i.name: i for i in registry.describe()}
+    assert info["clean"].distribution == "robaudit" and info["clean"].version == "1"
+
+
+def test_duplicate_name_from_two_distributions_names_both() -> None:
+    eps = [_ep("test.counting", "probe_fixtures:CountingProbe", "plugin-a"),
+           _ep("test.counting", "probe_fixtures:CountingProbe", "plugin-b")]
+    with pytest.raises(ProbeError, match=r"registered twice.*'plugin-a'.*'plugin-b'"):
+        ProbeRegistry(entry_point_list=eps)
+
+
+def test_unknown_name_suggests_close_matches() -> None:
+    registry = ProbeRegistry(entry_point_list=[_ep("calibration", "robaudit.probes.calibration:Calibration", "robaudit")])
+    with pytest.raises(ProbeError, match="did you mean 'calibration'"):
+        registry.get("calibraton")
+
+
+def test_plugins_skipped_without_autoload() -> None:
+    eps = [_ep("clean", "robaudit.probes.clean:CleanAccuracy", "robaudit"),
+           _ep("test.counting", "probe_fixtures:CountingProbe", "some-plugin")]
+    assert ProbeRegistry(autoload_plugins=False, entry_point_list=eps).names() == ["clean"]
+    assert ProbeRegistry(autoload_plugins=True, entry_point_list=eps).names() == ["clean", "test.counting"]
+
+
+def test_autoload_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    eps = [_ep("test.counting", "probe_fixtures:CountingProbe", "some-plugin")]
+    monkeypatch.setenv("ROBAUDIT_NO_PLUGIN_AUTOLOAD", "1")
+    assert ProbeRegistry(entry_point_list=eps).names() == []
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("probe_fixtures:NoRunProbe", r"'run' is not implemented"),
+    ("probe_fixtures:NotAProbe", r"not a subclass"),
+    ("no_such_module_xyz:Probe", r"failed to import .*ModuleNotFoundError"),
+    ("probe_fixtures:CountingProbe", r"differs from its entry-point name"),
+])
+def test_broken_probes_give_one_clear_error_naming_the_distribution(value: str, message: str) -> None:
+    registry = ProbeRegistry(entry_point_list=[_ep("broken", value, "broken-plugin")])
+    with pytest.raises(ProbeError, match=message) as info:
+        registry.get("broken")
+    assert "broken-plugin" in str(info.value)

@@ -1,0 +1,45 @@
+"""The HTML report: self-contained, escaped, sections shown only for probes that ran."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from robaudit.report import render_report
+
+
+def test_report_is_self_contained(demo_run: Path) -> None:
+    html = (demo_run / "report.html").read_text()
+    assert "<script" not in html.lower()
+    # no external resources: every src/href is a same-page anchor; SVG xmlns URIs are names, not requests
+    for attr in re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', html):
+        assert attr.startswith(("#", "data:")), attr
+    assert "@import" not in html
+    for ref in re.findall(r"url\(([^)]*)\)", html):  # SVG clip paths refer to ids in the same page
+        assert ref.strip("'\"").startswith("#"), ref
+    assert len(html.encode()) < 5_000_000
+
+
+def test_report_shows_provenance_results_and_skipped_sections(demo_run: Path) -> None:
+    results = json.loads((demo_run / "results.json").read_text())
+    html = (demo_run / "report.html").read_text()
+    assert results["model"]["checkpoint_sha256"] in html
+    assert "from <strong>checkpoint</strong>" in html  # the normalisation source
+    acc = results["probes"]["clean"]["summary"]["accuracy"]["value"]
+    assert f"{acc:.4g}" in html
+    assert html.count("<svg") >= 2  # confusion matrix and reliability diagram
+    for section in ("Attacks", "Parameter curvature", "Input geometry", "Indicator tests"):
+        assert section in html
+    assert html.count("Not run in this audit") == 4
+
+
+def test_model_name_is_escaped(demo_copy: Path) -> None:
+    results = json.loads((demo_copy / "results.json").read_text())
+    evil = "<script>alert(1)</script>"
+    results["model"]["source"] = evil
+    results["model"]["arch"] = evil
+    results["flags"].append({"id": "x", "severity": "info", "message": evil, "source": evil, "docs": ""})
+    (demo_copy / "results.json").write_text(json.dumps(results))
+    html = render_report(demo_copy).read_text()
+    assert evil not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
