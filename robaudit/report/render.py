@@ -2,9 +2,16 @@
 
 The report is one self-contained file: inline CSS and SVG, no scripts or fonts from the
 network. Autoescaping is on, so names taken from checkpoints or paths cannot inject HTML.
+
+Sections: each entry of :data:`SECTIONS` is shown when one of its probes ran. A section may
+have its own template ``reports/templates/sections/<id>.html.j2`` and its own context builder
+``robaudit.report.sections.<id>.build(results) -> dict`` (figures, tables); the template sees
+that dict as ``s.ctx`` and the section spec as ``s``. Without them the section lists each
+probe's summary table.
 """
 from __future__ import annotations
 
+import importlib
 import math
 from importlib.resources import files
 from pathlib import Path
@@ -103,9 +110,16 @@ def build_context(results: dict[str, Any]) -> dict[str, Any]:
     probes = results.get("probes", {})
     ok = {name: p for name, p in probes.items() if p.get("status") == "ok"}
     sections = []
+    templates = template_dir()
     for spec in SECTIONS:
         members = [n for n in probes if n.startswith(spec["prefixes"])]
-        sections.append({**spec, "probes": members, "ran": any(n in ok for n in members)})
+        ran = any(n in ok for n in members)
+        own = f"sections/{spec['id']}.html.j2"
+        sections.append({
+            **spec, "probes": members, "ran": ran,
+            "template": own if (templates / own).is_file() else None,
+            "ctx": _section_context(spec["id"], results) if ran else {},
+        })
     figs: dict[str, str] = {}
     if "calibration" in ok and ok["calibration"]["artifacts"].get("reliability_diagram"):
         figs["reliability"] = figures.reliability_diagram(ok["calibration"]["artifacts"]["reliability_diagram"])
@@ -123,6 +137,18 @@ def build_context(results: dict[str, Any]) -> dict[str, Any]:
         "figures": figs,
         "severities": severities,
     }
+
+
+def _section_context(section_id: str, results: dict[str, Any]) -> dict[str, Any]:
+    """``robaudit.report.sections.<id>.build(results)``, or ``{}`` when the section has no builder."""
+    name = f"robaudit.report.sections.{section_id}"
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            return {}
+        raise
+    return module.build(results)
 
 
 def render_report(out_dir: Path) -> Path:
