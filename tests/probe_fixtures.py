@@ -59,3 +59,18 @@ class NoRunProbe(Probe):
 
 class NotAProbe:
     """Not a Probe subclass at all."""
+
+
+class SleepingProbe(Probe):
+    """Sleeps up to a minute (long enough to be interrupted by a real SIGINT)."""
+
+    name = "test.sleep"
+    version = "1"
+    description = "test probe that sleeps"
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        import time
+
+        for _ in range(600):
+            time.sleep(0.1)
+        return ProbeResult(summary={"slept": True})
