@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from robaudit import __version__
+from robaudit.analysis.indicators import analyse
 from robaudit.config import AuditConfig, build_probe_config
 from robaudit.data import DataRequest, describe_dataset, load_data
 from robaudit.data.audit_data import AuditData
@@ -30,7 +31,7 @@ from robaudit.exitcodes import ExitCode
 from robaudit.models import ModelRequest, load_model
 from robaudit.models.audit_model import AuditModel
 from robaudit.preflight import run_preflight
-from robaudit.probes.base import Flag, Probe, ProbeContext, ProbeResult, Severity
+from robaudit.probes.base import Column, Flag, Probe, ProbeContext, ProbeResult, Severity, column_meta
 from robaudit.probes.registry import ProbeRegistry
 from robaudit.results import store
 from robaudit.results.environment import describe_environment, resolve_device
@@ -197,6 +198,14 @@ def run_audit(config: AuditConfig, registry: ProbeRegistry | None = None, *, qui
         _render_quietly(out_dir, config)
         raise
 
+    try:
+        results["analysis"] = analyse(results, {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()},
+                                      seed=probe_seed(config.seed, "analysis"))
+    except Exception as exc:  # the probes' results must survive a bug in the analysis
+        log.error("analysis failed: %s", _advice(exc))
+        results["analysis"] = {"error": _advice(exc)}
+        exit_code = max(exit_code, ExitCode.INTERNAL)
+
     statuses = [p["status"] for p in results["probes"].values()]
     if exit_code == ExitCode.OK and "ok" not in statuses:
         exit_code = ExitCode.NOTHING_RAN
@@ -216,7 +225,7 @@ def _run_one(sel: _Selected, config: AuditConfig, registry: ProbeRegistry, model
         "status": "running", "config": to_jsonable(dataclasses.asdict(sel.probe.config)),
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "duration_s": None,
         "summary": {}, "higher_is_better": _nest_hib(sel.cls.higher_is_better), "artifacts": {},
-        "notes": [], "per_sample_columns": [], "error": None,
+        "notes": [], "per_sample_columns": [], "columns": {}, "error": None,
     }
     if sel.cls.needs_double_backward and preflight.double_backward is False:
         entry["status"] = "skipped"
@@ -260,6 +269,8 @@ def _run_one(sel: _Selected, config: AuditConfig, registry: ProbeRegistry, model
         status="ok", duration_s=round(time.perf_counter() - start, 4),
         summary=to_jsonable(result.summary), artifacts=to_jsonable(result.artifacts), notes=list(result.notes),
         per_sample_columns=[store.per_sample_column(sel.name, k) for k in result.per_sample],
+        columns={store.per_sample_column(sel.name, k): (meta.to_json() if (meta := column_meta(sel.cls, k)) else
+                                                         Column(k).to_json()) for k in result.per_sample},
         flags=[f.to_json() for f in result.flags],
     )
     log.info("probe %s: done in %.2f s", sel.name, entry["duration_s"])

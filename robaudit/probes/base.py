@@ -80,6 +80,34 @@ class Estimate:
     n: int | None = None
 
 
+@dataclass(frozen=True)
+class Column:
+    """What a per-sample column means, for the analysis stage and the report.
+
+    Attributes:
+        label: short human name with its symbol, e.g. ``input-gradient norm ‖∇x J‖₂``.
+        role: ``indicator`` (a candidate predictor of robustness), ``robustness`` (a
+            per-sample robustness outcome where larger means more robust, e.g. the minimal
+            adversarial ε), ``attack_success`` (0/1: the attack flipped the decision),
+            ``confounder`` (controlled for in partial correlations, e.g. confidence) or
+            ``other``.
+        unit: the unit of the values (``"L∞ pixels"``, ``"nats"``, ``""`` if unitless).
+        scale_invariant: whether the value is unchanged when logits are rescaled z → αz
+            (α > 0); ``None`` when not applicable. Cross-model claims flag ``False``.
+    """
+
+    label: str
+    role: str = "other"
+    unit: str = ""
+    scale_invariant: bool | None = None
+
+    ROLES = ("indicator", "robustness", "attack_success", "confounder", "other")
+
+    def to_json(self) -> dict[str, Any]:
+        """The metadata as a JSON object."""
+        return {"label": self.label, "role": self.role, "unit": self.unit, "scale_invariant": self.scale_invariant}
+
+
 SummaryValue = float | int | bool | str | None | Estimate | Mapping[str, "SummaryValue"]
 
 
@@ -167,6 +195,8 @@ class Probe:
             The gate reads this to orient relative rules.
         standard: whether the probe is in the default audit set.
         order: position in the default audit (lower runs first; attacks before analysis).
+        columns: metadata of the per-sample keys the probe returns (see :class:`Column`).
+            A key ending in ``*`` covers every key with that prefix (``success_eps_*``).
         Config: a dataclass of the probe's knobs, all with defaults.
     """
 
@@ -178,6 +208,7 @@ class Probe:
     higher_is_better: ClassVar[Mapping[tuple[str, ...], bool]] = {}
     standard: ClassVar[bool] = False
     order: ClassVar[int] = 100
+    columns: ClassVar[Mapping[str, Column]] = {}
 
     @dataclass
     class Config:
@@ -211,9 +242,21 @@ def validate_probe_class(obj: object) -> list[str]:
         for k, v in hib.items()
     ):
         problems.append("'higher_is_better' must map tuples of summary keys to bools")
+    cols = getattr(obj, "columns", {})
+    if not isinstance(cols, Mapping) or not all(isinstance(c, Column) and c.role in Column.ROLES for c in cols.values()):
+        problems.append(f"'columns' must map per-sample keys to Column with a role in {Column.ROLES}")
     if getattr(obj, "run", None) is Probe.run:
         problems.append("'run' is not implemented")
     return problems
+
+
+def column_meta(probe_cls: type[Probe], key: str) -> Column | None:
+    """The :class:`Column` declared for per-sample ``key`` (exact match, else longest ``prefix*``)."""
+    cols = getattr(probe_cls, "columns", {})
+    if key in cols:
+        return cols[key]
+    prefixes = [k for k in cols if k.endswith("*") and key.startswith(k[:-1])]
+    return cols[max(prefixes, key=len)] if prefixes else None
 
 
 def wilson_interval(successes: int, n: int, level: float = 0.95) -> Estimate:

@@ -8,7 +8,7 @@ import numpy as np
 import torch.nn.functional as F
 from scipy.stats import bootstrap
 
-from robaudit.probes.base import Estimate, Flag, Probe, ProbeContext, ProbeResult, Severity
+from robaudit.probes.base import Column, Estimate, Flag, Probe, ProbeContext, ProbeResult, Severity
 
 
 def bin_index(confidence: np.ndarray, bins: int) -> np.ndarray:
@@ -49,6 +49,7 @@ class Calibration(Probe):
     standard = True
     order = 1
     higher_is_better: ClassVar = {("ece",): False, ("mce",): False, ("nll",): False, ("brier",): False}
+    columns: ClassVar = {"brier": Column("Brier score", "other", "", scale_invariant=False)}
 
     @dataclass
     class Config:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from robaudit.probes.base import Probe, ProbeContext, ProbeResult, wilson_interval
+from robaudit.probes.base import Column, Probe, ProbeContext, ProbeResult, wilson_interval
 
 
 class CleanAccuracy(Probe):
@@ -26,6 +26,14 @@ class CleanAccuracy(Probe):
     standard = True
     order = 0
     higher_is_better: ClassVar = {("accuracy",): True, ("mean_loss",): False}
+    columns: ClassVar = {
+        "pred": Column("predicted class"),
+        "correct": Column("clean prediction correct"),
+        "confidence": Column("confidence p_top", "confounder", "probability", scale_invariant=False),
+        "p_true": Column("probability of the true class", "other", "probability", scale_invariant=False),
+        "loss": Column("cross-entropy loss J", "indicator", "nats", scale_invariant=False),
+        "logit_margin": Column("logit margin d(x)", "indicator", "logits", scale_invariant=False),
+    }
 
     @dataclass
     class Config:

@@ -1,0 +1,1 @@
+"""The analysis stage: per-model indicator tests (:mod:`.indicators`) and their statistics (:mod:`.stats`)."""

@@ -1,0 +1,169 @@
+"""The analysis stage: does each per-sample indicator predict robustness on this model?
+
+Inputs are the per-sample table and each column's declared role (``results.json`` →
+``probes.<name>.columns``): ``indicator`` columns are tested against ``robustness``
+outcomes (larger = more robust, e.g. the minimal adversarial ε) with Spearman's ρ, and
+against ``attack_success`` outcomes (0/1) with AUROC. Each test gets a percentile-bootstrap
+95 % CI and a permutation (Spearman) or Mann–Whitney (AUROC) p-value, Benjamini–Hochberg
+adjusted across all tests of the run; continuous tests also get the partial Spearman ρ
+controlling for the ``confounder`` column (confidence p_top), because much raw curvature
+signal is a confidence proxy (science.md §4). Tests use the clean-correct samples only: a
+misclassified sample has minimal ε = 0 by definition and would dominate the ranks.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from robaudit.analysis import stats as st
+
+CORRECT_COLUMN = "clean/correct"
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Knobs of the analysis stage.
+
+    Attributes:
+        n_bootstrap: bootstrap resamples per interval.
+        n_permutations: permutations per Spearman p-value.
+        level: interval coverage.
+        alpha: false-discovery rate for the verdict lines (after Benjamini–Hochberg).
+        min_samples: below this many usable samples a test reports "too few samples".
+    """
+
+    n_bootstrap: int = 1000
+    n_permutations: int = 2000
+    level: float = 0.95
+    alpha: float = 0.05
+    min_samples: int = 20
+
+
+def column_roles(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Column name → metadata (label, role, unit, scale_invariant) for every finished probe."""
+    roles: dict[str, dict[str, Any]] = {}
+    for entry in results.get("probes", {}).values():
+        if entry.get("status") == "ok":
+            roles.update(entry.get("columns", {}))
+    return roles
+
+
+def analyse(results: dict[str, Any], columns: dict[str, np.ndarray], seed: int,
+            config: AnalysisConfig = AnalysisConfig()) -> dict[str, Any] | None:
+    """Test every (indicator, outcome) pair; ``None`` when there is no indicator or no outcome.
+
+    Args:
+        results: the run's ``results.json`` content (for column roles).
+        columns: the per-sample table, column name → length-N float array.
+        seed: seeds the bootstrap and permutation draws.
+
+    Returns:
+        The ``analysis`` section of ``results.json``: method, tests (one per pair) and verdicts.
+    """
+    meta = column_roles(results)
+    present = {name: m for name, m in meta.items() if name in columns}
+    indicators = [c for c, m in present.items() if m["role"] == "indicator"]
+    outcomes = [c for c, m in present.items() if m["role"] in ("robustness", "attack_success")]
+    if not indicators or not outcomes:
+        return None
+    confounders = [c for c, m in present.items() if m["role"] == "confounder"]
+    confounder = confounders[0] if confounders else None
+    keep = columns[CORRECT_COLUMN] == 1 if CORRECT_COLUMN in columns else np.ones(len(next(iter(columns.values()))), bool)
+    rng = np.random.default_rng(seed)
+
+    tests = []
+    for outcome in outcomes:
+        for indicator in indicators:
+            tests.append(_test_pair(indicator, outcome, confounder, present, columns, keep, rng, config))
+    adjusted = st.benjamini_hochberg([t["p"] if t["p"] is not None else math.nan for t in tests])
+    for test, p_adj in zip(tests, adjusted):
+        test["p_adjusted"] = None if math.isnan(p_adj) else p_adj
+        test["verdict"] = _verdict(test, present, config)
+    return {
+        "method": {
+            "samples": "clean-correct samples" if CORRECT_COLUMN in columns else "all samples",
+            "continuous": f"Spearman rho, percentile bootstrap {config.n_bootstrap} resamples, "
+                          f"two-sided permutation p ({config.n_permutations} permutations)",
+            "binary": "AUROC, stratified percentile bootstrap, two-sided Mann-Whitney U p",
+            "partial": f"partial Spearman controlling for {present[confounder]['label']}" if confounder else None,
+            "multiple_testing": "benjamini-hochberg",
+            "alpha": config.alpha,
+            "level": config.level,
+        },
+        "config": asdict(config),
+        "confounder": confounder,
+        "tests": tests,
+        "verdicts": [t["verdict"] for t in tests],
+    }
+
+
+def _test_pair(indicator: str, outcome: str, confounder: str | None, meta: dict[str, dict[str, Any]],
+               columns: dict[str, np.ndarray], keep: np.ndarray, rng: np.random.Generator,
+               config: AnalysisConfig) -> dict[str, Any]:
+    x, y = columns[indicator], columns[outcome]
+    ok = keep & np.isfinite(x) & np.isfinite(y)
+    z = columns[confounder] if confounder and confounder != indicator else None
+    if z is not None:
+        ok &= np.isfinite(z)
+    kind = "auroc" if meta[outcome]["role"] == "attack_success" else "spearman"
+    test: dict[str, Any] = {"indicator": indicator, "outcome": outcome, "kind": kind, "n": int(ok.sum()),
+                            "estimate": None, "p": None, "partial": None}
+    if test["n"] < config.min_samples:
+        return test
+    x, y = x[ok], y[ok]
+    if kind == "auroc":
+        est = st.auroc_ci(x, y, rng, config.n_bootstrap, config.level)
+        p = st.auroc_p(x, y)
+        extra = {"positives": int(y.sum())}
+    else:
+        est = st.spearman_ci(x, y, rng, config.n_bootstrap, config.level)
+        p = st.permutation_p(x, y, rng, config.n_permutations)
+        extra = {}
+    test.update(extra)
+    test["estimate"] = _interval(est)
+    test["p"] = None if math.isnan(p) else p
+    if z is not None:
+        test["partial"] = _interval(st.partial_spearman_ci(x, y, z[ok], rng, config.n_bootstrap, config.level))
+    return test
+
+
+def _interval(iv: st.Interval) -> dict[str, float | None]:
+    clean = lambda v: None if v is None or math.isnan(v) else float(v)  # noqa: E731
+    return {"value": clean(iv.value), "low": clean(iv.low), "high": clean(iv.high), "level": iv.level}
+
+
+def _fmt_p(p: float | None) -> str:
+    if p is None:
+        return "p n/a"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def _verdict(test: dict[str, Any], meta: dict[str, dict[str, Any]], config: AnalysisConfig) -> str:
+    ind, out = meta[test["indicator"]]["label"], meta[test["outcome"]]["label"]
+    if test["estimate"] is None or test["estimate"]["value"] is None:
+        return (f"On this model, too few usable samples (n = {test['n']}, need {config.min_samples}) "
+                f"to tell whether {ind} predicts {out}.")
+    est = test["estimate"]
+    pct = round(100 * est["level"])
+    if test["kind"] == "auroc":
+        stat = f"AUROC = {est['value']:.2f}, {pct} % CI [{est['low']:.2f}, {est['high']:.2f}]"
+        effect = est["value"] - 0.5
+        excludes = est["low"] > 0.5 or est["high"] < 0.5
+    else:
+        stat = f"ρ = {est['value']:+.2f}, {pct} % CI [{est['low']:+.2f}, {est['high']:+.2f}]"
+        effect = est["value"]
+        excludes = est["low"] > 0 or est["high"] < 0
+    stat += f", {_fmt_p(test['p_adjusted'])} after Benjamini–Hochberg, n = {test['n']}"
+    partial = test.get("partial")
+    if partial and partial["value"] is not None:
+        stat += f"; after controlling for confidence, {partial['value']:+.2f}"
+    significant = excludes and test["p_adjusted"] is not None and test["p_adjusted"] < config.alpha
+    if not significant:
+        return f"On this model, the evidence that {ind} predicts {out} is too weak ({stat})."
+    if test["kind"] == "auroc":
+        direction = "a larger" if effect > 0 else "a smaller"
+        return f"On this model, {direction} {ind} predicts {out} ({stat})."
+    return f"On this model, a larger {ind} predicts a {'larger' if effect > 0 else 'smaller'} {out} ({stat})."
