@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robaudit.probes.base import Probe, ProbeContext, ProbeResult
+from robaudit.probes.base import Column, Probe, ProbeContext, ProbeResult
 
 
 class CountingProbe(Probe):
@@ -74,3 +74,27 @@ class SleepingProbe(Probe):
         for _ in range(600):
             time.sleep(0.1)
         return ProbeResult(summary={"slept": True})
+
+
+class DistanceProbe(Probe):
+    """A stand-in robustness outcome: the exact L2 distance of each sample to the decision boundary of
+    the model's linearisation, d(x)/‖∇x d‖₂ (so the analysis has something real to test)."""
+
+    name = "test.distance"
+    version = "1"
+    description = "test probe with a per-sample robustness outcome"
+    needs_grad = True
+    columns = {"distance": Column("linearised L2 distance to the boundary", "robustness", "L2 pixels", True)}
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        import torch
+
+        out = []
+        for _rows, x, y in ctx.data.batches(ctx.batch_size):
+            x = x.clone().requires_grad_(True)
+            z = ctx.model(x)
+            top2 = z.scatter(1, y[:, None], float("-inf")).max(1).values
+            d = z.gather(1, y[:, None]).squeeze(1) - top2
+            (g,) = torch.autograd.grad(d.sum(), x)
+            out.append((d / g.flatten(1).norm(dim=1).clamp_min(1e-12)).detach())
+        return ProbeResult(per_sample={"distance": torch.cat(out).numpy()})

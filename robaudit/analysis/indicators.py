@@ -40,6 +40,8 @@ class AnalysisConfig:
     level: float = 0.95
     alpha: float = 0.05
     min_samples: int = 20
+    max_points: int = 1000
+    """At most this many (indicator, outcome) points per scatter stored for the report."""
 
 
 def column_roles(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -85,19 +87,53 @@ def analyse(results: dict[str, Any], columns: dict[str, np.ndarray], seed: int,
     return {
         "method": {
             "samples": "clean-correct samples" if CORRECT_COLUMN in columns else "all samples",
-            "continuous": f"Spearman rho, percentile bootstrap {config.n_bootstrap} resamples, "
+            "continuous": f"Spearman ρ, percentile bootstrap {config.n_bootstrap} resamples, "
                           f"two-sided permutation p ({config.n_permutations} permutations)",
-            "binary": "AUROC, stratified percentile bootstrap, two-sided Mann-Whitney U p",
+            "binary": "AUROC, stratified percentile bootstrap, two-sided Mann–Whitney U p",
             "partial": f"partial Spearman controlling for {present[confounder]['label']}" if confounder else None,
-            "multiple_testing": "benjamini-hochberg",
+            "multiple_testing": "Benjamini–Hochberg",
             "alpha": config.alpha,
             "level": config.level,
         },
         "config": asdict(config),
         "confounder": confounder,
+        "labels": {c: present[c]["label"] for c in [*indicators, *outcomes, *confounders]},
         "tests": tests,
         "verdicts": [t["verdict"] for t in tests],
+        "matrix": _matrix([*indicators, *confounders, *outcomes], columns, keep),
+        "scatter": _scatter(indicators, outcomes, present, columns, keep, rng, config),
     }
+
+
+def _matrix(names: list[str], columns: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, Any]:
+    """Pairwise Spearman ρ between the analysed columns (on samples where both are finite)."""
+    rho = []
+    for a in names:
+        row = []
+        for b in names:
+            ok = keep & np.isfinite(columns[a]) & np.isfinite(columns[b])
+            value = st.spearman(columns[a][ok], columns[b][ok]) if ok.sum() >= 3 else math.nan
+            row.append(None if math.isnan(value) else round(value, 4))
+        rho.append(row)
+    return {"columns": names, "rho": rho}
+
+
+def _scatter(indicators: list[str], outcomes: list[str], meta: dict[str, dict[str, Any]],
+             columns: dict[str, np.ndarray], keep: np.ndarray, rng: np.random.Generator,
+             config: AnalysisConfig) -> dict[str, Any] | None:
+    """Points of each indicator against the first robustness outcome, sub-sampled for the report."""
+    targets = [o for o in outcomes if meta[o]["role"] == "robustness"]
+    if not targets:
+        return None
+    outcome = targets[0]
+    series = {}
+    for indicator in indicators:
+        ok = np.flatnonzero(keep & np.isfinite(columns[indicator]) & np.isfinite(columns[outcome]))
+        if len(ok) > config.max_points:
+            ok = np.sort(rng.choice(ok, config.max_points, replace=False))
+        series[indicator] = {"x": [float(v) for v in columns[indicator][ok]],
+                             "y": [float(v) for v in columns[outcome][ok]]}
+    return {"outcome": outcome, "series": series}
 
 
 def _test_pair(indicator: str, outcome: str, confounder: str | None, meta: dict[str, dict[str, Any]],
@@ -160,6 +196,8 @@ def _verdict(test: dict[str, Any], meta: dict[str, dict[str, Any]], config: Anal
     partial = test.get("partial")
     if partial and partial["value"] is not None:
         stat += f"; after controlling for confidence, {partial['value']:+.2f}"
+    elif partial:
+        stat += "; it ranks the samples exactly as confidence does, so it adds nothing beyond confidence"
     significant = excludes and test["p_adjusted"] is not None and test["p_adjusted"] < config.alpha
     if not significant:
         return f"On this model, the evidence that {ind} predicts {out} is too weak ({stat})."

@@ -57,3 +57,20 @@ def confusion_matrix(matrix: list[list[int]]) -> str:
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     return _svg(fig)
+
+
+def png_data_uri(fig: Any, dpi: int = 110) -> str:
+    """A figure as a ``data:image/png;base64,…`` URI (for dense scatters, where SVG would be large)."""
+    import base64
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def svg(fig: Any) -> str:
+    """A figure as inline SVG markup (public alias of the module's SVG writer)."""
+    return _svg(fig)

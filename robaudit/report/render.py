@@ -33,8 +33,9 @@ SECTIONS: tuple[dict[str, Any], ...] = (
      "how": "add curvature probes, e.g. --probes clean,curvature.topk"},
     {"id": "geometry", "title": "Input geometry", "prefixes": ("geometry.",),
      "how": "add input-geometry probes, e.g. --probes clean,geometry.gradients"},
-    {"id": "indicators", "title": "Indicator tests", "prefixes": ("analysis.",),
-     "how": "run attack and geometry probes together; the analysis stage then tests each indicator"},
+    {"id": "indicators", "title": "Indicator tests", "prefixes": (),
+     "how": "run a minimal-ε attack probe together with indicator probes (input geometry); "
+            "the analysis stage then tests each indicator"},
 )
 
 
@@ -112,8 +113,10 @@ def build_context(results: dict[str, Any]) -> dict[str, Any]:
     sections = []
     templates = template_dir()
     for spec in SECTIONS:
-        members = [n for n in probes if n.startswith(spec["prefixes"])]
+        members = [n for n in probes if spec["prefixes"] and n.startswith(spec["prefixes"])]
         ran = any(n in ok for n in members)
+        if spec["id"] == "indicators":  # the analysis stage, not a probe
+            ran = bool((results.get("analysis") or {}).get("tests"))
         own = f"sections/{spec['id']}.html.j2"
         sections.append({
             **spec, "probes": members, "ran": ran,

@@ -31,7 +31,7 @@ def test_known_monotone_relation_gets_a_directional_verdict() -> None:
     assert tests["g/grad"]["verdict"].startswith(
         "On this model, a larger input-gradient norm predicts a smaller minimal PGD ε (ρ = -0.9")
     assert "too weak" in tests["g/noise"]["verdict"]
-    assert out["method"]["multiple_testing"] == "benjamini-hochberg"
+    assert out["method"]["multiple_testing"] == "Benjamini–Hochberg"
 
 
 def test_confounded_relation_vanishes_after_partialling() -> None:
