@@ -74,3 +74,29 @@ def png_data_uri(fig: Any, dpi: int = 110) -> str:
 def svg(fig: Any) -> str:
     """A figure as inline SVG markup (public alias of the module's SVG writer)."""
     return _svg(fig)
+
+
+def robust_accuracy_curves(curves: list[dict[str, Any]], title: str) -> str:
+    """SVG of robust accuracy vs ε for several runs, each with its 95 % CI band.
+
+    Args:
+        curves: ``[{"run": name, "points": [{"eps", "value", "low", "high"}, ...]}, ...]``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 3.2), dpi=100)
+    for curve in curves:
+        pts = curve["points"]
+        eps = [p["eps"] for p in pts]
+        line, = ax.plot(eps, [p["value"] for p in pts], marker="o", ms=3, lw=1.4, label=curve["run"])
+        if all(p.get("low") is not None and p.get("high") is not None for p in pts):
+            ax.fill_between(eps, [p["low"] for p in pts], [p["high"] for p in pts], color=line.get_color(), alpha=0.18)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("ε (pixel units)")
+    ax.set_ylabel("robust accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    return _svg(fig)

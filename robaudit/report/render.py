@@ -162,3 +162,23 @@ def render_report(out_dir: Path) -> Path:
     path = out_dir / store.REPORT_FILE
     store.atomic_write_text(path, html)
     return path
+
+
+COMPARE_TEMPLATE = "compare.html.j2"
+COMPARE_JSON = "compare.json"
+COMPARE_HTML = "compare.html"
+
+
+def render_compare(out_dir: Path, comparison: dict[str, Any]) -> Path:
+    """Write ``compare.json`` and the self-contained ``compare.html`` into ``out_dir``."""
+    import json
+
+    from robaudit import __version__
+
+    out_dir = Path(out_dir)
+    store.atomic_write_text(out_dir / COMPARE_JSON, json.dumps(comparison, indent=2, allow_nan=False) + "\n")
+    figs = [figures.robust_accuracy_curves(curves, probe) for probe, curves in comparison["curves"].items()]
+    html = environment().get_template(COMPARE_TEMPLATE).render(c=comparison, figures=figs, version=__version__)
+    path = out_dir / COMPARE_HTML
+    store.atomic_write_text(path, html)
+    return path

@@ -1,0 +1,221 @@
+"""Cross-model comparison: ``robaudit compare RUN_DIR... --out DIR``.
+
+Asks Yao's Table 1/7 question of the user's own zoo: across models, does a model-level
+indicator (λ1^θ, Hessian trace, the median of a per-sample indicator) rank the models the
+way their robust accuracy does? With few models, only rank statistics with exact
+permutation p-values are honest (Kendall τ and Spearman ρ; exact up to 8 models).
+
+Model-level metrics are read from saved results only (no recomputation):
+
+* robustness: every Estimate in an ``attack.*`` probe's summary marked higher-is-better,
+  one per (probe, summary key, ε);
+* indicators: the numeric (non-Estimate) leaves of ``curvature.*`` and ``geometry.*``
+  summaries, and the median over clean-correct samples of every per-sample column whose
+  role is ``indicator``;
+* headline: the clean accuracy.
+
+Indicators that change when logits are rescaled z → αz (which changes no decision) are
+flagged in every cross-model claim, as are parameter-space curvatures, which are not
+invariant to reparametrisation (Dinh et al.; Kamath et al.'s counter-example).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robaudit.analysis import stats as st
+from robaudit.errors import UsageError
+from robaudit.results import store
+
+CURVE_PROBE_PREFIX = "attack."
+INDICATOR_PROBE_PREFIXES = ("curvature.", "geometry.")
+
+
+@dataclass
+class Run:
+    """One audited model, read back from its results directory."""
+
+    path: Path
+    results: dict[str, Any]
+    columns: dict[str, np.ndarray]
+    ids: list[str] = field(default_factory=list)
+    name: str = ""
+
+
+@dataclass
+class Metric:
+    """A model-level number: ``values[i]`` for run i (NaN when absent)."""
+
+    id: str
+    label: str
+    kind: str  # "robustness" | "indicator" | "headline"
+    values: list[float] = field(default_factory=list)
+    scale_invariant: bool | None = None
+    reparametrisation_invariant: bool = True
+
+
+def load_runs(paths: list[Path]) -> list[Run]:
+    """Read each results directory; names are the directory names (made unique)."""
+    runs = []
+    for path in paths:
+        results = store.read_results(path)
+        ids, columns = store.read_per_sample(path)
+        runs.append(Run(Path(path), results, columns, ids))
+    names = [r.path.resolve().name for r in runs]
+    for run, name in zip(runs, names):
+        run.name = name if names.count(name) == 1 else str(run.path)
+    return runs
+
+
+def _leaves(node: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    if isinstance(node, dict) and "value" in node and "low" in node:
+        return [(path, node)]
+    if isinstance(node, dict):
+        return [leaf for k, v in node.items() for leaf in _leaves(v, (*path, str(k)))]
+    return [(path, node)]
+
+
+def _hib(entry: dict[str, Any], path: tuple[str, ...]) -> bool | None:
+    node: Any = entry.get("higher_is_better", {})
+    for key in path:
+        if isinstance(node, bool):
+            return node
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node if isinstance(node, bool) else None
+
+
+def model_metrics(runs: list[Run]) -> list[Metric]:
+    """Every model-level metric present in at least one run, in a stable order."""
+    found: dict[str, Metric] = {}
+
+    def put(run_index: int, metric_id: str, label: str, kind: str, value: float, **extra: Any) -> None:
+        metric = found.setdefault(metric_id, Metric(metric_id, label, kind, [math.nan] * len(runs), **extra))
+        metric.values[run_index] = value
+
+    for i, run in enumerate(runs):
+        probes = run.results.get("probes", {})
+        for name, entry in probes.items():
+            if entry.get("status") != "ok":
+                continue
+            for path, leaf in _leaves(entry.get("summary", {})):
+                label = f"{name} {' › '.join(path)}"
+                if name == "clean" and path == ("accuracy",):
+                    put(i, "clean.accuracy", "clean accuracy", "headline", _num(leaf))
+                elif name.startswith(CURVE_PROBE_PREFIX) and isinstance(leaf, dict) and _hib(entry, path):
+                    put(i, label, label, "robustness", _num(leaf))
+                elif name.startswith(INDICATOR_PROBE_PREFIXES) and _is_number(leaf):
+                    put(i, label, label, "indicator", float(leaf),
+                        reparametrisation_invariant=not name.startswith("curvature."))
+            for column, meta in entry.get("columns", {}).items():
+                if meta.get("role") == "indicator" and column in run.columns:
+                    values = run.columns[column]
+                    if "clean/correct" in run.columns:
+                        values = values[run.columns["clean/correct"] == 1]
+                    values = values[np.isfinite(values)]
+                    if len(values):
+                        put(i, f"median {column}", f"median {meta['label']}", "indicator", float(np.median(values)),
+                            scale_invariant=meta.get("scale_invariant"))
+    order = {"headline": 0, "robustness": 1, "indicator": 2}
+    return sorted(found.values(), key=lambda m: (order[m.kind], m.id))
+
+
+def _num(leaf: Any) -> float:
+    value = leaf.get("value") if isinstance(leaf, dict) else leaf
+    return float(value) if value is not None else math.nan
+
+
+def _is_number(leaf: Any) -> bool:
+    return isinstance(leaf, (int, float)) and not isinstance(leaf, bool) and math.isfinite(float(leaf))
+
+
+def robust_curves(runs: list[Run]) -> dict[str, list[dict[str, Any]]]:
+    """Per attack probe: for each run, robust accuracy vs ε (from summaries keyed by ε)."""
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        for name, entry in run.results.get("probes", {}).items():
+            acc = entry.get("summary", {}).get("robust_accuracy") if entry.get("status") == "ok" else None
+            if not name.startswith(CURVE_PROBE_PREFIX) or not isinstance(acc, dict):
+                continue
+            points = []
+            for key, est in acc.items():
+                try:
+                    eps = float(key)
+                except ValueError:
+                    continue
+                if isinstance(est, dict) and est.get("value") is not None:
+                    points.append({"eps": eps, "value": est["value"], "low": est.get("low"), "high": est.get("high")})
+            if points:
+                curves.setdefault(name, []).append({"run": run.name, "points": sorted(points, key=lambda p: p["eps"])})
+    return curves
+
+
+def compare(paths: list[Path], seed: int = 0) -> dict[str, Any]:
+    """The comparison of the runs in ``paths`` (at least two), as stored in ``compare.json``.
+
+    Raises:
+        UsageError: fewer than two runs, or a directory without results.
+    """
+    if len(paths) < 2:
+        raise UsageError("compare needs at least two results directories", fix="pass two or more RUN_DIRs")
+    runs = load_runs(paths)
+    metrics = model_metrics(runs)
+    warnings = _warnings(runs)
+    rng = np.random.default_rng(seed)
+    correlations = []
+    outcomes = [m for m in metrics if m.kind == "robustness"]
+    for indicator in [m for m in metrics if m.kind == "indicator"]:
+        for outcome in outcomes:
+            x, y = np.array(indicator.values), np.array(outcome.values)
+            ok = np.isfinite(x) & np.isfinite(y)
+            row: dict[str, Any] = {"indicator": indicator.id, "outcome": outcome.id, "n_models": int(ok.sum()),
+                                   "kendall_tau": None, "kendall_p": None, "spearman_rho": None, "spearman_p": None}
+            if ok.sum() >= 3 and np.ptp(x[ok]) > 0 and np.ptp(y[ok]) > 0:
+                for method in ("kendall", "spearman"):
+                    value, p = st.rank_correlation_exact(x[ok], y[ok], method, rng)
+                    key = "kendall_tau" if method == "kendall" else "spearman_rho"
+                    row[key] = value
+                    row[f"{method}_p"] = None if math.isnan(p) else p
+            row["caveats"] = _caveats(indicator)
+            correlations.append(row)
+    return {
+        "runs": [{"name": r.name, "path": str(r.path), "model": r.results["model"]["source"],
+                  "sha256": r.results["model"].get("checkpoint_sha256"), "dataset": r.results["data"]["source"],
+                  "n_used": r.results["data"]["n_used"]} for r in runs],
+        "metrics": [{"id": m.id, "label": m.label, "kind": m.kind, "values": [None if math.isnan(v) else v for v in m.values],
+                     "scale_invariant": m.scale_invariant, "reparametrisation_invariant": m.reparametrisation_invariant}
+                    for m in metrics],
+        "correlations": correlations,
+        "curves": robust_curves(runs),
+        "warnings": warnings,
+        "method": "Kendall τ-b and Spearman ρ across models; two-sided permutation p, exact up to 8 models",
+    }
+
+
+def _caveats(metric: Metric) -> list[str]:
+    out = []
+    if metric.scale_invariant is False:
+        out.append("changes when logits are rescaled (z → αz) although no decision changes: "
+                   "models with different logit scales are not comparable on it")
+    if not metric.reparametrisation_invariant:
+        out.append("parameter-space curvature is not invariant to reparametrisation (Kamath et al.; Dinh et al.)")
+    return out
+
+
+def _warnings(runs: list[Run]) -> list[str]:
+    out = []
+    datasets = {r.results["data"]["source"] for r in runs}
+    if len(datasets) > 1:
+        out.append(f"the runs audit different datasets ({', '.join(sorted(datasets))}): robust accuracies are not comparable")
+    if len({tuple(r.ids) for r in runs}) > 1:
+        out.append("the runs audit different samples (split, --n-samples or seed differ): "
+                   "differences between models include sampling noise")
+    if len(runs) < 4:
+        out.append(f"with {len(runs)} models even a perfect rank correlation has a permutation p of at least "
+                   f"{2 / math.factorial(len(runs)):.2f}: treat cross-model correlations as descriptive")
+    return out
