@@ -66,3 +66,30 @@ def test_broken_probes_give_one_clear_error_naming_the_distribution(value: str, 
     with pytest.raises(ProbeError, match=message) as info:
         registry.get("broken")
     assert "broken-plugin" in str(info.value)
+
+
+def test_explicit_plugin_loads_without_autoload_and_block_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    eps = [_ep("clean", "robaudit.probes.clean:CleanAccuracy", "robaudit"),
+           _ep("test.counting", "probe_fixtures:CountingProbe", "Counting_Plugin"),
+           _ep("test.crash", "probe_fixtures:CrashingProbe", "crash-plugin")]
+    only = ProbeRegistry(autoload_plugins=False, entry_point_list=eps, plugins=["counting-plugin"])
+    assert only.names() == ["clean", "test.counting"]
+    blocked = ProbeRegistry(autoload_plugins=True, entry_point_list=eps, blocked=["crash_plugin"])
+    assert blocked.names() == ["clean", "test.counting"]
+    monkeypatch.setenv("ROBAUDIT_BLOCK_PLUGINS", "counting-plugin, crash-plugin")
+    assert ProbeRegistry(entry_point_list=eps).names() == ["clean"]
+    assert ProbeRegistry(entry_point_list=eps, blocked=["robaudit"]).names() == ["clean"]
+
+
+def test_unknown_explicit_plugin_is_an_error_with_a_suggestion() -> None:
+    eps = [_ep("test.counting", "probe_fixtures:CountingProbe", "counting-plugin")]
+    with pytest.raises(ProbeError, match="did you mean 'counting-plugin'"):
+        ProbeRegistry(entry_point_list=eps, plugins=["countin-plugin"])
+
+
+def test_plugins_used_records_distributions_and_versions() -> None:
+    eps = [_ep("clean", "robaudit.probes.clean:CleanAccuracy", "robaudit"),
+           _ep("test.counting", "probe_fixtures:CountingProbe", "counting-plugin")]
+    registry = ProbeRegistry(entry_point_list=eps)
+    assert registry.plugins_used(["clean", "test.counting"]) == [
+        {"distribution": "counting-plugin", "version": "9.9", "probes": ["test.counting"]}]

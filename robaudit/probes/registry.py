@@ -16,6 +16,7 @@ from robaudit.probes.base import Probe, validate_probe_class
 
 ENTRY_POINT_GROUP = "robaudit.probes"
 AUTOLOAD_ENV = "ROBAUDIT_NO_PLUGIN_AUTOLOAD"
+BLOCK_ENV = "ROBAUDIT_BLOCK_PLUGINS"
 OWN_DISTRIBUTION = "robaudit"
 
 
@@ -37,21 +38,36 @@ class ProbeRegistry:
     Args:
         autoload_plugins: load probes from distributions other than robaudit. ``False``
             (``--no-plugin-autoload`` or ``ROBAUDIT_NO_PLUGIN_AUTOLOAD=1``) keeps only the
-            built-ins, for CI.
+            built-ins and the distributions named in ``plugins``, for CI.
         entry_point_list: the entry points to use instead of the installed ones (tests).
+        plugins: distributions to load even when autoload is off (``-p DIST``).
+        blocked: distributions never to load (``--block-plugin DIST`` or
+            ``ROBAUDIT_BLOCK_PLUGINS=a,b``); robaudit itself cannot be blocked.
 
     Raises:
-        ProbeError: two distributions register the same probe name.
+        ProbeError: two distributions register the same probe name, or ``-p`` names a
+            distribution that registers no probe.
     """
 
-    def __init__(self, autoload_plugins: bool | None = None, entry_point_list: list[EntryPoint] | None = None) -> None:
+    def __init__(self, autoload_plugins: bool | None = None, entry_point_list: list[EntryPoint] | None = None,
+                 plugins: tuple[str, ...] | list[str] = (), blocked: tuple[str, ...] | list[str] = ()) -> None:
         if autoload_plugins is None:
             autoload_plugins = os.environ.get(AUTOLOAD_ENV, "").strip().lower() not in {"1", "true", "yes"}
+        blocked_set = {_norm(b) for b in blocked} | {_norm(b) for b in os.environ.get(BLOCK_ENV, "").split(",") if b.strip()}
+        wanted = {_norm(p) for p in plugins}
         eps = list(entry_point_list) if entry_point_list is not None else list(entry_points(group=ENTRY_POINT_GROUP))
+        available = {_norm(_dist_name(ep)) for ep in eps}
+        missing = sorted(wanted - available)
+        if missing:
+            hint = did_you_mean(missing[0], available)
+            raise ProbeError(f"plugin distribution '{missing[0]}' registers no robaudit probe"
+                             + (f"; {hint}" if hint else ""),
+                             fix="install it (pip install ...) or check the name with 'robaudit probes'")
         self._entry_points: dict[str, EntryPoint] = {}
         for ep in eps:
             dist = _dist_name(ep)
-            if not autoload_plugins and dist != OWN_DISTRIBUTION:
+            own = dist == OWN_DISTRIBUTION
+            if not own and (_norm(dist) in blocked_set or (not autoload_plugins and _norm(dist) not in wanted)):
                 continue
             if ep.name in self._entry_points:
                 other = _dist_name(self._entry_points[ep.name])
@@ -125,5 +141,22 @@ class ProbeRegistry:
         return infos
 
 
+    def plugins_used(self, names: list[str]) -> list[dict[str, object]]:
+        """The non-robaudit distributions behind ``names``, with versions, for ``results.json``."""
+        by_dist: dict[tuple[str, str], list[str]] = {}
+        for name in names:
+            dist, version = self.distribution(name)
+            if dist != OWN_DISTRIBUTION:
+                by_dist.setdefault((dist, version), []).append(name)
+        return [{"distribution": d, "version": v, "probes": p} for (d, v), p in sorted(by_dist.items())]
+
+
 def _dist_name(ep: EntryPoint) -> str:
     return ep.dist.name if ep.dist is not None else "unknown"
+
+
+def _norm(name: str) -> str:
+    """PEP 503 normalisation, so ``My_Plugin`` and ``my-plugin`` name the same distribution."""
+    import re
+
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
