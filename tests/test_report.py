@@ -28,9 +28,15 @@ def test_report_shows_provenance_results_and_skipped_sections(demo_run: Path) ->
     acc = results["probes"]["clean"]["summary"]["accuracy"]["value"]
     assert f"{acc:.4g}" in html
     assert html.count("<svg") >= 2  # confusion matrix and reliability diagram
-    for section in ("Attacks", "Parameter curvature", "Input geometry", "Indicator tests"):
-        assert section in html
-    assert html.count("Not run in this audit") == 4
+    from robaudit.report.render import build_context
+
+    sections = build_context(results)["sections"]
+    assert [s["title"] for s in sections] == ["Attacks", "Parameter curvature", "Input geometry", "Indicator tests"]
+    for s in sections:
+        assert s["title"] in html
+        ran = any(results["probes"][p]["status"] == "ok" for p in s["probes"])
+        assert s["ran"] == (ran or (s["id"] == "indicators" and bool((results["analysis"] or {}).get("tests"))))
+    assert html.count("Not run in this audit") == sum(not s["ran"] for s in sections)
 
 
 def test_model_name_is_escaped(demo_copy: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from robaudit import __version__
+from robaudit.cli import compare_command, gate_command
 from robaudit.cli.options import config_from_cli, file_defaults_for_click, model_and_data_options
 from robaudit.config import find_config_file, read_config_file
 from robaudit.errors import RobauditError, UsageError
@@ -86,6 +87,8 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 @click.option("--resume", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="Continue the audit in DIR, skipping probes that finished with the same settings.")
 @click.option("--no-report", is_flag=True, default=False, help="Skip the HTML report.")
+@click.option("--gate", "gate_rules", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="After the audit, gate the results on the rules in FILE (exit 1 if a rule fails; docs/ci-gate.md).")
 @common_options
 @click.pass_context
 def run(ctx: click.Context, **params: Any) -> None:
@@ -102,6 +105,8 @@ def run(ctx: click.Context, **params: Any) -> None:
                              fix="drop --out; --resume DIR writes to DIR")
         params["out"], params["resume"] = resume, True
     quiet = params["quiet"]
+    gate_rules = params.pop("gate_rules")
+    rules = gate_command.prepare_run_gate(gate_rules) if gate_rules is not None else None  # bad rules fail before the audit
     registry = ProbeRegistry(autoload_plugins=False if params["no_plugin_autoload"] else None)
     config = config_from_cli(params, ctx.obj["file"]["probe_config"])
     try:
@@ -110,7 +115,10 @@ def run(ctx: click.Context, **params: Any) -> None:
         click.echo(f"robaudit: interrupted; finished probe results are in {config.out}/", err=True)
         ctx.exit(int(ExitCode.INTERRUPTED))
     _print_summary(outcome.results, outcome.out_dir, outcome.report_path, quiet)
-    ctx.exit(int(outcome.exit_code))
+    code = outcome.exit_code
+    if rules is not None:
+        code = gate_command.gate_after_run(rules, outcome.out_dir, code, quiet=quiet, render=outcome.report_path is not None)
+    ctx.exit(int(code))
 
 
 @cli.command()
@@ -183,6 +191,10 @@ def report(results_dir: Path, quiet: bool, debug: bool) -> None:
 
     path = render_report(results_dir)
     click.echo(str(path))
+
+
+cli.add_command(gate_command.gate)
+cli.add_command(compare_command.compare)
 
 
 def _print_summary(results: dict[str, Any], out_dir: Path, report_path: Path | None, quiet: bool) -> None:

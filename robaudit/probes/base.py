@@ -197,6 +197,11 @@ class Probe:
         order: position in the default audit (lower runs first; attacks before analysis).
         columns: metadata of the per-sample keys the probe returns (see :class:`Column`).
             A key ending in ``*`` covers every key with that prefix (``success_eps_*``).
+        report_template: a jinja2 template shipped with the probe's package, as
+            ``"package:relative/path.html.j2"``; robaudit's report renders it (autoescaped) as
+            the probe's own section. It sees ``entry`` (the probe's results.json entry),
+            ``results`` (the whole file) and ``ctx`` (from :meth:`report_context`).
+        report_title: the heading of that section (default: the probe name).
         Config: a dataclass of the probe's knobs, all with defaults.
     """
 
@@ -209,6 +214,8 @@ class Probe:
     standard: ClassVar[bool] = False
     order: ClassVar[int] = 100
     columns: ClassVar[Mapping[str, Column]] = {}
+    report_template: ClassVar[str | None] = None
+    report_title: ClassVar[str | None] = None
 
     @dataclass
     class Config:
@@ -219,6 +226,11 @@ class Probe:
 
     def run(self, ctx: ProbeContext) -> ProbeResult:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @classmethod
+    def report_context(cls, entry: Mapping[str, Any], results: Mapping[str, Any]) -> dict[str, Any]:
+        """Extra template variables for :attr:`report_template` (figures, tables), from saved results only."""
+        return {}
 
 
 def validate_probe_class(obj: object) -> list[str]:

@@ -133,6 +133,7 @@ def build_context(results: dict[str, Any]) -> dict[str, Any]:
         severities[flag["severity"]] = severities.get(flag["severity"], 0) + 1
     return {
         "r": results,
+        "plugin_sections": plugin_sections(results),
         "probes": probes,
         "ok": ok,
         "summaries": {name: flatten_summary(p.get("summary", {})) for name, p in probes.items()},
@@ -140,6 +141,42 @@ def build_context(results: dict[str, Any]) -> dict[str, Any]:
         "figures": figs,
         "severities": severities,
     }
+
+
+def plugin_sections(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Sections contributed by probes with a ``report_template`` (typically plugins).
+
+    Each is rendered in its own autoescaping environment over the probe package's
+    templates and handed to the main template as markup. A probe whose distribution is not
+    installed here still gets its generic summary table, with a note saying what to install.
+    """
+    from robaudit.errors import RobauditError
+    from robaudit.probes.registry import ProbeRegistry
+
+    out = []
+    registry = None
+    for name, entry in results.get("probes", {}).items():
+        if entry.get("status") != "ok" or entry.get("distribution", {}).get("name") == "robaudit":
+            continue
+        registry = registry or ProbeRegistry(autoload_plugins=True)
+        try:
+            cls = registry.get(name)
+        except RobauditError:
+            dist = entry.get("distribution", {}).get("name", "its plugin")
+            out.append({"name": name, "title": name, "html": None,
+                        "note": f"install '{dist}' to render this probe's own report section"})
+            continue
+        if not getattr(cls, "report_template", None):
+            continue
+        package, _, rel = cls.report_template.partition(":")
+        env = jinja2.Environment(loader=jinja2.PackageLoader(package, str(Path(rel).parent) or "."),
+                                 autoescape=True, undefined=jinja2.StrictUndefined)
+        env.filters["num"] = format_number
+        env.filters["estimate"] = format_estimate
+        html = env.get_template(Path(rel).name).render(entry=entry, results=results,
+                                                       ctx=cls.report_context(entry, results))
+        out.append({"name": name, "title": cls.report_title or name, "html": html, "note": None})
+    return out
 
 
 def _section_context(section_id: str, results: dict[str, Any]) -> dict[str, Any]:

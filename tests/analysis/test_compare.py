@@ -1,0 +1,73 @@
+"""`robaudit compare` on three real audits of the same architecture with different weights."""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from scipy import stats
+
+from demo import DEMO_ARCH, DEMO_CHECKPOINT, THREADS
+from robaudit.analysis.compare import compare
+from robaudit.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def three_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The demo CNN, and two copies with their last layer scaled (same decisions, different logit scale)."""
+    import robaudit
+
+    root = tmp_path_factory.mktemp("zoo")
+    state = load_file(str(DEMO_CHECKPOINT))
+    runs = []
+    for i, scale in enumerate([1.0, 3.0, 0.3]):
+        scaled = dict(state)
+        scaled["classifier.3.weight"] = state["classifier.3.weight"] * scale
+        scaled["classifier.3.bias"] = state["classifier.3.bias"] * scale
+        ckpt = root / f"m{i}.safetensors"
+        save_file(scaled, str(ckpt), metadata={"mean": "[0.3054]", "std": "[0.3761]"})
+        out = root / f"run{i}"
+        robaudit.audit(model=str(ckpt), arch=DEMO_ARCH, n_samples=80, out=out, threads=THREADS)
+        runs.append(out)
+    return runs
+
+
+def test_table_has_every_model_and_flags_scale_dependent_indicators(three_runs: list[Path]) -> None:
+    c = compare(three_runs)
+    assert [r["name"] for r in c["runs"]] == ["run0", "run1", "run2"]
+    metrics = {m["id"]: m for m in c["metrics"]}
+    acc = metrics["clean.accuracy"]["values"]
+    assert acc[0] == acc[1] == acc[2]  # scaling logits changes no decision
+    margin = metrics["median clean/logit_margin"]
+    assert margin["values"][1] == pytest.approx(3 * margin["values"][0], rel=1e-5)
+    assert margin["scale_invariant"] is False
+    assert any("permutation p of at least" in w for w in c["warnings"])
+
+
+def test_cross_model_correlation_is_exact_for_few_models() -> None:
+    """Kendall's p from the module equals enumerating all 4! orderings."""
+    from robaudit.analysis.stats import rank_correlation_exact
+
+    x, y = np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.4, 0.3, 0.35, 0.1])
+    tau, p = rank_correlation_exact(x, y, "kendall", np.random.default_rng(0))
+    taus = [stats.kendalltau(x, y[list(q)]).statistic for q in itertools.permutations(range(4))]
+    assert p == pytest.approx(np.mean(np.abs(taus) >= abs(tau) - 1e-12))
+
+
+def test_cli_writes_json_and_html(three_runs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["compare", *map(str, three_runs), "--out", str(tmp_path / "cmp"), "-q"])
+    assert code == 0
+    assert capsys.readouterr().out.strip() == f"report: {tmp_path / 'cmp' / 'compare.html'}"
+    saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert len(saved["runs"]) == 3
+    html = (tmp_path / "cmp" / "compare.html").read_text()
+    assert "Model comparison" in html and "run2" in html and "<script" not in html
+
+
+def test_compare_needs_two_runs(three_runs: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["compare", str(three_runs[0])])
+    assert code == 2 and "at least two" in capsys.readouterr().err
