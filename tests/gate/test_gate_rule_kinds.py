@@ -186,10 +186,13 @@ def test_flag_rule_new_only_ignores_flags_the_baseline_had(candidate: Path, base
 
 
 def test_missing_metric_fails_unless_optional(candidate: Path, tmp_path: Path) -> None:
-    path = '["probes", "attack.fgsm", "summary", "robust_accuracy", "0.1"]'  # registered, not run
+    results = json.loads((candidate / "results.json").read_text())
+    del results["probes"]["calibration"]  # a registered probe that did not run in this audit
+    (candidate / "results.json").write_text(json.dumps(results))
+    path = ECE
     code, gate, text = _gate(candidate, write_rules(tmp_path / "a.toml", f"[[rule]]\nmetric = {path}\nthreshold = 0.4\n"))
     assert code == ExitCode.GATE_FAILED
-    assert "probe 'attack.fgsm' did not run" in gate["rules"][0]["message"]
+    assert "probe 'calibration' did not run" in gate["rules"][0]["message"]
     assert "optional = true" in gate["rules"][0]["message"]
 
     only_optional = write_rules(tmp_path / "b.toml", f"[[rule]]\nmetric = {path}\nthreshold = 0.4\noptional = true\n")
