@@ -37,7 +37,7 @@ def test_resnet18_checkpoint_on_cifar10(tmp_path: Path, capsys: pytest.CaptureFi
     torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}, "epoch": 3}, ckpt)
 
     code = main(["run", str(ckpt), "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"),
-                 "--out", str(tmp_path / "audit"), "-q"])
+                 "--out", str(tmp_path / "audit"), "--probes", "clean,calibration", "-q"])
     capsys.readouterr()
     assert code == ExitCode.OK
     results = json.loads((tmp_path / "audit" / "results.json").read_text())

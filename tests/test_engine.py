@@ -73,8 +73,8 @@ def test_per_sample_table_matches_results_and_model(demo_run: Path) -> None:
 
 
 def test_same_seed_reproduces_every_per_sample_value(tmp_path: Path) -> None:
-    a = run_audit(_config(tmp_path / "a"), _registry(), quiet=True)
-    b = run_audit(_config(tmp_path / "b"), _registry(), quiet=True)
+    a = run_audit(_config(tmp_path / "a", probes=["clean", "calibration"]), _registry(), quiet=True)
+    b = run_audit(_config(tmp_path / "b", probes=["clean", "calibration"]), _registry(), quiet=True)
     assert a.exit_code == b.exit_code == ExitCode.OK
     assert (tmp_path / "a" / "per_sample.csv").read_bytes() == (tmp_path / "b" / "per_sample.csv").read_bytes()
     assert a.results["probes"]["calibration"]["summary"] == b.results["probes"]["calibration"]["summary"]

@@ -31,7 +31,8 @@ def three_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         ckpt = root / f"m{i}.safetensors"
         save_file(scaled, str(ckpt), metadata={"mean": "[0.3054]", "std": "[0.3761]"})
         out = root / f"run{i}"
-        robaudit.audit(model=str(ckpt), arch=DEMO_ARCH, n_samples=80, out=out, threads=THREADS)
+        robaudit.audit(model=str(ckpt), arch=DEMO_ARCH, n_samples=80, out=out, threads=THREADS,
+                       probes=["clean", "calibration"])
         runs.append(out)
     return runs
 

@@ -1,0 +1,122 @@
+"""Minimum-distance attacks (C&W L2, FAB): per-sample distances and robust accuracy at budgets.
+
+A minimum-distance attack returns, per sample, the closest adversarial example it found. We
+re-check it (finite, in [0, 1]), recompute the prediction, and recompute the distance in the
+attack's norm. ``distance`` is that distance for a verified adversarial example, 0 for samples
+misclassified clean, and NaN where none was found. A sample is robust at budget ε when it is
+correct clean and has no verified adversarial example within ε.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from robaudit.probes.attacks import sanity
+from robaudit.probes.attacks import torchattacks_adapter as ta
+from robaudit.probes.attacks.budgets import eps_key, resolve_eps
+from robaudit.probes.attacks.seeding import derive_seed
+from robaudit.probes.attacks.sweep import accuracy_by_eps, clean_correct, success_key, wilson
+from robaudit.probes.attacks.verify import distances, project, score
+from robaudit.probes.base import Flag, Probe, ProbeContext, ProbeResult
+
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def quantiles(values: np.ndarray) -> dict[str, float | None]:
+    """Quantiles q10…q90 of ``values`` (+∞ allowed: censored samples; stored as null when infinite)."""
+    if len(values) == 0:
+        return {f"q{round(q * 100)}": None for q in QUANTILES}
+    qs = np.quantile(np.asarray(values, dtype=float), QUANTILES, method="lower")
+    return {f"q{round(q * 100)}": (float(v) if math.isfinite(v) else None) for q, v in zip(QUANTILES, qs)}
+
+
+def histogram(values: np.ndarray, low: float, high: float, bins: int = 30) -> dict[str, Any]:
+    """Histogram of finite ``values`` over [low, high] (report figures): edges, counts, n."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    top = max(high, float(values.max()) if len(values) else high)
+    counts, edges = np.histogram(values, bins=bins, range=(low, top if top > low else low + 1))
+    return {"edges": edges.tolist(), "counts": counts.tolist(), "n": int(len(values))}
+
+
+@dataclass
+class DistanceConfig:
+    """Knobs shared by the minimum-distance probes."""
+
+    eps: list[float] | None = None
+    """Budgets at which to report robust accuracy; ``None`` picks the dataset default for the norm."""
+    ci_level: float = 0.95
+    """Coverage of the Wilson intervals."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ci_level < 1:
+            raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+
+
+class DistanceAttack(Probe):
+    """Base class: subclasses implement :meth:`find` and :meth:`settings`."""
+
+    needs_grad = True
+    higher_is_better: ClassVar = {("robust_accuracy",): True, ("robust_accuracy_clean_correct",): True,
+                                  ("distance_quantiles",): True}
+
+    def norm(self) -> str:
+        """``linf`` or ``l2``."""
+        raise NotImplementedError
+
+    def find(self, target: ta.AttackTarget, x: torch.Tensor, y: torch.Tensor, seed: int) -> ta.AttackOutput:
+        """Closest adversarial candidates of one batch."""
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """The effective attack settings, echoed in the summary."""
+        return {}
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        cfg = self.config
+        norm = self.norm()
+        shape = tuple(ctx.data.x.shape[1:])
+        budgets = resolve_eps(cfg.eps, norm, ctx.dataset, shape)
+        correct = clean_correct(ctx)
+        n = len(correct)
+        dist = np.full(n, np.nan)
+        invalid = 0
+        batches = list(enumerate(ctx.data.batches(ctx.batch_size)))
+        with ta.attack_session(ctx.model, ctx.device) as target:
+            for b, (rows, xb, yb) in ctx.progress(batches, self.name, len(batches)):
+                xb, yb = xb.to(ctx.device), yb.to(ctx.device)
+                out = self.find(target, xb, yb, derive_seed(ctx.seed, "find", b))
+                adv, bad = project(xb, out.adv, math.inf, norm)
+                invalid += int(bad.sum())
+                fooled = ~score(ctx.model, adv, yb).correct.numpy()
+                d = distances(xb.cpu(), adv.cpu(), norm).numpy()
+                dist[rows] = np.where(fooled, d, np.nan)
+        dist = np.where(correct, dist, 0.0)
+        found = np.isfinite(dist)
+        robust = np.stack([correct & ~(found & (dist <= e)) for e in budgets.eps])
+        censored = np.where(found, dist, np.inf)
+        summary: dict[str, Any] = {
+            "norm": norm, "eps": list(budgets.eps), "eps_source": budgets.source, "n": n,
+            "settings": self.settings(),
+            "clean_accuracy": wilson(int(correct.sum()), n, cfg.ci_level),
+            **accuracy_by_eps(budgets.eps, robust, correct, cfg.ci_level),
+            "found_fraction": wilson(int((found & correct).sum()), int(correct.sum()), cfg.ci_level),
+            "distance_quantiles": quantiles(censored[correct]),
+            "invalid_adversarials": invalid,
+        }
+        flags: list[Flag | None] = []
+        flag, rises = sanity.accuracy_rises(self.name, budgets.eps, list(robust))
+        summary["sanity"] = {"accuracy_rises": rises}
+        flags.append(flag)
+        flags.append(sanity.attack_output_invalid(self.name, {"any": invalid}))
+        per_sample: dict[str, np.ndarray] = {"distance": dist, "found": found}
+        for k, e in enumerate(budgets.eps):
+            per_sample[success_key(e)] = ~robust[k]
+        top = max(budgets.eps)
+        return ProbeResult(summary=summary, per_sample=per_sample, flags=[f for f in flags if f is not None],
+                           artifacts={"distribution": histogram(dist[correct & found], 0.0, top),
+                                      "not_found": int((correct & ~found).sum()), "eps_keys": [eps_key(e) for e in budgets.eps]})

@@ -1,0 +1,60 @@
+"""Single-step attacks of Yao et al.'s Table 5: FGSM (L∞) and L2GRAD (L2)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from robaudit.probes.attacks import torchattacks_adapter as ta
+from robaudit.probes.attacks.budgets import check_eps_list
+from robaudit.probes.attacks.sweep import SweepAttack, SweepConfig
+
+
+class FGSMProbe(SweepAttack):
+    """FGSM: x + ε·sign(∇ₓ CE), clipped to [0, 1], at every L∞ budget of the sweep."""
+
+    name = "attack.fgsm"
+    version = "1"
+    description = "FGSM (one signed-gradient step) robust accuracy over an L∞ ε sweep, Wilson CIs, sanity flags"
+    standard = True
+    order = 10
+    norm = "linf"
+
+    @dataclass
+    class Config(SweepConfig):
+        """Knobs of FGSM: the ε list and the shared sweep knobs."""
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            check_eps_list(self.eps, "linf")
+
+    def attack(self, target: ta.AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> ta.AttackOutput:
+        return ta.fgsm(target, x, y, eps, seed)
+
+    def settings(self) -> dict[str, Any]:
+        return {"steps": 1, "step_size": "eps"}
+
+
+class L2GradProbe(SweepAttack):
+    """L2GRAD: x + ε·g/‖g‖₂ (g = ∇ₓ CE), clipped to [0, 1], at every L2 budget of the sweep."""
+
+    name = "attack.l2grad"
+    version = "1"
+    description = "L2GRAD (one normalised-gradient step, Yao Table 5) robust accuracy over an L2 ε sweep"
+    order = 13
+    norm = "l2"
+
+    @dataclass
+    class Config(SweepConfig):
+        """Knobs of L2GRAD: the ε list and the shared sweep knobs."""
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            check_eps_list(self.eps, "l2")
+
+    def attack(self, target: ta.AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> ta.AttackOutput:
+        return ta.l2grad(target, x, y, eps, seed)
+
+    def settings(self) -> dict[str, Any]:
+        return {"steps": 1, "step_size": "eps"}

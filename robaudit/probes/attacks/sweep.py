@@ -1,0 +1,240 @@
+"""The ε sweep shared by the fixed-budget attack probes (FGSM, BIM, PGD L∞/L2, L2GRAD).
+
+For each budget ε and each batch the probe calls its attack through the torchattacks adapter,
+re-checks the output (:mod:`verify`), recomputes predictions, loss and margin, and draws a
+uniform-noise baseline of the same size. Then the sanity checks of :mod:`sanity` run.
+
+Result layout (documented in ``docs/attacks.md``):
+
+* summary ``robust_accuracy`` / ``robust_accuracy_clean_correct``: dicts keyed by
+  :func:`~robaudit.probes.attacks.budgets.eps_key` → Wilson estimates. The first counts every
+  sample (AutoAttack's convention: a sample is robust when it is correct clean *and* after the
+  attack); the second divides by the clean-correct samples.
+* per sample ``success_eps_<key>`` (True when the sample is *not* robust at that ε: misclassified
+  clean or after the attack), ``loss_eps_<key>`` (cross-entropy in nats after the attack),
+  ``margin_eps_<key>`` (z_y − max_{j≠y} z_j after the attack), and ``gradient_vanished``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from scipy.special import ndtri as norm_ppf
+
+from robaudit.probes.attacks import sanity
+from robaudit.probes.attacks import torchattacks_adapter as ta
+from robaudit.probes.attacks.budgets import Budgets, eps_key, resolve_eps, sanity_eps
+from robaudit.probes.attacks.seeding import derive_seed, generator
+from robaudit.probes.attacks.verify import project, score
+from robaudit.probes.base import Estimate, Flag, Probe, ProbeContext, ProbeResult
+
+
+def success_key(eps: float) -> str:
+    """Per-sample column of attack success at ``eps``: ``success_eps_<key>``."""
+    return f"success_eps_{eps_key(eps)}"
+
+
+def clean_correct(ctx: ProbeContext) -> np.ndarray:
+    """N bools: the model is right on the clean sample (from the audit's shared clean logits)."""
+    return (ctx.clean_logits().argmax(dim=1) == ctx.data.y).numpy()
+
+
+def wilson(successes: int, n: int, level: float) -> Estimate:
+    """The Wilson score interval in closed form — the same numbers as
+    :func:`robaudit.probes.base.wilson_interval` (scipy's ``binomtest(...).proportion_ci("wilson")``,
+    checked by a test) at a fraction of its cost, which matters for sweeps with many budgets."""
+    if n == 0:
+        return Estimate(value=math.nan, level=level, method="wilson", n=0)
+    z = float(norm_ppf(0.5 + 0.5 * level))
+    p = successes / n
+    denom = 2 * (n + z * z)
+    centre = (2 * n * p + z * z) / denom
+    delta = z / denom * math.sqrt(4 * n * p * (1 - p) + z * z)
+    low = 0.0 if successes == 0 else centre - delta
+    high = 1.0 if successes == n else centre + delta
+    return Estimate(value=p, low=low, high=high, level=level, method="wilson", n=int(n))
+
+
+def accuracy_by_eps(eps: Sequence[float], robust: np.ndarray, correct: np.ndarray, level: float) -> dict[str, Any]:
+    """``robust_accuracy`` (all samples) and ``robust_accuracy_clean_correct`` keyed by ε."""
+    n_correct = int(correct.sum())
+    return {
+        "robust_accuracy": {eps_key(e): wilson(int(r.sum()), len(r), level) for e, r in zip(eps, robust)},
+        "robust_accuracy_clean_correct": {eps_key(e): wilson(int(r.sum()), n_correct, level)
+                                          for e, r in zip(eps, robust)},
+    }
+
+
+def noise_like(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) -> torch.Tensor:
+    """x plus random noise of size ε, clipped to [0, 1]: uniform in [−ε, ε] per pixel (L∞), or a
+    uniformly random direction of length ε (L2)."""
+    if norm == "linf":
+        delta = (torch.rand(x.shape, generator=gen, dtype=x.dtype) * 2 - 1) * eps
+    else:
+        delta = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+        delta = delta * (eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12)).view(-1, *[1] * (x.dim() - 1))
+    return (x + delta.to(x.device)).clamp(0.0, 1.0)
+
+
+@dataclass
+class SweepConfig:
+    """Knobs shared by the fixed-budget attack probes."""
+
+    eps: list[float] | None = None
+    """Budgets in pixel units; ``None`` picks the dataset default (see docs/attacks.md)."""
+    sanity_checks: bool = True
+    """Run the extra passes behind the sanity flags: the noise baseline, the single-step
+    comparison (iterative attacks) and the box-covering budget (iterative attacks)."""
+    ci_level: float = 0.95
+    """Coverage of the Wilson intervals."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ci_level < 1:
+            raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+
+
+class SweepAttack(Probe):
+    """Base class: run one attack at every ε of the sweep; subclasses implement :meth:`attack`."""
+
+    norm: ClassVar[str] = "linf"
+    iterative: ClassVar[bool] = False
+    single_step_peer: ClassVar[str | None] = None
+    needs_grad = True
+    higher_is_better: ClassVar = {("robust_accuracy",): True, ("robust_accuracy_clean_correct",): True,
+                                  ("noise_accuracy",): True}
+
+    def attack(self, target: ta.AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> ta.AttackOutput:
+        """Adversarial candidates for one batch at budget ``eps`` (through the adapter)."""
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """The effective attack settings, echoed in the summary."""
+        return {}
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        cfg = self.config
+        budgets = resolve_eps(cfg.eps, self.norm, ctx.dataset, tuple(ctx.data.x.shape[1:]))
+        correct = clean_correct(ctx)
+        n, eps_list = len(correct), budgets.eps
+        robust = np.zeros((len(eps_list), n), dtype=bool)
+        noise_robust = np.zeros((len(eps_list), n), dtype=bool)
+        loss = np.full((len(eps_list), n), math.nan)
+        margin = np.full((len(eps_list), n), math.nan)
+        invalid = {eps_key(e): 0 for e in eps_list}
+        grad_bad = np.zeros(n, dtype=bool)
+        grad_seen = False
+        batches = list(enumerate(ctx.data.batches(ctx.batch_size)))
+        jobs = [(k, b, rows, xb, yb) for k in range(len(eps_list)) for b, (rows, xb, yb) in batches]
+
+        with ta.attack_session(ctx.model, ctx.device) as target:
+            for k, b, rows, xb, yb in ctx.progress(jobs, self.name, len(jobs)):
+                eps = eps_list[k]
+                xb, yb = xb.to(ctx.device), yb.to(ctx.device)
+                out = self.attack(target, xb, yb, eps, derive_seed(ctx.seed, "attack", k, b))
+                adv, bad = project(xb, out.adv, eps, self.norm)
+                scored = score(ctx.model, adv, yb)
+                robust[k, rows] = correct[rows] & scored.correct.numpy()
+                loss[k, rows] = scored.loss.numpy()
+                margin[k, rows] = scored.margin.numpy()
+                invalid[eps_key(eps)] += int(bad.sum())
+                if k == 0 and out.first_grad_bad is not None:
+                    grad_bad[rows] = out.first_grad_bad.numpy()
+                    grad_seen = True
+                if cfg.sanity_checks:
+                    noisy = noise_like(xb, eps, self.norm, generator(ctx.seed, "noise", k, b))
+                    noise_robust[k, rows] = correct[rows] & score(ctx.model, noisy, yb).correct.numpy()
+            single = large = None
+            if cfg.sanity_checks and self.iterative:
+                single = self._single_step(ctx, target, budgets, correct)
+                large = self._large_eps(ctx, target, robust[-1])
+
+        flags: list[Flag | None] = []
+        summary: dict[str, Any] = {
+            "norm": self.norm, "eps": list(eps_list), "eps_source": budgets.source, "n": n,
+            "settings": self.settings(),
+            "clean_accuracy": wilson(int(correct.sum()), n, cfg.ci_level),
+            **accuracy_by_eps(eps_list, robust, correct, cfg.ci_level),
+            "mean_loss": {eps_key(e): float(np.mean(loss[k])) for k, e in enumerate(eps_list)},
+            "invalid_adversarials": invalid,
+        }
+        checks: dict[str, Any] = {}
+        if grad_seen:
+            flag, checks["gradient_vanished"] = sanity.gradient_vanish(self.name, grad_bad)
+            flags.append(flag)
+        flag, checks["accuracy_rises"] = sanity.accuracy_rises(self.name, eps_list, list(robust))
+        flags.append(flag)
+        if cfg.sanity_checks:
+            summary["noise_accuracy"] = {eps_key(e): wilson(int(r.sum()), n, cfg.ci_level)
+                                         for e, r in zip(eps_list, noise_robust)}
+            flag, checks["noise"] = sanity.noise_as_strong(self.name, eps_list, correct, list(robust), list(noise_robust))
+            flags.append(flag)
+        if single is not None:
+            peer, source, robust_single = single
+            flag, rows = sanity.weaker_than_single_step(self.name, peer, eps_list, list(robust), list(robust_single))
+            checks["single_step"] = {"peer": peer, "source": source, "by_eps": rows}
+            flags.append(flag)
+        if large is not None:
+            flag, checks["large_eps"] = large
+            flags.append(flag)
+        flags.append(sanity.attack_output_invalid(self.name, invalid))
+        summary["sanity"] = checks
+
+        per_sample: dict[str, np.ndarray] = {}
+        for k, e in enumerate(eps_list):
+            per_sample[success_key(e)] = ~robust[k]
+            per_sample[f"loss_eps_{eps_key(e)}"] = loss[k]
+            per_sample[f"margin_eps_{eps_key(e)}"] = margin[k]
+        if grad_seen:
+            per_sample["gradient_vanished"] = grad_bad
+        return ProbeResult(summary=summary, per_sample=per_sample, flags=[f for f in flags if f is not None])
+
+    # -- sanity passes -------------------------------------------------------------------------
+
+    def _single_step(self, ctx: ProbeContext, target: ta.AttackTarget, budgets: Budgets,
+                     correct: np.ndarray) -> tuple[str, str, np.ndarray] | None:
+        """Robustness under the single-step peer at each ε: reused from an earlier probe of this
+        audit when it ran at every one of these budgets, else computed here."""
+        peer = self.single_step_peer
+        if peer is None:
+            return None
+        previous = ctx.previous.get(peer)
+        if previous is not None and all(success_key(e) in previous.per_sample for e in budgets.eps):
+            robust = np.stack([~np.asarray(previous.per_sample[success_key(e)], dtype=bool) for e in budgets.eps])
+            return peer, "previous", robust & correct
+        robust = np.zeros((len(budgets.eps), len(correct)), dtype=bool)
+        step = ta.fgsm if self.norm == "linf" else ta.l2grad
+        batches = list(enumerate(ctx.data.batches(ctx.batch_size)))
+        jobs = [(k, b, rows, xb, yb) for k in range(len(budgets.eps)) for b, (rows, xb, yb) in batches]
+        for k, b, rows, xb, yb in ctx.progress(jobs, f"{self.name}: single-step check", len(jobs)):
+            eps = budgets.eps[k]
+            xb, yb = xb.to(ctx.device), yb.to(ctx.device)
+            out = step(target, xb, yb, eps, derive_seed(ctx.seed, "single-step", k, b))
+            adv, _ = project(xb, out.adv, eps, self.norm)
+            robust[k, rows] = correct[rows] & score(ctx.model, adv, yb).correct.numpy()
+        return peer, "computed", robust
+
+    def _large_eps(self, ctx: ProbeContext, target: ta.AttackTarget,
+                   robust_at_max: np.ndarray) -> tuple[Flag | None, dict[str, Any]]:
+        """Attack the samples still robust at the largest ε again at a box-covering budget.
+
+        Samples broken at a smaller budget are broken at this one too (their adversarial example
+        lies inside the larger ball), so only the survivors need the extra attack.
+        """
+        big = sanity_eps(self.norm, tuple(ctx.data.x.shape[1:]))
+        idx = np.flatnonzero(robust_at_max)
+        robust = np.zeros(len(robust_at_max), dtype=bool)
+        starts = list(enumerate(range(0, len(idx), ctx.batch_size)))
+        for b, start in ctx.progress(starts, f"{self.name}: large-eps check", len(starts)):
+            rows = torch.as_tensor(idx[start:start + ctx.batch_size])
+            xb, yb = ctx.data.x[rows].to(ctx.device), ctx.data.y[rows].to(ctx.device)
+            out = self.attack(target, xb, yb, big, derive_seed(ctx.seed, "large-eps", b))
+            adv, _ = project(xb, out.adv, big, self.norm)
+            robust[rows.numpy()] = score(ctx.model, adv, yb).correct.numpy()
+        flag, details = sanity.large_eps_not_broken(self.name, big, robust, len(robust))
+        details["attacked"] = int(len(idx))
+        return flag, details
+

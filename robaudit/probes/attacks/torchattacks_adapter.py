@@ -1,0 +1,451 @@
+"""The one place robaudit calls torchattacks (pinned to 3.5.x), with our fixes for its measured faults.
+
+Every attack class of torchattacks is constructed here and nowhere else; probes call the
+functions below. What this module guarantees, and why:
+
+* **Pixels in, logits out.** torchattacks sees an :class:`AttackTarget` wrapping the audit model
+  (pixels in [0, 1], normalisation inside). We never call ``set_normalization_used``: that path
+  silently clamps inputs and renormalises them.
+* **Explicit keywords.** Each constructor gets the keywords of the pinned version's signature
+  (its docs show some it no longer accepts, e.g. ``iters=``); a test checks them against
+  :func:`inspect.signature`.
+* **Seeding.** torchattacks draws random starts from torch's *global* RNG, so every call seeds it
+  (``torch.manual_seed(seed)``) right before running; APGD/FAB/Square also get ``seed=``.
+* **No side effects on the model.** During a session the model's parameters stop requiring
+  gradients (FAB calls ``.backward()``, which would otherwise fill ``param.grad``) and every
+  module's train/eval flag is restored afterwards; :class:`AttackTarget` is built in eval mode so
+  torchattacks' ``_recover_model_mode`` never switches the model to training.
+* **C&W, corrected** (:class:`CorrectedCW`): the loss is right for negative logits (upstream
+  #184), pixels that are exactly 0 or 1 can move (projected Adam in pixel space instead of the
+  atanh change of variables, whose gradient is zero there), early stopping is per sample (not on
+  the batch-summed cost), and the constant c is found per sample by binary search.
+* **PGD L2 step normalisation**: ``eps_for_division`` is 1e-30, not torchattacks' 1e-10, which
+  swamps the (batch-mean) gradient of confident samples and stalls them (:data:`L2_DIVISION_FLOOR`).
+* **AutoAttack** (:func:`autoattack_components`): the standard composition APGD-CE, APGD-T,
+  FAB-T, Square, built component by component so that the iteration counts are ours (the
+  reference 100, or torchattacks' reduced 10) and so that the caller can re-check every
+  component's output instead of trusting ``MultiAttack``. APGD-T and FAB-T use min(9, K−1)
+  target classes, as the reference implementation does (torchattacks uses K−1).
+
+Nothing returned here is trusted: the probes re-check norm, box and finiteness and recompute
+predictions themselves (:mod:`robaudit.probes.attacks.verify`).
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from robaudit.errors import ProbeError
+
+SUPPORTED_VERSIONS = ((3, 5),)  # major.minor; pyproject pins torchattacks>=3.5.1,<3.6
+L2_DIVISION_FLOOR = 1e-30
+"""Added to ‖g‖₂ before normalising an L2 step. torchattacks' default 1e-10 is larger than the
+whole gradient of a confident sample (the loss is a batch *mean*, and float32 softmax saturates:
+‖g‖ ≈ 1e-16 at a logit margin of 37), which shrinks its steps a million-fold and stalls PGD L2."""
+AUTOATTACK_TARGETS = 9  # target classes of APGD-T and FAB-T in the reference AutoAttack
+
+# Iteration counts of the AutoAttack presets: "reference" is Croce & Hein's standard version
+# (100 iterations, 5000 Square queries); "fast" is torchattacks' reduced default (10 iterations).
+AUTOATTACK_PRESETS: dict[str, dict[str, int]] = {
+    "reference": {"steps": 100, "square_queries": 5000},
+    "fast": {"steps": 10, "square_queries": 5000},
+}
+
+
+def _torchattacks():  # noqa: ANN202 - the module
+    import torchattacks
+
+    version = tuple(int(p) for p in torchattacks.__version__.split(".")[:2])
+    if version not in SUPPORTED_VERSIONS:
+        raise ProbeError(
+            f"torchattacks {torchattacks.__version__} is installed, but robaudit's attack adapter is written "
+            f"and tested for 3.5.x",
+            fix="install a supported version: pip install 'torchattacks>=3.5.1,<3.6'",
+        )
+    return torchattacks
+
+
+def torchattacks_version() -> str:
+    """The installed torchattacks version string (checked to be supported)."""
+    return _torchattacks().__version__
+
+
+class AttackTarget(nn.Module):
+    """What torchattacks attacks: the audit model, plus a recorder of first-step input gradients.
+
+    After :meth:`arm`, the first forward pass whose input requires a gradient registers a hook
+    that records, per sample, whether that input gradient is all zeros or non-finite
+    (:attr:`first_grad_bad`, a CPU bool tensor of the batch size). Gradient-masking checks use it
+    at no extra cost.
+
+    Args:
+        model: the audit model (pixels in [0, 1] → logits).
+        device: where it lives; an empty anchor parameter there lets torchattacks find the device.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(0, device=device), requires_grad=False)
+        self.model = model
+        self._armed = False
+        self.first_grad_bad: torch.Tensor | None = None
+        self.train(False)
+
+    def train(self, mode: bool = True) -> "AttackTarget":
+        """Only this wrapper's flag changes; the audit model's own modes are never touched."""
+        self.training = mode
+        return self
+
+    def arm(self) -> None:
+        """Record the gradient of the next forward pass that needs one."""
+        self._armed = True
+        self.first_grad_bad = None
+
+    def disarm(self) -> None:
+        """Stop waiting for a gradient (attacks without one: Square, FAB)."""
+        self._armed = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits N×K of pixels ``x`` (N×C×H×W in [0, 1]).
+
+        A model whose output has no autograd path to its input (hard thresholds, ``.detach()``)
+        gets one with an exactly zero gradient, so gradient attacks run, find nothing, and the
+        gradient-masking flags report it instead of torchattacks crashing.
+        """
+        if self._armed and x.requires_grad:
+            self._armed = False
+            x.register_hook(self._record)
+        logits = self.model(x)
+        if x.requires_grad and not logits.requires_grad:
+            logits = logits + 0.0 * x.flatten(1).sum(dim=1, keepdim=True)
+        return logits
+
+    def _record(self, grad: torch.Tensor) -> None:
+        flat = grad.detach().flatten(1)
+        self.first_grad_bad = ((flat == 0).all(dim=1) | ~torch.isfinite(flat).all(dim=1)).cpu()
+
+
+@contextlib.contextmanager
+def attack_session(model: nn.Module, device: torch.device) -> Iterator[AttackTarget]:
+    """An :class:`AttackTarget` for ``model``; parameters stop requiring grad, and every module's
+    mode and ``requires_grad`` flag are restored on exit (also on error)."""
+    _torchattacks()
+    params = [(p, p.requires_grad) for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        for p, _ in params:
+            p.requires_grad_(False)
+        yield AttackTarget(model, device)
+    finally:
+        for p, flag in params:
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.training = mode
+
+
+@dataclass
+class AttackOutput:
+    """An attack's raw output (not yet re-checked).
+
+    Attributes:
+        adv: N×C×H×W adversarial candidates.
+        first_grad_bad: N bools, True where the input gradient at the attack's first step was
+            all zeros or non-finite; ``None`` for attacks that use no gradient.
+    """
+
+    adv: torch.Tensor
+    first_grad_bad: torch.Tensor | None
+
+
+def _run(attack: object, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, seed: int,
+         record_gradient: bool = True) -> AttackOutput:
+    torch.manual_seed(seed)  # torchattacks draws from the global RNG
+    if record_gradient:
+        target.arm()
+    else:
+        target.disarm()
+    adv = attack(x, y)  # type: ignore[operator]
+    target.disarm()
+    return AttackOutput(adv.detach(), target.first_grad_bad if record_gradient else None)
+
+
+def fgsm(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> AttackOutput:
+    """FGSM, x + ε·sign(∇ₓ CE), clipped to [0, 1] (L∞, one step)."""
+    ta = _torchattacks()
+    return _run(ta.FGSM(target, eps=eps), target, x, y, seed)
+
+
+def bim(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
+        seed: int) -> AttackOutput:
+    """BIM / FGSM-k: ``steps`` signed-gradient steps of size ``alpha``, projected onto the L∞ ε-ball
+    and [0, 1], from the clean image."""
+    ta = _torchattacks()
+    return _run(ta.BIM(target, eps=eps, alpha=alpha, steps=steps), target, x, y, seed)
+
+
+def pgd_linf(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
+             random_start: bool, seed: int) -> AttackOutput:
+    """PGD L∞ (Madry et al.): optional uniform random start in the ε-ball, ``steps`` signed steps of
+    ``alpha``, projection onto the ball and [0, 1]; returns the last iterate."""
+    ta = _torchattacks()
+    attack = ta.PGD(target, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+    return _run(attack, target, x, y, seed)
+
+
+def pgd_l2(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
+           random_start: bool, seed: int) -> AttackOutput:
+    """PGD L2: optional random start in the ε-ball, ``steps`` normalised-gradient steps of length
+    ``alpha``, projection onto the L2 ball and [0, 1]; returns the last iterate."""
+    ta = _torchattacks()
+    attack = ta.PGDL2(target, eps=eps, alpha=alpha, steps=steps, random_start=random_start,
+                      eps_for_division=L2_DIVISION_FLOOR)
+    return _run(attack, target, x, y, seed)
+
+
+def _per_sample_pgd_classes() -> tuple[type, type]:
+    ta = _torchattacks()
+
+    def column(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return v.to(like.device, like.dtype).view(-1, *[1] * (like.dim() - 1))
+
+    class PerSamplePGD(ta.PGD):
+        """torchattacks' PGD L∞ with one budget per sample: ``eps`` and ``alpha`` are (N,) tensors.
+
+        The update is torchattacks' ``PGD.forward`` line for line (mean cross-entropy, signed
+        steps, clamp to the ball and [0, 1]); only the random start is written as
+        ``u·2ε − ε`` with u ~ U[0, 1) so that ε can differ per sample. Used by the minimal-ε
+        bisection, where every sample has its own bracket.
+        """
+
+        def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            images = images.clone().detach().to(self.device)
+            labels = labels.clone().detach().to(self.device)
+            eps, alpha = column(self.eps, images), column(self.alpha, images)
+            loss = nn.CrossEntropyLoss()
+            adv_images = images.clone().detach()
+            if self.random_start:
+                adv_images = adv_images + torch.empty_like(adv_images).uniform_(0, 1) * (2 * eps) - eps
+                adv_images = torch.clamp(adv_images, min=0, max=1).detach()
+            for _ in range(self.steps):
+                adv_images.requires_grad = True
+                cost = loss(self.get_logits(adv_images), labels)
+                grad = torch.autograd.grad(cost, adv_images, retain_graph=False, create_graph=False)[0]
+                adv_images = adv_images.detach() + alpha * grad.sign()
+                delta = torch.clamp(adv_images - images, min=-eps, max=eps)
+                adv_images = torch.clamp(images + delta, min=0, max=1).detach()
+            return adv_images
+
+    class PerSamplePGDL2(ta.PGDL2):
+        """torchattacks' PGD L2 with one budget per sample (``eps``, ``alpha``: (N,) tensors);
+        the update is ``PGDL2.forward`` line for line."""
+
+        def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            images = images.clone().detach().to(self.device)
+            labels = labels.clone().detach().to(self.device)
+            eps, alpha = column(self.eps, images), column(self.alpha, images)
+            loss = nn.CrossEntropyLoss()
+            adv_images = images.clone().detach()
+            batch_size = len(images)
+            if self.random_start:
+                delta = torch.empty_like(adv_images).normal_()
+                n = delta.view(batch_size, -1).norm(p=2, dim=1).view(batch_size, 1, 1, 1)
+                r = torch.zeros_like(n).uniform_(0, 1)
+                delta *= r / n * eps
+                adv_images = torch.clamp(adv_images + delta, min=0, max=1).detach()
+            for _ in range(self.steps):
+                adv_images.requires_grad = True
+                cost = loss(self.get_logits(adv_images), labels)
+                grad = torch.autograd.grad(cost, adv_images, retain_graph=False, create_graph=False)[0]
+                grad_norms = torch.norm(grad.view(batch_size, -1), p=2, dim=1) + self.eps_for_division
+                grad = grad / grad_norms.view(batch_size, 1, 1, 1)
+                adv_images = adv_images.detach() + alpha * grad
+                delta = adv_images - images
+                delta_norms = torch.norm(delta.view(batch_size, -1), p=2, dim=1)
+                factor = torch.min(eps.view(-1) / delta_norms, torch.ones_like(delta_norms))
+                delta = delta * factor.view(-1, 1, 1, 1)
+                adv_images = torch.clamp(images + delta, min=0, max=1).detach()
+            return adv_images
+
+    return PerSamplePGD, PerSamplePGDL2
+
+
+def pgd_per_sample(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, step_fraction: float,
+                   steps: int, random_start: bool, norm: str, seed: int) -> AttackOutput:
+    """PGD (``linf`` or ``l2``) with a budget per sample: ``eps`` is (N,) in pixel units and the step
+    is ``step_fraction``·ε of each sample."""
+    linf, l2 = _per_sample_pgd_classes()
+    cls = linf if norm == "linf" else l2
+    eps = eps.to(x.device, x.dtype)
+    kwargs = {"eps_for_division": L2_DIVISION_FLOOR} if norm == "l2" else {}
+    attack = cls(target, eps=eps, alpha=eps * step_fraction, steps=steps, random_start=random_start, **kwargs)
+    return _run(attack, target, x, y, seed)
+
+
+def l2grad(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> AttackOutput:
+    """L2GRAD (Yao Table 5): x + ε·g/‖g‖₂ in one step, clipped to [0, 1].
+
+    torchattacks has no such class; it is exactly PGDL2 with one step of length ε and no
+    random start (the projection then never binds).
+    """
+    return pgd_l2(target, x, y, eps, alpha=eps, steps=1, random_start=False, seed=seed)
+
+
+# --------------------------------------------------------------------------------------- C&W L2
+
+def _corrected_cw_class() -> type:
+    ta = _torchattacks()
+
+    class CorrectedCW(ta.CW):
+        """Carlini–Wagner L2 (untargeted), torchattacks' class with its three faults fixed.
+
+        1. ``f`` uses the largest *other* logit; torchattacks multiplies by a one-hot mask, so
+           with all-negative logits the "largest other logit" is the 0 of the mask (#184).
+        2. The box constraint is kept by projected Adam on the pixels themselves; the atanh change
+           of variables maps pixels at exactly 0 or 1 to ±∞ where the gradient is 0, so they
+           never move (58 % of digits pixels are 0).
+        3. Early stopping is decided per sample: a sample stops when its own cost has not fallen
+           by 0.01 % over the last ``steps // 10`` steps (Carlini's criterion), instead of the
+           whole batch stopping when the batch-summed cost rises. Adam is element-wise and the
+           cost is a sum over samples, so each sample's result is independent of its batch.
+
+        The constant c is set per sample by ``binary_search_steps`` rounds of binary search
+        (×10 until the first success), starting from ``c``. After a call, :attr:`best_l2` holds
+        the squared L2 distance of the best adversarial found per sample (∞ where none).
+        """
+
+        def __init__(self, model: nn.Module, c: float, kappa: float, steps: int, lr: float,
+                     binary_search_steps: int) -> None:
+            super().__init__(model, c=c, kappa=kappa, steps=steps, lr=lr)
+            self.binary_search_steps = binary_search_steps
+            self.supported_mode = ["default"]
+            self.best_l2: torch.Tensor | None = None
+
+        def f(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            real = outputs.gather(1, labels[:, None]).squeeze(1)
+            other = outputs.scatter(1, labels[:, None], float("-inf")).amax(dim=1)
+            return torch.clamp(real - other, min=-self.kappa)
+
+        def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            x = images.clone().detach().to(self.device)
+            y = labels.clone().detach().to(self.device)
+            n = len(x)
+            const = torch.full((n,), float(self.c), device=x.device)
+            lower = torch.zeros(n, device=x.device)
+            upper = torch.full((n,), float("inf"), device=x.device)
+            best_l2 = torch.full((n,), float("inf"), device=x.device)
+            best_adv = x.clone()
+            check_every = max(self.steps // 10, 1)
+            for _ in range(self.binary_search_steps):
+                w = x.clone().requires_grad_(True)
+                optimizer = torch.optim.Adam([w], lr=self.lr)
+                active = torch.ones(n, dtype=torch.bool, device=x.device)
+                prev = torch.full((n,), float("inf"), device=x.device)
+                found = torch.zeros(n, dtype=torch.bool, device=x.device)
+                for step in range(self.steps):
+                    l2 = (w - x).pow(2).flatten(1).sum(dim=1)
+                    logits = self.get_logits(w)
+                    cost = l2 + const * self.f(logits, y)
+                    optimizer.zero_grad()
+                    cost.sum().backward()
+                    with torch.no_grad():
+                        success = logits.argmax(dim=1) != y
+                        better = success & (l2 < best_l2)
+                        best_l2 = torch.where(better, l2, best_l2)
+                        best_adv[better] = w[better]
+                        found |= success
+                        before = w.detach().clone()
+                    optimizer.step()
+                    with torch.no_grad():
+                        w.clamp_(0.0, 1.0)
+                        w[~active] = before[~active]
+                        if step % check_every == 0:
+                            c_now = cost.detach()
+                            active &= ~torch.isfinite(prev) | (c_now <= prev - 1e-4 * prev.abs())
+                            prev = torch.where(active, c_now, prev)
+                            if not bool(active.any()):
+                                break
+                upper = torch.where(found, torch.minimum(upper, const), upper)
+                lower = torch.where(found, lower, torch.maximum(lower, const))
+                const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * 10)
+            self.best_l2 = best_l2
+            return best_adv
+
+    return CorrectedCW
+
+
+def corrected_cw(model: nn.Module, c: float = 1.0, kappa: float = 0.0, steps: int = 100, lr: float = 0.01,
+                 binary_search_steps: int = 5) -> object:
+    """A :class:`CorrectedCW` attack object (see its docstring), for tests and :func:`cw_l2`."""
+    return _corrected_cw_class()(model, c=c, kappa=kappa, steps=steps, lr=lr, binary_search_steps=binary_search_steps)
+
+
+def stock_cw(model: nn.Module, c: float = 1.0, kappa: float = 0.0, steps: int = 100, lr: float = 0.01) -> object:
+    """torchattacks' own, unfixed C&W, for the tests that demonstrate its faults."""
+    return _torchattacks().CW(model, c=c, kappa=kappa, steps=steps, lr=lr)
+
+
+def cw_l2(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, c: float, kappa: float, steps: int, lr: float,
+          binary_search_steps: int, seed: int) -> AttackOutput:
+    """Corrected C&W L2: the closest adversarial found per sample (the clean image where none)."""
+    attack = corrected_cw(target, c=c, kappa=kappa, steps=steps, lr=lr, binary_search_steps=binary_search_steps)
+    return _run(attack, target, x, y, seed)
+
+
+# ------------------------------------------------------------------------------ AutoAttack, FAB
+
+Component = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _norm_name(norm: str) -> str:
+    return {"linf": "Linf", "l2": "L2"}[norm]
+
+
+def autoattack_components(target: AttackTarget, eps: float, norm: str, steps: int, square_queries: int,
+                          num_classes: int, seed: int) -> list[tuple[str, Component]]:
+    """AutoAttack's standard composition as (name, attack(x, y) → adv) pairs, in order.
+
+    APGD-CE, APGD-T (skipped for K < 4: its targeted DLR loss needs the 4th-largest logit),
+    FAB-T and Square, each with one restart. Run each on the samples the previous ones did not
+    break, re-checking every output yourself.
+    """
+    ta = _torchattacks()
+    n = _norm_name(norm)
+    targets = max(1, min(AUTOATTACK_TARGETS, num_classes - 1))
+    apgd = ta.APGD(target, norm=n, eps=eps, steps=steps, n_restarts=1, seed=seed, loss="ce", eot_iter=1,
+                   rho=0.75, verbose=False)
+    components: list[tuple[str, object, bool]] = [("apgd-ce", apgd, True)]
+    if num_classes >= 4:
+        apgdt = ta.APGDT(target, norm=n, eps=eps, steps=steps, n_restarts=1, seed=seed, eot_iter=1, rho=0.75,
+                         verbose=False, n_classes=num_classes)
+        apgdt.n_target_classes = targets
+        components.append(("apgd-t", apgdt, True))
+    fabt = ta.FAB(target, norm=n, eps=eps, steps=steps, n_restarts=1, alpha_max=0.1, eta=1.05, beta=0.9,
+                  verbose=False, seed=seed, multi_targeted=True, n_classes=num_classes)
+    fabt.n_target_classes = targets
+    components.append(("fab-t", fabt, False))
+    square = ta.Square(target, norm=n, eps=eps, n_queries=square_queries, n_restarts=1, p_init=0.8, loss="margin",
+                       resc_schedule=True, seed=seed, verbose=False)
+    components.append(("square", square, False))
+
+    def bind(attack: object, gradient: bool) -> Component:
+        return lambda xb, yb: _run(attack, target, xb, yb, seed, record_gradient=gradient).adv
+
+    return [(name, bind(attack, grad)) for name, attack, grad in components]
+
+
+AUTOATTACK_COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")
+
+
+def fab_min_norm(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, norm: str, steps: int, restarts: int,
+                 num_classes: int, seed: int) -> AttackOutput:
+    """Untargeted FAB (Croce & Hein), a minimum-norm attack: the closest adversarial it finds per
+    sample, at any distance (``eps`` set to the whole pixel box); the clean image where none."""
+    ta = _torchattacks()
+    big = 1.0 if norm == "linf" else float(x[0].numel()) ** 0.5
+    attack = ta.FAB(target, norm=_norm_name(norm), eps=big, steps=steps, n_restarts=restarts, alpha_max=0.1,
+                    eta=1.05, beta=0.9, verbose=False, seed=seed, multi_targeted=False, n_classes=num_classes)
+    return _run(attack, target, x, y, seed, record_gradient=False)

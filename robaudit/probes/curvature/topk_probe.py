@@ -1,0 +1,154 @@
+"""``curvature.topk``: certified top-k Hessian eigenpairs by restarted Lanczos, per sample set (standard)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from robaudit.probes.base import Column, Flag, ProbeContext, ProbeResult
+from robaudit.probes.curvature.audit_net import UnchangedGuard
+from robaudit.probes.curvature.eigen import WHICH, EigenPairs, topk
+from robaudit.probes.curvature.operator import HessianOperator
+from robaudit.probes.curvature.per_sample import directional_curvature
+from robaudit.probes.curvature.probe_base import (
+    KAMATH,
+    PRESETS,
+    CurvatureKnobs,
+    CurvatureProbe,
+    certificate_flag,
+    check_sets,
+    negative_flag,
+    put,
+)
+from robaudit.probes.curvature.samples import SampleSet
+
+
+class CurvatureTopK(CurvatureProbe):
+    """Top-k Hessian eigenpairs by restarted Lanczos, with residual certificates, per sample set.
+
+    Summary per set (``sets › <base> › full | b_h_<B_H>``): signed eigenvalues (ordered by |λ| with
+    ``which = LM``), relative residuals ‖Hv − λv‖/|λ|, negative eigenvalues, HVP counts, ‖∇_θ J‖,
+    J, and the operator checks. ``lambda_max`` is λ1 of the first set. Per sample (audit set,
+    full): ``v1_curvature`` = v1ᵀ∇²_θ CE_i v1 (its mean is λ1).
+    """
+
+    name = "curvature.topk"
+    version = "1"
+    description = ("top-k eigenvalues of the parameter Hessian (restarted Lanczos, residual certificates), "
+                   "per sample set")
+    standard = True
+    order = 30
+    higher_is_better: ClassVar = {("lambda_max",): False}
+    columns: ClassVar = {
+        "v1_curvature": Column("curvature along v1, v1ᵀ∇²_θ CE_i v1", role="indicator",
+                               unit="nats per unit² parameter step", scale_invariant=False),
+    }
+
+    @dataclass
+    class Config(CurvatureKnobs):
+        """Knobs of ``curvature.topk``."""
+
+        preset: str = "standard"
+        """``standard`` (k = 5 on the audit set) or ``paper`` (Yao: k = 20 on train, train:320, train:1 and audit)."""
+        k: int | None = None
+        """Eigenpairs per set; ``None``: the preset's."""
+        sets: list[str] | None = None
+        """Sample sets (``audit``, ``train``, ``NAME:B_H``); ``None``: the preset's."""
+        which: str = "LM"
+        """``LM``: largest magnitude, signed (what power iteration finds); ``LA``: largest algebraic."""
+        tol: float = 1e-6
+        """ARPACK's relative tolerance on Ritz residuals (0: machine precision)."""
+        certify_tol: float = 1e-3
+        """Raise ``eigenpairs_not_certified`` when a relative residual exceeds this."""
+        ncv: int | None = None
+        """Lanczos basis size (``None``: scipy's max(2k + 1, 20))."""
+        maxiter: int | None = None
+        """ARPACK restart limit (``None``: scipy's)."""
+        per_sample: bool = True
+        """Compute ``v1_curvature`` per audit sample (needs forward-mode AD; skipped with a note if unsupported)."""
+
+        def __post_init__(self) -> None:
+            self._validate_common()
+            if self.preset not in PRESETS:
+                raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+            if self.k is None:
+                self.k = int(PRESETS[self.preset]["k"])
+            if self.sets is None:
+                self.sets = list(PRESETS[self.preset]["sets"])
+            if self.k < 1:
+                raise ValueError(f"k must be at least 1, got {self.k}")
+            check_sets(self.sets)
+            if self.which not in WHICH:
+                raise ValueError(f"which must be one of {WHICH}, got {self.which!r}")
+            if self.tol < 0 or self.certify_tol <= 0:
+                raise ValueError("tol must be ≥ 0 and certify_tol > 0")
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        cfg = self.config
+        guard = UnchangedGuard(ctx.model)
+        flags: list[Flag] = []
+        notes: list[str] = [KAMATH]
+        spectra: dict[str, Any] = {}
+        artifacts: dict[str, Any] = {"sets": {}}
+        per_sample: dict[str, np.ndarray] = {}
+        lambda_max: float | None = None
+        operator_info: dict[str, Any] | None = None
+        for samples in self._sets(ctx, list(cfg.sets)):
+            op = self._operator(ctx, samples)
+            checks = self._checks(ctx, op, samples.name, flags)
+            pairs = self._solve(op, ctx)
+            escalated = None
+            if cfg.dtype == "auto" and not pairs.summary(cfg.certify_tol)["certified"]:
+                # float32 HVPs lose accuracy where the loss saturates (confident single samples): redo in float64
+                escalated = {"from": "float32", "max_residual": pairs.summary(cfg.certify_tol)["max_residual"],
+                             "hvps": op.hvps}
+                notes.append(self._operator_note(samples.name, op, "float32 eigenpairs failed the certificate"))
+                op.release()
+                op = self._operator(ctx, samples, "float64")
+                checks = self._checks(ctx, op, samples.name, flags)
+                pairs = self._solve(op, ctx)
+            entry = pairs.summary(cfg.certify_tol)
+            entry["dtype"] = str(op.dtype).replace("torch.", "")
+            entry["escalated"] = escalated
+            entry.update(n=len(samples), b_h=samples.b_h, loss=op.loss(), gradient_norm=float(op.gradient().norm()),
+                         checks=checks)
+            if samples.name in ("audit", "audit:full") and cfg.per_sample and pairs.k:
+                column = self._per_sample(op, pairs, samples, notes)
+                if column is not None:
+                    per_sample["v1_curvature"] = column.numpy()
+                    entry["v1_curvature_mean"] = float(column.mean())
+            put(spectra, samples.name, entry)
+            put(artifacts["sets"], samples.name, samples.describe())
+            for flag in (negative_flag(self.name, samples.name, pairs),
+                         certificate_flag(self.name, samples.name, pairs, cfg.certify_tol)):
+                if flag is not None:
+                    flags.append(flag)
+            notes.append(self._operator_note(samples.name, op, f"top-{pairs.k} in {pairs.hvps_solver} solver + "
+                                                               f"{pairs.hvps_certificate} certificate HVPs, "
+                                                               f"{pairs.seconds:.2f} s"))
+            if operator_info is None:
+                lambda_max = float(pairs.values[0]) if pairs.k else None
+                operator_info = op.describe()
+            op.release()
+        guard.check()
+        return ProbeResult(
+            summary={"lambda_max": lambda_max, "lambda_max_set": cfg.sets[0], "k": cfg.k, "which": cfg.which,
+                     "preset": cfg.preset, "operator": operator_info, "sets": spectra},
+            per_sample=per_sample, flags=flags, artifacts=artifacts, notes=notes,
+        )
+
+    def _solve(self, op: HessianOperator, ctx: ProbeContext) -> EigenPairs:
+        cfg = self.config
+        return topk(op, min(int(cfg.k), op.size - 1), which=cfg.which, tol=cfg.tol, seed=ctx.seed, ncv=cfg.ncv,
+                    maxiter=cfg.maxiter)
+
+    @staticmethod
+    def _per_sample(op: HessianOperator, pairs: EigenPairs, samples: SampleSet,
+                    notes: list[str]) -> torch.Tensor | None:
+        try:
+            return directional_curvature(op, pairs.vectors[0], samples)
+        except RuntimeError as exc:  # an op without a forward-mode derivative
+            notes.append(f"per-sample curvature along v1 not computed: {str(exc).splitlines()[0]}")
+            return None

@@ -1,0 +1,75 @@
+"""``curvature.trace``: tr(H) by Hutch++ or Hutchinson with a standard error, per sample set."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from robaudit.probes.base import Estimate, Flag, ProbeContext, ProbeResult
+from robaudit.probes.curvature import eigenthings
+from robaudit.probes.curvature.audit_net import UnchangedGuard
+from robaudit.probes.curvature.probe_base import CurvatureKnobs, CurvatureProbe, check_sets, put
+
+
+class CurvatureTrace(CurvatureProbe):
+    """tr(H) by Hutch++ (or Hutchinson) with a standard error, per sample set.
+
+    Summary per set: ``trace`` as an estimate with a normal 95 % interval (±1.96 standard errors),
+    the standard error, ``trace_per_parameter`` (tr(H)/P, the mean eigenvalue) and HVPs spent.
+    """
+
+    name = "curvature.trace"
+    version = "1"
+    description = "trace of the parameter Hessian by Hutch++ / Hutchinson with a standard error"
+    standard = False
+    order = 32
+    higher_is_better: ClassVar = {("trace",): False}
+
+    @dataclass
+    class Config(CurvatureKnobs):
+        """Knobs of ``curvature.trace``."""
+
+        method: str = "hutch++"
+        """``hutch++`` (Meyer et al. 2021; lower variance) or ``hutchinson``."""
+        num_matvecs: int = 60
+        """HVPs per set."""
+        distribution: str = "rademacher"
+        """Probe vectors for Hutchinson: ``rademacher`` or ``gaussian`` (Hutch++ always uses Rademacher)."""
+        sets: list[str] = field(default_factory=lambda: ["audit"])
+        """Sample sets (``audit``, ``train``, ``NAME:B_H``)."""
+
+        def __post_init__(self) -> None:
+            self._validate_common()
+            if self.method not in eigenthings.TRACE_METHODS:
+                raise ValueError(f"method must be one of {eigenthings.TRACE_METHODS}, got {self.method!r}")
+            if self.distribution not in ("rademacher", "gaussian"):
+                raise ValueError(f"distribution must be rademacher or gaussian, got {self.distribution!r}")
+            if self.num_matvecs < (6 if self.method == "hutch++" else 2):
+                raise ValueError(f"num_matvecs is too small for {self.method}: {self.num_matvecs}")
+            check_sets(self.sets)
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        cfg = self.config
+        guard = UnchangedGuard(ctx.model)
+        flags: list[Flag] = []
+        notes: list[str] = []
+        out: dict[str, Any] = {}
+        headline = None
+        for samples in self._sets(ctx, list(cfg.sets)):
+            op = self._operator(ctx, samples)
+            checks = self._checks(ctx, op, samples.name, flags)
+            est = eigenthings.trace(op, method=cfg.method, num_matvecs=cfg.num_matvecs,
+                                    distribution=cfg.distribution, seed=ctx.seed)
+            interval = Estimate(est.value, est.value - 1.96 * est.stderr, est.value + 1.96 * est.stderr, 0.95,
+                                f"{est.method} ± 1.96 standard errors", len(est.samples))
+            put(out, samples.name, {
+                "trace": interval, "stderr": est.stderr, "trace_per_parameter": est.value / op.size,
+                "method": est.method, "distribution": est.distribution, "hvps": est.hvps, "n": len(samples),
+                "b_h": samples.b_h, "checks": checks,
+            })
+            notes.append(self._operator_note(samples.name, op, f"{est.method} trace from {est.hvps} HVPs"))
+            if headline is None:
+                headline = interval
+            op.release()
+        guard.check()
+        return ProbeResult(summary={"trace": headline, "trace_set": cfg.sets[0], "sets": out}, flags=flags,
+                           notes=notes)

@@ -1,0 +1,112 @@
+"""Settings the geometry probes share: working precision, the audit's ε, batch sizing, errors."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+
+from robaudit.errors import ProbeError
+from robaudit.models.audit_model import AuditModel
+
+PRECISIONS: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32}
+
+# L∞ budgets in [0, 1] pixel units (science.md §3): the audit's ε when the user gives none.
+DATASET_EPSILON: dict[str, float] = {
+    "digits": 0.1,
+    "mnist": 0.1,
+    "fashion-mnist": 0.1,
+    "cifar10": 8 / 255,
+    "cifar100": 8 / 255,
+    "svhn": 8 / 255,
+    "imagefolder": 4 / 255,
+}
+FALLBACK_EPSILON = 8 / 255
+
+# Working memory one geometry batch may hold for its largest tensor (bytes).
+MEMORY_BUDGET = 1 << 30
+
+
+def resolve_epsilon(epsilon: float | None, dataset: str) -> tuple[float, str]:
+    """The audit's L∞ budget ε (pixel units) and where it came from.
+
+    Returns:
+        (ε, source) with source ``knob``, ``dataset default (<name>)`` or ``fallback``.
+    """
+    if epsilon is not None:
+        return float(epsilon), "knob"
+    if dataset in DATASET_EPSILON:
+        return DATASET_EPSILON[dataset], f"dataset default ({dataset})"
+    return FALLBACK_EPSILON, "fallback"
+
+
+def check_precision(precision: str) -> None:
+    """Raise ``ValueError`` (turned into a ProbeError by the config) for an unknown precision."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+def working_model(model: AuditModel, precision: str) -> AuditModel:
+    """A private copy of ``model`` in ``precision`` with frozen parameters (the audit model is untouched).
+
+    Frozen parameters keep autograd from building parameter-gradient graphs: every geometry
+    quantity is a derivative with respect to the input only.
+    """
+    copy = model.audit_copy().to(PRECISIONS[precision])
+    for p in copy.parameters():
+        p.requires_grad_(False)
+    copy.eval()
+    return copy
+
+
+def logits_model(model: AuditModel, precision: str) -> AuditModel | None:
+    """A float64 working copy for the logits when the working precision is lower, else ``None``."""
+    return working_model(model, "float64") if precision != "float64" else None
+
+
+def batch_rows(n: int, batch_size: int, bytes_per_sample: int, budget: int = MEMORY_BUDGET) -> Iterator[slice]:
+    """Row slices of at most ``batch_size`` samples whose working tensors fit in ``budget`` bytes."""
+    size = max(1, min(batch_size, budget // max(1, bytes_per_sample)))
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def n_batches(n: int, batch_size: int, bytes_per_sample: int, budget: int = MEMORY_BUDGET) -> int:
+    """How many slices :func:`batch_rows` yields."""
+    size = max(1, min(batch_size, budget // max(1, bytes_per_sample)))
+    return math.ceil(n / size) if n else 0
+
+
+def dtype_bytes(precision: str) -> int:
+    """Bytes per element of ``precision``."""
+    return 8 if precision == "float64" else 4
+
+
+def second_order_error(exc: BaseException) -> ProbeError | None:
+    """A :class:`ProbeError` with the documented advice when ``exc`` says a second derivative is missing."""
+    text = str(exc)
+    first = (text.splitlines() or [""])[0]
+    if "scaled_dot_product" in text or "flash_attention" in text or "efficient_attention" in text:
+        return ProbeError(
+            f"the model has no double backward through fused attention ({first})",
+            fix="build the model with fused attention off: robaudit does this when a probe needing second "
+                "derivatives is selected (timm fused_attn=False, math SDPA kernel)",
+        )
+    if "hardsigmoid_backward" in text or "hardswish_backward" in text or (
+        "derivative for" in text and "not implemented" in text
+    ):
+        return ProbeError(
+            f"the model has no second derivative ({first})",
+            fix="load the model for second-order probes so robaudit swaps Hardsigmoid/Hardswish for "
+                "exactly equal relu6 forms (it does this when such a probe is selected)",
+        )
+    return None
+
+
+def forward_batch(batch_size: int, dim: int) -> int:
+    """Inputs per forward-only pass: at least ``batch_size``, more for small inputs (≤ 4096).
+
+    Line searches and surface grids run thousands of forward passes without autograd; small
+    inputs (digits, CIFAR) run far faster in large batches, large ones keep the run's batch size.
+    """
+    return max(batch_size, min(4096, (1 << 22) // max(1, dim)))

@@ -1,0 +1,136 @@
+"""Attacks against independent oracles: the closed-form minimal distances of linear models, and
+Foolbox (a peer library) on a small CNN with matched settings."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from attack_models import demo, linear_problem, run_probe, subset
+from robaudit.probes.attacks.autoattack import AutoAttackProbe
+from robaudit.probes.attacks.cw import CWL2Probe
+from robaudit.probes.attacks.fab import FABProbe
+from robaudit.probes.attacks.iterative import PGDL2Probe, PGDLinfProbe
+from robaudit.probes.attacks.min_eps import MinEpsProbe
+from robaudit.probes.attacks.single_step import FGSMProbe
+
+MARGIN = 0.03  # "slightly above / below" the exact distance, relative
+
+
+@pytest.fixture(scope="module")
+def linear() -> tuple:
+    return linear_problem(n=24, k=4)
+
+
+def _per_sample_budgets(probe: type, model, data, budgets: torch.Tensor, norm_knobs: dict) -> np.ndarray:  # noqa: ANN001
+    """Attack each sample alone at its own budget; True where it was broken."""
+    from robaudit.data.audit_data import AuditData
+
+    out = []
+    for i, eps in enumerate(budgets.tolist()):
+        one = AuditData(data.x[i:i + 1], data.y[i:i + 1], data.ids[i:i + 1], data.info)
+        result = run_probe(probe, model, one, eps=[eps], sanity_checks=False, **norm_knobs)
+        out.append(bool(next(v for k, v in result.per_sample.items() if k.startswith("success_eps_"))[0]))
+    return np.array(out)
+
+
+@pytest.mark.parametrize(("probe", "norm_index"), [(PGDLinfProbe, 0), (PGDL2Probe, 1)])
+def test_pgd_breaks_just_above_the_exact_distance_and_never_below(linear: tuple, probe: type, norm_index: int) -> None:
+    model, data, d_inf, d_2 = linear
+    exact = (d_inf, d_2)[norm_index]
+    knobs = {"steps": 60, "step_fraction": 0.05}
+    above = _per_sample_budgets(probe, model, data, exact * (1 + MARGIN), knobs)
+    below = _per_sample_budgets(probe, model, data, exact * (1 - MARGIN), knobs)
+    assert above.all(), f"missed at 1.03× the exact distance: {np.flatnonzero(~above)}"
+    assert not below.any(), "an 'adversarial example' inside the exact distance cannot exist"
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_bisection_recovers_the_exact_distance_to_its_tolerance(linear: tuple, norm: str) -> None:
+    model, data, d_inf, d_2 = linear
+    exact = (d_inf if norm == "linf" else d_2).numpy()
+    tol = 0.002 if norm == "linf" else 0.01
+    eps_max = 0.4 if norm == "linf" else 2.0
+    result = run_probe(MinEpsProbe, model, data, norm=norm, steps=60, step_fraction=0.05, eps_max=eps_max, tolerance=tol)
+    found = result.per_sample["min_eps"]
+    lower = result.per_sample["min_eps_lower"]
+    assert result.per_sample["min_eps_found"].all()
+    assert (found - lower <= tol + 1e-12).all(), "the final bracket must be no wider than the tolerance"
+    assert (found >= exact - 1e-6).all(), "min_eps is a verified adversarial budget: never below the exact distance"
+    np.testing.assert_allclose(found, exact, atol=tol + 1e-6)
+    assert result.summary["rounds"] == int(np.ceil(np.log2(eps_max / tol)))
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_fab_finds_the_exact_minimal_distance(linear: tuple, norm: str) -> None:
+    model, data, d_inf, d_2 = linear
+    exact = (d_inf if norm == "linf" else d_2).numpy()
+    result = run_probe(FABProbe, model, data, norm=norm, steps=20, eps=[float(np.median(exact))])
+    dist = result.per_sample["distance"]
+    assert (dist >= exact - 1e-5).all(), "no adversarial example is closer than the exact distance"
+    assert (dist <= exact * 1.01 + 1e-5).all(), "FAB overshoots the boundary by at most its eta = 1.05 step, then backtracks"
+
+
+def test_cw_distance_approaches_the_exact_l2_distance(linear: tuple) -> None:
+    model, data, _, d_2 = linear
+    result = run_probe(CWL2Probe, model, data, eps=[0.1], steps=200, binary_search_steps=6, lr=0.005)
+    dist = result.per_sample["distance"]
+    exact = d_2.numpy()
+    assert result.per_sample["found"].all()
+    assert (dist >= exact - 1e-5).all(), "C&W cannot find an adversarial example closer than the exact distance"
+    assert np.median(dist / exact) < 1.05
+
+
+def test_autoattack_breaks_above_and_never_below_the_exact_distance(linear: tuple) -> None:
+    model, data, d_inf, _ = linear
+    lo, hi = float(d_inf.min()), float(d_inf.max())
+    result = run_probe(AutoAttackProbe, model, data, eps=[lo * 0.97, hi * 1.03], preset="fast", square_queries=100)
+    below, above = (result.per_sample[k] for k in sorted(k for k in result.per_sample if k.startswith("success_eps_")))
+    assert not below.any()
+    assert above.all()
+    assert result.summary["preset"] == "fast"
+    assert [c["name"] for c in result.summary["components"]] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+
+
+# ------------------------------------------------------------------------------ Foolbox cross-check
+
+@pytest.fixture(scope="module")
+def cnn64() -> tuple:
+    model, data = demo()
+    return model, subset(data, 64)  # 64 = one batch and a power of two: mean-CE and sum-CE gradients share signs
+
+
+def _foolbox_success(model, data, attack, eps: list[float]) -> np.ndarray:  # noqa: ANN001
+    import foolbox as fb
+
+    fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0))
+    _, clipped, _ = attack(fmodel, data.x, data.y, epsilons=eps)
+    out = []
+    for adv in clipped:
+        with torch.no_grad():
+            out.append((model(adv).argmax(dim=1) != data.y).numpy())
+    return np.stack(out)
+
+
+def test_fgsm_matches_foolbox_sample_by_sample(cnn64: tuple) -> None:
+    import foolbox as fb
+
+    model, data = cnn64
+    eps = [0.05, 0.1, 0.2]
+    ours = run_probe(FGSMProbe, model, data, eps=eps, sanity_checks=False)
+    theirs = _foolbox_success(model, data, fb.attacks.FGSM(random_start=False), eps)
+    for k, e in enumerate(eps):
+        np.testing.assert_array_equal(ours.per_sample[f"success_eps_{e:g}"], theirs[k], err_msg=f"eps={e}")
+    assert 0 < theirs.mean() < 1
+
+
+def test_pgd_matches_foolbox_sample_by_sample(cnn64: tuple) -> None:
+    import foolbox as fb
+
+    model, data = cnn64
+    for eps in (0.05, 0.1):
+        ours = run_probe(PGDLinfProbe, model, data, eps=[eps], steps=10, step_fraction=0.25, random_start=False,
+                         sanity_checks=False)
+        theirs = _foolbox_success(model, data, fb.attacks.LinfPGD(abs_stepsize=0.25 * eps, steps=10, random_start=False),
+                                  [eps])
+        np.testing.assert_array_equal(ours.per_sample[f"success_eps_{eps:g}"], theirs[0], err_msg=f"eps={eps}")
