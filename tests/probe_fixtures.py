@@ -33,6 +33,7 @@ class InterruptingProbe(Probe):
     name = "test.interrupt"
     version = "1"
     description = "test probe that simulates Ctrl-C"
+    order = 50
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         raise KeyboardInterrupt

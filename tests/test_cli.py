@@ -166,3 +166,26 @@ def test_readme_documents_the_exit_codes() -> None:
     readme = (REPO / "README.md").read_text()
     for code in ExitCode:
         assert f"| {code.value} | `{code.name}`" in readme, code
+
+
+def test_interpolate_to_adds_the_landscape_path_to_another_checkpoint(tmp_path: Path) -> None:
+    """--interpolate-to OTHER runs curvature.landscape with the path; its ends are the two models' own losses."""
+    import robaudit
+
+    state = load_file(str(DEMO_CHECKPOINT))
+    other = {k: (v * 0.5 if k.startswith("classifier.3.") else v) for k, v in state.items()}
+    other_path = tmp_path / "other.safetensors"
+    save_file(other, str(other_path), metadata={"mean": "[0.3054]", "std": "[0.3761]"})
+    out = tmp_path / "run"
+    code = main(["run", str(DEMO_CHECKPOINT), "--arch", DEMO_ARCH, "--n-samples", "40", "--out", str(out), "-q",
+                 "--probes", "clean", "--interpolate-to", str(other_path), "--threads", "2",
+                 "--set", "curvature.landscape.curve_sets=[\"audit\"]", "--set", "curvature.landscape.points=5",
+                 "--set", "curvature.landscape.plane_points=3"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["probes"] == ["clean", "curvature.landscape"]
+    ends = results["probes"]["curvature.landscape"]["summary"]["interpolation"]["endpoint_losses"]["audit"]
+    mine = robaudit.audit(model=str(DEMO_CHECKPOINT), arch=DEMO_ARCH, n_samples=40, out=tmp_path / "a", probes=["clean"])
+    theirs = robaudit.audit(model=str(other_path), arch=DEMO_ARCH, n_samples=40, out=tmp_path / "b", probes=["clean"])
+    assert ends["audit_model"] == pytest.approx(mine.results["probes"]["clean"]["summary"]["mean_loss"], rel=1e-5)
+    assert ends["other"] == pytest.approx(theirs.results["probes"]["clean"]["summary"]["mean_loss"], rel=1e-5)

@@ -16,6 +16,7 @@ from robaudit.config import AuditConfig
 from robaudit.engine import run_audit
 from robaudit.engine.runner import prepare, select_probes
 from robaudit.exitcodes import ExitCode
+from robaudit.errors import ProbeError
 from robaudit.models.audit_model import same_state
 from robaudit.probes.base import ProbeContext
 from robaudit.probes.registry import ENTRY_POINT_GROUP, ProbeRegistry
@@ -106,13 +107,14 @@ def test_resume_refuses_other_samples(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_leaves_finished_probes_on_disk(tmp_path: Path) -> None:
-    registry = _registry(("test.interrupt", "probe_fixtures:InterruptingProbe"))
-    with pytest.raises(KeyboardInterrupt):
-        run_audit(_config(tmp_path / "i", probes=["clean", "test.interrupt", "calibration"]), registry, quiet=True)
+    registry = _registry(("test.interrupt", "probe_fixtures:InterruptingProbe"),
+                         ("test.counting", "probe_fixtures:CountingProbe"))
+    with pytest.raises(KeyboardInterrupt):  # declared order: clean (0), test.interrupt (50), test.counting (100)
+        run_audit(_config(tmp_path / "i", probes=["test.counting", "test.interrupt", "clean"]), registry, quiet=True)
     results = json.loads((tmp_path / "i" / "results.json").read_text())
     assert results["status"] == "interrupted"
     assert results["probes"]["clean"]["status"] == "ok"
-    assert "calibration" not in results["probes"]
+    assert "test.counting" not in results["probes"]
     _, cols = store.read_per_sample(tmp_path / "i")
     assert "clean/correct" in cols
     assert (tmp_path / "i" / "report.html").is_file()
@@ -163,3 +165,14 @@ def test_probe_contract(name: str, tmp_path: Path) -> None:
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
     assert json.loads(json.dumps(first, allow_nan=False)) == first
     assert same_state(before, model.state_fingerprint()), "the probe changed the model"
+
+
+def test_probes_run_in_declared_order_and_standard_expands(tmp_path: Path) -> None:
+    """attack.worst_case reads the attacks' results, so it must run after them whatever the listed order."""
+    registry = ProbeRegistry(autoload_plugins=False)
+    selected = select_probes(_config(tmp_path / "o", probes=["attack.worst_case", "attack.fgsm", "clean"]), registry)
+    assert [s.name for s in selected] == ["clean", "attack.fgsm", "attack.worst_case"]
+    expanded = [s.name for s in select_probes(_config(tmp_path / "s", probes=["standard", "attack.cw_l2"]), registry)]
+    assert set(expanded) == set(registry.standard_set()) | {"attack.cw_l2"}
+    with pytest.raises(ProbeError, match="listed twice"):
+        select_probes(_config(tmp_path / "d", probes=["standard", "clean"]), registry)

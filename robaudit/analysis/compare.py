@@ -71,6 +71,20 @@ def load_runs(paths: list[Path]) -> list[Run]:
     return runs
 
 
+def pick_run(run_dirs: tuple[Path, ...] | list[Path], which: str) -> tuple[str, dict[str, Any]]:
+    """The compared run named by ``which`` (its directory as given, or its directory name), with its results.
+
+    Raises:
+        UsageError: ``which`` is not one of the compared runs.
+    """
+    for path in run_dirs:
+        p = Path(path)
+        if which in (str(path), p.name) or Path(which).resolve() == p.resolve():
+            return p.resolve().name, store.read_results(p)
+    raise UsageError(f"--loss-path: '{which}' is not one of the compared runs",
+                     fix="name two of the RUN_DIRs given to compare (their paths or directory names)")
+
+
 def _leaves(node: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
     if isinstance(node, dict) and "value" in node and "low" in node:
         return [(path, node)]

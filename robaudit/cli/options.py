@@ -12,6 +12,7 @@ from robaudit.config import AuditConfig, ConfigError, config_from_mapping, parse
 
 # Keys a config file may not set: opting into unpickling must be a deliberate flag on the
 # command line, never something a checked-in (or pull-request-supplied) file can switch on.
+LANDSCAPE = "curvature.landscape"
 CLI_ONLY = {"trust_checkpoint": "--trust-checkpoint", "model": "the MODEL argument", "resume": "--resume"}
 
 
@@ -76,7 +77,12 @@ def model_and_data_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--ema/--no-ema", default=False, show_default=True, help="Use the EMA weights (state_dict_ema)."),
         click.option("--mean", default=None, metavar="M1,M2,M3", help="Normalisation mean per channel, in [0, 1] pixel units."),
         click.option("--std", default=None, metavar="S1,S2,S3", help="Normalisation std per channel, in [0, 1] pixel units."),
-        click.option("--probes", default=None, metavar="NAME,...", help="Probes to run [default: the standard audit set]."),
+        click.option("--probes", default=None, metavar="NAME,...",
+                     help="Probes to run (they run in their declared order); 'standard' stands for the default "
+                          "audit set, e.g. standard,attack.cw_l2 [default: standard]."),
+        click.option("--interpolate-to", type=click.Path(path_type=Path), default=None, metavar="OTHER",
+                     help="Also draw the loss along the straight path to checkpoint OTHER (same architecture; "
+                          "Yao Fig 5). Adds curvature.landscape; same as --set curvature.landscape.interpolate_to=OTHER."),
         click.option("--set", "knobs", multiple=True, metavar="PROBE.KNOB=VALUE", help="Set a probe knob (repeatable)."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N | mps."),
@@ -125,6 +131,13 @@ def config_from_cli(params: dict[str, Any], file_probe_config: dict[str, dict[st
     values["arch_kwargs"] = _json_object(values.get("arch_kwargs"))
     probes = values.get("probes")
     values["probes"] = [p.strip() for p in probes.split(",") if p.strip()] if probes else None
+    other = values.pop("interpolate_to", None)
+    if other is not None:
+        probe_config.setdefault(LANDSCAPE, {})["interpolate_to"] = str(other)
+        if values["probes"] is None:
+            values["probes"] = ["standard"]
+        if LANDSCAPE not in values["probes"]:
+            values["probes"].append(LANDSCAPE)
     values["probe_config"] = probe_config
     for key in ("no_plugin_autoload", "quiet", "debug", "config", "gate"):
         values.pop(key, None)

@@ -71,7 +71,7 @@ def select_probes(config: AuditConfig, registry: ProbeRegistry) -> list[_Selecte
     Raises:
         ProbeError: an unknown probe name or knob, or knobs for a probe that won't run.
     """
-    names = list(config.probes) if config.probes else registry.standard_set()
+    names = expand_probe_names(config.probes, registry)
     if not names:
         raise ProbeError("no probe selected", fix="pass --probes NAME,... (see 'robaudit probes')")
     seen: set[str] = set()
@@ -82,6 +82,9 @@ def select_probes(config: AuditConfig, registry: ProbeRegistry) -> list[_Selecte
         seen.add(name)
         cls = registry.get(name)
         selected.append(_Selected(name, cls, cls(build_probe_config(cls, config.probe_config.get(name, {})))))
+    # Probes read earlier probes' results (attack.worst_case combines the attacks, the geometry
+    # surfaces reuse PGD perturbations), so they run in their declared order, not the listed one.
+    selected.sort(key=lambda s: getattr(s.cls, "order", 100))
     for name in config.probe_config:
         if name not in seen:
             registered = registry.names()
@@ -91,6 +94,20 @@ def select_probes(config: AuditConfig, registry: ProbeRegistry) -> list[_Selecte
                                  fix="run 'robaudit probes' to list the registered probes")
             build_probe_config(registry.get(name), config.probe_config[name])
     return selected
+
+
+STANDARD_KEYWORD = "standard"
+
+
+def expand_probe_names(requested: list[str] | None, registry: ProbeRegistry) -> list[str]:
+    """The probe names to run: ``None`` means the standard set, and the keyword ``standard``
+    inside a list expands to it (``--probes standard,attack.cw_l2``)."""
+    if not requested:
+        return registry.standard_set()
+    names: list[str] = []
+    for name in requested:
+        names.extend(registry.standard_set() if name == STANDARD_KEYWORD else [name])
+    return names
 
 
 def probe_seed(seed: int, name: str) -> int:

@@ -242,6 +242,8 @@ def validate_probe_class(obj: object) -> list[str]:
         value = getattr(obj, attr, None)
         if not isinstance(value, kind) or not value:
             problems.append(f"class attribute '{attr}' must be a non-empty {kind.__name__}")
+    if getattr(obj, "name", None) == "standard":
+        problems.append("the name 'standard' is reserved: '--probes standard,...' means the default audit set")
     if not dataclasses.is_dataclass(getattr(obj, "Config", None)):
         problems.append("'Config' must be a dataclass")
     else:

@@ -215,7 +215,10 @@ def render_compare(out_dir: Path, comparison: dict[str, Any]) -> Path:
     out_dir = Path(out_dir)
     store.atomic_write_text(out_dir / COMPARE_JSON, json.dumps(comparison, indent=2, allow_nan=False) + "\n")
     figs = [figures.robust_accuracy_curves(curves, probe) for probe, curves in comparison["curves"].items()]
-    html = environment().get_template(COMPARE_TEMPLATE).render(c=comparison, figures=figs, version=__version__)
+    paths = [{**p, "svg": figures.loss_path(p["t"], p["losses"], p["from"], p["to"])}
+             for p in comparison.get("loss_paths", [])]
+    html = environment().get_template(COMPARE_TEMPLATE).render(c=comparison, figures=figs, loss_paths=paths,
+                                                               version=__version__)
     path = out_dir / COMPARE_HTML
     store.atomic_write_text(path, html)
     return path

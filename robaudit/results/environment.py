@@ -1,6 +1,7 @@
 """The run environment recorded in ``results.json``: versions, device, threads, seed."""
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -38,6 +39,7 @@ def describe_environment(device: torch.device, seed: int, threads: int) -> dict[
         "threads": threads,
         "seed": seed,
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "working_directory": os.getcwd(),
     }
 
 

@@ -72,3 +72,36 @@ def test_cli_writes_json_and_html(three_runs: list[Path], tmp_path: Path, capsys
 def test_compare_needs_two_runs(three_runs: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["compare", str(three_runs[0])])
     assert code == 2 and "at least two" in capsys.readouterr().err
+
+
+def test_loss_path_between_compared_checkpoints_has_the_closed_form(three_runs: list[Path], tmp_path: Path) -> None:
+    """run1 is run0 with its last layer (weights and bias) scaled by 3, so the straight path
+    (1 − t)·θ0 + t·θ1 only scales the logits: J(t) = mean CE((1 + 2t)·z, y) with run0's logits z."""
+    import torch.nn.functional as F
+
+    from robaudit.config import config_from_mapping
+    from robaudit.engine.runner import prepare
+
+    out = tmp_path / "zoo"
+    code = main(["compare", *map(str, three_runs), "--out", str(out), "--loss-path", "run0", "run1",
+                 "--threads", str(THREADS), "-q"])
+    assert code == 0
+    c = json.loads((out / "compare.json").read_text())
+    (path,) = c["loss_paths"]
+    assert (path["from"], path["to"]) == ("run0", "run1")
+
+    config = config_from_mapping({"model": str(three_runs[0].parent / "m0.safetensors"), "arch": DEMO_ARCH,
+                                  "n_samples": 80, "out": str(tmp_path / "unused")})
+    _, _, model, data = prepare(config, [])
+    with torch.no_grad():
+        z = model(data.x).double()
+    t = np.array(path["t"])
+    expected = [F.cross_entropy((1 + 2 * ti) * z, data.y).item() for ti in t]
+    np.testing.assert_allclose(path["losses"]["audit"], expected, rtol=1e-5)
+    html = (out / "compare.html").read_text()
+    assert 'id="loss-paths"' in html and html.count("<svg") >= 1
+
+
+def test_loss_path_refuses_runs_that_are_not_compared(three_runs: list[Path], tmp_path: Path) -> None:
+    code = main(["compare", *map(str, three_runs[:2]), "--out", str(tmp_path / "c"), "--loss-path", "run0", "nope"])
+    assert code == 2

@@ -6,21 +6,16 @@ distance summaries, AutoAttack's component breakdown and the attack flags.
 """
 from __future__ import annotations
 
-import io
 from typing import Any
+
+from robaudit.report import figures
 
 COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 NORM_TITLES = {"linf": "L∞", "l2": "L2"}
 
 
 def _svg(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
-    text = buf.getvalue()
-    return text[text.index("<svg"):]
+    return figures.svg(fig)
 
 
 def _pyplot() -> Any:

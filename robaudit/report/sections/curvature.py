@@ -8,9 +8,10 @@ so ``robaudit report`` redraws it without recomputing. Figures are inline SVG.
 """
 from __future__ import annotations
 
-import io
 import math
 from typing import Any
+
+from robaudit.report import figures
 
 TOPK = "curvature.topk"
 POWER = "curvature.power"
@@ -28,13 +29,7 @@ COLOURS = ("#2f5da8", "#e08a00", "#2e7d32", "#b3261e", "#7b4fa0", "#555555")
 
 
 def _svg(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
-    text = buf.getvalue()
-    return text[text.index("<svg"):]
+    return figures.svg(fig)
 
 
 def _plt() -> Any:
@@ -229,13 +224,4 @@ def _plane_svg(plane: dict[str, Any]) -> str:
 
 def _path_svg(path: dict[str, Any]) -> str:
     """Yao Fig 5: J((1 − t)·θ + t·θ') from the audit model (t = 0) to the other checkpoint (t = 1)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.2, 3.0), dpi=100)
-    for (name, losses), colour in zip(path["losses"].items(), COLOURS * 4):
-        ax.plot(path["t"], losses, "-", color=colour, lw=1.4, label=f"{name} set")
-    for t in (0.0, 1.0):
-        ax.axvline(t, color="#999", lw=0.6, ls="--")
-    ax.set_xlabel("t (0: audit model, 1: other checkpoint)")
-    ax.set_ylabel("mean CE loss J (nats)")
-    ax.legend(fontsize=7, frameon=False)
-    return _svg(fig)
+    return figures.loss_path(path["t"], path["losses"])

@@ -144,11 +144,7 @@ def _plt() -> Any:
 
 
 def _svg(fig: Any) -> str:
-    """Inline SVG with text left as text (the browser draws it), which keeps small charts ~5× smaller."""
-    import matplotlib
-
-    with matplotlib.rc_context({"svg.fonttype": "none"}):
-        return figures.svg(fig)
+    return figures.svg(fig)
 
 
 def _histogram_svg(hist: dict[str, Any], title: str) -> str:
