@@ -168,3 +168,24 @@ def test_empty_set_is_refused(oracle: Oracle) -> None:
     empty = SampleSet("audit", "audit", None, oracle.data.x[:0], oracle.data.y[:0], [])
     with pytest.raises(ValueError, match="empty"):
         HessianOperator(oracle.model, empty)
+
+
+@pytest.mark.parametrize("reuse_graph", [True, False])
+def test_replaced_inputs_give_the_dense_hessian_at_the_new_inputs(oracle: Oracle, reuse_graph: bool) -> None:
+    """replace_inputs (the plugin hook for losses at fixed transformed inputs) drops every cached graph."""
+    op = HessianOperator(oracle.model, oracle.set(), dtype=torch.float64, batch_size=7, reuse_graph=reuse_graph)
+    v = torch.randn(op.size, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    op.matvec(v), op.gradient()  # fill the caches at the old inputs
+    shifted = (oracle.data.x.double() + 0.1 * torch.rand(oracle.data.x.shape, generator=torch.Generator().manual_seed(4),
+                                                         dtype=torch.float64)).clamp(0, 1)
+    op.replace_inputs(shifted)
+    ref = copy.deepcopy(oracle.model).double().eval()
+    params = dict(ref.named_parameters())
+
+    def loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(torch.func.functional_call(ref, p, (shifted,)), oracle.data.y)
+
+    _, hvp = torch.func.jvp(lambda p: torch.func.grad(loss)(p), (params,), (dict(zip(params, op.split(v))),))
+    assert _rel(op.matvec(v), op.flatten([hvp[k].detach() for k in params])) < 1e-12
+    with pytest.raises(ValueError, match="shape"):
+        op.replace_inputs(shifted[:3])

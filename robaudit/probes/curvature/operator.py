@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -143,6 +143,20 @@ class HessianOperator:
         self._loss: float | None = None
 
     # -- data ---------------------------------------------------------------------------------
+
+    def replace_inputs(self, x: torch.Tensor) -> None:
+        """Evaluate the loss at other inputs for the same labels from now on (N×C×H×W, [0, 1] pixels).
+
+        For losses at transformed inputs held fixed, e.g. adversarial examples x + δ* found at θ
+        (the adversarial-landscape plugin). Drops the cached gradient graph, gradient and loss.
+
+        Raises:
+            ValueError: ``x`` does not have the sample set's shape.
+        """
+        if tuple(x.shape) != tuple(self.samples.x.shape):
+            raise ValueError(f"replacement inputs have shape {tuple(x.shape)}, the sample set {tuple(self.samples.x.shape)}")
+        self.samples = replace(self.samples, x=x.detach())
+        self._graph, self._gradient, self._loss = None, None, None
 
     def _batches(self, label: str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         starts = range(self.lo, self.hi, self.batch_size)

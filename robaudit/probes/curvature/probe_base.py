@@ -97,13 +97,19 @@ class CurvatureProbe(Probe):
     def _sets(self, ctx: ProbeContext, specs: list[str]) -> list[SampleSet]:
         return resolve_sets(ctx, specs, self.config.train_samples)
 
-    def _operator(self, ctx: ProbeContext, samples: SampleSet, dtype: str | None = None) -> HessianOperator:
+    def _operator(self, ctx: ProbeContext, samples: SampleSet, dtype: str | None = None, *,
+                  operator_class: type[HessianOperator] = HessianOperator, **extra: Any) -> HessianOperator:
+        """The operator on ``samples`` with this probe's knobs (dtype, batch size, graph reuse).
+
+        Plugins pass their own ``operator_class`` (a :class:`HessianOperator` subclass) and its
+        extra keyword arguments in ``extra``.
+        """
         cfg = self.config
         reuse = {"auto": None, "always": True, "never": False}[cfg.reuse_graph]
         name = dtype or (cfg.dtype if cfg.dtype != "auto" else "float32")
-        return HessianOperator(ctx.model, samples, dtype=parse_dtype(name),
-                               batch_size=cfg.batch_size or ctx.batch_size, device=ctx.device, reuse_graph=reuse,
-                               reuse_graph_max_samples=cfg.reuse_graph_max_samples, progress=ctx.progress)
+        return operator_class(ctx.model, samples, **extra, dtype=parse_dtype(name),
+                              batch_size=cfg.batch_size or ctx.batch_size, device=ctx.device, reuse_graph=reuse,
+                              reuse_graph_max_samples=cfg.reuse_graph_max_samples, progress=ctx.progress)
 
     def _checks(self, ctx: ProbeContext, op: HessianOperator, spec: str, flags: list[Flag]) -> dict[str, Any] | None:
         if not self.config.check_operator:
