@@ -65,8 +65,13 @@ class _Selected:
     probe: Probe
 
 
-def select_probes(config: AuditConfig, registry: ProbeRegistry) -> list[_Selected]:
+def select_probes(config: AuditConfig, registry: ProbeRegistry,
+                  broken: list[tuple[str, ProbeError]] | None = None) -> list[_Selected]:
     """Resolve probe names and build each probe's Config, before any model is loaded.
+
+    Args:
+        broken: when given, a listed *plugin* probe that fails to import or breaks the contract is
+            appended here (name, error) instead of raising, so the rest of the audit can run.
 
     Raises:
         ProbeError: an unknown probe name or knob, or knobs for a probe that won't run.
@@ -80,13 +85,16 @@ def select_probes(config: AuditConfig, registry: ProbeRegistry) -> list[_Selecte
         if name in seen:
             raise ProbeError(f"probe '{name}' is listed twice in --probes", fix="list each probe once")
         seen.add(name)
-        cls = registry.get(name)
+        cls = registry.get(name) if broken is None else registry.get_or_skip(name)
+        if cls is None:
+            broken.append((name, registry.broken[name]))
+            continue
         selected.append(_Selected(name, cls, cls(build_probe_config(cls, config.probe_config.get(name, {})))))
     # Probes read earlier probes' results (attack.worst_case combines the attacks, the geometry
     # surfaces reuse PGD perturbations), so they run in their declared order, not the listed one.
     selected.sort(key=lambda s: getattr(s.cls, "order", 100))
     for name in config.probe_config:
-        if name not in seen:
+        if name not in seen and name not in registry.broken:
             registered = registry.names()
             if name not in registered:
                 hint = did_you_mean(name, registered)
@@ -151,7 +159,8 @@ def run_audit(config: AuditConfig, registry: ProbeRegistry | None = None, *, qui
         KeyboardInterrupt: after writing every finished probe's result (status ``interrupted``).
     """
     registry = registry or ProbeRegistry()
-    selected = select_probes(config, registry)
+    broken: list[tuple[str, ProbeError]] = []
+    selected = select_probes(config, registry, broken=broken)
     out_dir = Path(config.out)
     previous = _previous_results(out_dir) if config.resume else None
 
@@ -170,7 +179,8 @@ def run_audit(config: AuditConfig, registry: ProbeRegistry | None = None, *, qui
         "command": command or [],
         "config": to_jsonable(config.to_json()),
         "environment": {**describe_environment(device, config.seed, threads),
-                        "plugins": registry.plugins_used([s.name for s in selected])},
+                        "plugins": registry.plugins_used([s.name for s in selected]),
+                        "broken_plugins": registry.broken_plugins()},
         "model": to_jsonable({**model.provenance.to_json(), "in_channels": model.in_channels,
                               "data_config": dataclasses.asdict(model.data_config)}),
         "data": to_jsonable(data.provenance),
@@ -187,6 +197,10 @@ def run_audit(config: AuditConfig, registry: ProbeRegistry | None = None, *, qui
 
     probe_results: dict[str, ProbeResult] = {}
     exit_code = ExitCode.OK
+    for name, error in broken:  # listed but unloadable plugin probes: recorded as failed, the rest runs
+        results["probes"][name] = _broken_entry(name, error, registry)
+        results["probe_order"].append(name)
+        exit_code = ExitCode.INTERNAL
     progress = make_progress(quiet)
     ctx_cache: dict[str, Any] = {}
     _write(out_dir, results, flags, data, columns)
@@ -293,6 +307,16 @@ def _run_one(sel: _Selected, config: AuditConfig, registry: ProbeRegistry, model
     )
     log.info("probe %s: done in %.2f s", sel.name, entry["duration_s"])
     return entry, result
+
+
+def _broken_entry(name: str, error: ProbeError, registry: ProbeRegistry) -> dict[str, Any]:
+    dist, dist_version = registry.distribution(name)
+    return {
+        "name": name, "version": "?", "distribution": {"name": dist, "version": dist_version}, "status": "failed",
+        "config": {}, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "duration_s": None,
+        "summary": {}, "higher_is_better": {}, "artifacts": {}, "notes": [], "per_sample_columns": [], "columns": {},
+        "error": {"type": "BrokenPlugin", "message": error.one_line(), "internal": True},
+    }
 
 
 def _check_result(name: str, result: Any, n: int) -> None:

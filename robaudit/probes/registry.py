@@ -7,12 +7,15 @@ for and checked against the probe contract then.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
 from robaudit.errors import ProbeError, did_you_mean
 from robaudit.probes.base import Probe, validate_probe_class
+
+log = logging.getLogger("robaudit")
 
 ENTRY_POINT_GROUP = "robaudit.probes"
 AUTOLOAD_ENV = "ROBAUDIT_NO_PLUGIN_AUTOLOAD"
@@ -79,6 +82,8 @@ class ProbeRegistry:
                 )
             self._entry_points[ep.name] = ep
         self._loaded: dict[str, type[Probe]] = {}
+        self.broken: dict[str, ProbeError] = {}
+        """Plugin probes that failed to import or break the contract, by name (found so far)."""
 
     def names(self) -> list[str]:
         """All registered probe names, sorted."""
@@ -127,18 +132,46 @@ class ProbeRegistry:
 
     def standard_set(self) -> list[str]:
         """The default audit: probes marked ``standard``, in their declared order."""
-        classes = [self.get(n) for n in self.names()]
+        classes = [c for c in (self.get_or_skip(n) for n in self.names()) if c is not None]
         chosen = [c for c in classes if getattr(c, "standard", False)]
         return [c.name for c in sorted(chosen, key=lambda c: (getattr(c, "order", 100), c.name))]
 
+    def get_or_skip(self, name: str) -> type[Probe] | None:
+        """Like :meth:`get`, but a broken *plugin* probe is logged once, kept in :attr:`broken` and
+        skipped (``None``), so one bad plugin cannot stop an audit that does not ask for it.
+
+        Raises:
+            ProbeError: robaudit's own probe is broken (a robaudit bug), or ``name`` is unknown.
+        """
+        if name in self.broken:
+            return None
+        try:
+            return self.get(name)
+        except ProbeError as exc:
+            if name not in self._entry_points or self.distribution(name)[0] == OWN_DISTRIBUTION:
+                raise
+            self.broken[name] = exc
+            log.error("%s; skipped (fix: %s)", exc.message, exc.fix)
+            return None
+
     def describe(self) -> list[ProbeInfo]:
-        """Every registered probe with its version and source distribution (imports them)."""
+        """Every registered probe with its version and source distribution (imports them); a broken
+        plugin probe is listed with version ``?`` and its error as the description."""
         infos = []
         for name in self.names():
-            cls = self.get(name)
+            cls = self.get_or_skip(name)
             dist, dist_version = self.distribution(name)
-            infos.append(ProbeInfo(name, cls.version, cls.description, dist, dist_version, getattr(cls, "standard", False)))
+            if cls is None:
+                infos.append(ProbeInfo(name, "?", f"BROKEN: {self.broken[name].message}", dist, dist_version, False))
+            else:
+                infos.append(ProbeInfo(name, cls.version, cls.description, dist, dist_version,
+                                       getattr(cls, "standard", False)))
         return infos
+
+    def broken_plugins(self) -> list[dict[str, str]]:
+        """The broken plugin probes found so far, for ``results.json``."""
+        return [{"probe": n, "distribution": self.distribution(n)[0], "error": e.message}
+                for n, e in sorted(self.broken.items())]
 
 
     def plugins_used(self, names: list[str]) -> list[dict[str, object]]:
