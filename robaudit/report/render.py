@@ -140,7 +140,33 @@ def build_context(results: dict[str, Any]) -> dict[str, Any]:
         "sections": sections,
         "figures": figs,
         "severities": severities,
+        "headline": headline_robustness(ok),
     }
+
+
+NORM_NAMES = {"linf": "L∞", "l2": "L2"}
+
+
+def headline_robustness(ok: dict[str, Any]) -> list[dict[str, Any]]:
+    """Verdict-summary cards: robust accuracy per ε (all samples, Wilson CI) of the per-sample worst
+    case over all attacks, per norm; without ``attack.worst_case``, of each attack probe that ran."""
+    cards = []
+    worst = ok.get("attack.worst_case", {}).get("summary", {})
+    sources = ([(f"Worst-case robust accuracy ({NORM_NAMES.get(norm, norm)})", worst[norm]) for norm in NORM_NAMES
+                if isinstance(worst.get(norm), dict)] if worst else
+               [(f"{name} robust accuracy", p["summary"]) for name, p in ok.items()
+                if name.startswith("attack.") and isinstance(p["summary"].get("robust_accuracy"), dict)])
+    for title, summary in sources:
+        rows = [{"eps": key, **est} for key, est in summary.get("robust_accuracy", {}).items()
+                if isinstance(est, dict) and est.get("value") is not None]
+        if rows:
+            cards.append({"title": title, "rows": rows, "attacks": summary.get("attacks")})
+    min_eps = ok.get("attack.min_eps", {}).get("summary", {})
+    if isinstance(min_eps.get("min_eps_quantiles"), dict):
+        cards.append({"title": f"Median minimal ε ({NORM_NAMES.get(min_eps.get('norm'), '')}, clean-correct)",
+                      "median": min_eps["min_eps_quantiles"].get("q50"), "quartiles": min_eps["min_eps_quantiles"],
+                      "n": min_eps.get("clean_correct")})
+    return cards
 
 
 def plugin_sections(results: dict[str, Any]) -> list[dict[str, Any]]:
