@@ -49,3 +49,21 @@ def test_model_name_is_escaped(demo_copy: Path) -> None:
     html = render_report(demo_copy).read_text()
     assert evil not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_verdict_summary_shows_the_worst_case_robust_accuracy_of_the_saved_results(demo_run: Path) -> None:
+    """The headline numbers are the attack.worst_case Estimates of results.json, with their CIs."""
+    from robaudit.report.render import build_context, format_number
+
+    results = json.loads((demo_run / "results.json").read_text())
+    worst = results["probes"]["attack.worst_case"]["summary"]["linf"]["robust_accuracy"]
+    cards = build_context(results)["headline"]
+    assert cards[0]["title"] == "Worst-case robust accuracy (L∞)"
+    assert [row["eps"] for row in cards[0]["rows"]] == list(worst)
+    html = (demo_run / "report.html").read_text()
+    verdict = html[html.index("1. Verdict summary"):html.index("2. Model and data provenance")]
+    for key, est in worst.items():
+        assert f"ε = {key}" in verdict
+        assert format_number(est["value"], 3) in verdict and format_number(est["high"], 3) in verdict
+    median = results["probes"]["attack.min_eps"]["summary"]["min_eps_quantiles"]["q50"]
+    assert "Median minimal ε" in verdict and format_number(median, 4) in verdict
