@@ -76,11 +76,9 @@ class BoundaryDistance(Probe):
     }
 
     @dataclass
-    class Config:
-        """Knobs of ``geometry.boundary``."""
+    class Config(common.GeometryConfig):
+        """Knobs of ``geometry.boundary`` (ε: the robust split and the within-ε count)."""
 
-        epsilon: float | None = None
-        """Audit L∞ budget ε in pixel units (for the robust split and the within-ε count); default by dataset."""
         precision: str = "float32"
         """Working precision of the model copy (forward passes only)."""
         random_directions: int = 4
@@ -91,13 +89,9 @@ class BoundaryDistance(Probe):
         """Refine the bracket (Illinois regula falsi) until it is narrower than rtol × the distance."""
         max_refine: int = 40
         """Most refinement steps per crossing."""
-        histogram_bins: int = 30
-        """Bins of the report's histograms."""
 
         def __post_init__(self) -> None:
-            if self.epsilon is not None and not self.epsilon > 0:
-                raise ValueError(f"epsilon must be positive, got {self.epsilon}")
-            common.check_precision(self.precision)
+            super().__post_init__()
             if self.random_directions < 1:
                 raise ValueError(f"random_directions must be at least 1, got {self.random_directions}")
             if self.search_points < 2:
@@ -106,8 +100,6 @@ class BoundaryDistance(Probe):
                 raise ValueError(f"rtol must be in (0, 1), got {self.rtol}")
             if self.max_refine < 0:
                 raise ValueError(f"max_refine must be non-negative, got {self.max_refine}")
-            if self.histogram_bins < 2:
-                raise ValueError(f"histogram_bins must be at least 2, got {self.histogram_bins}")
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config

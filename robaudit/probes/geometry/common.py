@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -110,3 +111,22 @@ def forward_batch(batch_size: int, dim: int) -> int:
     inputs (digits, CIFAR) run far faster in large batches, large ones keep the run's batch size.
     """
     return max(batch_size, min(4096, (1 << 22) // max(1, dim)))
+
+
+@dataclass
+class GeometryConfig:
+    """Knobs every input-geometry probe shares; probe Configs extend it (and call ``super().__post_init__()``)."""
+
+    epsilon: float | None = None
+    """Audit L∞ budget ε in pixel units (robust split, Yu's indicator, ε-ball marks); default by dataset."""
+    precision: str = "float64"
+    """Working precision of the model copy: ``float64`` or ``float32``."""
+    histogram_bins: int = 30
+    """Bins of the report's histograms."""
+
+    def __post_init__(self) -> None:
+        if self.epsilon is not None and not self.epsilon > 0:
+            raise ValueError(f"epsilon must be positive, got {self.epsilon}")
+        check_precision(self.precision)
+        if self.histogram_bins < 2:
+            raise ValueError(f"histogram_bins must be at least 2, got {self.histogram_bins}")

@@ -77,34 +77,24 @@ class InputGradients(Probe):
     }
 
     @dataclass
-    class Config:
-        """Knobs of ``geometry.gradients``."""
+    class Config(common.GeometryConfig):
+        """Knobs of ``geometry.gradients`` (ε: the robust split and the first-order loss gain)."""
 
-        epsilon: float | None = None
-        """Audit L∞ budget ε in pixel units (robust split, first-order loss gain); default by dataset."""
-        precision: str = "float64"
-        """Working precision of the model copy: ``float64`` or ``float32``."""
         top_m: int | None = None
         """Jacobian rows kept (most probable classes); default all classes when c ≤ max_full_classes, else 10."""
         max_full_classes: int = 100
         """Largest class count for which the full logit Jacobian is computed by default."""
         sparsity_thresholds: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1])
         """Relative thresholds t of the Jacobian sparsity (|∂d/∂x_i| < t · max |∂d/∂x|)."""
-        histogram_bins: int = 30
-        """Bins of the report's histograms."""
 
         def __post_init__(self) -> None:
-            if self.epsilon is not None and not self.epsilon > 0:
-                raise ValueError(f"epsilon must be positive, got {self.epsilon}")
-            common.check_precision(self.precision)
+            super().__post_init__()
             if self.top_m is not None and self.top_m < 1:
                 raise ValueError(f"top_m must be at least 1, got {self.top_m}")
             if self.max_full_classes < 1:
                 raise ValueError(f"max_full_classes must be at least 1, got {self.max_full_classes}")
             if not self.sparsity_thresholds or not all(0 < t < 1 for t in self.sparsity_thresholds):
                 raise ValueError(f"sparsity_thresholds must be in (0, 1), got {self.sparsity_thresholds}")
-            if self.histogram_bins < 2:
-                raise ValueError(f"histogram_bins must be at least 2, got {self.histogram_bins}")
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config

@@ -87,13 +87,9 @@ class InputHessian(Probe):
     }
 
     @dataclass
-    class Config:
-        """Knobs of ``geometry.input_hessian``."""
+    class Config(common.GeometryConfig):
+        """Knobs of ``geometry.input_hessian`` (ε: Yu's indicator; the c×c step is float64 whatever the precision)."""
 
-        epsilon: float | None = None
-        """Audit L∞ budget ε in pixel units for Yu's indicator; default by dataset (digits 0.1, CIFAR 8/255, …)."""
-        precision: str = "float64"
-        """Working precision of the model copy (the c×c step is always float64)."""
         top_m: int | None = None
         """Classes kept in the c×c problem (most probable); default all when c ≤ max_full_classes, else 10."""
         max_full_classes: int = 100
@@ -112,13 +108,9 @@ class InputHessian(Probe):
         """Krylov dimension of the Lanczos fallback (capped at the input dimension)."""
         decision_hessian: bool = True
         """Run Lanczos on ∇²x d too where the net is not piecewise linear (Yu's second-order term)."""
-        histogram_bins: int = 30
-        """Bins of the report's histograms."""
 
         def __post_init__(self) -> None:
-            if self.epsilon is not None and not self.epsilon > 0:
-                raise ValueError(f"epsilon must be positive, got {self.epsilon}")
-            common.check_precision(self.precision)
+            super().__post_init__()
             for name in ("top_k", "check_vectors", "lanczos_steps", "max_full_classes"):
                 if getattr(self, name) < 1:
                     raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -128,8 +120,6 @@ class InputHessian(Probe):
                 value = getattr(self, name)
                 if value is not None and not 0 < value < 1:
                     raise ValueError(f"{name} must be in (0, 1), got {value}")
-            if self.histogram_bins < 2:
-                raise ValueError(f"histogram_bins must be at least 2, got {self.histogram_bins}")
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config
