@@ -87,3 +87,15 @@ def test_no_plugin_autoload_leaves_the_broken_plugin_unloaded(site: Path, tmp_pa
     proc = _robaudit(site, "run", str(DEMO_CHECKPOINT), "--arch", DEMO_ARCH, "--n-samples", "40", "--probes", "clean",
                      "--no-plugin-autoload", "--out", str(tmp_path / "r"), cwd=tmp_path)
     assert proc.returncode == 0 and _errors(proc.stderr) == []
+
+
+def test_cli_plugin_flags_load_or_block_a_distribution(site: Path, tmp_path: Path) -> None:
+    """-p DIST loads one plugin with autoload off; --block-plugin DIST keeps it out even with autoload on."""
+    only = _robaudit(site, "probes", "--no-plugin-autoload", "-p", DIST, cwd=tmp_path)
+    assert only.returncode == 0 and only.stdout.count("BROKEN") == 2
+    assert "adv_landscape" not in only.stdout  # other installed plugins stay unloaded
+    blocked = _robaudit(site, "probes", "--block-plugin", DIST, cwd=tmp_path)
+    assert blocked.returncode == 0 and "BROKEN" not in blocked.stdout and _errors(blocked.stderr) == []
+    unknown = _robaudit(site, "probes", "-p", "brokn-plugin", cwd=tmp_path)
+    assert unknown.returncode == 2 and "did you mean 'broken-plugin'" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1

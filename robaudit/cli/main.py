@@ -16,7 +16,13 @@ import click
 
 from robaudit import __version__
 from robaudit.cli import compare_command, gate_command
-from robaudit.cli.options import config_from_cli, file_defaults_for_click, model_and_data_options
+from robaudit.cli.options import (
+    config_from_cli,
+    file_defaults_for_click,
+    make_registry,
+    model_and_data_options,
+    plugin_options,
+)
 from robaudit.config import find_config_file, read_config_file
 from robaudit.errors import RobauditError, UsageError
 from robaudit.exitcodes import ExitCode
@@ -94,7 +100,6 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 def run(ctx: click.Context, **params: Any) -> None:
     """Audit MODEL (a checkpoint path, timm:NAME or torchvision:NAME) on a dataset."""
     from robaudit.engine import run_audit
-    from robaudit.probes.registry import ProbeRegistry
 
     _setup_logging(params["quiet"], params["debug"])
     resume = params.pop("resume")
@@ -107,7 +112,7 @@ def run(ctx: click.Context, **params: Any) -> None:
     quiet = params["quiet"]
     gate_rules = params.pop("gate_rules")
     rules = gate_command.prepare_run_gate(gate_rules) if gate_rules is not None else None  # bad rules fail before the audit
-    registry = ProbeRegistry(autoload_plugins=False if params["no_plugin_autoload"] else None)
+    registry = make_registry(params)
     config = config_from_cli(params, ctx.obj["file"]["probe_config"])
     try:
         outcome = run_audit(config, registry, quiet=quiet, command=["robaudit", *sys.argv[1:]])
@@ -129,10 +134,9 @@ def validate(ctx: click.Context, **params: Any) -> None:
     """Check a model/data/config triple without running probes: load, match, preflight."""
     from robaudit.engine.runner import prepare, select_probes
     from robaudit.preflight import run_preflight
-    from robaudit.probes.registry import ProbeRegistry
 
     _setup_logging(params["quiet"], params["debug"])
-    registry = ProbeRegistry(autoload_plugins=False if params["no_plugin_autoload"] else None)
+    registry = make_registry(params)
     config = config_from_cli(params, ctx.obj["file"]["probe_config"])
     selected = select_probes(config, registry)
     device, threads, model, data = prepare(config, selected)
@@ -156,17 +160,21 @@ def validate(ctx: click.Context, **params: Any) -> None:
     ctx.exit(int(ExitCode.OK))
 
 
+def _with_plugin_options(func: Any) -> Any:
+    for decorator in reversed(plugin_options()):
+        func = decorator(func)
+    return func
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print as JSON.")
-@click.option("--no-plugin-autoload", is_flag=True, default=False, help="List only robaudit's built-in probes.")
+@_with_plugin_options
 @common_options
-def probes(as_json: bool, no_plugin_autoload: bool, quiet: bool, debug: bool) -> None:
+def probes(as_json: bool, quiet: bool, debug: bool, **plugin_params: Any) -> None:
     """List the registered probes with their versions."""
     import json
 
-    from robaudit.probes.registry import ProbeRegistry
-
-    infos = ProbeRegistry(autoload_plugins=False if no_plugin_autoload else None).describe()
+    infos = make_registry(plugin_params).describe()
     if as_json:
         click.echo(json.dumps([info.__dict__ for info in infos], indent=2))
         return

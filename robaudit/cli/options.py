@@ -87,12 +87,32 @@ def model_and_data_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N | mps."),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads [default: torch's]."),
-        click.option("--no-plugin-autoload", is_flag=True, default=False,
-                     help="Load only robaudit's built-in probes (also: ROBAUDIT_NO_PLUGIN_AUTOLOAD=1)."),
+        *plugin_options(),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
+
+
+def plugin_options() -> list[Any]:
+    """--no-plugin-autoload, -p/--plugin and --block-plugin (run, validate, probes)."""
+    return [
+        click.option("--no-plugin-autoload", is_flag=True, default=False,
+                     help="Load only robaudit's built-in probes (also: ROBAUDIT_NO_PLUGIN_AUTOLOAD=1)."),
+        click.option("-p", "--plugin", "plugins", multiple=True, metavar="DIST",
+                     help="Load this plugin distribution even with autoload off (repeatable)."),
+        click.option("--block-plugin", "blocked_plugins", multiple=True, metavar="DIST",
+                     help="Never load this plugin distribution (repeatable; also: ROBAUDIT_BLOCK_PLUGINS=a,b)."),
+    ]
+
+
+def make_registry(params: dict[str, Any]) -> Any:
+    """The probe registry the plugin options ask for (the options are removed from ``params``)."""
+    from robaudit.probes.registry import ProbeRegistry
+
+    no_autoload = params.pop("no_plugin_autoload", False)
+    return ProbeRegistry(autoload_plugins=False if no_autoload else None, plugins=tuple(params.pop("plugins", ()) or ()),
+                         blocked=tuple(params.pop("blocked_plugins", ()) or ()))
 
 
 def file_defaults_for_click(run_values: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,12 @@ import numpy as np
 from robaudit.probes.base import Flag, ProbeContext, ProbeResult
 from robaudit.probes.curvature import eigenthings
 from robaudit.probes.curvature.audit_net import UnchangedGuard
-from robaudit.probes.curvature.probe_base import CurvatureKnobs, CurvatureProbe, check_sets, put
+from robaudit.probes.curvature.probe_base import (
+    CurvatureKnobs,
+    CurvatureProbe,
+    check_sets,
+    put,
+)
 
 
 class CurvatureDensity(CurvatureProbe):

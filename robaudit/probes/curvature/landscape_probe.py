@@ -15,7 +15,12 @@ from robaudit.probes.curvature import landscape
 from robaudit.probes.curvature.audit_net import UnchangedGuard
 from robaudit.probes.curvature.eigen import topk
 from robaudit.probes.curvature.operator import HessianOperator, rayleigh
-from robaudit.probes.curvature.probe_base import KAMATH, CurvatureKnobs, CurvatureProbe, check_sets
+from robaudit.probes.curvature.probe_base import (
+    KAMATH,
+    CurvatureKnobs,
+    CurvatureProbe,
+    check_sets,
+)
 from robaudit.probes.curvature.samples import SampleSet, parse_set
 
 

@@ -10,9 +10,8 @@ from robaudit.probes.curvature.eigen import EigenPairs
 from robaudit.probes.curvature.power import deflated_power
 from robaudit.probes.curvature.probe_base import (
     KAMATH,
-    PRESETS,
-    CurvatureKnobs,
     CurvatureProbe,
+    EigenKnobs,
     check_sets,
     negative_flag,
     put,
@@ -36,30 +35,19 @@ class CurvaturePower(CurvatureProbe):
     higher_is_better: ClassVar = {("lambda_max",): False}
 
     @dataclass
-    class Config(CurvatureKnobs):
+    class Config(EigenKnobs):
         """Knobs of ``curvature.power``."""
 
-        preset: str = "standard"
-        """``standard`` (k = 5 on the audit set) or ``paper`` (Yao: k = 20 on train, train:320, train:1 and audit)."""
-        k: int | None = None
-        """Eigenpairs per set; ``None``: the preset's."""
         tol: float = 1e-4
         """Relative change of the eigenvalue estimate that stops each pair (Yao: 1e-4)."""
         max_iter: int = 100
         """Iterations per pair before giving up (PyHessian: 100)."""
         certify_tol: float = 1e-3
         """Raise ``eigenpairs_not_certified`` when a relative residual exceeds this."""
-        sets: list[str] | None = None
-        """Sample sets (``audit``, ``train``, ``NAME:B_H``); ``None``: the preset's."""
 
         def __post_init__(self) -> None:
             self._validate_common()
-            if self.preset not in PRESETS:
-                raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
-            if self.k is None:
-                self.k = int(PRESETS[self.preset]["k"])
-            if self.sets is None:
-                self.sets = list(PRESETS[self.preset]["sets"])
+            self._apply_preset()
             if self.k < 1 or self.max_iter < 2 or self.tol <= 0 or self.certify_tol <= 0:
                 raise ValueError("k ≥ 1, max_iter ≥ 2, tol > 0 and certify_tol > 0 are required")
             check_sets(self.sets)

@@ -88,6 +88,27 @@ class CurvatureKnobs:
             raise ValueError(f"train_samples must be at least 1, got {self.train_samples}")
 
 
+@dataclass
+class EigenKnobs(CurvatureKnobs):
+    """Knobs of the eigenvalue probes: how many eigenpairs, on which sample sets, by preset."""
+
+    preset: str = "standard"
+    """``standard`` (k = 5 on the audit set) or ``paper`` (Yao: k = 20 on train, train:320, train:1 and audit)."""
+    k: int | None = None
+    """Eigenpairs per set; ``None``: the preset's."""
+    sets: list[str] | None = None
+    """Sample sets (``audit``, ``train``, ``NAME:B_H``); ``None``: the preset's."""
+
+    def _apply_preset(self) -> None:
+        """Fill ``k`` and ``sets`` left at ``None`` from ``preset``."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        if self.k is None:
+            self.k = int(PRESETS[self.preset]["k"])
+        if self.sets is None:
+            self.sets = list(PRESETS[self.preset]["sets"])
+
+
 class CurvatureProbe(Probe):
     """Shared machinery: sample sets, operators, operator checks, the unchanged-model guard."""
 

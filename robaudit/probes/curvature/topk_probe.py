@@ -14,9 +14,8 @@ from robaudit.probes.curvature.operator import HessianOperator
 from robaudit.probes.curvature.per_sample import directional_curvature
 from robaudit.probes.curvature.probe_base import (
     KAMATH,
-    PRESETS,
-    CurvatureKnobs,
     CurvatureProbe,
+    EigenKnobs,
     certificate_flag,
     check_sets,
     negative_flag,
@@ -47,15 +46,9 @@ class CurvatureTopK(CurvatureProbe):
     }
 
     @dataclass
-    class Config(CurvatureKnobs):
+    class Config(EigenKnobs):
         """Knobs of ``curvature.topk``."""
 
-        preset: str = "standard"
-        """``standard`` (k = 5 on the audit set) or ``paper`` (Yao: k = 20 on train, train:320, train:1 and audit)."""
-        k: int | None = None
-        """Eigenpairs per set; ``None``: the preset's."""
-        sets: list[str] | None = None
-        """Sample sets (``audit``, ``train``, ``NAME:B_H``); ``None``: the preset's."""
         which: str = "LM"
         """``LM``: largest magnitude, signed (what power iteration finds); ``LA``: largest algebraic."""
         tol: float = 1e-6
@@ -71,12 +64,7 @@ class CurvatureTopK(CurvatureProbe):
 
         def __post_init__(self) -> None:
             self._validate_common()
-            if self.preset not in PRESETS:
-                raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
-            if self.k is None:
-                self.k = int(PRESETS[self.preset]["k"])
-            if self.sets is None:
-                self.sets = list(PRESETS[self.preset]["sets"])
+            self._apply_preset()
             if self.k < 1:
                 raise ValueError(f"k must be at least 1, got {self.k}")
             check_sets(self.sets)

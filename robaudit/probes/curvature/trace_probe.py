@@ -7,7 +7,12 @@ from typing import Any, ClassVar
 from robaudit.probes.base import Estimate, Flag, ProbeContext, ProbeResult
 from robaudit.probes.curvature import eigenthings
 from robaudit.probes.curvature.audit_net import UnchangedGuard
-from robaudit.probes.curvature.probe_base import CurvatureKnobs, CurvatureProbe, check_sets, put
+from robaudit.probes.curvature.probe_base import (
+    CurvatureKnobs,
+    CurvatureProbe,
+    check_sets,
+    put,
+)
 
 
 class CurvatureTrace(CurvatureProbe):
