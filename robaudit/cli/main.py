@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and map every outcome to an :class:`ExitCode`."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("ROBAUDIT_DEBUG") == "1"
+    if not debug:  # torch.func's first use warns about torch's own internal use of torch.jit.script
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
     try:
         result = cli.main(args=args, prog_name="robaudit", standalone_mode=False)
         return int(result or 0)
