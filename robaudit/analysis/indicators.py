@@ -77,9 +77,10 @@ def analyse(results: dict[str, Any], columns: dict[str, np.ndarray], seed: int,
     rng = np.random.default_rng(seed)
 
     tests = []
+    resampler = _Resampler(rng, config.n_bootstrap)
     for outcome in outcomes:
         for indicator in indicators:
-            tests.append(_test_pair(indicator, outcome, confounder, present, columns, keep, rng, config))
+            tests.append(_test_pair(indicator, outcome, confounder, present, columns, keep, resampler, config))
     adjusted = st.benjamini_hochberg([t["p"] if t["p"] is not None else math.nan for t in tests])
     for test, p_adj in zip(tests, adjusted):
         test["p_adjusted"] = None if math.isnan(p_adj) else p_adj
@@ -136,8 +137,43 @@ def _scatter(indicators: list[str], outcomes: list[str], meta: dict[str, dict[st
     return {"outcome": outcome, "series": series}
 
 
+class _Resampler:
+    """Bootstrap resamples shared by every test on the same samples, and the weighted ranks of each
+    column under them, each computed once (common random numbers across tests: every interval is
+    still a percentile bootstrap of its own statistic)."""
+
+    def __init__(self, rng: np.random.Generator, n_resamples: int) -> None:
+        self.rng, self.n_resamples = rng, n_resamples
+        self._weights: dict[tuple[str, bytes], np.ndarray] = {}
+        self._ranks: dict[tuple[str, str, bytes], np.ndarray] = {}
+
+    def weights(self, ok: np.ndarray, strata: tuple[str, np.ndarray] | None = None) -> np.ndarray:
+        """Paired multiplicities over the samples in ``ok``; stratified by a 0/1 column when given."""
+        key = (strata[0] if strata else "", ok.tobytes())
+        if key not in self._weights:
+            self._weights[key] = (st.stratified_weights(strata[1][ok], self.n_resamples, self.rng) if strata else
+                                  st.bootstrap_weights(int(ok.sum()), self.n_resamples, self.rng))
+        return self._weights[key]
+
+    def residual(self, name: str, values: np.ndarray, confounder: str, z: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        """Weighted ranks of ``name`` residualised on those of the confounder (for partial Spearman)."""
+        key = (f"{name}|{confounder}", "", ok.tobytes())
+        if key not in self._ranks:
+            w = self.weights(ok)
+            self._ranks[key] = st.weighted_residual(self.ranks(name, values, ok), self.ranks(confounder, z, ok), w)
+        return self._ranks[key]
+
+    def ranks(self, name: str, values: np.ndarray, ok: np.ndarray, strata: str = "") -> np.ndarray:
+        """Weighted ranks of column ``name`` restricted to ``ok``, under :meth:`weights` (same strata)."""
+        key = (name, strata, ok.tobytes())
+        if key not in self._ranks:
+            self._ranks[key] = st.weighted_ranks(values[ok], self._weights[(strata, ok.tobytes())])
+        return self._ranks[key]
+
+
+
 def _test_pair(indicator: str, outcome: str, confounder: str | None, meta: dict[str, dict[str, Any]],
-               columns: dict[str, np.ndarray], keep: np.ndarray, rng: np.random.Generator,
+               columns: dict[str, np.ndarray], keep: np.ndarray, resampler: _Resampler,
                config: AnalysisConfig) -> dict[str, Any]:
     x, y = columns[indicator], columns[outcome]
     ok = keep & np.isfinite(x) & np.isfinite(y)
@@ -149,20 +185,36 @@ def _test_pair(indicator: str, outcome: str, confounder: str | None, meta: dict[
                             "estimate": None, "p": None, "partial": None}
     if test["n"] < config.min_samples:
         return test
-    x, y = x[ok], y[ok]
+    xs, ys = x[ok], y[ok]
+    level = config.level
     if kind == "auroc":
-        est = st.auroc_ci(x, y, rng, config.n_bootstrap, config.level)
-        p = st.auroc_p(x, y)
-        extra = {"positives": int(y.sum())}
+        label = ys.astype(bool)
+        if label.all() or not label.any():
+            est = st.Interval(math.nan, math.nan, math.nan, level)
+        else:
+            w = resampler.weights(ok, (outcome, y))
+            est = st.percentile_interval(st.auroc(xs, label), st.auroc_replicates(xs, label, w), level)
+        p = st.auroc_p(xs, ys)
+        test["positives"] = int(ys.sum())
     else:
-        est = st.spearman_ci(x, y, rng, config.n_bootstrap, config.level)
-        p = st.permutation_p(x, y, rng, config.n_permutations)
-        extra = {}
-    test.update(extra)
+        rho = st.spearman(xs, ys)
+        w = resampler.weights(ok)
+        est = (st.Interval(rho, math.nan, math.nan, level) if math.isnan(rho) else
+               st.percentile_interval(rho, st.spearman_replicates(resampler.ranks(indicator, x, ok),
+                                                                  resampler.ranks(outcome, y, ok), w), level))
+        p = st.permutation_p(xs, ys, resampler.rng, config.n_permutations)
     test["estimate"] = _interval(est)
     test["p"] = None if math.isnan(p) else p
     if z is not None:
-        test["partial"] = _interval(st.partial_spearman_ci(x, y, z[ok], rng, config.n_bootstrap, config.level))
+        value = st.partial_spearman(xs, ys, z[ok])
+        if math.isnan(value):
+            partial = st.Interval(value, math.nan, math.nan, level)
+        else:
+            w = resampler.weights(ok)
+            boot = st.spearman_replicates(resampler.residual(indicator, x, confounder, z, ok),
+                                          resampler.residual(outcome, y, confounder, z, ok), w)
+            partial = st.percentile_interval(value, boot, level)
+        test["partial"] = _interval(partial)
     return test
 
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
-from sklearn.metrics import roc_auc_score
 
 
 @dataclass(frozen=True)
@@ -34,23 +33,94 @@ def _pearson_last_axis(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(denom > 0, (a * b).sum(axis=-1) / denom, np.nan)
 
 
+def bootstrap_weights(n: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Multiplicities of a paired bootstrap: row r counts how often each of the n samples is drawn
+    (n draws with replacement), shape ``(n_resamples, n)``."""
+    idx = rng.integers(0, n, size=(n_resamples, n))
+    flat = (idx + n * np.arange(n_resamples)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_resamples * n).reshape(n_resamples, n).astype(np.float64)
+
+
+def weighted_ranks(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Average ranks of each resampled multiset, without sorting it again.
+
+    Row r of ``weights`` says how often each value is drawn; the returned rank of value i in row r
+    is the average rank (ties averaged, as ``scipy.stats.rankdata``) that every copy of it gets in
+    the multiset of row r. One sort of ``values`` serves all rows: O(R·n) instead of O(R·n log n).
+
+    Args:
+        values: the n values, shape ``(n,)``.
+        weights: multiplicities, shape ``(R, n)``.
+
+    Returns:
+        Ranks, shape ``(R, n)`` (meaningless where the weight is 0).
+    """
+    n = len(values)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.r_[True, ordered[1:] != ordered[:-1]]
+    group = np.cumsum(starts) - 1  # tie group of each sorted value
+    ends = np.r_[np.nonzero(starts)[0][1:], n] - 1
+    through = np.cumsum(weights[:, order], axis=1)[:, ends]  # copies up to the end of each group
+    before = np.concatenate([np.zeros((len(weights), 1)), through[:, :-1]], axis=1)
+    group_rank = before + (through - before + 1) / 2
+    ranks = np.empty_like(weights)
+    ranks[:, order] = group_rank[:, group]
+    return ranks
+
+
+def _weighted_centre(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return a - (w * a).sum(axis=-1, keepdims=True) / w.sum(axis=-1, keepdims=True)
+
+
+def _weighted_pearson(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Pearson's r of each row's multiset (row weights = multiplicities)."""
+    a, b = _weighted_centre(a, w), _weighted_centre(b, w)
+    denom = np.sqrt((w * a * a).sum(axis=-1) * (w * b * b).sum(axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (w * a * b).sum(axis=-1) / denom, np.nan)
+
+
+def weighted_residual(r: np.ndarray, z: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Residual of ``r`` after weighted least squares on ``z`` with intercept (rows independent), shape (R, n)."""
+    rc, zc = _weighted_centre(r, w), _weighted_centre(z, w)
+    denom = (w * zc * zc).sum(axis=-1, keepdims=True)
+    beta = np.divide((w * rc * zc).sum(axis=-1, keepdims=True), denom, out=np.zeros_like(denom), where=denom > 0)
+    return rc - beta * zc
+
+
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman's ρ (average ranks for ties); NaN when either variable is constant."""
     return float(_pearson_last_axis(stats.rankdata(x), stats.rankdata(y)))
+
+
+def percentile_interval(value: float, boot: np.ndarray, level: float) -> Interval:
+    """``value`` with the percentile interval of its bootstrap replicates ``boot`` (non-finite ones dropped)."""
+    boot = boot[np.isfinite(boot)]
+    if math.isnan(value) or len(boot) == 0:
+        return Interval(value, math.nan, math.nan, level)
+    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(value, float(lo), float(hi), level)
+
+
+def spearman_replicates(rx: np.ndarray, ry: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Bootstrap replicates of Spearman's ρ from :func:`weighted_ranks` of x and y under weights ``w``."""
+    return _weighted_pearson(rx, ry, w)
+
+
+def partial_spearman_replicates(rx: np.ndarray, ry: np.ndarray, rz: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Bootstrap replicates of the partial Spearman ρ (x, y controlling for z) from weighted ranks."""
+    return _weighted_pearson(weighted_residual(rx, rz, w), weighted_residual(ry, rz, w), w)
 
 
 def spearman_ci(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_resamples: int = 1000,
                 level: float = 0.95) -> Interval:
     """Spearman's ρ with a paired percentile-bootstrap interval (samples resampled with replacement)."""
     rho = spearman(x, y)
-    n = len(x)
-    if n < 3 or math.isnan(rho):
+    if len(x) < 3 or math.isnan(rho):
         return Interval(rho, math.nan, math.nan, level)
-    idx = rng.integers(0, n, size=(n_resamples, n))
-    boot = _pearson_last_axis(stats.rankdata(x[idx], axis=1), stats.rankdata(y[idx], axis=1))
-    boot = boot[np.isfinite(boot)]
-    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    return Interval(rho, float(lo), float(hi), level)
+    w = bootstrap_weights(len(x), n_resamples, rng)
+    return percentile_interval(rho, spearman_replicates(weighted_ranks(x, w), weighted_ranks(y, w), w), level)
 
 
 def permutation_p(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_resamples: int = 2000) -> float:
@@ -86,16 +156,11 @@ def partial_spearman_ci(x: np.ndarray, y: np.ndarray, z: np.ndarray, rng: np.ran
                         n_resamples: int = 1000, level: float = 0.95) -> Interval:
     """:func:`partial_spearman` with a paired percentile-bootstrap interval."""
     value = partial_spearman(x, y, z)
-    n = len(x)
-    if n < 4 or math.isnan(value):
+    if len(x) < 4 or math.isnan(value):
         return Interval(value, math.nan, math.nan, level)
-    idx = rng.integers(0, n, size=(n_resamples, n))
-    rz = stats.rankdata(z[idx], axis=1)
-    boot = _pearson_last_axis(_residualise(stats.rankdata(x[idx], axis=1), rz),
-                              _residualise(stats.rankdata(y[idx], axis=1), rz))
-    boot = boot[np.isfinite(boot)]
-    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    return Interval(value, float(lo), float(hi), level)
+    w = bootstrap_weights(len(x), n_resamples, rng)
+    boot = partial_spearman_replicates(weighted_ranks(x, w), weighted_ranks(y, w), weighted_ranks(z, w), w)
+    return percentile_interval(value, boot, level)
 
 
 def auroc_ci(score: np.ndarray, label: np.ndarray, rng: np.random.Generator, n_resamples: int = 1000,
@@ -106,16 +171,40 @@ def auroc_ci(score: np.ndarray, label: np.ndarray, rng: np.random.Generator, n_r
     pos, neg = score[label], score[~label]
     if len(pos) == 0 or len(neg) == 0:
         return Interval(math.nan, math.nan, math.nan, level)
-    value = float(roc_auc_score(label, score))
-    bp = pos[rng.integers(0, len(pos), size=(n_resamples, len(pos)))]
-    bn = neg[rng.integers(0, len(neg), size=(n_resamples, len(neg)))]
-    # AUROC = P(score_pos > score_neg) + ½P(tie), via the Mann–Whitney U of each resample.
-    both = np.concatenate([bp, bn], axis=1)
-    ranks = stats.rankdata(both, axis=1)[:, : len(pos)]
-    u = ranks.sum(axis=1) - len(pos) * (len(pos) + 1) / 2
-    boot = u / (len(pos) * len(neg))
-    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    return Interval(value, float(lo), float(hi), level)
+    return percentile_interval(auroc(score, label), auroc_replicates(score, label, stratified_weights(label, n_resamples, rng)),
+                               level)
+
+
+def auroc(score: np.ndarray, label: np.ndarray) -> float:
+    """AUROC of ``score`` for the positive class of binary ``label`` (NaN when a class is empty)."""
+    label = label.astype(bool)
+    n_pos, n_neg = int(label.sum()), int((~label).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    u = stats.rankdata(score)[label].sum() - n_pos * (n_pos + 1) / 2  # Mann–Whitney U of the positives
+    return float(u / (n_pos * n_neg))
+
+
+def stratified_weights(label: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap multiplicities that resample positives and negatives separately (class sizes fixed),
+    shape ``(n_resamples, n)``."""
+    label = label.astype(bool)
+    w = np.zeros((n_resamples, len(label)))
+    w[:, label] = bootstrap_weights(int(label.sum()), n_resamples, rng)
+    w[:, ~label] = bootstrap_weights(int((~label).sum()), n_resamples, rng)
+    return w
+
+
+def auroc_replicates(score: np.ndarray, label: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Bootstrap replicates of the AUROC under multiplicities ``w`` (from :func:`stratified_weights`).
+
+    AUROC = P(score_pos > score_neg) + ½P(tie), via the Mann–Whitney U of each resample.
+    """
+    label = label.astype(bool)
+    n_pos, n_neg = int(label.sum()), int((~label).sum())
+    ranks = weighted_ranks(score, w)
+    u = (w[:, label] * ranks[:, label]).sum(axis=1) - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg)
 
 
 def auroc_p(score: np.ndarray, label: np.ndarray) -> float:

@@ -106,3 +106,29 @@ def test_kendall_exact_p_matches_enumeration_for_five_models() -> None:
     perms = [stats.kendalltau(x, y[list(q)]).statistic for q in itertools.permutations(range(5))]
     assert tau == pytest.approx(stats.kendalltau(x, y).statistic)
     assert p == pytest.approx(np.mean(np.abs(perms) >= abs(tau) - 1e-12))
+
+
+def test_weighted_bootstrap_ranks_equal_ranking_every_resample() -> None:
+    """The O(R·n) multiplicity path gives the same bootstrap statistics as rankdata on x[idx]."""
+    from robaudit.analysis.stats import _weighted_pearson, bootstrap_weights, weighted_ranks
+
+    rng = np.random.default_rng(5)
+    x = np.round(rng.normal(size=40), 1)  # many ties
+    y = x + rng.normal(size=40)
+    idx = np.random.default_rng(9).integers(0, 40, size=(50, 40))
+    w = bootstrap_weights(40, 50, np.random.default_rng(9))
+    assert (w.sum(axis=1) == 40).all()
+    for r in range(50):
+        ranks = weighted_ranks(x, w[r:r + 1])[0]
+        expected = stats.rankdata(x[idx[r]])
+        np.testing.assert_allclose(ranks[idx[r]], expected, rtol=0, atol=1e-12)
+    naive = [stats.spearmanr(x[i], y[i]).statistic for i in idx]
+    fast = _weighted_pearson(weighted_ranks(x, w), weighted_ranks(y, w), w)
+    np.testing.assert_allclose(fast, naive, rtol=1e-10)
+    from robaudit.analysis.stats import weighted_residual
+
+    z = np.round(x + rng.normal(size=40), 1)
+    rz = weighted_ranks(z, w)
+    partial = _weighted_pearson(weighted_residual(weighted_ranks(x, w), rz, w),
+                                weighted_residual(weighted_ranks(y, w), rz, w), w)
+    np.testing.assert_allclose(partial, [st.partial_spearman(x[i], y[i], z[i]) for i in idx], rtol=1e-10)

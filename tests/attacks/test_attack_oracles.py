@@ -103,7 +103,15 @@ def cnn64() -> tuple:
 def _foolbox_success(model, data, attack, eps: list[float]) -> np.ndarray:  # noqa: ANN001
     import foolbox as fb
 
-    fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0))
+    class Float64Logits(torch.nn.Module):  # matched settings: robaudit's attacks see float64 logits
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x).double()
+
+    fmodel = fb.PyTorchModel(Float64Logits(model).eval(), bounds=(0.0, 1.0))
     _, clipped, _ = attack(fmodel, data.x, data.y, epsilons=eps)
     out = []
     for adv in clipped:
@@ -134,3 +142,30 @@ def test_pgd_matches_foolbox_sample_by_sample(cnn64: tuple) -> None:
         theirs = _foolbox_success(model, data, fb.attacks.LinfPGD(abs_stepsize=0.25 * eps, steps=10, random_start=False),
                                   [eps])
         np.testing.assert_array_equal(ours.per_sample[f"success_eps_{eps:g}"], theirs[0], err_msg=f"eps={eps}")
+
+
+def test_fgsm_keeps_the_true_class_gradient_of_confident_samples() -> None:
+    """On a linear model with logit margins of 17–32 (float32 rounds p_y to exactly 1 there), FGSM's
+    step is the sign of the exact CE gradient Σ_k p_k (w_k − w_y), computed in closed form in float64."""
+    from robaudit.probes.attacks import torchattacks_adapter as ta
+
+    gen = torch.Generator().manual_seed(0)
+    k, d = 4, 16
+    w = torch.randn(k, d, generator=gen)
+    pool = torch.rand(4000, 1, 4, 4, generator=gen) * 0.5 + 0.25
+    top2 = (pool.flatten(1) @ w.T).topk(2).values
+    scale = 24.0 / float((top2[:, 0] - top2[:, 1]).median())
+    x = pool[(17 < scale * (top2[:, 0] - top2[:, 1])) & (scale * (top2[:, 0] - top2[:, 1]) < 32)][:48]
+    net = torch.nn.Linear(d, k, bias=False)
+    net.weight.data = scale * w
+    model = torch.nn.Sequential(torch.nn.Flatten(), net).eval()
+    with torch.no_grad():
+        z = model(x).double()
+    y = z.argmax(1)
+    assert len(x) == 48 and (torch.softmax(z.float(), 1).gather(1, y[:, None]) == 1).all()  # float32 loses p_y − 1
+    grad = (torch.softmax(z, 1) - torch.nn.functional.one_hot(y, k).double()) @ net.weight.detach().double()
+    eps = 0.01
+    expected = (x.double().flatten(1) + eps * grad.sign()).clamp(0, 1)
+    with ta.attack_session(model, torch.device("cpu")) as target:
+        out = ta.fgsm(target, x, y, eps, seed=0)
+    np.testing.assert_allclose(out.adv.detach().double().flatten(1).numpy(), expected.numpy(), atol=1e-6)

@@ -21,12 +21,14 @@ from robaudit.errors import ProbeError
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.autoattack import AutoAttackProbe
 from robaudit.probes.attacks.budgets import eps_key, resolve_eps
+from robaudit.probes.attacks.cw import CWL2Probe
 from robaudit.probes.attacks.fab import FABProbe
-from robaudit.probes.attacks.iterative import PGDL2Probe, PGDLinfProbe
+from robaudit.probes.attacks.iterative import BIMProbe, PGDL2Probe, PGDLinfProbe
 from robaudit.probes.attacks.min_eps import MinEpsProbe
+from robaudit.probes.attacks.single_step import FGSMProbe, L2GradProbe
 from robaudit.probes.attacks.verify import project
 from robaudit.probes.attacks.worst_case import WorstCaseProbe
-from robaudit.probes.base import ProbeResult
+from robaudit.probes.base import ProbeResult, column_meta, validate_probe_class
 
 
 # ----------------------------------------------------------------------------------------- adapter
@@ -51,6 +53,16 @@ def test_adapter_keywords_exist_in_the_pinned_torchattacks() -> None:
     # the keyword its docs show for PGD (``iters=``) is rejected: calls must go through the adapter
     with pytest.raises(TypeError):
         torchattacks.PGD(nn.Linear(1, 1), iters=40)
+
+
+def test_an_unsupported_torchattacks_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchattacks
+
+    assert ta.torchattacks_version().startswith("3.5.")
+    monkeypatch.setattr(torchattacks, "__version__", "3.6.0")
+    model, data = demo()
+    with pytest.raises(ProbeError, match="3.5.x"):
+        run_probe(PGDLinfProbe, model, subset(data, 4), eps=[0.1], steps=1)
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -97,6 +109,37 @@ def test_session_leaves_the_model_as_it_was() -> None:
     assert all(torch.equal(before[1][k], after[1][k]) for k in before[1])
 
 
+def test_reference_autoattack_builds_the_standard_composition_at_100_iterations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``reference`` preset hands torchattacks Croce & Hein's standard settings (100 iterations,
+    min(9, K−1) targets, 5000 Square queries, one restart each) and records the preset."""
+    import torchattacks
+
+    built: dict[str, list] = {}
+    for name in ("APGD", "APGDT", "FAB", "Square"):
+        original = getattr(torchattacks, name)
+
+        def make(original: type = original, name: str = name) -> type:
+            class Recorder(original):  # type: ignore[misc, valid-type]
+                def __init__(self, *args: object, **kwargs: object) -> None:
+                    super().__init__(*args, **kwargs)
+                    built.setdefault(name, []).append(self)
+            return Recorder
+        monkeypatch.setattr(torchattacks, name, make())
+    model, data, d_inf, _ = linear_problem(n=6, k=12)
+    result = run_probe(AutoAttackProbe, model, data, eps=[float(d_inf.max()) * 1.03])
+    assert result.summary["preset"] == "reference"
+    assert result.summary["components"] == [
+        {"name": "apgd-ce", "steps": 100}, {"name": "apgd-t", "steps": 100, "target_classes": 9},
+        {"name": "fab-t", "steps": 100, "target_classes": 9}, {"name": "square", "queries": 5000}]
+    (apgd,), (apgdt,), (fab,), (square,) = built["APGD"], built["APGDT"], built["FAB"], built["Square"]
+    assert (apgd.steps, apgd.n_restarts, apgd.loss) == (100, 1, "ce")
+    assert (apgdt.steps, apgdt.n_restarts, apgdt.n_target_classes) == (100, 1, 9)
+    assert (fab.steps, fab.n_restarts, fab.n_target_classes, fab.multi_targeted) == (100, 1, 9, True)
+    assert (square.n_queries, square.n_restarts) == (5000, 1)
+    assert result.per_sample["success_eps_" + eps_key(float(d_inf.max()) * 1.03)].all()
+    assert ta.AUTOATTACK_PRESETS["fast"]["steps"] == 10
+
+
 # ------------------------------------------------------------------------------------ re-checking
 
 def test_projection_repairs_exactly_what_is_invalid() -> None:
@@ -120,19 +163,27 @@ def test_projection_repairs_exactly_what_is_invalid() -> None:
 # -------------------------------------------------------------------------------- reproducibility
 
 def test_same_seed_reproduces_every_per_sample_result() -> None:
+    """Every attack probe, twice with one seed (the global RNG disturbed in between): every
+    per-sample value is bitwise identical; a different seed changes the random-start attacks."""
     model, data = demo()
     data = subset(data, 24)
-    for cls, knobs in ((PGDLinfProbe, {"eps": [0.05, 0.1], "steps": 5}), (PGDL2Probe, {"eps": [0.5], "steps": 5}),
+    for cls, knobs in ((FGSMProbe, {"eps": [0.05, 0.1]}), (BIMProbe, {"eps": [0.1], "steps": 3}),
+                       (L2GradProbe, {"eps": [0.5]}),
+                       (PGDLinfProbe, {"eps": [0.05, 0.1], "steps": 5}), (PGDL2Probe, {"eps": [0.5], "steps": 5}),
                        (MinEpsProbe, {"steps": 3}),
+                       (CWL2Probe, {"eps": [0.5], "steps": 10, "binary_search_steps": 2}),
+                       (FABProbe, {"eps": [0.1], "steps": 5}),
                        (AutoAttackProbe, {"eps": [0.2], "preset": "fast", "square_queries": 50})):
-        part = subset(data, 16) if cls is AutoAttackProbe else data
+        part = subset(data, 16) if cls in (AutoAttackProbe, CWL2Probe, FABProbe) else data
         a = run_probe(cls, model, part, seed=7, batch_size=16, **knobs)
+        torch.manual_seed(12345)
+        torch.rand(1000)  # the global RNG state must not matter: every draw is seeded from the probe seed
         b = run_probe(cls, model, part, seed=7, batch_size=16, **knobs)
         c = run_probe(cls, model, part, seed=8, batch_size=16, **knobs)
         assert a.per_sample.keys() == b.per_sample.keys()
         for key in a.per_sample:
             np.testing.assert_array_equal(a.per_sample[key], b.per_sample[key], err_msg=f"{cls.name}/{key}")
-        if cls is not AutoAttackProbe:  # PGD's random start depends on the seed
+        if cls in (PGDLinfProbe, PGDL2Probe, MinEpsProbe):  # random starts depend on the seed
             assert any(not np.array_equal(a.per_sample[k], c.per_sample[k], equal_nan=True) for k in a.per_sample), cls.name
 
 
@@ -217,6 +268,59 @@ def test_step_size_scales_with_eps_unlike_torchattacks_defaults() -> None:
     assert ours.summary["robust_accuracy"]["0.1"].value <= stock_robust - 0.1
 
 
+# ------------------------------------------------------------------------------- column metadata
+
+ATTACK_PROBES = (FGSMProbe, BIMProbe, PGDLinfProbe, L2GradProbe, PGDL2Probe, CWL2Probe, MinEpsProbe,
+                 AutoAttackProbe, FABProbe, WorstCaseProbe)
+
+
+def test_every_attack_column_has_metadata_for_the_analysis_stage() -> None:
+    expect = {
+        (FGSMProbe, "success_eps_0.1"): "attack_success", (FGSMProbe, "loss_eps_0.1"): "other",
+        (FGSMProbe, "margin_eps_0.1"): "other", (FGSMProbe, "gradient_vanished"): "other",
+        (PGDLinfProbe, "success_eps_0.0313725"): "attack_success", (PGDL2Probe, "success_eps_1"): "attack_success",
+        (BIMProbe, "success_eps_0.3"): "attack_success", (L2GradProbe, "margin_eps_0.5"): "other",
+        (MinEpsProbe, "min_eps"): "robustness", (MinEpsProbe, "min_eps_lower"): "other",
+        (MinEpsProbe, "min_eps_found"): "other",
+        (CWL2Probe, "distance"): "robustness", (CWL2Probe, "found"): "other",
+        (CWL2Probe, "success_eps_0.5"): "attack_success", (FABProbe, "distance"): "robustness",
+        (AutoAttackProbe, "success_eps_0.3"): "attack_success", (AutoAttackProbe, "broken_by_eps_0.3"): "other",
+        (AutoAttackProbe, "loss_eps_0.3"): "other",
+        (WorstCaseProbe, "success_linf_eps_0.1"): "attack_success", (WorstCaseProbe, "success_l2_eps_1"): "attack_success",
+        (WorstCaseProbe, "clean_correct"): "other",
+    }
+    for (cls, key), role in expect.items():
+        meta = column_meta(cls, key)
+        assert meta is not None and meta.role == role, (cls.name, key, meta)
+        assert meta.label, (cls.name, key)
+    assert column_meta(FGSMProbe, "success_eps_0.1").label == "FGSM success at ε = 0.1"  # a default budget
+    assert column_meta(FGSMProbe, "success_eps_0.123").label == "FGSM success at ε"  # any other budget
+    assert column_meta(PGDLinfProbe, "success_eps_0.123").role == "attack_success"
+    assert column_meta(FGSMProbe, "loss_eps_0.1").unit == "nats"
+    assert column_meta(CWL2Probe, "distance").unit == "L2 pixels"
+    assert "L∞ or L2" in column_meta(MinEpsProbe, "min_eps").unit  # the norm is a knob: see summary › norm
+    assert column_meta(WorstCaseProbe, "success_linf_eps_0.1").label != column_meta(WorstCaseProbe, "success_l2_eps_1").label
+    for cls in ATTACK_PROBES:
+        assert validate_probe_class(cls) == [], cls.name
+
+
+def test_every_per_sample_key_an_attack_writes_is_declared() -> None:
+    model, data = demo()
+    data = subset(data, 12)
+    results = {}
+    for cls, knobs in ((FGSMProbe, {"eps": [0.1]}), (PGDL2Probe, {"eps": [0.5], "steps": 2}),
+                       (MinEpsProbe, {"steps": 2, "tolerance": 0.1}),
+                       (CWL2Probe, {"eps": [0.5], "steps": 5, "binary_search_steps": 1}),
+                       (FABProbe, {"eps": [0.1], "steps": 2}),
+                       (AutoAttackProbe, {"eps": [0.2], "preset": "fast", "square_queries": 5})):
+        results[cls.name] = run_probe(cls, model, data, **knobs)
+    results["attack.worst_case"] = run_probe(WorstCaseProbe, model, data, previous=dict(results))
+    by_name = {cls.name: cls for cls in ATTACK_PROBES}
+    for name, result in results.items():
+        for key in result.per_sample:
+            assert column_meta(by_name[name], key) is not None, f"{name}/{key} has no Column metadata"
+
+
 # ------------------------------------------------------------------------------------- end to end
 
 @pytest.mark.slow
@@ -246,6 +350,15 @@ def test_every_attack_runs_from_an_audit_into_results_table_and_report(tmp_path:
                    "attack.worst_case/success_linf_eps_0.1", "attack.worst_case/success_l2_eps_1",
                    "attack.bim/loss_eps_0.3", "attack.l2grad/success_eps_0.25"):
         assert column in header, column
+    # every attack column carries its role for the analysis stage
+    assert results["probes"]["attack.min_eps"]["columns"]["attack.min_eps/min_eps"]["role"] == "robustness"
+    assert results["probes"]["attack.fgsm"]["columns"]["attack.fgsm/success_eps_0.1"]["role"] == "attack_success"
+    assert results["probes"]["attack.worst_case"]["columns"]["attack.worst_case/success_linf_eps_0.1"]["role"] == \
+        "attack_success"
+    assert results["probes"]["attack.cw_l2"]["columns"]["attack.cw_l2/distance"]["unit"] == "L2 pixels"
+    for p in probes[1:]:
+        for column, meta in results["probes"][p]["columns"].items():
+            assert meta["label"] != column.split("/", 1)[1], f"{column} has no declared metadata"
     # the worst case is never above any single attack's robust accuracy at a shared budget
     worst = results["probes"]["attack.worst_case"]["summary"]["linf"]["robust_accuracy"]
     for name in ("attack.fgsm", "attack.bim", "attack.pgd_linf"):

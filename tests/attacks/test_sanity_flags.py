@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from attack_models import (
     Binarised, KinkStep, Periodic, centred_inputs, demo, flag_ids, linear_problem, rounded_input, run_probe,
     softmax_output, subset, two_class,
 )
+from helpers import audit_model
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.autoattack import AutoAttackProbe
 from robaudit.probes.attacks.iterative import BIMProbe, PGDL2Probe, PGDLinfProbe
@@ -38,6 +40,29 @@ def test_softmax_output_masks_gradients(digits: tuple) -> None:
     assert vanished["count"] > 0.5 * vanished["of"]
     # the masked attack then does nothing: robust accuracy equals clean accuracy
     assert result.summary["robust_accuracy"]["0.2"].value == result.summary["clean_accuracy"].value
+
+
+class NaNGradient(nn.Module):
+    """Adds 0·Σ√(x − x.detach()) to the logits: the forward is unchanged (the term is exactly 0), but
+    the backward multiplies √'s infinite slope at 0 by the zero coefficient: NaN input gradients."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) + 0.0 * torch.sqrt(x - x.detach()).flatten(1).sum(dim=1, keepdim=True)
+
+
+def test_nan_input_gradients_are_flagged(digits: tuple) -> None:
+    model, data = digits
+    nan_model = audit_model(NaNGradient(model), model.num_classes, model.in_channels)
+    with torch.no_grad():
+        torch.testing.assert_close(nan_model(data.x), model(data.x))
+    result = run_probe(FGSMProbe, nan_model, data, eps=[0.1], sanity_checks=False)
+    assert "attack_gradients_vanish" in flag_ids(result)
+    assert result.per_sample["gradient_vanished"].all()
+    assert result.summary["sanity"]["gradient_vanished"]["count"] == len(data.y)
 
 
 def test_round_layer_makes_noise_as_strong_as_the_attack(digits: tuple) -> None:

@@ -19,10 +19,12 @@ import torch
 
 from robaudit.probes.attacks import sanity
 from robaudit.probes.attacks import torchattacks_adapter as ta
-from robaudit.probes.attacks.budgets import check_eps_list, check_norm, eps_key, resolve_eps
+from robaudit.probes.attacks.budgets import NORMS, check_eps_list, check_norm, eps_key, resolve_eps
 from robaudit.probes.attacks.seeding import derive_seed, generator
-from robaudit.probes.attacks.sweep import accuracy_by_eps, clean_correct, noise_like, success_key, wilson
-from robaudit.probes.attacks.verify import project, score
+from robaudit.probes.attacks.sweep import (
+    accuracy_by_eps, clean_correct, eps_columns, noise_like, outcome_columns, success_key, wilson,
+)
+from robaudit.probes.attacks.verify import project, score, score_logits
 from robaudit.probes.base import Flag, Probe, ProbeContext, ProbeResult
 
 CLEAN_WRONG = -1
@@ -42,6 +44,12 @@ class AutoAttackProbe(Probe):
     needs_grad = True
     higher_is_better: ClassVar = {("robust_accuracy",): True, ("robust_accuracy_clean_correct",): True,
                                   ("noise_accuracy",): True}
+    columns: ClassVar = {
+        **outcome_columns("AutoAttack", NORMS),
+        **eps_columns("broken_by_eps_", ("AutoAttack component that broke the sample "
+                                         "(−1 clean error, 0 none, 1 APGD-CE, 2 APGD-T, 3 FAB-T, 4 Square)"),
+                      "other", "", NORMS),
+    }
 
     @dataclass
     class Config:
@@ -82,6 +90,7 @@ class AutoAttackProbe(Probe):
         budgets = resolve_eps(cfg.eps, cfg.norm, ctx.dataset, tuple(ctx.data.x.shape[1:]), standard_only=True)
         eps_list = budgets.eps
         correct = clean_correct(ctx)
+        clean_logits = ctx.clean_logits()
         n, k_classes = len(correct), int(ctx.model.num_classes)
         broken_by = np.where(correct, NOT_BROKEN, CLEAN_WRONG)[None, :].repeat(len(eps_list), axis=0)
         loss = np.full((len(eps_list), n), math.nan)
@@ -98,9 +107,10 @@ class AutoAttackProbe(Probe):
                 components = ta.autoattack_components(target, eps, cfg.norm, steps, queries, k_classes,
                                                       derive_seed(ctx.seed, "autoattack", k))
                 components_run = [name for name, _ in components]
-                # every sample gets scored at least once: clean-wrong ones on the clean image
+                # every sample gets scored at least once: clean-wrong ones on the clean image (from
+                # the audit's shared clean logits, no forward pass)
                 for rows, xb, yb in ctx.data.batches(ctx.batch_size):
-                    s = score(ctx.model, xb.to(ctx.device), yb.to(ctx.device))
+                    s = score_logits(clean_logits[rows], yb)
                     loss[k, rows], margin[k, rows] = s.loss.numpy(), s.margin.numpy()
                     if cfg.sanity_checks:
                         noisy = noise_like(xb.to(ctx.device), eps, cfg.norm, generator(ctx.seed, "noise", k, rows.start))

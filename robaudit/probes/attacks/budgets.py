@@ -156,6 +156,13 @@ def sanity_eps(norm: str, image_shape: Sequence[int]) -> float:
     return 1.0 if norm == "linf" else math.sqrt(math.prod(image_shape))
 
 
+def known_eps_keys(norms: Sequence[str]) -> list[str]:
+    """The :func:`eps_key` of every default and standard budget of any family in ``norms``: the
+    per-sample columns that get an ε-specific label in their column metadata."""
+    values = {e for table in (DEFAULT_EPS, STANDARD_EPS) for family in table.values() for n in norms for e in family[n]}
+    return [eps_key(e) for e in sorted(values)]
+
+
 def eps_key(eps: float) -> str:
     """The stable text form of a budget used as a summary key and in per-sample names.
 

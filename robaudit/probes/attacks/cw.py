@@ -8,7 +8,7 @@ import torch
 
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import check_eps_list
-from robaudit.probes.attacks.distance import DistanceAttack, DistanceConfig
+from robaudit.probes.attacks.distance import DistanceAttack, DistanceConfig, distance_columns
 
 
 class CWL2Probe(DistanceAttack):
@@ -20,6 +20,7 @@ class CWL2Probe(DistanceAttack):
     version = "1"
     description = "C&W L2 (corrected: negative logits, 0/1 pixels, per-sample stopping): distances and robust accuracy"
     order = 15
+    columns = distance_columns("C&W L2", "L2 pixels", ("l2",))
 
     @dataclass
     class Config(DistanceConfig):

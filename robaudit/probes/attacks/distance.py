@@ -19,9 +19,9 @@ from robaudit.probes.attacks import sanity
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import eps_key, resolve_eps
 from robaudit.probes.attacks.seeding import derive_seed
-from robaudit.probes.attacks.sweep import accuracy_by_eps, clean_correct, success_key, wilson
-from robaudit.probes.attacks.verify import distances, project, score
-from robaudit.probes.base import Flag, Probe, ProbeContext, ProbeResult
+from robaudit.probes.attacks.sweep import accuracy_by_eps, clean_correct, eps_columns, success_key, wilson
+from robaudit.probes.attacks.verify import distances, predicts_correctly, project
+from robaudit.probes.base import Column, Flag, Probe, ProbeContext, ProbeResult
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -41,6 +41,16 @@ def histogram(values: np.ndarray, low: float, high: float, bins: int = 30) -> di
     top = max(high, float(values.max()) if len(values) else high)
     counts, edges = np.histogram(values, bins=bins, range=(low, top if top > low else low + 1))
     return {"edges": edges.tolist(), "counts": counts.tolist(), "n": int(len(values))}
+
+
+def distance_columns(attack: str, unit: str, norms: tuple[str, ...]) -> dict[str, Column]:
+    """Column metadata of a minimum-distance probe; ``attack`` is its display name, ``unit`` the
+    distance's unit (``"L2 pixels"``, or generic when the norm is a knob), ``norms`` the norms it may use."""
+    return {
+        "distance": Column(f"{attack} distance to the closest adversarial example found", "robustness", unit),
+        "found": Column(f"{attack} found an adversarial example (1/0)", "other", ""),
+        **eps_columns("success_eps_", f"{attack} success", "attack_success", "", norms),
+    }
 
 
 @dataclass
@@ -92,7 +102,7 @@ class DistanceAttack(Probe):
                 out = self.find(target, xb, yb, derive_seed(ctx.seed, "find", b))
                 adv, bad = project(xb, out.adv, math.inf, norm)
                 invalid += int(bad.sum())
-                fooled = ~score(ctx.model, adv, yb).correct.numpy()
+                fooled = ~predicts_correctly(ctx.model, adv, yb).cpu().numpy()
                 d = distances(xb.cpu(), adv.cpu(), norm).numpy()
                 dist[rows] = np.where(fooled, d, np.nan)
         dist = np.where(correct, dist, 0.0)

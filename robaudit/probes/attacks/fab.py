@@ -8,7 +8,7 @@ import torch
 
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import check_eps_list, check_norm
-from robaudit.probes.attacks.distance import DistanceAttack, DistanceConfig
+from robaudit.probes.attacks.distance import DistanceAttack, DistanceConfig, distance_columns
 
 
 class FABProbe(DistanceAttack):
@@ -18,6 +18,7 @@ class FABProbe(DistanceAttack):
     version = "1"
     description = "FAB minimum-norm attack (L∞ or L2): per-sample distances and robust accuracy at budgets"
     order = 18
+    columns = distance_columns("FAB", "pixels, in the probe's norm (summary › norm: L∞ or L2)", ("linf", "l2"))
 
     @dataclass
     class Config(DistanceConfig):

@@ -14,8 +14,8 @@ import torch
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import check_eps_list
 from robaudit.probes.attacks.seeding import derive_seed
-from robaudit.probes.attacks.sweep import SweepAttack, SweepConfig
-from robaudit.probes.attacks.verify import project, score
+from robaudit.probes.attacks.sweep import SweepAttack, SweepConfig, sweep_columns
+from robaudit.probes.attacks.verify import predicts_correctly, project
 
 
 def _check_steps(steps: int, step_fraction: float | None, restarts: int = 1) -> None:
@@ -37,6 +37,7 @@ class BIMProbe(SweepAttack):
     norm = "linf"
     iterative = True
     single_step_peer = "attack.fgsm"
+    columns = sweep_columns("BIM", "linf")
 
     @dataclass
     class Config(SweepConfig):
@@ -78,7 +79,7 @@ class _PGDBase(SweepAttack):
         adv = out.adv.clone()
         for r in range(1, self.config.restarts):
             checked, _ = project(x, adv, eps, self.norm)
-            still = score(target.model, checked, y).correct.to(x.device)
+            still = predicts_correctly(target.model, checked, y)
             if not bool(still.any()):
                 break
             again = self._one(target, x[still], y[still], eps, derive_seed(seed, r))
@@ -112,6 +113,7 @@ class PGDLinfProbe(_PGDBase):
     order = 12
     norm = "linf"
     single_step_peer = "attack.fgsm"
+    columns = sweep_columns("PGD L∞", "linf")
 
     @dataclass
     class Config(_PGDConfig):
@@ -136,6 +138,7 @@ class PGDL2Probe(_PGDBase):
     order = 14
     norm = "l2"
     single_step_peer = "attack.l2grad"
+    columns = sweep_columns("PGD L2", "l2")
 
     @dataclass
     class Config(_PGDConfig):

@@ -27,8 +27,13 @@ from robaudit.probes.attacks.budgets import check_norm, default_eps_max, default
 from robaudit.probes.attacks.distance import histogram, quantiles
 from robaudit.probes.attacks.seeding import derive_seed
 from robaudit.probes.attacks.sweep import clean_correct, wilson
-from robaudit.probes.attacks.verify import project_per_sample, score
-from robaudit.probes.base import Probe, ProbeContext, ProbeResult
+from robaudit.probes.attacks.verify import predicts_correctly, project_per_sample
+from robaudit.probes.base import Column, Probe, ProbeContext, ProbeResult
+
+
+UNIT = "pixels, in the probe's norm (summary › norm: L∞ or L2)"
+"""The unit of ``min_eps``: the norm is a knob, so the column metadata (declared per class) names
+it generically; ``summary › norm`` says which."""
 
 
 class MinEpsProbe(Probe):
@@ -41,6 +46,11 @@ class MinEpsProbe(Probe):
     order = 16
     needs_grad = True
     higher_is_better: ClassVar = {("min_eps_quantiles",): True, ("found_fraction",): False}
+    columns: ClassVar = {
+        "min_eps": Column("minimal adversarial ε (PGD bisection)", "robustness", UNIT),
+        "min_eps_lower": Column("minimal adversarial ε, lower end of the bracket", "other", UNIT),
+        "min_eps_found": Column("PGD broke the sample within eps_max (1/0)", "other", ""),
+    }
 
     @dataclass
     class Config:
@@ -102,7 +112,7 @@ class MinEpsProbe(Probe):
                     res = ta.pgd_per_sample(target, xb, yb, budget, fraction, cfg.steps, cfg.random_start, cfg.norm,
                                             seed=derive_seed(ctx.seed, stage, b))
                     adv, _ = project_per_sample(xb, res.adv, budget, cfg.norm)
-                    out[start:start + len(part)] = ~score(ctx.model, adv, yb).correct.numpy()
+                    out[start:start + len(part)] = ~predicts_correctly(ctx.model, adv, yb).cpu().numpy()
                     steps_spent += cfg.steps * len(part)
                 return out
 

@@ -8,7 +8,7 @@ import torch
 
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import check_eps_list
-from robaudit.probes.attacks.sweep import SweepAttack, SweepConfig
+from robaudit.probes.attacks.sweep import SweepAttack, SweepConfig, sweep_columns
 
 
 class FGSMProbe(SweepAttack):
@@ -20,6 +20,7 @@ class FGSMProbe(SweepAttack):
     standard = True
     order = 10
     norm = "linf"
+    columns = sweep_columns("FGSM", "linf")
 
     @dataclass
     class Config(SweepConfig):
@@ -44,6 +45,7 @@ class L2GradProbe(SweepAttack):
     description = "L2GRAD (one normalised-gradient step, Yao Table 5) robust accuracy over an L2 ε sweep"
     order = 13
     norm = "l2"
+    columns = sweep_columns("L2GRAD", "l2")
 
     @dataclass
     class Config(SweepConfig):

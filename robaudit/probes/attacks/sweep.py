@@ -27,10 +27,41 @@ from scipy.special import ndtri as norm_ppf
 
 from robaudit.probes.attacks import sanity
 from robaudit.probes.attacks import torchattacks_adapter as ta
-from robaudit.probes.attacks.budgets import Budgets, eps_key, resolve_eps, sanity_eps
+from robaudit.probes.attacks.budgets import Budgets, eps_key, known_eps_keys, resolve_eps, sanity_eps
 from robaudit.probes.attacks.seeding import derive_seed, generator
-from robaudit.probes.attacks.verify import project, score
-from robaudit.probes.base import Estimate, Flag, Probe, ProbeContext, ProbeResult
+from robaudit.probes.attacks.verify import forward_logits, predicts_correctly, project, score_logits
+from robaudit.probes.base import Column, Estimate, Flag, Probe, ProbeContext, ProbeResult
+
+
+def eps_columns(prefix: str, label: str, role: str, unit: str, norms: Sequence[str],
+                scale_invariant: bool | None = None) -> dict[str, Column]:
+    """Column metadata of the per-ε columns ``<prefix><eps key>``: ``<prefix>*`` labelled "… at ε"
+    covers any budget, and each default or standard budget of ``norms``
+    (:func:`~robaudit.probes.attacks.budgets.known_eps_keys`) gets its own "… at ε = <key>" label,
+    so that the analysis stage's verdicts name the budget."""
+    columns = {f"{prefix}*": Column(f"{label} at ε", role, unit, scale_invariant)}
+    for key in known_eps_keys(norms):
+        columns[f"{prefix}{key}"] = Column(f"{label} at ε = {key}", role, unit, scale_invariant)
+    return columns
+
+
+def outcome_columns(attack: str, norms: Sequence[str]) -> dict[str, Column]:
+    """Column metadata of the per-sample outcomes every budgeted attack probe writes
+    (``success_eps_<key>``, ``loss_eps_<key>``, ``margin_eps_<key>``); ``attack`` is its display name."""
+    return {
+        **eps_columns("success_eps_", f"{attack} success", "attack_success", "", norms),
+        **eps_columns("loss_eps_", f"{attack} cross-entropy after the attack", "other", "nats", norms, False),
+        **eps_columns("margin_eps_", f"{attack} logit margin z_y − max z_j after the attack", "other", "logits",
+                      norms, False),
+    }
+
+
+def sweep_columns(attack: str, norm: str) -> dict[str, Column]:
+    """Column metadata of a sweep probe: :func:`outcome_columns` and ``gradient_vanished``."""
+    return {
+        **outcome_columns(attack, (norm,)),
+        "gradient_vanished": Column(f"{attack} first-step input gradient zero or non-finite (1/0)", "other", ""),
+    }
 
 
 def success_key(eps: float) -> str:
@@ -129,25 +160,38 @@ class SweepAttack(Probe):
         grad_seen = False
         batches = list(enumerate(ctx.data.batches(ctx.batch_size)))
         jobs = [(k, b, rows, xb, yb) for k in range(len(eps_list)) for b, (rows, xb, yb) in batches]
+        last = len(batches) - 1
+        # per ε, the re-checked batches' logits, invalid masks and noise verdicts stay on the device
+        # and are scored together once the ε is done (one transfer, one vectorised scoring)
+        logits: list[torch.Tensor] = []
+        bad: list[torch.Tensor] = []
+        noisy_ok: list[torch.Tensor] = []
 
         with ta.attack_session(ctx.model, ctx.device) as target:
             for k, b, rows, xb, yb in ctx.progress(jobs, self.name, len(jobs)):
                 eps = eps_list[k]
                 xb, yb = xb.to(ctx.device), yb.to(ctx.device)
+                target.check_gradients = k == 0  # the gradient-masking check reads the first budget only
                 out = self.attack(target, xb, yb, eps, derive_seed(ctx.seed, "attack", k, b))
-                adv, bad = project(xb, out.adv, eps, self.norm)
-                scored = score(ctx.model, adv, yb)
-                robust[k, rows] = correct[rows] & scored.correct.numpy()
-                loss[k, rows] = scored.loss.numpy()
-                margin[k, rows] = scored.margin.numpy()
-                invalid[eps_key(eps)] += int(bad.sum())
+                adv, invalid_rows = project(xb, out.adv, eps, self.norm)
+                logits.append(forward_logits(ctx.model, adv))
+                bad.append(invalid_rows)
                 if k == 0 and out.first_grad_bad is not None:
                     grad_bad[rows] = out.first_grad_bad.numpy()
                     grad_seen = True
                 if cfg.sanity_checks:
                     noisy = noise_like(xb, eps, self.norm, generator(ctx.seed, "noise", k, b))
-                    noise_robust[k, rows] = correct[rows] & score(ctx.model, noisy, yb).correct.numpy()
+                    noisy_ok.append(predicts_correctly(ctx.model, noisy, yb))
+                if b == last:
+                    scored = score_logits(torch.cat(logits), ctx.data.y)
+                    robust[k] = correct & scored.correct.numpy()
+                    loss[k], margin[k] = scored.loss.numpy(), scored.margin.numpy()
+                    invalid[eps_key(eps)] = int(torch.cat(bad).sum())
+                    if noisy_ok:
+                        noise_robust[k] = correct & torch.cat(noisy_ok).cpu().numpy()
+                    logits, bad, noisy_ok = [], [], []
             single = large = None
+            target.check_gradients = False
             if cfg.sanity_checks and self.iterative:
                 single = self._single_step(ctx, target, budgets, correct)
                 large = self._large_eps(ctx, target, robust[-1])
@@ -214,7 +258,7 @@ class SweepAttack(Probe):
             xb, yb = xb.to(ctx.device), yb.to(ctx.device)
             out = step(target, xb, yb, eps, derive_seed(ctx.seed, "single-step", k, b))
             adv, _ = project(xb, out.adv, eps, self.norm)
-            robust[k, rows] = correct[rows] & score(ctx.model, adv, yb).correct.numpy()
+            robust[k, rows] = correct[rows] & predicts_correctly(ctx.model, adv, yb).cpu().numpy()
         return peer, "computed", robust
 
     def _large_eps(self, ctx: ProbeContext, target: ta.AttackTarget,
@@ -233,7 +277,7 @@ class SweepAttack(Probe):
             xb, yb = ctx.data.x[rows].to(ctx.device), ctx.data.y[rows].to(ctx.device)
             out = self.attack(target, xb, yb, big, derive_seed(ctx.seed, "large-eps", b))
             adv, _ = project(xb, out.adv, big, self.norm)
-            robust[rows.numpy()] = score(ctx.model, adv, yb).correct.numpy()
+            robust[rows.numpy()] = predicts_correctly(ctx.model, adv, yb).cpu().numpy()
         flag, details = sanity.large_eps_not_broken(self.name, big, robust, len(robust))
         details["attacked"] = int(len(idx))
         return flag, details

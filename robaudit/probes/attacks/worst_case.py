@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from robaudit.probes.attacks.budgets import NORMS, eps_key
-from robaudit.probes.attacks.sweep import accuracy_by_eps, clean_correct, success_key
-from robaudit.probes.base import Probe, ProbeContext, ProbeResult
+from robaudit.probes.attacks.sweep import accuracy_by_eps, clean_correct, eps_columns, success_key
+from robaudit.probes.base import Column, Probe, ProbeContext, ProbeResult
 
 
 def worst_case_key(norm: str, eps: float) -> str:
@@ -36,6 +36,12 @@ class WorstCaseProbe(Probe):
     higher_is_better: ClassVar = {
         ("linf", "robust_accuracy"): True, ("linf", "robust_accuracy_clean_correct"): True,
         ("l2", "robust_accuracy"): True, ("l2", "robust_accuracy_clean_correct"): True,
+    }
+
+    columns: ClassVar = {
+        **eps_columns("success_linf_eps_", "worst case over all L∞ attacks: success", "attack_success", "", ("linf",)),
+        **eps_columns("success_l2_eps_", "worst case over all L2 attacks: success", "attack_success", "", ("l2",)),
+        "clean_correct": Column("correct on the clean sample (1/0)", "other", ""),
     }
 
     @dataclass
