@@ -36,3 +36,25 @@ def test_audit_with_an_outcome_fills_the_indicator_section(tmp_path: Path) -> No
     assert "Not run in this audit" in html and html.count("Not run in this audit") == 3
     assert "predicts a larger linearised L2 distance" in html
     assert "data:image/png;base64," in html
+
+
+def test_auroc_grid_shows_each_binary_test_of_the_demo_audit(demo_run: Path) -> None:
+    """Every attack-success test of the saved analysis appears once in the grid, with its own AUROC
+    and the BH mark; the continuous-outcome verdicts lead the section."""
+    from robaudit.report.sections.indicators import build
+
+    results = json.loads((demo_run / "results.json").read_text())
+    tests = results["analysis"]["tests"]
+    ctx = build(results)
+    grid = ctx["auroc_grid"]
+    binary = [t for t in tests if t["kind"] == "auroc"]
+    assert len(grid["rows"]) * len(grid["outcomes"]) == len(binary)
+    by_pair = {(t["indicator"], t["outcome"]): t for t in binary}
+    for row in grid["rows"]:
+        for outcome, cell in zip(grid["outcomes"], row["cells"]):
+            t = by_pair[(row["indicator"], outcome)]
+            assert cell["value"] == (t["estimate"] or {}).get("value")
+            assert cell["significant"] == (t["p_adjusted"] is not None and t["p_adjusted"] < 0.05)
+    assert {t["outcome"] for t in ctx["headline"]} == {"attack.min_eps/min_eps"}
+    html = (demo_run / "report.html").read_text()
+    assert "Against attack success at each budget (AUROC)" in html and f"All {len(tests)} tests" in html

@@ -1,5 +1,6 @@
-"""Report section 6, indicator tests: verdict lines, the test table, a correlation matrix and
-scatter plots of each indicator against the per-sample robustness outcome (from ``analysis``)."""
+"""Report section 6, indicator tests: verdict lines for the continuous robustness outcomes (minimal
+ε, distances), an AUROC grid of indicators × attack success, every test in a collapsed table, a
+correlation matrix and scatter plots of each indicator against the robustness outcome (from ``analysis``)."""
 from __future__ import annotations
 
 from typing import Any
@@ -16,13 +17,38 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
         return {}
     labels = analysis.get("labels", {})
     tests = sorted(analysis["tests"], key=lambda t: (t["p_adjusted"] is None, t["p_adjusted"] or 1.0))
+    continuous = sorted((t for t in tests if t["kind"] == "spearman"), key=lambda t: t["outcome"])  # stable: by p within
     return {
         "analysis": analysis,
         "tests": tests,
+        "headline": continuous or tests[:20],
+        "auroc_grid": _auroc_grid(analysis["tests"], analysis.get("method", {}).get("alpha", 0.05)),
         "labels": labels,
         "matrix_svg": _matrix_svg(analysis["matrix"], labels) if analysis.get("matrix") else None,
         "scatter_png": _scatter_png(analysis["scatter"], labels) if analysis.get("scatter") else None,
     }
+
+
+def _auroc_grid(tests: list[dict[str, Any]], alpha: float) -> dict[str, Any] | None:
+    """Indicators × binary outcomes (attack success at each budget): AUROC per cell, marked when its
+    Benjamini–Hochberg-adjusted p is below ``alpha``. ``None`` without binary outcomes."""
+    binary = [t for t in tests if t["kind"] == "auroc"]
+    if not binary:
+        return None
+    indicators = list(dict.fromkeys(t["indicator"] for t in binary))
+    outcomes = list(dict.fromkeys(t["outcome"] for t in binary))
+    cells = {(t["indicator"], t["outcome"]): t for t in binary}
+    rows = []
+    for ind in indicators:
+        row = []
+        for out in outcomes:
+            t = cells.get((ind, out))
+            est = (t or {}).get("estimate") or {}
+            value = est.get("value")
+            row.append({"value": value, "significant": bool(t and t["p_adjusted"] is not None and t["p_adjusted"] < alpha),
+                        "strength": None if value is None else min(1.0, abs(value - 0.5) * 2)})
+        rows.append({"indicator": ind, "cells": row})
+    return {"outcomes": outcomes, "rows": rows}
 
 
 def _matrix_svg(matrix: dict[str, Any], labels: dict[str, str]) -> str:
