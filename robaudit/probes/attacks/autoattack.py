@@ -22,7 +22,7 @@ from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import NORMS, check_eps_list, check_norm, eps_key, resolve_eps
 from robaudit.probes.attacks.seeding import derive_seed, generator
 from robaudit.probes.attacks.sweep import (
-    accuracy_by_eps, clean_correct, eps_columns, noise_like, outcome_columns, success_key, wilson,
+    accuracy_by_eps, clean_correct, eps_columns, noise_like, outcome_columns, sweep_outcomes, wilson,
 )
 from robaudit.probes.attacks.verify import project, score, score_logits
 from robaudit.probes.base import Flag, Probe, ProbeContext, ProbeResult
@@ -164,11 +164,8 @@ class AutoAttackProbe(Probe):
         flags.append(sanity.attack_output_invalid(self.name, invalid))
         summary["sanity"] = checks
 
-        per_sample: dict[str, np.ndarray] = {}
+        per_sample = sweep_outcomes(eps_list, robust, loss, margin)
         for k, e in enumerate(eps_list):
-            per_sample[success_key(e)] = ~robust[k]
-            per_sample[f"loss_eps_{eps_key(e)}"] = loss[k]
-            per_sample[f"margin_eps_{eps_key(e)}"] = margin[k]
             per_sample[f"broken_by_eps_{eps_key(e)}"] = broken_by[k].astype(np.int64)
         return ProbeResult(summary=summary, per_sample=per_sample, flags=[f for f in flags if f is not None],
                            notes=[f"AutoAttack preset '{cfg.preset}': {', '.join(components_run)}; "

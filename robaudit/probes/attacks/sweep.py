@@ -111,6 +111,18 @@ def noise_like(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) -> 
     return (x + delta.to(x.device)).clamp(0.0, 1.0)
 
 
+
+def sweep_outcomes(eps_list: list[float], robust: np.ndarray, loss: np.ndarray,
+                   margin: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-sample columns of an ε sweep: ``success_eps_<key>`` (not robust), and the loss (nats) and
+    margin (logits) after the attack, from (n_eps, N) arrays."""
+    out: dict[str, np.ndarray] = {}
+    for k, e in enumerate(eps_list):
+        out[success_key(e)] = ~robust[k]
+        out[f"loss_eps_{eps_key(e)}"] = loss[k]
+        out[f"margin_eps_{eps_key(e)}"] = margin[k]
+    return out
+
 @dataclass
 class SweepConfig:
     """Knobs shared by the fixed-budget attack probes."""
@@ -227,11 +239,7 @@ class SweepAttack(Probe):
         flags.append(sanity.attack_output_invalid(self.name, invalid))
         summary["sanity"] = checks
 
-        per_sample: dict[str, np.ndarray] = {}
-        for k, e in enumerate(eps_list):
-            per_sample[success_key(e)] = ~robust[k]
-            per_sample[f"loss_eps_{eps_key(e)}"] = loss[k]
-            per_sample[f"margin_eps_{eps_key(e)}"] = margin[k]
+        per_sample = sweep_outcomes(eps_list, robust, loss, margin)
         if grad_seen:
             per_sample["gradient_vanished"] = grad_bad
         return ProbeResult(summary=summary, per_sample=per_sample, flags=[f for f in flags if f is not None])

@@ -57,7 +57,6 @@ class WorstCaseProbe(Probe):
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         correct = clean_correct(ctx)
-        n = len(correct)
         fixed: dict[str, list[tuple[str, dict[str, np.ndarray]]]] = {norm: [] for norm in NORMS}
         dist: dict[str, list[tuple[str, np.ndarray]]] = {norm: [] for norm in NORMS}
         budgets: dict[str, set[float]] = {norm: set() for norm in NORMS}
