@@ -29,11 +29,12 @@ def compare(run_dirs: tuple[Path, ...], out: Path, seed: int, loss_paths: tuple[
 
     comparison = build(list(run_dirs), seed=seed)
     comparison["loss_paths"] = []
-    for a, b in loss_paths:
-        (name_a, run_a), (name_b, run_b) = pick_run(run_dirs, a), pick_run(run_dirs, b)
+    pairs = [(pick_run(run_dirs, a), pick_run(run_dirs, b)) for a, b in loss_paths]  # bad names fail before any work
+    path = render_compare(out, comparison)
+    for (name_a, run_a), (name_b, run_b) in pairs:  # each path is an audit: the comparison is on disk before it
         comparison["loss_paths"].append(loss_path(run_a, run_b, (name_a, name_b), Path(out) / f"loss-path-{name_a}-to-{name_b}",
                                                   trust_checkpoint=trust_checkpoint, threads=threads))
-    path = render_compare(out, comparison)
+        path = render_compare(out, comparison)
     if not quiet:
         for warning in comparison["warnings"]:
             click.echo(f"note: {warning}", err=True)

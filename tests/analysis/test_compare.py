@@ -105,3 +105,18 @@ def test_loss_path_between_compared_checkpoints_has_the_closed_form(three_runs: 
 def test_loss_path_refuses_runs_that_are_not_compared(three_runs: list[Path], tmp_path: Path) -> None:
     code = main(["compare", *map(str, three_runs[:2]), "--out", str(tmp_path / "c"), "--loss-path", "run0", "nope"])
     assert code == 2
+    assert not (tmp_path / "c").exists()  # refused before any work
+
+
+def test_a_failing_loss_path_keeps_the_written_comparison(three_runs: list[Path], tmp_path: Path) -> None:
+    import shutil
+
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for src, dst in zip(three_runs[:2], runs):
+        shutil.copytree(src, dst)
+    results = json.loads((runs[1] / "results.json").read_text())
+    results["model"]["checkpoint_path"] = str(tmp_path / "gone.safetensors")
+    (runs[1] / "results.json").write_text(json.dumps(results))
+    code = main(["compare", *map(str, runs), "--out", str(tmp_path / "c"), "--loss-path", "a", "b"])
+    assert code == 2
+    assert (tmp_path / "c" / "compare.html").is_file() and (tmp_path / "c" / "compare.json").is_file()
