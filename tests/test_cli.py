@@ -117,6 +117,9 @@ BAD_INPUTS = {
     "bad knob": (lambda t: ["run", str(DEMO_CHECKPOINT), "--arch", DEMO_ARCH, "--set", "calibration.bin=3"],
                  ["did you mean 'bins'"]),
     "bad option value": (lambda t: ["run", str(DEMO_CHECKPOINT), "--batch-size", "0"], ["batch-size"]),
+    "missing --interpolate-to checkpoint": (
+        lambda t: ["run", str(DEMO_CHECKPOINT), "--arch", DEMO_ARCH, "--interpolate-to", str(t / "other.pt")],
+        ["other.pt", "does not exist"]),
 }
 
 

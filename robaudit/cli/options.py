@@ -80,7 +80,8 @@ def model_and_data_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--probes", default=None, metavar="NAME,...",
                      help="Probes to run (they run in their declared order); 'standard' stands for the default "
                           "audit set, e.g. standard,attack.cw_l2 [default: standard]."),
-        click.option("--interpolate-to", type=click.Path(path_type=Path), default=None, metavar="OTHER",
+        click.option("--interpolate-to", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+                     metavar="OTHER",
                      help="Also draw the loss along the straight path to checkpoint OTHER (same architecture; "
                           "Yao Fig 5). Adds curvature.landscape; same as --set curvature.landscape.interpolate_to=OTHER."),
         click.option("--set", "knobs", multiple=True, metavar="PROBE.KNOB=VALUE", help="Set a probe knob (repeatable)."),
