@@ -145,7 +145,7 @@ class _Resampler:
     def __init__(self, rng: np.random.Generator, n_resamples: int) -> None:
         self.rng, self.n_resamples = rng, n_resamples
         self._weights: dict[tuple[str, bytes], np.ndarray] = {}
-        self._ranks: dict[tuple[str, str, bytes], np.ndarray] = {}
+        self._ranks: dict[tuple[str, bytes], np.ndarray] = {}
 
     def weights(self, ok: np.ndarray, strata: tuple[str, np.ndarray] | None = None) -> np.ndarray:
         """Paired multiplicities over the samples in ``ok``; stratified by a 0/1 column when given."""
@@ -157,17 +157,17 @@ class _Resampler:
 
     def residual(self, name: str, values: np.ndarray, confounder: str, z: np.ndarray, ok: np.ndarray) -> np.ndarray:
         """Weighted ranks of ``name`` residualised on those of the confounder (for partial Spearman)."""
-        key = (f"{name}|{confounder}", "", ok.tobytes())
+        key = (f"{name}|{confounder}", ok.tobytes())
         if key not in self._ranks:
-            w = self.weights(ok)
-            self._ranks[key] = st.weighted_residual(self.ranks(name, values, ok), self.ranks(confounder, z, ok), w)
+            self._ranks[key] = st.weighted_residual(self.ranks(name, values, ok), self.ranks(confounder, z, ok),
+                                                    self.weights(ok))
         return self._ranks[key]
 
-    def ranks(self, name: str, values: np.ndarray, ok: np.ndarray, strata: str = "") -> np.ndarray:
-        """Weighted ranks of column ``name`` restricted to ``ok``, under :meth:`weights` (same strata)."""
-        key = (name, strata, ok.tobytes())
+    def ranks(self, name: str, values: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        """Weighted ranks of column ``name`` restricted to ``ok``, under the paired :meth:`weights` of ``ok``."""
+        key = (name, ok.tobytes())
         if key not in self._ranks:
-            self._ranks[key] = st.weighted_ranks(values[ok], self._weights[(strata, ok.tobytes())])
+            self._ranks[key] = st.weighted_ranks(values[ok], self.weights(ok))
         return self._ranks[key]
 
 

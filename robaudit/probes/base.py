@@ -273,6 +273,16 @@ def column_meta(probe_cls: type[Probe], key: str) -> Column | None:
     return cols[max(prefixes, key=len)] if prefixes else None
 
 
+def check_level(level: float, name: str = "level") -> None:
+    """Validate a confidence level knob (coverage strictly between 0 and 1).
+
+    Raises:
+        ValueError: naming the knob and the value.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"{name} must be in (0, 1), got {level}")
+
+
 def wilson_interval(successes: int, n: int, level: float = 0.95) -> Estimate:
     """A proportion with its Wilson score interval (``scipy.stats.binomtest``).
 

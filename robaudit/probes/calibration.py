@@ -8,7 +8,7 @@ import numpy as np
 import torch.nn.functional as F
 from scipy.stats import bootstrap
 
-from robaudit.probes.base import Column, Estimate, Flag, Probe, ProbeContext, ProbeResult, Severity
+from robaudit.probes.base import Column, Estimate, Flag, Probe, ProbeContext, ProbeResult, Severity, check_level
 
 
 def bin_index(confidence: np.ndarray, bins: int) -> np.ndarray:
@@ -69,8 +69,7 @@ class Calibration(Probe):
                 raise ValueError(f"bins must be at least 1, got {self.bins}")
             if self.bootstrap_resamples < 10:
                 raise ValueError(f"bootstrap_resamples must be at least 10, got {self.bootstrap_resamples}")
-            if not 0 < self.ci_level < 1:
-                raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+            check_level(self.ci_level, "ci_level")
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from robaudit.probes.base import Column, Probe, ProbeContext, ProbeResult, wilson_interval
+from robaudit.probes.base import Column, Probe, ProbeContext, ProbeResult, check_level, wilson_interval
 
 
 class CleanAccuracy(Probe):
@@ -43,8 +43,7 @@ class CleanAccuracy(Probe):
         """Coverage of the Wilson interval on accuracy."""
 
         def __post_init__(self) -> None:
-            if not 0 < self.ci_level < 1:
-                raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+            check_level(self.ci_level, "ci_level")
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         logits = ctx.clean_logits().double()

@@ -25,7 +25,7 @@ from robaudit.probes.attacks.sweep import (
     accuracy_by_eps, clean_correct, eps_columns, noise_like, outcome_columns, sweep_outcomes, wilson,
 )
 from robaudit.probes.attacks.verify import project, score, score_logits
-from robaudit.probes.base import Flag, Probe, ProbeContext, ProbeResult
+from robaudit.probes.base import Flag, Probe, ProbeContext, ProbeResult, check_level
 
 CLEAN_WRONG = -1
 NOT_BROKEN = 0
@@ -76,8 +76,7 @@ class AutoAttackProbe(Probe):
                 raise ValueError(f"preset must be one of {', '.join(ta.AUTOATTACK_PRESETS)}, got {self.preset!r}")
             if self.square_queries is not None and self.square_queries < 1:
                 raise ValueError(f"square_queries must be at least 1, got {self.square_queries}")
-            if not 0 < self.ci_level < 1:
-                raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+            check_level(self.ci_level, "ci_level")
 
     def _plan(self) -> tuple[int, int]:
         preset = ta.AUTOATTACK_PRESETS[self.config.preset]

@@ -21,7 +21,7 @@ from robaudit.probes.attacks.budgets import eps_key, resolve_eps
 from robaudit.probes.attacks.seeding import derive_seed
 from robaudit.probes.attacks.sweep import accuracy_by_eps, clean_correct, eps_columns, success_key, wilson
 from robaudit.probes.attacks.verify import distances, predicts_correctly, project
-from robaudit.probes.base import Column, Flag, Probe, ProbeContext, ProbeResult
+from robaudit.probes.base import Column, Flag, Probe, ProbeContext, ProbeResult, check_level
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -63,8 +63,7 @@ class DistanceConfig:
     """Coverage of the Wilson intervals."""
 
     def __post_init__(self) -> None:
-        if not 0 < self.ci_level < 1:
-            raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+        check_level(self.ci_level, "ci_level")
 
 
 class DistanceAttack(Probe):

@@ -28,7 +28,7 @@ from robaudit.probes.attacks.distance import histogram, quantiles
 from robaudit.probes.attacks.seeding import derive_seed
 from robaudit.probes.attacks.sweep import clean_correct, wilson
 from robaudit.probes.attacks.verify import predicts_correctly, project_per_sample
-from robaudit.probes.base import Column, Probe, ProbeContext, ProbeResult
+from robaudit.probes.base import Column, Probe, ProbeContext, ProbeResult, check_level
 
 
 UNIT = "pixels, in the probe's norm (summary › norm: L∞ or L2)"
@@ -83,8 +83,7 @@ class MinEpsProbe(Probe):
                 raise ValueError(f"an L∞ eps_max is at most 1 pixel unit, got {self.eps_max}")
             if self.tolerance is not None and not self.tolerance > 0:
                 raise ValueError(f"tolerance must be positive, got {self.tolerance}")
-            if not 0 < self.ci_level < 1:
-                raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+            check_level(self.ci_level, "ci_level")
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config

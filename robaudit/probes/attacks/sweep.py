@@ -30,7 +30,7 @@ from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import Budgets, eps_key, known_eps_keys, resolve_eps, sanity_eps
 from robaudit.probes.attacks.seeding import derive_seed, generator
 from robaudit.probes.attacks.verify import forward_logits, predicts_correctly, project, score_logits
-from robaudit.probes.base import Column, Estimate, Flag, Probe, ProbeContext, ProbeResult
+from robaudit.probes.base import Column, Estimate, Flag, Probe, ProbeContext, ProbeResult, check_level
 
 
 def eps_columns(prefix: str, label: str, role: str, unit: str, norms: Sequence[str],
@@ -136,8 +136,7 @@ class SweepConfig:
     """Coverage of the Wilson intervals."""
 
     def __post_init__(self) -> None:
-        if not 0 < self.ci_level < 1:
-            raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+        check_level(self.ci_level, "ci_level")
 
 
 class SweepAttack(Probe):

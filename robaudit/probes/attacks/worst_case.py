@@ -17,7 +17,7 @@ import numpy as np
 
 from robaudit.probes.attacks.budgets import NORMS, eps_key
 from robaudit.probes.attacks.sweep import accuracy_by_eps, clean_correct, eps_columns, success_key
-from robaudit.probes.base import Column, Probe, ProbeContext, ProbeResult
+from robaudit.probes.base import Column, Probe, ProbeContext, ProbeResult, check_level
 
 
 def worst_case_key(norm: str, eps: float) -> str:
@@ -52,8 +52,7 @@ class WorstCaseProbe(Probe):
         """Coverage of the Wilson intervals."""
 
         def __post_init__(self) -> None:
-            if not 0 < self.ci_level < 1:
-                raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+            check_level(self.ci_level, "ci_level")
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         correct = clean_correct(ctx)

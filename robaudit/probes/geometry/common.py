@@ -130,3 +130,20 @@ class GeometryConfig:
         check_precision(self.precision)
         if self.histogram_bins < 2:
             raise ValueError(f"histogram_bins must be at least 2, got {self.histogram_bins}")
+
+
+@dataclass
+class ClassSubsetConfig(GeometryConfig):
+    """:class:`GeometryConfig` plus the class subset of probes whose cost grows with the class count c."""
+
+    top_m: int | None = None
+    """Classes kept (the most probable); default all when c ≤ max_full_classes, else 10."""
+    max_full_classes: int = 100
+    """Largest class count for which every class is kept by default."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.top_m is not None and self.top_m < 1:
+            raise ValueError(f"top_m must be at least 1, got {self.top_m}")
+        if self.max_full_classes < 1:
+            raise ValueError(f"max_full_classes must be at least 1, got {self.max_full_classes}")

@@ -77,22 +77,15 @@ class InputGradients(Probe):
     }
 
     @dataclass
-    class Config(common.GeometryConfig):
-        """Knobs of ``geometry.gradients`` (ε: the robust split and the first-order loss gain)."""
+    class Config(common.ClassSubsetConfig):
+        """Knobs of ``geometry.gradients`` (ε: the robust split and the first-order loss gain; top_m: the
+        logit-Jacobian rows kept)."""
 
-        top_m: int | None = None
-        """Jacobian rows kept (most probable classes); default all classes when c ≤ max_full_classes, else 10."""
-        max_full_classes: int = 100
-        """Largest class count for which the full logit Jacobian is computed by default."""
         sparsity_thresholds: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1])
         """Relative thresholds t of the Jacobian sparsity (|∂d/∂x_i| < t · max |∂d/∂x|)."""
 
         def __post_init__(self) -> None:
             super().__post_init__()
-            if self.top_m is not None and self.top_m < 1:
-                raise ValueError(f"top_m must be at least 1, got {self.top_m}")
-            if self.max_full_classes < 1:
-                raise ValueError(f"max_full_classes must be at least 1, got {self.max_full_classes}")
             if not self.sparsity_thresholds or not all(0 < t < 1 for t in self.sparsity_thresholds):
                 raise ValueError(f"sparsity_thresholds must be in (0, 1), got {self.sparsity_thresholds}")
 

@@ -87,13 +87,10 @@ class InputHessian(Probe):
     }
 
     @dataclass
-    class Config(common.GeometryConfig):
-        """Knobs of ``geometry.input_hessian`` (ε: Yu's indicator; the c×c step is float64 whatever the precision)."""
+    class Config(common.ClassSubsetConfig):
+        """Knobs of ``geometry.input_hessian`` (ε: Yu's indicator; top_m: the classes of the c×c problem,
+        which is float64 whatever the precision)."""
 
-        top_m: int | None = None
-        """Classes kept in the c×c problem (most probable); default all when c ≤ max_full_classes, else 10."""
-        max_full_classes: int = 100
-        """Largest class count for which every class is kept by default."""
         top_k: int = 10
         """Eigenvalues stored per sample as columns lambda_1 … lambda_k (capped by the rank bound)."""
         check_vectors: int = 2
@@ -111,11 +108,9 @@ class InputHessian(Probe):
 
         def __post_init__(self) -> None:
             super().__post_init__()
-            for name in ("top_k", "check_vectors", "lanczos_steps", "max_full_classes"):
+            for name in ("top_k", "check_vectors", "lanczos_steps"):
                 if getattr(self, name) < 1:
                     raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-            if self.top_m is not None and self.top_m < 1:
-                raise ValueError(f"top_m must be at least 1, got {self.top_m}")
             for name in ("ggn_rtol", "rank_rtol", "psd_rtol"):
                 value = getattr(self, name)
                 if value is not None and not 0 < value < 1:
