@@ -31,7 +31,8 @@ Examples:
 Without --rules, the [gate] table of robaudit.toml (or [tool.robaudit.gate] in pyproject.toml) is used.
 Writes RESULTS_DIR/gate-junit.xml and gate-summary.md, appends the summary to $GITHUB_STEP_SUMMARY
 when set, records the outcome in results.json and re-renders report.html. See docs/ci-gate.md.
-Exit codes: 0 passed, 1 a rule failed, 2 bad rules or inputs, 5 nothing to gate.
+Exit codes: 0 passed, 1 a rule failed, 2 bad rules or inputs (a value that is not a finite number
+included), 5 nothing to gate.
 """
 
 
@@ -116,6 +117,9 @@ def gate(ctx: click.Context, results_dir: Path, rules_path: Path | None, baselin
     _report(outcome, quiet, to_stderr=False)
     if not no_record and (Path(results_dir) / store.REPORT_FILE).is_file():
         _rerender(Path(results_dir))
+    error = outcome.error()
+    if error is not None:  # the outputs already record the rule as an error; now the one line and exit 2
+        raise error
     ctx.exit(int(outcome.exit_code))
 
 
@@ -142,4 +146,7 @@ def gate_after_run(rules: Any, out_dir: Path, audit_code: ExitCode, *, quiet: bo
     _report(outcome, quiet, to_stderr=True)
     if render:
         _rerender(Path(out_dir))
+    error = outcome.error()
+    if error is not None and audit_code == ExitCode.OK:
+        raise error
     return audit_code if audit_code != ExitCode.OK else outcome.exit_code

@@ -1,10 +1,17 @@
 """Evaluate gate rules against a results directory (and a baseline): no recomputation.
 
-Each rule ends ``passed``, ``failed`` or ``skipped`` (an ``optional`` rule whose metric is
-missing). Problems with the rules themselves — an unknown metric path, a metric that is not a
-number, no direction for a bound — raise :class:`~robaudit.gate.rules.GateRulesError` (exit 2)
-before anything is written. The gate's status: ``failed`` when any rule failed (exit 1),
-``nothing_to_gate`` when no rule was checked (exit 5), else ``passed`` (exit 0).
+Each rule ends ``passed``, ``failed``, ``skipped`` (an ``optional`` rule whose metric is
+missing) or ``error``: a value the rule reads, in the candidate or the baseline, is not a finite
+number (``null`` — how robaudit stores NaN and ±∞ —, a boolean, a string, or a per-sample column
+without a finite cell), so the rule cannot be decided. The gate fails closed: it never passes a
+rule on a value it cannot compare, and an ``optional`` rule is skipped only when its metric is
+absent, never when it is non-finite.
+
+Problems with the rules themselves — an unknown metric path, a path that ends at a table, no
+direction for a bound — raise :class:`~robaudit.gate.rules.GateRulesError` (exit 2) before
+anything is written. The gate's status: ``error`` when any rule errs (exit 2, written to every
+output like any verdict), else ``failed`` when any rule failed (exit 1), ``nothing_to_gate`` when
+no rule was checked (exit 5), else ``passed`` (exit 0).
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from robaudit import __version__
-from robaudit.errors import RobauditError, did_you_mean
+from robaudit.errors import RobauditError, UsageError, did_you_mean
 from robaudit.exitcodes import ExitCode
 from robaudit.gate import stats
 from robaudit.gate.baseline import Run, check_comparable, describe_baseline
@@ -41,6 +48,11 @@ class NothingToGateError(RobauditError):
     """The results directory holds no finished probe: there is nothing to gate (exit 5)."""
 
     exit_code = ExitCode.NOTHING_RAN
+
+
+class GateValueError(UsageError):
+    """A rule read a value that is not a finite number (exit 2); raised by the CLI after the
+    outputs, which record the rule as an error, are written."""
 
 
 @dataclass
@@ -66,6 +78,14 @@ class Metric:
 
 class _Missing(Exception):
     """The metric is absent from a run (the rule fails, or is skipped when optional)."""
+
+
+class _BadValue(Exception):
+    """The metric is present but not a finite number (the rule is an error, optional or not)."""
+
+
+FIX_BAD_VALUE = ("find out why the audit stored a non-number there (re-run it with --debug), or regenerate the file "
+                 "with 'robaudit run'; the gate never passes a rule on a value it cannot compare")
 
 
 @dataclass
@@ -129,11 +149,19 @@ class GateOutcome:
     evaluated: str
 
     def counts(self) -> dict[str, int]:
-        """Rules by status, plus the total."""
-        out = {"total": len(self.outcomes), "passed": 0, "failed": 0, "skipped": 0}
+        """Rules by status (``passed``, ``failed``, ``skipped``, ``error``), plus the total."""
+        out = {"total": len(self.outcomes), "passed": 0, "failed": 0, "skipped": 0, "error": 0}
         for o in self.outcomes:
             out[o.status] += 1
         return out
+
+    def error(self) -> GateValueError | None:
+        """The one-line error of a gate whose status is ``error`` (the first rule in error), else None."""
+        errors = [o for o in self.outcomes if o.status == "error"]
+        if not errors:
+            return None
+        more = f" (and {len(errors) - 1} more rule(s) in error; see the table)" if len(errors) > 1 else ""
+        return GateValueError(f"gate rule '{errors[0].rule.id}': {errors[0].message}{more}", fix=FIX_BAD_VALUE)
 
     def record(self) -> dict[str, Any]:
         """The ``gate`` entry of ``results.json``."""
@@ -201,7 +229,9 @@ def evaluate_gate(candidate: Run, rules: GateRules, baseline: Run | None = None,
         else:
             outcomes.append(_evaluate_metric(rule, rules, candidate, baseline, known, paired))
     statuses = [o.status for o in outcomes]
-    if "failed" in statuses:
+    if "error" in statuses:
+        status, code = "error", ExitCode.USAGE
+    elif "failed" in statuses:
         status, code = "failed", ExitCode.GATE_FAILED
     elif "passed" not in statuses:
         status, code = "nothing_to_gate", ExitCode.NOTHING_RAN
@@ -249,7 +279,8 @@ def _read_metric(run: Run, rule: MetricRule, role: str, known: set[str], other: 
         values = run.columns[column]
         keep = np.isfinite(values)
         if not keep.any():
-            raise _Missing(f"per-sample column {column} has no finite value in the {role} audit")
+            raise _BadValue(f"the {role}'s per-sample column {column} has no finite value "
+                            f"({len(values)} cell(s), all empty, NaN or infinite)")
         samples = values[keep]
         ids = [i for i, k in zip(run.ids, keep) if k]
         value = float(stats.STATISTICS[rule.statistic](samples))
@@ -272,18 +303,17 @@ def _read_metric(run: Run, rule: MetricRule, role: str, known: set[str], other: 
         raise _Missing(f"the {role} audit has no {format_path(path)} ({reason})") from None
     keys = taken[1:] if offset == 2 and taken and taken[0] == "summary" else ()
     if is_estimate(node):
-        value = node.get("value")
-        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Missing(f"{format_path(path)} has no value (null) in the {role} audit")
+        value = _finite(node.get("value"), role, (*path, "value"))
         n = node.get("n") if isinstance(node.get("n"), int) and not isinstance(node.get("n"), bool) else None
+        n = n if n is not None and n > 0 else None
         successes = None
         if n and str(node.get("method", "")).lower() in PROPORTION_METHODS and 0 <= value <= 1:
             k = round(value * n)
             if abs(value * n - k) < 1e-6 * max(1, n):
                 successes = int(k)
-        return Metric(value=float(value), n=n, successes=successes, keys=keys)
-    if node is None:
-        raise _Missing(f"{format_path(path)} is null (not finite) in the {role} audit")
+        return Metric(value=value, n=n, successes=successes, keys=keys)
+    if role == "baseline" or not isinstance(node, (dict, list)):  # a path to a table is a rules error
+        return Metric(value=_finite(node, role, tuple(path)), keys=keys)
     if isinstance(node, bool) or not isinstance(node, (int, float)):
         extra = ""
         if isinstance(node, dict):
@@ -293,6 +323,32 @@ def _read_metric(run: Run, rule: MetricRule, role: str, known: set[str], other: 
         raise GateRulesError(f"rule '{rule.id}': {format_path(path)} is {describe_node(node)}, not a number{extra}",
                              fix="extend the metric path down to a number or an estimate")
     return Metric(value=float(node), keys=keys)
+
+
+def _finite(value: Any, role: str, where: tuple[Any, ...]) -> float:
+    """``value`` as a float, or :class:`_BadValue` naming the run, the path and what is there."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise _BadValue(f"the {role}'s {format_path(where)} is {describe_value(value)}, not a finite number")
+
+
+def describe_value(value: Any) -> str:
+    """A value that should have been a finite number, for messages: ``NaN``, ``null (…)``, ``the string '0.9'``."""
+    if value is None:
+        return "null (robaudit stores NaN and ±∞ as null)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    if isinstance(value, (int, float)) and math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, str):
+        return f"the string {(value if len(value) <= 40 else value[:37] + '…')!r}"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return f"a table (keys: {', '.join(list(map(str, value))[:8])})"
+    return describe_node(value)
 
 
 def _direction(rule: MetricRule, run: Run, metric: Metric) -> tuple[bool, str]:
@@ -314,13 +370,24 @@ def _direction(rule: MetricRule, run: Run, metric: Metric) -> tuple[bool, str]:
 
 def _evaluate_metric(rule: MetricRule, rules: GateRules, candidate: Run, baseline: Run | None, known: set[str],
                      paired: bool) -> RuleOutcome:
-    try:
-        cand = _read_metric(candidate, rule, "candidate", known, baseline)
-        base = _read_metric(baseline, rule, "baseline", known, candidate) if rule.relative and baseline else None
-    except _Missing as exc:
+    errors: list[str] = []
+    missing: list[str] = []
+    metrics: dict[str, Metric] = {}
+    reads = [("candidate", candidate, baseline)] + ([("baseline", baseline, candidate)] if rule.relative and baseline else [])
+    for role, run, other in reads:  # read both, so that a bad value in either is never hidden by a missing one
+        try:
+            metrics[role] = _read_metric(run, rule, role, known, other)
+        except _BadValue as exc:
+            errors.append(str(exc))
+        except _Missing as exc:
+            missing.append(str(exc))
+    if errors:
+        return RuleOutcome(rule, "error", "; ".join(errors), verdict="not a finite number")
+    if missing:
         status = "skipped" if rule.optional else "failed"
         suffix = " (optional rule: skipped)" if rule.optional else " (mark the rule optional = true to allow this)"
-        return RuleOutcome(rule, status, f"missing metric: {exc}{suffix}", verdict="missing metric")
+        return RuleOutcome(rule, status, f"missing metric: {missing[0]}{suffix}", verdict="missing metric")
+    cand, base = metrics["candidate"], metrics.get("baseline")
     hib, source = _direction(rule, candidate, cand)
     s = 1.0 if hib else -1.0
     better = "higher" if hib else "lower"
@@ -347,6 +414,9 @@ def _evaluate_metric(rule: MetricRule, rules: GateRules, candidate: Run, baselin
         worse = v / vb if not hib else (vb / v if v > 0 else math.inf)
         limit = rule.limit
         describe = f"{format_value(v)} vs baseline {format_value(vb)}: ratio {format_value(worse)} (worse direction), allowed {rule.limit:g}×"
+    if math.isnan(worse):  # cannot happen with finite inputs; never let a NaN comparison pass
+        return RuleOutcome(rule, "error", f"{describe}: the comparison is not a number", verdict="not a finite number",
+                           value=v, baseline_value=vb, higher_is_better=hib, direction_source=source)
     point_fail = worse > limit + 1e-12 * max(1.0, abs(limit))
 
     noise = _noise_test(rule, rules, cand, base, s, worse, limit, paired)

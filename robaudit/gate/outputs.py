@@ -1,9 +1,13 @@
 """What the gate writes: a terminal table, JUnit XML, a Markdown summary, and ``results.json`` ``gate``.
 
 - JUnit XML: one ``<testsuite>``, one ``<testcase>`` per rule (``<failure>`` when it failed,
-  ``<skipped>`` when an optional rule had no metric), so any CI shows the rules as tests.
+  ``<error>`` when a value it reads is not a finite number, ``<skipped>`` when an optional rule had
+  no metric), so any CI shows the rules as tests.
 - Markdown: a heading with the verdict and a table of rules; appended to ``$GITHUB_STEP_SUMMARY``
   when that variable is set (GitHub Actions shows it on the run's page).
+
+Every output is rendered from the final :class:`~robaudit.gate.evaluate.GateOutcome` before the
+first one is written, and all of them state the same verdict as the exit code.
 """
 from __future__ import annotations
 
@@ -13,21 +17,23 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import IO, Any
 
+from robaudit.errors import UsageError
 from robaudit.gate.evaluate import GateOutcome, RuleOutcome, describe_noise, format_value
 from robaudit.gate.rules import MetricRule
 from robaudit.results import store
 
 JUNIT_FILE = "gate-junit.xml"
 MARKDOWN_FILE = "gate-summary.md"
-STATUS_WORD = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}
-STATUS_ICON = {"passed": "✅", "failed": "❌", "skipped": "⏭️"}
-VERDICT = {"passed": "passed", "failed": "FAILED", "nothing_to_gate": "had nothing to gate"}
+STATUS_WORD = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
+STATUS_ICON = {"passed": "✅", "failed": "❌", "skipped": "⏭️", "error": "❌"}
+VERDICT = {"passed": "passed", "failed": "FAILED", "error": "ERROR", "nothing_to_gate": "had nothing to gate"}
 
 
 def headline(outcome: GateOutcome) -> str:
     """``robaudit gate FAILED: 1 of 3 rules failed, 0 skipped`` (one line)."""
     c = outcome.counts()
-    return (f"robaudit gate {VERDICT[outcome.status]}: {c['failed']} of {c['total']} rule(s) failed, "
+    errors = f"{c['error']} in error (not a finite number), " if c["error"] else ""
+    return (f"robaudit gate {VERDICT[outcome.status]}: {errors}{c['failed']} of {c['total']} rule(s) failed, "
             f"{c['passed']} passed, {c['skipped']} skipped")
 
 
@@ -81,7 +87,7 @@ def print_table(outcome: GateOutcome, file: IO[str] | None = None) -> None:
     table = Table(title=headline(outcome), title_justify="left")
     for col in ("", "rule", "value", "bound", "baseline", "noise test", "verdict"):
         table.add_column(col, overflow="fold")
-    colour = {"passed": "green", "failed": "red", "skipped": "yellow"}
+    colour = {"passed": "green", "failed": "red", "skipped": "yellow", "error": "red"}
     for row in rows(outcome):
         table.add_row(Text(STATUS_WORD[row["status"]], style=colour[row["status"]]), Text(row["rule"], style="bold"),
                       row["value"], row["bound"], row["baseline"], row["noise"], row["verdict"])
@@ -103,7 +109,7 @@ def _md_cell(text: str) -> str:
 
 def markdown(outcome: GateOutcome) -> str:
     """The Markdown summary (GitHub-flavoured): verdict heading, provenance, rules table, reasons."""
-    icon = {"passed": "✅", "failed": "❌", "nothing_to_gate": "⚠️"}[outcome.status]
+    icon = {"passed": "✅", "failed": "❌", "error": "❌", "nothing_to_gate": "⚠️"}[outcome.status]
     lines = [f"### {icon} {headline(outcome)}", ""]
     where = f"Results `{outcome.results_dir}`"
     if outcome.baseline:
@@ -132,9 +138,9 @@ def junit_xml(outcome: GateOutcome) -> str:
     """The JUnit XML report: one test case per rule."""
     c = outcome.counts()
     suites = ET.Element("testsuites", name="robaudit gate", tests=str(c["total"]), failures=str(c["failed"]),
-                        errors="0", skipped=str(c["skipped"]), time="0")
+                        errors=str(c["error"]), skipped=str(c["skipped"]), time="0")
     suite = ET.SubElement(suites, "testsuite", name=f"robaudit gate {outcome.results_dir}", tests=str(c["total"]),
-                          failures=str(c["failed"]), errors="0", skipped=str(c["skipped"]), time="0",
+                          failures=str(c["failed"]), errors=str(c["error"]), skipped=str(c["skipped"]), time="0",
                           timestamp=outcome.evaluated.replace("+00:00", ""), hostname=socket.gethostname())
     props = ET.SubElement(suite, "properties")
     prop_values: dict[str, Any] = {"results_dir": str(outcome.results_dir), "rules": outcome.rules.source,
@@ -151,6 +157,9 @@ def junit_xml(outcome: GateOutcome) -> str:
         if o.status == "failed":
             failure = ET.SubElement(case, "failure", message=o.message, type=f"gate.{o.rule.kind}")
             failure.text = detail
+        elif o.status == "error":
+            error = ET.SubElement(case, "error", message=o.message, type="gate.not_a_finite_number")
+            error.text = detail
         elif o.status == "skipped":
             ET.SubElement(case, "skipped", message=o.message)
         else:
@@ -173,20 +182,25 @@ def write_outputs(outcome: GateOutcome, *, junit: Path | None, markdown_path: Pa
         what was written, by kind (``junit``, ``markdown``, ``github``, ``results``).
     """
     written: dict[str, Path] = {}
-    md = markdown(outcome)
+    md = markdown(outcome)  # render everything before writing anything: no output may disagree with the verdict
+    xml = junit_xml(outcome)
+    if record:  # first: the one write that reads the results again
+        results = store.read_results(outcome.results_dir)
+        results["gate"] = outcome.record()
+        written["results"] = store.write_results(outcome.results_dir, results)
     if junit is not None:
-        store.atomic_write_text(Path(junit), junit_xml(outcome))
+        store.atomic_write_text(Path(junit), xml)
         written["junit"] = Path(junit)
     if markdown_path is not None:
         store.atomic_write_text(Path(markdown_path), md)
         written["markdown"] = Path(markdown_path)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
-        with open(summary, "a", encoding="utf-8") as fh:
-            fh.write(md + "\n")
+        try:
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(md + "\n")
+        except OSError as exc:
+            raise UsageError(f"cannot append the gate summary to $GITHUB_STEP_SUMMARY ({summary}): {exc.strerror}",
+                             fix="point GITHUB_STEP_SUMMARY at a writable file, or unset it") from None
         written["github"] = Path(summary)
-    if record:
-        results = store.read_results(outcome.results_dir)
-        results["gate"] = outcome.record()
-        written["results"] = store.write_results(outcome.results_dir, results)
     return written

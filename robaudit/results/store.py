@@ -50,15 +50,19 @@ def read_results(out_dir: Path) -> dict[str, Any]:
     """Read ``results.json`` from a results directory.
 
     Raises:
-        UsageError: the directory or file is missing or not valid JSON.
+        UsageError: the directory or file is missing or unreadable, or fails the checks of
+            :func:`robaudit.results.checks.parse_results` (strict JSON, schema version, shape).
     """
+    from robaudit.results.checks import parse_results
+
     path = Path(out_dir) / RESULTS_FILE
     if not path.is_file():
         raise UsageError(f"no {RESULTS_FILE} in {out_dir}", fix="pass the --out directory of a 'robaudit run'")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path} is not valid JSON ({exc})", fix="re-run the audit to regenerate it") from None
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}", fix="check the path and its permissions") from None
+    return parse_results(raw, path)
 
 
 def per_sample_column(probe: str, key: str) -> str:
@@ -88,20 +92,37 @@ def write_per_sample(out_dir: Path, ids: list[str], labels: np.ndarray, columns:
 
 
 def read_per_sample(out_dir: Path) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Read the per-sample table: (sample ids, column name → float array; ``label`` included)."""
+    """Read the per-sample table: (sample ids, column name → float array; ``label`` included).
+
+    Raises:
+        UsageError: the table is not UTF-8 CSV, a row has the wrong number of cells, or a cell
+            is not a number (empty cells are NaN).
+    """
     path = Path(out_dir) / PER_SAMPLE_FILE
     if not path.is_file():
         return [], {}
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            return [], {}
-        rows = list(reader)
+    bad = "re-run the audit that wrote it to regenerate it"
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                return [], {}
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"{path} is not a UTF-8 CSV table ({exc})", fix=bad) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}", fix="check the path and its permissions") from None
+    for line, r in enumerate(rows, start=2):
+        if len(r) != len(header):
+            raise UsageError(f"{path} line {line} has {len(r)} cells but the header has {len(header)}", fix=bad)
     ids = [r[0] for r in rows]
     cols = {}
     for j, name in enumerate(header[1:], start=1):
-        cols[name] = np.array([float(r[j]) if r[j] != "" else np.nan for r in rows], dtype=np.float64)
+        try:
+            cols[name] = np.array([float(r[j]) if r[j] != "" else np.nan for r in rows], dtype=np.float64)
+        except ValueError as exc:
+            raise UsageError(f"{path} column {name!r} holds a cell that is not a number ({exc})", fix=bad) from None
     return ids, cols
 
 

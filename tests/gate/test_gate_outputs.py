@@ -96,7 +96,7 @@ def test_results_record_validates_and_hashes_the_baseline(gated: tuple[int, str,
     jsonschema.validate(results, json.loads(schema_text()))
     gate = results["gate"]
     assert gate["status"] == "failed" and gate["exit_code"] == 1
-    assert gate["counts"] == {"total": 4, "passed": 2, "failed": 1, "skipped": 1}
+    assert gate["counts"] == {"total": 4, "passed": 2, "failed": 1, "skipped": 1, "error": 0}
     assert gate["baseline"]["results_sha256"] == hashlib.sha256((baseline / "results.json").read_bytes()).hexdigest()
     assert gate["baseline"]["per_sample_sha256"] == hashlib.sha256((baseline / "per_sample.csv").read_bytes()).hexdigest()
     assert gate["rules_sha256"] == hashlib.sha256(RULES.encode()).hexdigest()
