@@ -305,7 +305,7 @@ def _open_tensors(source: ResolvedSource) -> _OpenSplit:
     x = contents.x
 
     def fetch(rows: np.ndarray) -> torch.Tensor:
-        picked = x[torch.from_numpy(rows)]
+        picked = x.take(rows)
         return _uint8_to_unit(picked) if picked.dtype == torch.uint8 else picked.to(torch.float32)
 
     return _OpenSplit(
