@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "robaudit.toml"
 PROBE_CONFIG_TABLE = "probe_config"
@@ -157,13 +161,18 @@ def read_config_file(path: Path) -> dict[str, Any]:
             extra[key] = value
         elif key in RUN_KEYS:
             run[key] = value
-        else:
-            hint = did_you_mean(key, (*RUN_KEYS, PROBE_CONFIG_TABLE, *RESERVED_TABLES))
+        else:  # suggest the spelling the README uses (dashes), whichever the user typed
+            hint = did_you_mean(_dashed(key), list(dict.fromkeys(_dashed(k) for k in (*RUN_KEYS, PROBE_CONFIG_TABLE,
+                                                                                    *RESERVED_TABLES))))
             raise ConfigError(
                 f"unknown key '{raw_key}' in {path}" + (f"; {hint}" if hint else ""),
                 fix="see 'robaudit run --help' for the valid option names",
             )
     return {"run": run, PROBE_CONFIG_TABLE: probe_config, **extra}
+
+
+def _dashed(key: str) -> str:
+    return key.replace("_", "-")
 
 
 def parse_knob_assignment(text: str) -> tuple[str, str, Any]:
@@ -213,6 +222,40 @@ def build_probe_config(probe_cls: type, knobs: dict[str, Any]) -> Any:
         return config_cls(**values)
     except (TypeError, ValueError) as exc:
         raise ProbeError(f"invalid knobs for probe '{probe_cls.name}': {exc}", fix="check the knob values") from None
+
+
+def check_unselected_knobs(probe_config: dict[str, dict[str, Any]], selected: Iterable[str], registry: Any) -> None:
+    """Check the knobs given for probes that will not run, before any model is loaded.
+
+    A knob table (``--set PROBE.KNOB=VALUE`` or ``[probe-config.PROBE]``) for an unknown probe is an
+    error with a suggestion; one for a registered probe that is not selected is checked like any
+    other and then ignored with one warning naming the probe and how to select it (a config
+    file's knob tables are defaults for whenever their probe runs, so they are not refused).
+
+    Args:
+        probe_config: probe name → knob values.
+        selected: the probes that will run.
+        registry: the :class:`~robaudit.probes.registry.ProbeRegistry` (``names``, ``get``, ``broken``).
+
+    Raises:
+        ProbeError: an unknown probe name, or an unknown knob or a bad value for a registered one.
+    """
+    chosen = set(selected)
+    for name, knobs in probe_config.items():
+        if name in chosen or name in registry.broken:
+            continue
+        registered = registry.names()
+        if name not in registered:
+            dotted = [f"{name}.{k}" for k, v in knobs.items() if isinstance(v, dict) and f"{name}.{k}" in registered]
+            if dotted:  # TOML read [probe-config.attack.cw_l2] as table 'attack' holding table 'cw_l2'
+                raise ProbeError(f"knobs given for unknown probe '{name}': TOML splits a table name at its dots",
+                                 fix=f'quote a dotted probe name: [probe-config."{dotted[0]}"]')
+            hint = did_you_mean(name, registered)
+            raise ProbeError(f"knobs given for unknown probe '{name}'" + (f"; {hint}" if hint else ""),
+                             fix="run 'robaudit probes' to list the registered probes")
+        build_probe_config(registry.get(name), knobs)
+        log.warning("knobs for probe '%s' (%s) are ignored: the probe is not selected; add it to --probes to run it "
+                    "(e.g. --probes standard,%s)", name, ", ".join(knobs) or "none", name)
 
 
 def coerce(value: Any, hint: Any) -> Any:

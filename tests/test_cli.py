@@ -192,3 +192,39 @@ def test_interpolate_to_adds_the_landscape_path_to_another_checkpoint(tmp_path: 
     theirs = robaudit.audit(model=str(other_path), arch=DEMO_ARCH, n_samples=40, out=tmp_path / "b", probes=["clean"])
     assert ends["audit_model"] == pytest.approx(mine.results["probes"]["clean"]["summary"]["mean_loss"], rel=1e-5)
     assert ends["other"] == pytest.approx(theirs.results["probes"]["clean"]["summary"]["mean_loss"], rel=1e-5)
+
+
+def _validate_warnings(args: list[str], capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """Run ``robaudit ARGS validate`` on the demo model (exit 0); its stderr warning lines."""
+    code, out, err = _cli(args, capsys)
+    assert code == ExitCode.OK, err
+    assert out.strip().endswith("valid")
+    return [line for line in err.splitlines() if line.startswith("robaudit: WARNING")]
+
+
+def test_knobs_for_a_probe_that_is_not_selected_warn(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    validate = ["validate", str(DEMO_CHECKPOINT), "--arch", DEMO_ARCH, "--n-samples", "20", "-q"]
+    (warning,) = _validate_warnings([*validate, "--probes", "clean", "--set", "calibration.bins=20"], capsys)
+    assert "knobs for probe 'calibration' (bins) are ignored: the probe is not selected" in warning
+    assert "--probes standard,calibration" in warning
+    assert _validate_warnings([*validate, "--probes", "clean,calibration", "--set", "calibration.bins=20"], capsys) == []
+    (tmp_path / "robaudit.toml").write_text('[probe-config."attack.cw_l2"]\nsteps = 10\n')  # a default for when it runs
+    (warning,) = _validate_warnings(validate, capsys)  # the standard set, which has no attack.cw_l2
+    assert "knobs for probe 'attack.cw_l2' (steps) are ignored" in warning
+    # an unselected probe's knobs are still checked, and an unknown probe is still an error
+    for knob, needle in (("calibration.bnis=3", "did you mean 'bins'"), ("calibraton.bins=3", "did you mean 'calibration'")):
+        code, _, err = _cli([*validate, "--probes", "clean", "--set", knob], capsys)
+        assert code == ExitCode.USAGE and needle in _one_error_line(err)
+    (tmp_path / "robaudit.toml").write_text("[probe-config.attack.cw_l2]\nsteps = 10\n")  # TOML reads two tables
+    code, _, err = _cli(validate, capsys)
+    assert code == ExitCode.USAGE and '[probe-config."attack.cw_l2"]' in _one_error_line(err)
+
+
+def test_config_key_suggestion_uses_dashes_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "robaudit.toml"
+    config.write_text("n_sample = 5\n")
+    code, _, err = _cli(["--config", str(config), "validate", str(DEMO_CHECKPOINT), "--arch", DEMO_ARCH], capsys)
+    line = _one_error_line(err)
+    assert code == ExitCode.USAGE and "unknown key 'n_sample'" in line and "did you mean 'n-samples'?" in line

@@ -26,10 +26,18 @@ def test_file_keys_normalised_and_probe_tables_split(tmp_path: Path) -> None:
     assert values["probe_config"] == {"calibration": {"bins": 20}}
 
 
-def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
-    path = _write(tmp_path, "robaudit.toml", "n_sample = 5\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'n_sample'.*did you mean 'n_samples'"):
+@pytest.mark.parametrize(("text", "typed", "suggested"), [
+    ("n_sample = 5\n", "n_sample", "n-samples"),            # underscores typed: the README's dashes suggested
+    ("n-sampels = 5\n", "n-sampels", "n-samples"),
+    ("batch_sise = 5\n", "batch_sise", "batch-size"),
+    ("[probe_confg.clean]\n", "probe_confg", "probe-config"),
+])
+def test_unknown_key_suggests_the_readme_spelling(tmp_path: Path, text: str, typed: str, suggested: str) -> None:
+    path = _write(tmp_path, "robaudit.toml", text)
+    with pytest.raises(ConfigError) as err:
         read_config_file(path)
+    assert f"unknown key '{typed}'" in err.value.message and f"did you mean '{suggested}'" in err.value.message
+    assert "_" not in err.value.message.split("did you mean")[1]
 
 
 def test_pyproject_tool_table_is_found_and_read(tmp_path: Path) -> None:

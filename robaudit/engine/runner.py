@@ -22,11 +22,11 @@ import torch
 
 from robaudit import __version__
 from robaudit.analysis.indicators import analyse
-from robaudit.config import AuditConfig, build_probe_config
+from robaudit.config import AuditConfig, build_probe_config, check_unselected_knobs
 from robaudit.data import DataRequest, describe_dataset, load_data
 from robaudit.data.audit_data import AuditData
 from robaudit.engine.progress import make_progress
-from robaudit.errors import ProbeError, RobauditError, did_you_mean
+from robaudit.errors import ProbeError, RobauditError
 from robaudit.exitcodes import ExitCode
 from robaudit.models import ModelRequest, load_model
 from robaudit.models.audit_model import AuditModel
@@ -74,7 +74,8 @@ def select_probes(config: AuditConfig, registry: ProbeRegistry,
             appended here (name, error) instead of raising, so the rest of the audit can run.
 
     Raises:
-        ProbeError: an unknown probe name or knob, or knobs for a probe that won't run.
+        ProbeError: an unknown probe name or knob (knobs of a registered probe that won't run are
+            checked, then ignored with a warning: :func:`robaudit.config.check_unselected_knobs`).
     """
     names = expand_probe_names(config.probes, registry)
     if not names:
@@ -93,14 +94,7 @@ def select_probes(config: AuditConfig, registry: ProbeRegistry,
     # Probes read earlier probes' results (attack.worst_case combines the attacks, the geometry
     # surfaces reuse PGD perturbations), so they run in their declared order, not the listed one.
     selected.sort(key=lambda s: getattr(s.cls, "order", 100))
-    for name in config.probe_config:
-        if name not in seen and name not in registry.broken:
-            registered = registry.names()
-            if name not in registered:
-                hint = did_you_mean(name, registered)
-                raise ProbeError(f"knobs given for unknown probe '{name}'" + (f"; {hint}" if hint else ""),
-                                 fix="run 'robaudit probes' to list the registered probes")
-            build_probe_config(registry.get(name), config.probe_config[name])
+    check_unselected_knobs(config.probe_config, seen, registry)
     return selected
 
 
