@@ -17,11 +17,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from robaudit.gate.baseline import BaselineMismatchError, Run
-from robaudit.gate.evaluate import GateOutcome, NothingToGateError, RuleOutcome, evaluate_gate
+from robaudit.gate.evaluate import GateOutcome, GateValueError, NothingToGateError, RuleOutcome, evaluate_gate
 from robaudit.gate.outputs import JUNIT_FILE, MARKDOWN_FILE, write_outputs
 from robaudit.gate.rules import GateRules, GateRulesError, load_rules, parse_rules
 
-__all__ = ["BaselineMismatchError", "GateOutcome", "GateRules", "GateRulesError", "NothingToGateError", "RuleOutcome",
+__all__ = ["BaselineMismatchError", "GateOutcome", "GateRules", "GateRulesError", "GateValueError", "NothingToGateError",
+           "RuleOutcome",
            "Run", "evaluate_gate", "gate", "load_rules", "parse_rules", "registered_probe_names", "write_outputs"]
 
 log = logging.getLogger("robaudit.gate")
@@ -64,8 +65,13 @@ def gate(results_dir: Path | str, rules: GateRules, *, baseline_dir: Path | None
         record: write the outcome into ``results.json`` ``gate``.
         known_probes: registered probe names (default: ask the registry).
 
+    Returns:
+        the outcome, already written to every output; ``status == "error"`` (exit 2) when a rule
+        read a value that is not a finite number (``outcome.error()`` is then its one-line error).
+
     Raises:
-        GateRulesError, BaselineMismatchError, UsageError: bad rules or inputs (exit 2).
+        GateRulesError, BaselineMismatchError, UsageError: bad rules or inputs, found before anything
+            is written (exit 2).
         NothingToGateError: no probe finished (exit 5).
     """
     from robaudit.gate.rules import MISMATCHES

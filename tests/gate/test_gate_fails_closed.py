@@ -15,7 +15,8 @@ import pytest
 from junitparser import Error, JUnitXml
 
 from demo import DEMO_ARCH, DEMO_CHECKPOINT
-from gate_helpers import cli, error_line, write_rules
+from gate_helpers import cli, error_line, sim_run, write_rules
+from robaudit.gate import evaluate_gate, parse_rules
 from robaudit.exitcodes import ExitCode
 from robaudit.results import schema_text
 
@@ -127,6 +128,10 @@ def test_wrongly_typed_candidate_value_is_a_rule_error(candidate: Path, baseline
     assert [r["status"] for r in gate["rules"]] == ["error", "error"]  # optional, but not missing: never skipped
     assert gate["counts"]["error"] == 2
     assert out.splitlines()[0].startswith("robaudit gate ERROR: 2 in error")
+    html = (candidate / "report.html").read_text(encoding="utf-8")
+    verdict = html[html.index('<section id="verdict">'):html.index('<section id="provenance">')]
+    assert 'sev-error">error</div>' in verdict and "2 in error (not a finite number)" in verdict
+    assert "Gate rule <strong>floor</strong> could not be decided" in verdict
 
 
 def test_wrongly_typed_baseline_value_is_a_rule_error_even_beside_a_passing_rule(
@@ -257,3 +262,21 @@ def test_run_gate_on_a_value_that_is_not_a_number_exits_2(tmp_path: Path) -> Non
     assert "gate rule 'source': the candidate's model › source is the string" in error_line(err)
     _written_as_error(out, "source")
     assert _raw_results(out)["gate"]["status"] == "error"
+
+
+@pytest.mark.parametrize("where", ["candidate", "baseline"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
+def test_python_api_never_passes_a_non_finite_value(where: str, bad: float) -> None:
+    cand, base = sim_run("cand", 55, 60), sim_run("base", 55, 60)
+    run = cand if where == "candidate" else base
+    run.results["probes"]["clean"]["summary"]["accuracy"]["value"] = bad
+    rules = parse_rules({"rule": [{"id": "floor", "metric": ["probes", "clean", "summary", "accuracy"], "threshold": 0.5},
+                                  {"id": "regression", "metric": ["probes", "clean", "summary", "accuracy"],
+                                   "max-regression": 0.05}]}, source="api")
+    outcome = evaluate_gate(cand, rules, base, ["clean"])
+    statuses = {o.rule.id: o.status for o in outcome.outcomes}
+    assert statuses == ({"floor": "error", "regression": "error"} if where == "candidate"
+                        else {"floor": "passed", "regression": "error"})
+    assert outcome.status == "error" and outcome.exit_code == ExitCode.USAGE
+    error = outcome.error()
+    assert error is not None and f"the {where}'s {ACC_VALUE} is {'NaN' if bad != bad else ('Infinity' if bad > 0 else '-Infinity')}" in error.message
