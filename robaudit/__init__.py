@@ -24,7 +24,16 @@ if TYPE_CHECKING:
     from robaudit.config import AuditConfig
     from robaudit.engine import AuditOutcome
 
-__all__ = ["__version__", "audit"]
+__all__ = ["AuditConfig", "__version__", "audit"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that ``import robaudit`` (and ``robaudit --version``) stays free of torch.
+    if name == "AuditConfig":
+        from robaudit.config import AuditConfig
+
+        return AuditConfig
+    raise AttributeError(f"module 'robaudit' has no attribute {name!r}")
 
 
 def audit(config: "AuditConfig | None" = None, /, *, config_file: str | Path | None = None, quiet: bool = True,

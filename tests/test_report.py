@@ -67,3 +67,11 @@ def test_verdict_summary_shows_the_worst_case_robust_accuracy_of_the_saved_resul
         assert format_number(est["value"], 3) in verdict and format_number(est["high"], 3) in verdict
     median = results["probes"]["attack.min_eps"]["summary"]["min_eps_quantiles"]["q50"]
     assert "Median minimal ε" in verdict and format_number(median, 4) in verdict
+
+
+def test_the_same_results_render_to_byte_identical_reports(demo_copy: Path) -> None:
+    """Two renders of one results directory give the same bytes (no SVG dates or random ids)."""
+    first = render_report(demo_copy).read_bytes()
+    second = render_report(demo_copy).read_bytes()
+    assert first.count(b"<svg") >= 2
+    assert first == second

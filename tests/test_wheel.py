@@ -25,6 +25,12 @@ def test_wheel_ships_templates_and_renders_a_report(tmp_path: Path, demo_run: Pa
     assert "robaudit/templates/report.html.j2" in names
     assert "robaudit/results/schema.json" in names
     assert any(n.endswith("entry_points.txt") for n in names)
+    assert "robaudit/py.typed" in names
+    meta_name = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    metadata = zipfile.ZipFile(wheel).read(meta_name).decode()
+    # config.py and gate/rules.py import tomli where tomllib is missing (Python < 3.11)
+    assert "Requires-Dist: tomli>=2.0; python_version < '3.11'" in metadata.replace('"', "'")
+    assert "Classifier: Framework :: Pytest" in metadata and "Keywords:" in metadata
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
