@@ -1,0 +1,31 @@
+"""An ordinary ``nn.Module`` around a trusted TorchScript module.
+
+A ``torch.jit.ScriptModule`` refuses Python forward hooks (``register_forward_pre_hook is not
+supported on ScriptModules``), which preflight and several probes use on the audit network.
+Wrapping it in a plain module gives the audit one network type: hooks attach to the wrapper,
+while parameters, buffers, ``deepcopy``, dtype casts and ``torch.func.functional_call`` reach
+the scripted module's own tensors (their names gain the prefix ``scripted.``).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ScriptedNetwork(nn.Module):
+    """Calls a TorchScript module; nothing else.
+
+    Args:
+        scripted: the module ``torch.jit.load`` returned (only ever loaded with
+            ``--trust-checkpoint``: loading and calling it runs the archive's code).
+
+    Shape: whatever the scripted module takes and returns (N×C×H×W → N×K for a classifier).
+    """
+
+    def __init__(self, scripted: torch.jit.ScriptModule) -> None:
+        super().__init__()
+        self.scripted = scripted
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The scripted module's output for ``x``."""
+        return self.scripted(x)
