@@ -88,7 +88,11 @@ def run_preflight(model: AuditModel, data: AuditData, device: torch.device, chec
     y = data.y[:PREFLIGHT_SAMPLES].to(device)
 
     seen: dict[str, torch.Tensor] = {}
-    hook = model.net.register_forward_pre_hook(lambda _m, args: seen.setdefault("input", args[0].detach()))
+
+    def record(_module: torch.nn.Module, args: tuple[Any, ...]) -> None:  # returns None: the input is unchanged
+        seen.setdefault("input", args[0].detach())
+
+    hook = model.net.register_forward_pre_hook(record)
     try:
         with torch.no_grad():
             logits = _forward(model, x)
