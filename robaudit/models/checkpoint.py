@@ -128,11 +128,12 @@ def read_checkpoint(source: str | Path, trust: bool = False, use_ema: bool = Fal
     with path.open("rb") as handle:
         head = handle.read(16)
     is_zip = head.startswith(b"PK")
-    if is_zip and is_torchscript_archive(path) and not trust:
+    scripted = is_zip and is_torchscript_archive(path)
+    if scripted and not trust:
         raise _refuse_torchscript(path)
     sha = file_sha256(path)
 
-    if is_zip and is_torchscript_archive(path):
+    if scripted:
         ckpt = _read_torchscript(path, sha, n_bytes)
     elif _looks_like_safetensors(head, n_bytes) or (path.suffix == ".safetensors" and not is_zip):
         ckpt = _read_safetensors(path, sha, n_bytes)

@@ -195,7 +195,7 @@ def _prepare_second_order(resolved: _Resolved, second_order: bool, report: LoadR
         if blockers:
             report.warnings.append(
                 f"TorchScript model has Hardsigmoid modules ({', '.join(blockers[:3])}) that cannot be swapped; "
-                "second-order probes will fail on it (load a state dict with --arch instead)"
+                "second-order probes will be skipped if it cannot double-backward (load a state dict with --arch instead)"
             )
         return [], False
     swaps = swap_second_order_modules(net)
