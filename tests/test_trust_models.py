@@ -13,6 +13,7 @@ import textwrap
 import warnings
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 import torch
@@ -21,6 +22,7 @@ from torch import nn
 
 from demo import DEMO_ARCH, DEMO_CHECKPOINT, REPO, THREADS
 from robaudit.cli.main import main
+from robaudit.results import schema_text
 
 sys.path.insert(0, str(REPO / "examples"))
 from digits_cnn import DigitsCNN  # noqa: E402  (the demo architecture, imported as a reference)
@@ -332,6 +334,7 @@ def test_masked_models_finish_with_error_flags_and_skipped_gradient_probes(
         assert error["type"] == "NoInputGradient" and error["internal"] is False
         assert "needs input gradients" in error["message"] and "disconnected" in error["message"]
     assert results["status"] == "partial"
+    jsonschema.validate(results, json.loads(schema_text()))
     assert (out / "report.html").is_file() and stdout.strip() == f"report: {out / 'report.html'}"
 
 
