@@ -1,9 +1,17 @@
 """Preflight checks on the audit model and data, run once before any probe.
 
 Checks that make every number meaningless raise :class:`PreflightError` (NaN/Inf logits,
-a wrong logit shape, pixels outside [0, 1]). The rest become stored flags:
-probabilities instead of logits, non-determinism in eval mode, zero input gradients,
-suspicious normalisation, and missing double backward (needed by second-order probes).
+a wrong logit shape, pixels outside [0, 1], a forward pass that raises — with the input
+size the model does accept, when one of the usual sizes works). The rest become stored
+flags: probabilities instead of logits, non-determinism in eval mode, zero input
+gradients, suspicious normalisation, and missing double backward (needed by second-order
+probes).
+
+A model whose input gradient is disconnected (``x.detach()`` or ``torch.no_grad()`` inside
+``forward``, a ``(x > 0).float()`` step) or zero on every checked sample gets the
+``zero_input_gradients`` and ``attack_gradients_vanish`` flags with severity error, and
+:meth:`PreflightReport.skip_reason` tells the engine to skip every probe that needs input
+gradients; the rest of the audit runs.
 """
 from __future__ import annotations
 
@@ -16,10 +24,14 @@ import torch.nn.functional as F
 from robaudit.data.audit_data import AuditData
 from robaudit.errors import PreflightError
 from robaudit.models.audit_model import AuditModel
-from robaudit.probes.base import Flag, Severity
+from robaudit.models.messages import one_line
+from robaudit.models.scripted import ScriptedNetwork
+from robaudit.probes.base import Flag, Probe, Severity, needs_input_gradients
 
 PREFLIGHT_SAMPLES = 64
 SOURCE = "preflight"
+# Input sizes tried (one sample each) when the forward pass fails, to suggest a --resize that works.
+USUAL_SIZES: tuple[int, ...] = (8, 28, 32, 64, 96, 128, 224, 256, 299, 384)
 
 
 @dataclass
@@ -31,12 +43,24 @@ class PreflightReport:
         stats: numbers recorded in ``results.json`` under ``preflight``.
         double_backward: ``True``/``False`` when tested (a probe needed it), else ``None``.
         double_backward_error: the error message when it failed.
+        input_gradient_error: why the input gradient is unusable (disconnected, or zero or
+            non-finite on every checked sample), else ``None``.
     """
 
     flags: list[Flag] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     double_backward: bool | None = None
     double_backward_error: str | None = None
+    input_gradient_error: str | None = None
+
+    def skip_reason(self, probe_cls: type[Probe]) -> tuple[str, str] | None:
+        """``(error type, message)`` if the probe cannot run on this model, else ``None``."""
+        if self.input_gradient_error is not None and needs_input_gradients(probe_cls):
+            return "NoInputGradient", (f"it needs input gradients, and {self.input_gradient_error} "
+                                       "(flag zero_input_gradients)")
+        if probe_cls.needs_double_backward and self.double_backward is False:
+            return "NoDoubleBackward", f"the model has no second derivatives: {self.double_backward_error}"
+        return None
 
 
 def run_preflight(model: AuditModel, data: AuditData, device: torch.device, check_double_backward: bool) -> PreflightReport:
@@ -49,7 +73,8 @@ def run_preflight(model: AuditModel, data: AuditData, device: torch.device, chec
         check_double_backward: test second derivatives (a selected probe needs them).
 
     Raises:
-        PreflightError: pixels outside [0, 1], logits of the wrong shape, or NaN/Inf logits.
+        PreflightError: pixels outside [0, 1], a forward pass that raises, logits of the
+            wrong shape, or NaN/Inf logits.
     """
     report = PreflightReport()
     lo, hi = float(data.x.min()), float(data.x.max())
@@ -63,10 +88,14 @@ def run_preflight(model: AuditModel, data: AuditData, device: torch.device, chec
     y = data.y[:PREFLIGHT_SAMPLES].to(device)
 
     seen: dict[str, torch.Tensor] = {}
-    hook = model.net.register_forward_pre_hook(lambda _m, args: seen.setdefault("input", args[0].detach()))
+
+    def record(_module: torch.nn.Module, args: tuple[Any, ...]) -> None:  # returns None: the input is unchanged
+        seen.setdefault("input", args[0].detach())
+
+    hook = model.net.register_forward_pre_hook(record)
     try:
         with torch.no_grad():
-            logits = model(x)
+            logits = _forward(model, x)
             again = model(x)
     finally:
         hook.remove()
@@ -90,33 +119,52 @@ def run_preflight(model: AuditModel, data: AuditData, device: torch.device, chec
             SOURCE,
         ))
 
-    grad = _input_gradient(model, x, y)
-    per_sample = grad.flatten(1).abs().sum(dim=1)
-    bad = int(((per_sample == 0) | ~torch.isfinite(per_sample)).sum())
-    report.stats["zero_or_nonfinite_input_gradients"] = {"count": bad, "of": len(x)}
-    if bad > 0.1 * len(x):
-        report.flags.append(Flag(
-            "zero_input_gradients", Severity.WARNING,
-            f"{bad} of {len(x)} preflight samples have a zero or non-finite input gradient of the loss; "
-            "gradient-based attacks and indicators will understate vulnerability (gradient masking)",
-            SOURCE,
-        ))
-
+    _check_input_gradients(model, x, y, report)
     if check_double_backward:
-        try:
-            _double_backward(model, x[:4], y[:4])
-            report.double_backward = True
-        except RuntimeError as exc:
-            report.double_backward = False
-            report.double_backward_error = str(exc).splitlines()[0]
-            report.flags.append(Flag(
-                "no_double_backward", Severity.ERROR,
-                f"the model does not support second derivatives ({report.double_backward_error}); "
-                "second-order probes cannot run on it",
-                SOURCE,
-            ))
+        _check_double_backward(model, x[:4], y[:4], report)
     report.stats["samples_checked"] = len(x)
     return report
+
+
+def _forward(model: AuditModel, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)``; a model whose forward raises is the user's input, not a robaudit bug."""
+    try:
+        return model(x)
+    except Exception as exc:  # noqa: BLE001 - user code raises anything
+        shape = "×".join(str(s) for s in x.shape[1:])
+        size = _working_size(model, x)
+        if size is not None:
+            h, w = size
+            raise PreflightError(
+                f"the model's forward raised {one_line(exc)} on the audit images ({shape}), but it runs on "
+                f"{h}×{w} images: the images are {x.shape[-2]}×{x.shape[-1]} and the model needs {h}×{w}",
+                fix=f"pass --resize {h if h == w else f'{h}x{w}'} to resize the audit images to {h}×{w}",
+            ) from exc
+        raise PreflightError(
+            f"the model's forward raised {one_line(exc)} on a batch of {len(x)} audit images ({shape})",
+            fix="fix the model's forward, or check --arch, the channels (--convert-channels) and the size (--resize N "
+                "or HxW); rerun with --debug for the traceback",
+        ) from exc
+
+
+def _working_size(model: AuditModel, x: torch.Tensor) -> tuple[int, int] | None:
+    """The first input size, other than x's, on which one sample goes through the model."""
+    wanted = model.data_config.input_size
+    candidates = [tuple(wanted[1:])] if wanted is not None else []
+    candidates += [(s, s) for s in USUAL_SIZES]
+    current = tuple(x.shape[-2:])
+    for size in dict.fromkeys(candidates):
+        if size == current:
+            continue
+        sample = F.interpolate(x[:1], size=size, mode="bilinear", align_corners=False)
+        try:
+            with torch.no_grad():
+                out = model(sample)
+        except Exception:  # noqa: BLE001 - trying sizes: any failure means "not this one"
+            continue
+        if out.ndim == 2 and out.shape == (1, model.num_classes):
+            return size  # type: ignore[return-value]
+    return None
 
 
 def _check_logits(logits: torch.Tensor, num_classes: int, n: int) -> None:
@@ -154,18 +202,84 @@ def _check_network_input(seen: torch.Tensor | None, model: AuditModel, x: torch.
         ))
 
 
-def _input_gradient(model: AuditModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _check_input_gradients(model: AuditModel, x: torch.Tensor, y: torch.Tensor, report: PreflightReport) -> None:
+    """Flag zero or missing input gradients; when none is usable, record why (probes needing them skip)."""
+    grad, disconnected = _input_gradient(model, x, y)
+    if disconnected is not None:
+        bad = len(x)
+        report.input_gradient_error = f"the model's input gradient is disconnected ({disconnected})"
+    else:
+        per_sample = grad.flatten(1).abs().sum(dim=1)
+        bad = int(((per_sample == 0) | ~torch.isfinite(per_sample)).sum())
+        if bad == len(x):
+            report.input_gradient_error = (f"the input gradient of the loss is zero or non-finite on all {bad} "
+                                           "preflight samples")
+    report.stats["zero_or_nonfinite_input_gradients"] = {"count": bad, "of": len(x),
+                                                         "disconnected": disconnected is not None}
+    if report.input_gradient_error is not None:
+        reason = report.input_gradient_error
+        report.flags.append(Flag(
+            "zero_input_gradients", Severity.ERROR,
+            f"{reason}: gradient-based attacks and indicators cannot see this model (gradient masking: "
+            "a detach, no_grad or step function in forward); the probes that need input gradients were skipped",
+            SOURCE,
+        ))
+        report.flags.append(Flag(
+            "attack_gradients_vanish", Severity.ERROR,
+            f"{reason}: every gradient attack would leave every sample unchanged and overstate robust accuracy, "
+            "so the gradient attacks were skipped",
+            SOURCE,
+        ))
+    elif bad > 0.1 * len(x):
+        report.flags.append(Flag(
+            "zero_input_gradients", Severity.WARNING,
+            f"{bad} of {len(x)} preflight samples have a zero or non-finite input gradient of the loss; "
+            "gradient-based attacks and indicators will understate vulnerability (gradient masking)",
+            SOURCE,
+        ))
+
+
+def _input_gradient(model: AuditModel, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, str | None]:
+    """(∇x of the summed cross-entropy, N×C×H×W; why it is disconnected, or ``None``)."""
     x = x.clone().requires_grad_(True)
     with torch.enable_grad():
-        loss = F.cross_entropy(model(x), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
-    return grad.detach()
+        logits = _forward(model, x)
+        loss = F.cross_entropy(logits, y, reduction="sum")
+        if not loss.requires_grad:
+            return torch.zeros_like(x), "the logits have no autograd graph: torch.no_grad() or a detach in forward?"
+        (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
+    if grad is None:
+        return torch.zeros_like(x), "no autograd path from the input to the loss: a detach, no_grad or step function such as (x > 0).float() in forward?"
+    return grad.detach(), None
 
 
-def _double_backward(model: AuditModel, x: torch.Tensor, y: torch.Tensor) -> None:
-    x = x.clone().requires_grad_(True)
+def _check_double_backward(model: AuditModel, x: torch.Tensor, y: torch.Tensor, report: PreflightReport) -> None:
+    """Test a second derivative: through the input, or through the parameters when the input is masked."""
+    wrt = "parameters" if report.input_gradient_error is not None else "input"
+    try:
+        _double_backward(model, x, y, wrt)
+        report.double_backward = True
+        return
+    except RuntimeError as exc:
+        report.double_backward = False
+        report.double_backward_error = str(exc).splitlines()[0]
+    what = ("the TorchScript archive cannot double-backward" if isinstance(model.net, ScriptedNetwork)
+            else "the model does not support second derivatives")
+    report.flags.append(Flag(
+        "no_double_backward", Severity.ERROR,
+        f"{what} (with respect to its {wrt}: {report.double_backward_error}); "
+        "second-order probes (input Hessians, parameter curvature) are skipped",
+        SOURCE,
+    ))
+
+
+def _double_backward(model: AuditModel, x: torch.Tensor, y: torch.Tensor, wrt: str) -> None:
+    x = x.clone().requires_grad_(wrt == "input")
+    params = [p for p in model.parameters() if p.requires_grad]
     with torch.enable_grad():
         loss = F.cross_entropy(model(x), y)
-        (grad,) = torch.autograd.grad(loss, x, create_graph=True)
-        v = torch.ones_like(x)
-        torch.autograd.grad((grad * v).sum(), x)
+        inputs = [x] if wrt == "input" else params
+        grads = [g for g in torch.autograd.grad(loss, inputs, create_graph=True, allow_unused=True) if g is not None]
+        if not grads:
+            raise RuntimeError(f"the loss does not depend on the model's {wrt}")
+        torch.autograd.grad(sum((g * torch.ones_like(g)).sum() for g in grads), inputs, allow_unused=True)

@@ -73,8 +73,82 @@ def test_nondeterminism_flag() -> None:
     assert "nondeterministic_eval" in _flags(AlwaysDropout())
 
 
-def test_zero_gradient_flag_on_a_rounding_layer() -> None:
-    assert _flags(Rounded()) == ["zero_input_gradients"]
+class HalfRounded(Plain):
+    """Rounds the samples whose first pixel is above 0.5: zero input gradient there only."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rounded = (x[:, :1, :1, :1] > 0.5).float()
+        return self.body(rounded * (torch.round(x * 4) / 4) + (1 - rounded) * x)
+
+
+class Detached(Plain):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x.detach())
+
+
+class NoGradInside(Plain):
+    """The first layer runs under no_grad: no input gradient, but the last layer's parameters train."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            h = self.body[:3](x)
+        return self.body[3](h)
+
+
+class Step(Plain):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body((x > 0.5).float())
+
+
+def test_zero_gradient_on_some_samples_is_a_warning() -> None:
+    report = run_preflight(audit_model(HalfRounded(), 4), _data(), CPU, False)
+    (flag,) = report.flags
+    assert (flag.id, flag.severity.value) == ("zero_input_gradients", "warning")
+    assert report.input_gradient_error is None
+    assert 0 < report.stats["zero_or_nonfinite_input_gradients"]["count"] < 40
+
+
+@pytest.mark.parametrize("net", [Rounded(), Detached(), NoGradInside(), Step()], ids=lambda n: type(n).__name__)
+def test_masked_input_gradient_is_an_error_and_skips_input_gradient_probes(net: nn.Module) -> None:
+    from robaudit.probes.registry import ProbeRegistry
+
+    report = run_preflight(audit_model(net, 4), _data(), CPU, check_double_backward=True)
+    assert [(f.id, f.severity.value) for f in report.flags] == [
+        ("zero_input_gradients", "error"), ("attack_gradients_vanish", "error")]
+    disconnected = not isinstance(net, Rounded)
+    assert report.stats["zero_or_nonfinite_input_gradients"] == {"count": 40, "of": 40, "disconnected": disconnected}
+    assert report.double_backward is True  # parameter curvature still has its second derivatives
+    registry = ProbeRegistry(autoload_plugins=False)
+    skipped = {name for name in registry.names() if report.skip_reason(registry.get(name)) is not None}
+    assert {"attack.fgsm", "attack.pgd_linf", "attack.min_eps", "geometry.gradients", "geometry.input_hessian",
+            "geometry.surfaces"} <= skipped
+    assert not skipped & {"clean", "calibration", "attack.worst_case", "curvature.topk", "curvature.trace"}
+    kind, message = report.skip_reason(registry.get("attack.fgsm"))
+    assert kind == "NoInputGradient" and "needs input gradients" in message
+
+
+def test_a_forward_that_raises_is_bad_input() -> None:
+    class Raises(Plain):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise ValueError("no model here")
+
+    with pytest.raises(PreflightError, match=r"the model's forward raised ValueError: no model here"):
+        run_preflight(audit_model(Raises(), 4), _data(), CPU, False)
+
+
+def test_a_size_mismatch_names_the_size_that_works() -> None:
+    class EightByEight(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.flatten(1))
+
+    with pytest.raises(PreflightError) as err:
+        run_preflight(audit_model(EightByEight(), 4), _data(), CPU, False)  # 4×4 images
+    assert "the images are 4×4 and the model needs 8×8" in err.value.message
+    assert err.value.fix.startswith("pass --resize 8 ")
 
 
 def test_missing_double_backward_is_flagged_only_when_asked() -> None:

@@ -6,6 +6,10 @@ comparison has only saved results, so the path is a fresh, small audit: run A's 
 ``curvature.landscape`` and ``interpolate_to`` = run B's checkpoint. Loading goes through the same
 safe loader as ``robaudit run``; a run that was audited with ``--trust-checkpoint`` is *not*
 trusted again unless ``compare --trust-checkpoint`` says so.
+
+A results file is data: robaudit never imports code because one names it. The saved
+architecture is reused only when it is a ``timm:``/``torchvision:`` name; a run audited with
+``--arch file.py:Class`` or ``package.module:Class`` needs ``compare --arch`` again.
 """
 from __future__ import annotations
 
@@ -14,21 +18,36 @@ from pathlib import Path
 from typing import Any
 
 from robaudit.config import AuditConfig, config_from_mapping
-from robaudit.errors import UsageError
+from robaudit.errors import ModelLoadError, UsageError
+from robaudit.models.arch_spec import BUILDER_PREFIXES, ArchSpec, parse_trusted_name
+from robaudit.models.checkpoint import refuse_untrusted_code
 
 LANDSCAPE = "curvature.landscape"
 SAVED_ONLY = ("out", "resume", "probes", "probe_config", "report", "trust_checkpoint", "model")
 
 
-def _resolve(spec: str | None, working_directory: str | None) -> str | None:
-    """A relative architecture-file spec (``dir/file.py:Class``) made absolute against the run's directory."""
-    if not spec or working_directory is None or ":" not in spec:
-        return spec
-    file, _, cls = spec.rpartition(":")
-    if not file.endswith(".py") or Path(file).is_absolute():
-        return spec
-    candidate = Path(working_directory) / file
-    return f"{candidate}:{cls}" if candidate.is_file() else spec
+def _arch(saved: object, cli_arch: str | None, label: str) -> str | None:
+    """The path audit's architecture: ``compare --arch``, else the saved one if it names no code.
+
+    Raises:
+        UsageError: the saved architecture is a Python file or module (or not a string) and
+            ``--arch`` was not given.
+    """
+    if cli_arch is not None:
+        return cli_arch
+    if saved is None:
+        return None  # inferred from the checkpoint itself, by the loader's own safe rules
+    if isinstance(saved, str) and any(saved.strip().startswith(p + ":") for p in BUILDER_PREFIXES):
+        try:
+            spec = parse_trusted_name(saved, f"run {label}'s saved architecture")
+        except ModelLoadError:
+            spec = None
+        if isinstance(spec, ArchSpec):
+            return str(spec)
+    raise UsageError(f"--loss-path: run {label} was audited with architecture {str(saved)[:200]!r}, and robaudit "
+                     "never imports code named by a results file",
+                     fix="pass the architecture again on the command line: robaudit compare ... --arch "
+                         "path/to/file.py:ClassName (or timm:NAME / torchvision:NAME)")
 
 
 def _checkpoint(results: dict[str, Any], label: str) -> str:
@@ -40,11 +59,17 @@ def _checkpoint(results: dict[str, Any], label: str) -> str:
 
 
 def path_config(run_a: dict[str, Any], run_b: dict[str, Any], labels: tuple[str, str], out: Path, *,
-                trust_checkpoint: bool, threads: int | None, points: int) -> AuditConfig:
+                trust_checkpoint: bool, threads: int | None, points: int, arch: str | None = None) -> AuditConfig:
     """The audit configuration that draws the path from run A's checkpoint to run B's.
 
+    Args:
+        arch: the architecture given on the command line (``compare --arch``); required when
+            run A's saved architecture names a Python file or module.
+
     Raises:
-        UsageError: the runs audit different architectures or datasets, or a checkpoint is missing.
+        UsageError: the runs audit different architectures or datasets, a checkpoint is missing,
+            run A's architecture is code and ``arch`` is not given, or a checkpoint is a
+            TorchScript archive and ``trust_checkpoint`` is false.
     """
     if run_a["model"]["arch"] != run_b["model"]["arch"]:
         raise UsageError(f"--loss-path: runs {labels[0]} and {labels[1]} have different architectures "
@@ -57,20 +82,22 @@ def path_config(run_a: dict[str, Any], run_b: dict[str, Any], labels: tuple[str,
     cwd = run_a.get("environment", {}).get("working_directory")
     known = {f.name for f in dataclasses.fields(AuditConfig)}
     values = {k: v for k, v in saved.items() if k in known and k not in SAVED_ONLY}
-    values["arch"] = _resolve(values.get("arch"), cwd)
+    values["arch"] = _arch(values.get("arch"), arch, labels[0])
     if values.get("data_dir") and cwd and not Path(values["data_dir"]).is_absolute():
         values["data_dir"] = str(Path(cwd) / values["data_dir"])
     if threads is not None:
         values["threads"] = threads
-    values.update(model=_checkpoint(run_a, labels[0]), out=str(out), probes=[LANDSCAPE], report=True,
-                  trust_checkpoint=trust_checkpoint,
-                  probe_config={LANDSCAPE: {"interpolate_to": _checkpoint(run_b, labels[1]), "points": points,
-                                            "plane_points": 3}})
+    model, other = _checkpoint(run_a, labels[0]), _checkpoint(run_b, labels[1])
+    for path in (model, other):  # before the path audit starts, not when curvature.landscape reaches B
+        refuse_untrusted_code(path, trust_checkpoint)
+    values.update(model=model, out=str(out), probes=[LANDSCAPE], report=True, trust_checkpoint=trust_checkpoint,
+                  probe_config={LANDSCAPE: {"interpolate_to": other, "points": points, "plane_points": 3}})
     return config_from_mapping(values)
 
 
 def loss_path(run_a: dict[str, Any], run_b: dict[str, Any], labels: tuple[str, str], out: Path, *,
-              trust_checkpoint: bool = False, threads: int | None = None, points: int = 21) -> dict[str, Any]:
+              trust_checkpoint: bool = False, threads: int | None = None, points: int = 21,
+              arch: str | None = None) -> dict[str, Any]:
     """Audit the path from run A's checkpoint to run B's and return it for ``compare.json``.
 
     Returns:
@@ -82,7 +109,8 @@ def loss_path(run_a: dict[str, Any], run_b: dict[str, Any], labels: tuple[str, s
     """
     from robaudit.engine import run_audit
 
-    config = path_config(run_a, run_b, labels, out, trust_checkpoint=trust_checkpoint, threads=threads, points=points)
+    config = path_config(run_a, run_b, labels, out, trust_checkpoint=trust_checkpoint, threads=threads, points=points,
+                         arch=arch)
     outcome = run_audit(config, quiet=True, command=["robaudit", "compare", "--loss-path", *labels])
     entry = outcome.results["probes"][LANDSCAPE]
     if entry["status"] != "ok":

@@ -71,7 +71,8 @@ def model_and_data_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="timm:NAME | torchvision:NAME | path/file.py:Class | package.module:Class."),
         click.option("--arch-kwargs", default=None, metavar="JSON", help="Keyword arguments for the architecture, as a JSON object."),
         click.option("--trust-checkpoint", is_flag=True, default=False,
-                     help="Allow unpickling a full pickled nn.Module. This runs code from the file: only for checkpoints you trust."),
+                     help="Allow unpickling a full pickled nn.Module or loading a TorchScript archive. This runs code from "
+                          "the file: only for checkpoints you trust."),
         click.option("--non-strict/--strict", default=False, show_default=True,
                      help="Load despite missing/unexpected/mis-shaped keys (recorded as a warning)."),
         click.option("--ema/--no-ema", default=False, show_default=True, help="Use the EMA weights (state_dict_ema)."),
@@ -154,6 +155,9 @@ def config_from_cli(params: dict[str, Any], file_probe_config: dict[str, dict[st
     values["probes"] = [p.strip() for p in probes.split(",") if p.strip()] if probes else None
     other = values.pop("interpolate_to", None)
     if other is not None:
+        from robaudit.models.checkpoint import refuse_untrusted_code
+
+        refuse_untrusted_code(other, bool(values.get("trust_checkpoint")))  # before the audit, not after it
         probe_config.setdefault(LANDSCAPE, {})["interpolate_to"] = str(other)
         if values["probes"] is None:
             values["probes"] = ["standard"]

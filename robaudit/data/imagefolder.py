@@ -7,7 +7,7 @@ are decoded as RGB. Only the selected samples are decoded.
 Pixels are prepared for the model the way timm evaluates: with the model's
 :class:`~robaudit.models.audit_model.DataConfig` giving an input size (H, W), each image is
 resized to ``int(size / crop_pct)`` with the configured interpolation (the shorter side
-when H == W) and centre-cropped to (H, W). An explicit ``--resize H W`` resizes each
+when H == W) and centre-cropped to (H, W). An explicit ``--resize HxW`` resizes each
 image to exactly (H, W) instead. Without either, all selected images must share one
 size. No normalisation is applied: the audit model applies its own mean/std.
 """
@@ -98,7 +98,7 @@ def build_transform(
         if not 0.0 < crop_pct <= 1.0:
             raise DataError(
                 f"the model's crop_pct is {crop_pct}, outside (0, 1]",
-                fix="fix crop_pct in the model's data config, or pass --resize H W",
+                fix="fix crop_pct in the model's data config, or pass --resize N or HxW",
             )
         try:
             mode = T.InterpolationMode(data_config.interpolation)
@@ -106,7 +106,7 @@ def build_transform(
             choices = ", ".join(m.value for m in T.InterpolationMode)
             raise DataError(
                 f"unknown interpolation {data_config.interpolation!r} in the model's data config (known: {choices})",
-                fix="fix the interpolation in the model's data config, or pass --resize H W",
+                fix="fix the interpolation in the model's data config, or pass --resize N or HxW",
             ) from exc
         if h == w:
             scale: int | tuple[int, int] = int(h / crop_pct)
@@ -144,7 +144,7 @@ def load_images(
                 raise DataError(
                     f"images in {opened.root} differ in size: {first[0]} is {first[1][0]}×{first[1][1]} but "
                     f"{path} is {image.shape[-2]}×{image.shape[-1]} (H×W), and the model gives no input size",
-                    fix="pass --resize H W to resize every image",
+                    fix="pass --resize N or HxW to resize every image",
                 )
         images.append(image)
     return torch.stack(images).to(torch.float32)

@@ -148,7 +148,7 @@ def load_data(
         if tuple(x.shape[-2:]) != want:
             msg = (
                 f"images are {x.shape[-2]}×{x.shape[-1]} but the model's data config expects "
-                f"{want[0]}×{want[1]}; pass --resize {want[0]} {want[1]} to match"
+                f"{want[0]}×{want[1]}; pass --resize {want[0] if want[0] == want[1] else f'{want[0]}x{want[1]}'} to match"
             )
             logger.warning("%s", msg)
             warnings.append(msg)

@@ -161,5 +161,5 @@ def _check_resize(resize: tuple[int, int] | None) -> None:
     if not ok:
         raise DataError(
             f"the resize target must be two positive integers (H, W), got {resize!r}",
-            fix="pass --resize H W, e.g. --resize 32 32",
+            fix="pass --resize N or HxW, e.g. --resize 32 or --resize 32x48",
         )

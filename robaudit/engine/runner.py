@@ -253,10 +253,10 @@ def _run_one(sel: _Selected, config: AuditConfig, registry: ProbeRegistry, model
         "summary": {}, "higher_is_better": _nest_hib(sel.cls.higher_is_better), "artifacts": {},
         "notes": [], "per_sample_columns": [], "columns": {}, "error": None,
     }
-    if sel.cls.needs_double_backward and preflight.double_backward is False:
+    skip = preflight.skip_reason(sel.cls)
+    if skip is not None:
         entry["status"] = "skipped"
-        entry["error"] = {"type": "NoDoubleBackward", "internal": False,
-                          "message": f"the model has no second derivatives: {preflight.double_backward_error}"}
+        entry["error"] = {"type": skip[0], "internal": False, "message": skip[1]}
         log.warning("probe %s skipped: %s", sel.name, entry["error"]["message"])
         return entry, None
 

@@ -7,11 +7,14 @@ Formats (detected from the file's bytes, then its suffix):
   ``model_state_dict`` (or EMA weights under ``state_dict_ema`` …) next to metadata such
   as ``arch``, ``mean`` and ``std``;
 * ``safetensors``: tensors plus string metadata (``arch``; ``mean``/``std`` as JSON lists);
-* ``torchscript``: a ``torch.jit.save`` archive (a zip with ``code/`` and ``constants.pkl``);
+* ``torchscript``: a ``torch.jit.save`` archive (a zip with ``code/`` and ``constants.pkl``),
+  only with ``--trust-checkpoint``: loading one runs the code it contains;
 * ``pickled_module``: a whole pickled ``nn.Module``, only with ``--trust-checkpoint``.
 
 ``torch.load`` always runs with ``weights_only=True`` first, which cannot execute code;
 the unrestricted unpickler runs only when the user opted in and the safe one refused.
+A TorchScript archive is recognised from its zip layout, whatever the file is called, and
+refused before ``torch.jit.load`` (whose ``__setstate__`` methods run on load) unless trusted.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import hashlib
 import json
 import logging
 import pickle
+import pickletools
 import re
 import warnings
 import zipfile
@@ -123,12 +127,16 @@ def read_checkpoint(source: str | Path, trust: bool = False, use_ema: bool = Fal
         raise ModelLoadError(f"checkpoint file '{source}' is empty", fix="re-save or re-download the checkpoint")
     with path.open("rb") as handle:
         head = handle.read(16)
+    is_zip = head.startswith(b"PK")
+    scripted = is_zip and is_torchscript_archive(path)
+    if scripted and not trust:
+        raise _refuse_torchscript(path)
     sha = file_sha256(path)
 
-    if _looks_like_safetensors(head, n_bytes) or path.suffix == ".safetensors":
-        ckpt = _read_safetensors(path, sha, n_bytes)
-    elif head.startswith(b"PK") and _is_torchscript_zip(path):
+    if scripted:
         ckpt = _read_torchscript(path, sha, n_bytes)
+    elif _looks_like_safetensors(head, n_bytes) or (path.suffix == ".safetensors" and not is_zip):
+        ckpt = _read_safetensors(path, sha, n_bytes)
     else:
         obj, unrestricted = _torch_load(path, trust)
         if obj is _TORCHSCRIPT:
@@ -189,17 +197,52 @@ def _looks_like_safetensors(head: bytes, n_bytes: int) -> bool:
     return 0 < header_len < n_bytes and head[8:9] == b"{"
 
 
-def _is_torchscript_zip(path: Path) -> bool:
+def is_torchscript_archive(path: Path) -> bool:
+    """Whether ``path`` is a ``torch.jit.save`` archive, judged from its zip layout (never its name).
+
+    ``torch.save`` writes ``ARCHIVE/data.pkl``, ``ARCHIVE/data/N``, ``ARCHIVE/version``;
+    ``torch.jit.save`` adds compiled code under ``ARCHIVE/code/`` and ``ARCHIVE/constants.pkl``
+    (the record ``torch.load`` itself tests). Old TorchScript files hold ``model.json``.
+    A zip that Python cannot list is left to ``torch.load``, which refuses TorchScript under
+    ``weights_only=True`` (see :func:`_torch_load`).
+    """
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except zipfile.BadZipFile:
-        return False  # torch.load reports the corruption
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
     for name in names:
         parts = name.split("/")
-        if len(parts) >= 2 and (parts[1] == "code" or parts[-1] == "constants.pkl"):
+        if len(parts) >= 2 and ("code" in parts[1:-1] or parts[-1] in ("constants.pkl", "model.json")):
             return True
     return False
+
+
+def refuse_untrusted_code(source: str | Path, trust: bool) -> None:
+    """Refuse a checkpoint that would run code when loaded, without loading it.
+
+    Used where a checkpoint is named long before it is read (``run --interpolate-to``,
+    ``compare --loss-path``), so the audit does not run for an hour first.
+
+    Raises:
+        ModelLoadError: ``source`` is a TorchScript archive and ``trust`` is false.
+    """
+    path = Path(source).expanduser()
+    if trust or not path.is_file():
+        return
+    with path.open("rb") as handle:
+        is_zip = handle.read(2) == b"PK"
+    if is_zip and is_torchscript_archive(path):
+        raise _refuse_torchscript(path)
+
+
+def _refuse_torchscript(path: Path) -> ModelLoadError:
+    return ModelLoadError(
+        f"refusing to load checkpoint '{path.name}': it is a TorchScript archive, and a TorchScript archive "
+        "contains code that runs when it is loaded (and on every forward pass)",
+        fix="if you trust where the file came from, pass --trust-checkpoint; better, save model.state_dict() "
+        "(or safetensors) and pass the architecture with --arch",
+    )
 
 
 def _read_safetensors(path: Path, sha: str, n_bytes: int) -> Checkpoint:
@@ -253,12 +296,15 @@ def _torch_load(path: Path, trust: bool) -> tuple[Any, bool]:
         unpickler was used.
     """
     try:
-        with torch.serialization.safe_globals(_SAFE_EXTRA_GLOBALS):
+        with torch.serialization.safe_globals(_SAFE_EXTRA_GLOBALS), warnings.catch_warnings():
+            # legacy files saved with a pickle protocol other than 2 make torch warn on two lines
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True), False
     except pickle.UnpicklingError as exc:
         offending = _unsafe_globals(path, exc)
-        if not offending:
-            raise _corrupt(path, "PyTorch", exc) from exc
+        legacy_protocol = _unsupported_legacy_protocol(path, exc)
+        if not offending and not (trust and legacy_protocol):
+            raise _unreadable_pickle(path, exc, legacy_protocol) from exc
         if not trust:
             modules = [g for g in offending if g.startswith("torch.nn.") or ".models." in g]
             what = "a pickled nn.Module" if modules else "pickled Python objects"
@@ -269,7 +315,9 @@ def _torch_load(path: Path, trust: bool) -> tuple[Any, bool]:
                 "model.state_dict() (or safetensors) and pass the architecture with --arch",
             ) from exc
     except RuntimeError as exc:
-        if "TorchScript" in str(exc):
+        if "TorchScript" in str(exc):  # torch.load found constants.pkl where Python's zipfile could not
+            if not trust:
+                raise _refuse_torchscript(path) from exc
             return _TORCHSCRIPT, False
         raise _corrupt(path, "PyTorch", exc) from exc
     except Exception as exc:  # noqa: BLE001 - truncated files raise EOFError, KeyError …
@@ -286,7 +334,11 @@ def _torch_load(path: Path, trust: bool) -> tuple[Any, bool]:
         ) from exc
 
 
-_GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")
+# torch's weights-only unpickler names the global it refused in one of these phrasings.
+_GLOBAL_RES = (
+    re.compile(r"GLOBAL ([\w.]+) was not an allowed global"),
+    re.compile(r"unsupported GLOBAL ([\w.]+) whose module [\w.]+ is blocked"),
+)
 
 
 def _unsafe_globals(path: Path, exc: BaseException) -> list[str]:
@@ -295,12 +347,84 @@ def _unsafe_globals(path: Path, exc: BaseException) -> list[str]:
     try:
         found = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except Exception:  # noqa: BLE001 - legacy (non-zip) files are not supported there
-        found = []
-    for name in _GLOBAL_RE.findall(str(exc)):
+        found = [g for g in _legacy_globals(path) if not _legacy_global_is_data(g)]
+    for name in (n for pattern in _GLOBAL_RES for n in pattern.findall(str(exc))):
         if name not in found:
             found.insert(0, name)
     allowed = {f"{g.__module__}.{g.__qualname__}" for g in _SAFE_EXTRA_GLOBALS}
     return [g for g in found if g not in allowed]
+
+
+_STRING_PUSH = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8"}
+_LEGACY_PICKLES = 4  # magic number, protocol version, sys info, then the saved object
+
+
+def _legacy_globals(path: Path) -> list[str]:
+    """Globals named by a legacy (non-zip) ``torch.save`` file, decoded by ``pickletools`` (never executed).
+
+    torch's weights-only unpickler cannot read protocol-4 legacy files at all (it stops at the
+    first ``FRAME``), so it cannot say which global made a file unsafe; this walk can.
+    ``STACK_GLOBAL`` operands are followed through string pushes and the memo.
+    """
+    found: list[str] = []
+    try:
+        with path.open("rb") as handle:
+            for _ in range(_LEGACY_PICKLES):
+                memo: dict[int, str | None] = {}
+                pushed: list[str | None] = []
+                for opcode, arg, _pos in pickletools.genops(handle):
+                    name = opcode.name
+                    if name == "GLOBAL":
+                        found.append(str(arg).replace(" ", "."))
+                    elif name == "STACK_GLOBAL" and len(pushed) >= 2 and None not in pushed[-2:]:
+                        found.append(f"{pushed[-2]}.{pushed[-1]}")
+                    if name in _STRING_PUSH:
+                        pushed.append(str(arg))
+                    elif name in ("BINGET", "LONG_BINGET", "GET"):
+                        pushed.append(memo.get(int(arg)))
+                    elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                        memo[int(arg)] = pushed[-1] if pushed else None
+                    elif name == "MEMOIZE":
+                        memo[len(memo)] = pushed[-1] if pushed else None
+                    elif name not in ("FRAME", "PROTO"):
+                        pushed = []
+    except Exception:  # noqa: BLE001 - a damaged stream: name what was found before the damage
+        pass
+    return list(dict.fromkeys(found))
+
+
+def _legacy_global_is_data(name: str) -> bool:
+    """Whether a legacy file's global is one a plain state dict needs (storages, tensor rebuilds)."""
+    module, _, attr = name.rpartition(".")
+    return (
+        module == "torch" and (attr.endswith("Storage") or attr in ("Size", "device", "dtype"))
+        or module == "torch._utils" and attr.startswith("_rebuild_")
+        or module in ("builtins", "__builtin__") and attr in _PLAIN_BUILTINS
+        or name in ("collections.OrderedDict", "argparse.Namespace")
+    )
+
+
+_PLAIN_BUILTINS = {"set", "frozenset", "dict", "list", "tuple", "int", "float", "complex", "bool", "str", "bytearray", "slice"}
+
+
+def _unsupported_legacy_protocol(path: Path, exc: BaseException) -> int | None:
+    """The pickle protocol of a legacy file that torch's weights-only unpickler cannot decode, else ``None``."""
+    with path.open("rb") as handle:
+        head = handle.read(2)
+    if len(head) == 2 and head[0] == 0x80 and head[1] > 2 and "Unsupported operand" in str(exc):
+        return head[1]
+    return None
+
+
+def _unreadable_pickle(path: Path, exc: BaseException, legacy_protocol: int | None) -> ModelLoadError:
+    """The error for a pickle the safe unpickler could not read and that names no unsafe global."""
+    if legacy_protocol is not None:
+        return ModelLoadError(
+            f"cannot read checkpoint '{path.name}' safely: it is a legacy (non-zip) torch.save file written with "
+            f"pickle protocol {legacy_protocol}, which torch's weights-only loader cannot read",
+            fix="re-save it with torch.save's default (zip) format, or pass --trust-checkpoint if you trust where it came from",
+        )
+    return _corrupt(path, "PyTorch", exc)
 
 
 def _corrupt(path: Path, kind: str, exc: BaseException) -> ModelLoadError:

@@ -27,6 +27,7 @@ from robaudit.models.custom_arch import accepts_num_classes, build_custom, resol
 from robaudit.models.messages import hint, one_line
 from robaudit.models.normalisation import Candidate, resolve_normalisation
 from robaudit.models.request import ModelRequest
+from robaudit.models.scripted import ScriptedNetwork
 from robaudit.models.second_order import disable_fused_attention, swap_second_order_modules, torchscript_blockers
 from robaudit.models.state_matching import compare_keys, load_weights
 
@@ -154,7 +155,8 @@ def _resolve_network(request: ModelRequest, dataset: DatasetInfo, report: LoadRe
             report.warnings.append(
                 f"{' and '.join(ignored)} ignored: the {ckpt.format} checkpoint carries its own architecture"
             )
-        return _Resolved(ckpt.module, ckpt.format, checkpoint=ckpt)
+        net = ScriptedNetwork(ckpt.module) if ckpt.format == "torchscript" else ckpt.module
+        return _Resolved(net, ckpt.format, checkpoint=ckpt)
 
     state_dict = ckpt.state_dict or {}
     built, arch_source = _build_for_checkpoint(request, ckpt, state_dict, kwargs, dataset)
@@ -188,12 +190,12 @@ def _prepare_second_order(resolved: _Resolved, second_order: bool, report: LoadR
     if not second_order:
         return [], fused
     net = resolved.net
-    if isinstance(net, torch.jit.ScriptModule):
+    if isinstance(net, ScriptedNetwork):
         blockers = torchscript_blockers(net)
         if blockers:
             report.warnings.append(
                 f"TorchScript model has Hardsigmoid modules ({', '.join(blockers[:3])}) that cannot be swapped; "
-                "second-order probes will fail on it (load a state dict with --arch instead)"
+                "second-order probes will be skipped if it cannot double-backward (load a state dict with --arch instead)"
             )
         return [], False
     swaps = swap_second_order_modules(net)
@@ -395,8 +397,8 @@ def _data_config(
 
 
 def _module_arch(net: nn.Module, arch_source: str) -> str:
-    if arch_source == "torchscript":
-        return f"torchscript:{getattr(net, 'original_name', type(net).__name__)}"
+    if isinstance(net, ScriptedNetwork):
+        return f"torchscript:{getattr(net.scripted, 'original_name', type(net.scripted).__name__)}"
     return f"{type(net).__module__}:{type(net).__qualname__}"
 
 

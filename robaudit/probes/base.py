@@ -191,6 +191,10 @@ class Probe:
         needs_grad: whether ``run`` needs autograd (the engine enables it).
         needs_double_backward: whether the model must support second derivatives; the
             loader then builds timm models with fused attention off.
+        needs_input_grad: whether ``run`` differentiates with respect to the input pixels
+            (attacks, input geometry); ``None`` (the default) means the same as ``needs_grad``.
+            Probes that only need parameter gradients (curvature) set ``False``. The engine
+            skips such probes when preflight finds the model's input gradient disconnected.
         higher_is_better: for each summary path (tuple of keys), whether higher is better.
             The gate reads this to orient relative rules.
         standard: whether the probe is in the default audit set.
@@ -210,6 +214,7 @@ class Probe:
     description: ClassVar[str]
     needs_grad: ClassVar[bool] = False
     needs_double_backward: ClassVar[bool] = False
+    needs_input_grad: ClassVar[bool | None] = None
     higher_is_better: ClassVar[Mapping[tuple[str, ...], bool]] = {}
     standard: ClassVar[bool] = False
     order: ClassVar[int] = 100
@@ -231,6 +236,12 @@ class Probe:
     def report_context(cls, entry: Mapping[str, Any], results: Mapping[str, Any]) -> dict[str, Any]:
         """Extra template variables for :attr:`report_template` (figures, tables), from saved results only."""
         return {}
+
+
+def needs_input_gradients(probe_cls: type[Probe]) -> bool:
+    """Whether a probe differentiates with respect to the input pixels (see ``Probe.needs_input_grad``)."""
+    declared = getattr(probe_cls, "needs_input_grad", None)
+    return bool(probe_cls.needs_grad if declared is None else declared)
 
 
 def validate_probe_class(obj: object) -> list[str]:

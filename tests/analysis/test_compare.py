@@ -84,7 +84,7 @@ def test_loss_path_between_compared_checkpoints_has_the_closed_form(three_runs: 
 
     out = tmp_path / "zoo"
     code = main(["compare", *map(str, three_runs), "--out", str(out), "--loss-path", "run0", "run1",
-                 "--threads", str(THREADS), "-q"])
+                 "--arch", DEMO_ARCH, "--threads", str(THREADS), "-q"])
     assert code == 0
     c = json.loads((out / "compare.json").read_text())
     (path,) = c["loss_paths"]
@@ -117,6 +117,6 @@ def test_a_failing_loss_path_keeps_the_written_comparison(three_runs: list[Path]
     results = json.loads((runs[1] / "results.json").read_text())
     results["model"]["checkpoint_path"] = str(tmp_path / "gone.safetensors")
     (runs[1] / "results.json").write_text(json.dumps(results))
-    code = main(["compare", *map(str, runs), "--out", str(tmp_path / "c"), "--loss-path", "a", "b"])
+    code = main(["compare", *map(str, runs), "--out", str(tmp_path / "c"), "--loss-path", "a", "b", "--arch", DEMO_ARCH])
     assert code == 2
     assert (tmp_path / "c" / "compare.html").is_file() and (tmp_path / "c" / "compare.json").is_file()

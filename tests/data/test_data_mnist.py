@@ -133,4 +133,4 @@ def test_size_differing_from_model_is_recorded(tmp_path: Path, rng: np.random.Ge
     write_mnist(tmp_path, "MNIST", test=_digits(rng, 10))
     audit = load_data(DataRequest("mnist", data_dir=tmp_path), model_channels=1, data_config=DataConfig((1, 32, 32)))
     assert audit.x.shape[-2:] == (28, 28)
-    assert "--resize 32 32" in audit.provenance["warnings"][0]
+    assert "--resize 32 to match" in audit.provenance["warnings"][0]

@@ -42,8 +42,8 @@ def test_sources_resolve_to_their_kind(tmp_path: Path) -> None:
         (DataRequest("digits", n_samples=0), "positive integer, got 0", "--n-samples"),
         (DataRequest("digits", n_samples=-5), "positive integer, got -5", "--n-samples"),
         (DataRequest("digits", convert_channels="grey"), "did you mean 'gray'", "--convert-channels gray"),
-        (DataRequest("digits", resize=(32,)), "two positive integers", "--resize H W"),
-        (DataRequest("digits", resize=(0, 32)), "two positive integers", "--resize H W"),
+        (DataRequest("digits", resize=(32,)), "two positive integers", "--resize N or HxW"),
+        (DataRequest("digits", resize=(0, 32)), "two positive integers", "--resize N or HxW"),
     ],
 )
 def test_bad_requests_are_explained(request_: DataRequest, in_message: str, in_fix: str) -> None:

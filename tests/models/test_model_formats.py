@@ -186,13 +186,14 @@ def test_torchscript_archive(tmp_path, tiny_module, plain_info):
     ref = seeded_tiny(tiny_module)
     path = tmp_path / "scripted.pt"
     save_torchscript(ref, path)
-    model = load_model(ModelRequest(source=str(path)), plain_info)
+    model = load_model(ModelRequest(source=str(path), trust_checkpoint=True), plain_info)
     prov = model.provenance
     assert prov.load_report.format == "torchscript"
     assert prov.arch_source == "torchscript"
+    assert prov.arch == "torchscript:TinyNet"
     assert prov.num_classes == 10 and prov.num_classes_source == "checkpoint"
     assert model.in_channels == 3
-    assert_same_weights(model.net, ref.state_dict())
+    assert_same_weights(model.net.scripted, ref.state_dict())
     _check_logits(model, ref)
 
 
@@ -200,7 +201,7 @@ def test_torchscript_ignores_arch_with_warning(tmp_path, tiny_arch, tiny_module,
     ref = seeded_tiny(tiny_module)
     path = tmp_path / "scripted.pt"
     save_torchscript(ref, path)
-    model = load_model(_request(path, tiny_arch), plain_info)
+    model = load_model(_request(path, tiny_arch, trust_checkpoint=True), plain_info)
     assert model.provenance.load_report.format == "torchscript"
     assert any("--arch" in w and "ignored" in w for w in model.provenance.load_report.warnings)
 

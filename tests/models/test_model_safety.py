@@ -101,12 +101,26 @@ def test_trust_flag_does_not_unpickle_plain_state_dicts_unsafely(tmp_path, tiny_
     assert not any("without weights_only" in w for w in model.provenance.load_report.warnings)
 
 
-def test_torchscript_needs_no_trust(tmp_path, tiny_module, plain_info):
-    path = tmp_path / "scripted.pt"
+@pytest.mark.parametrize("name", ["scripted.pt", "scripted.safetensors", "scripted.bin", "scripted"])
+def test_torchscript_needs_trust_whatever_its_name(tmp_path, tiny_module, plain_info, name):
+    path = tmp_path / name
     save_torchscript(seeded_tiny(tiny_module), path)
-    model = load_model(ModelRequest(source=str(path)), plain_info)
+    with pytest.raises(ModelLoadError) as err:
+        load_model(ModelRequest(source=str(path)), plain_info)
+    assert "TorchScript archive contains code that runs when it is loaded" in err.value.message
+    assert "--trust-checkpoint" in err.value.fix
+    model = load_model(ModelRequest(source=str(path), trust_checkpoint=True), plain_info)
     assert model.provenance.load_report.format == "torchscript"
-    assert model.provenance.trusted_pickle is False
+    assert model.provenance.trusted_pickle is True
+
+
+def test_torch_save_archives_are_not_mistaken_for_torchscript(tmp_path, tiny_module):
+    from robaudit.models.checkpoint import is_torchscript_archive
+
+    plain, scripted = tmp_path / "code.pt", tmp_path / "s.pt"
+    torch.save(seeded_tiny(tiny_module).state_dict(), plain)  # archive folder named "code/"
+    save_torchscript(seeded_tiny(tiny_module), scripted)
+    assert (is_torchscript_archive(plain), is_torchscript_archive(scripted)) == (False, True)
 
 
 def test_checkpoint_metadata_cannot_choose_a_file_to_import(tmp_path, tiny_module, plain_info):

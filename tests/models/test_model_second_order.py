@@ -128,6 +128,6 @@ def test_torchscript_hardsigmoid_cannot_be_swapped_and_says_so(tmp_path, plain_i
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Hardsigmoid(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
     path = tmp_path / "scripted.pt"
     save_torchscript(net.eval(), path)
-    model = load_model(ModelRequest(source=str(path), second_order=True), plain_info)
+    model = load_model(ModelRequest(source=str(path), second_order=True, trust_checkpoint=True), plain_info)
     assert model.provenance.module_swaps == []
     assert any("cannot be swapped" in w for w in model.provenance.load_report.warnings)

@@ -114,6 +114,7 @@ class CurvatureProbe(Probe):
 
     needs_grad = True
     needs_double_backward = True
+    needs_input_grad = False  # parameter Hessians: a model masked at its input still has them
 
     def _sets(self, ctx: ProbeContext, specs: list[str]) -> list[SampleSet]:
         return resolve_sets(ctx, specs, self.config.train_samples)

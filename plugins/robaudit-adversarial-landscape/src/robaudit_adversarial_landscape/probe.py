@@ -110,6 +110,7 @@ class AdversarialLandscape(CurvatureProbe):
                    "PGD perturbations at θ ± a·v, v = top eigenvector or random (Liu et al. 2020)")
     standard = False
     order = 35
+    needs_input_grad = True  # PGD inside: unlike the other curvature probes it needs input gradients
     higher_is_better: ClassVar = {
         ("lambda_max",): False, ("lambda_max_clean",): False, ("lambda_max_growth",): False,
         ("adv_loss",): False, ("adv_error",): False,
