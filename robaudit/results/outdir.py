@@ -64,7 +64,7 @@ def claim_out_dir(out_dir: Path, *, resume: bool = False, overwrite: bool = Fals
     try:
         store.make_dirs(out_dir)
         lock_created = not lock_path.exists()
-        lock = _lock(out_dir, lock_path)
+        lock = _lock(out_dir, lock_path, remove_on_error=lock_created)
         store.check_writable(out_dir)
         found = audit_files(out_dir)
         if found and not resume:
@@ -84,6 +84,9 @@ def claim_out_dir(out_dir: Path, *, resume: bool = False, overwrite: bool = Fals
         yield out_dir
     finally:
         try:
+            if lock is not None:
+                with suppress(OSError):
+                    os.truncate(lock_path, 0)  # the PID of a finished run must not be reported later
             if not audit_files(out_dir):  # nothing written: leave the directory as it was found
                 _restore(out_dir, aside, moved)
                 if lock_created and lock is not None:
@@ -92,9 +95,6 @@ def claim_out_dir(out_dir: Path, *, resume: bool = False, overwrite: bool = Fals
                 for directory in created:  # innermost first; only the empty ones go
                     with suppress(OSError):
                         directory.rmdir()
-            elif lock is not None:
-                with suppress(OSError):
-                    os.truncate(lock_path, 0)  # the PID of a finished run must not be reported later
         finally:
             if lock is not None:
                 lock.release()
@@ -102,7 +102,7 @@ def claim_out_dir(out_dir: Path, *, resume: bool = False, overwrite: bool = Fals
 
 def audit_files(out_dir: Path) -> list[str]:
     """The robaudit files in ``out_dir``: :data:`AUDIT_FILES`, and temporary files left by a killed write."""
-    names = [n for n in AUDIT_FILES if (out_dir / n).exists()]
+    names = [n for n in AUDIT_FILES if os.path.lexists(out_dir / n)]
     with suppress(OSError):
         names += sorted(e.name for e in os.scandir(out_dir)
                         if e.name.endswith(".tmp") and any(e.name.startswith(f".{n}.") for n in AUDIT_FILES))
@@ -128,8 +128,12 @@ def _missing(path: Path) -> bool:
     return False
 
 
-def _lock(out_dir: Path, lock_path: Path) -> FileLock | None:
-    """Take the directory's lock without waiting; ``None`` where the file system has no ``flock``."""
+def _lock(out_dir: Path, lock_path: Path, *, remove_on_error: bool) -> FileLock | None:
+    """Take the directory's lock without waiting; ``None`` where the file system has no ``flock``.
+
+    Args:
+        remove_on_error: the lock file is new; remove it if the lock cannot be taken for an OS error.
+    """
     lock = FileLock(lock_path, timeout=0, on_acquired=_write_pid, preserve_lock_file=True)
     try:
         lock.acquire()
@@ -141,7 +145,10 @@ def _lock(out_dir: Path, lock_path: Path) -> FileLock | None:
             log.warning("cannot lock %s (the file system has no flock): concurrent runs into it are not prevented",
                         out_dir)
             return None
-        raise store.output_error(exc, lock_path) from None
+        if remove_on_error:
+            with suppress(OSError):
+                lock_path.unlink()
+        raise store.output_error(exc, out_dir, "write in") from None
     return lock
 
 
