@@ -383,3 +383,12 @@ def test_a_non_utf8_pt_checkpoint_runs_and_resumes(tmp_path: Path, capsys: pytes
     assert main(["run", ckpt, *FAST, "--resume", str(out)]) == ExitCode.OK  # same model: clean is reused
     assert "caf\\xe9.pt" in (out / "report.html").read_text(encoding="utf-8")
     capsys.readouterr()
+
+
+def test_report_renders_results_that_hold_a_lone_surrogate(finished: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # An older robaudit stored a non-UTF-8 path as the escape \udcff: re-rendering must still work.
+    results = finished / "results.json"
+    results.write_text(results.read_text().replace('"source": "', '"source": "ck\\udcff-', 1))
+    assert main(["report", str(finished)]) == ExitCode.OK
+    capsys.readouterr()
+    assert "ck\\xff-" in (finished / "report.html").read_bytes().decode("utf-8")

@@ -62,7 +62,8 @@ def path_config(run_a: dict[str, Any], run_b: dict[str, Any], labels: tuple[str,
         values["data_dir"] = str(Path(cwd) / values["data_dir"])
     if threads is not None:
         values["threads"] = threads
-    values.update(model=_checkpoint(run_a, labels[0]), out=str(out), probes=[LANDSCAPE], report=True,
+    # overwrite: a re-run compare redraws the path; the earlier path audit is moved aside, not deleted
+    values.update(model=_checkpoint(run_a, labels[0]), out=str(out), probes=[LANDSCAPE], report=True, overwrite=True,
                   trust_checkpoint=trust_checkpoint,
                   probe_config={LANDSCAPE: {"interpolate_to": _checkpoint(run_b, labels[1]), "points": points,
                                             "plane_points": 3}})

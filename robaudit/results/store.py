@@ -53,16 +53,17 @@ def display_path(path: str | os.PathLike[str]) -> str:
 
 def json_text(value: Any) -> str:
     """Strict JSON (no NaN) of ``value``, with every string made :func:`printable`, plus a newline."""
-    return json.dumps(_printable_strings(value), indent=2, allow_nan=False) + "\n"
+    return json.dumps(printable_strings(value), indent=2, allow_nan=False) + "\n"
 
 
-def _printable_strings(value: Any) -> Any:
+def printable_strings(value: Any) -> Any:
+    """``value`` (JSON types) with every string and key made :func:`printable`."""
     if isinstance(value, str):
         return printable(value)
     if isinstance(value, dict):
-        return {printable(k) if isinstance(k, str) else k: _printable_strings(v) for k, v in value.items()}
+        return {printable(k) if isinstance(k, str) else k: printable_strings(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_printable_strings(v) for v in value]
+        return [printable_strings(v) for v in value]
     return value
 
 
