@@ -74,6 +74,7 @@ class AuditConfig:
     probes: list[str] | None = None
     probe_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     resume: bool = False
+    overwrite: bool = False
     report: bool = True
 
     def __post_init__(self) -> None:
@@ -94,6 +95,9 @@ class AuditConfig:
             raise ConfigError("--mean and --std must be given together", fix="pass both, one value per channel")
         if self.std is not None and any(s <= 0 for s in self.std):
             raise ConfigError(f"--std values must be positive, got {list(self.std)}", fix="pass the per-channel std in [0, 1] pixel units")
+        if self.resume and self.overwrite:
+            raise ConfigError("--resume continues the audit in its directory and --overwrite moves it aside; "
+                              "they cannot be combined", fix="drop --overwrite (or pass --no-overwrite when a config file sets it)")
         if self.convert_channels not in (None, "rgb", "gray"):
             raise ConfigError(f"unknown channel conversion '{self.convert_channels}'", fix="use --convert-channels rgb or gray")
 

@@ -59,6 +59,10 @@ class ProbeError(UsageError):
     """A probe name or probe configuration is invalid."""
 
 
+class OutputError(UsageError):
+    """The results directory or a file in it cannot be created or written (read-only, full, not a directory …)."""
+
+
 class PreflightError(UsageError):
     """The model failed a preflight check that makes every probe meaningless (e.g. NaN logits)."""
 

@@ -19,6 +19,6 @@ class ExitCode(IntEnum):
     INTERNAL = 3
     """A bug in robaudit or a probe; run again with ``--debug`` and report it."""
     INTERRUPTED = 4
-    """Interrupted (Ctrl-C); finished probe results are already on disk."""
+    """Interrupted (Ctrl-C or SIGTERM); finished probe results are already on disk."""
     NOTHING_RAN = 5
     """No probe ran (or nothing to gate)."""

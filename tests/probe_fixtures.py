@@ -99,3 +99,25 @@ class DistanceProbe(Probe):
             (g,) = torch.autograd.grad(d.sum(), x)
             out.append((d / g.flatten(1).norm(dim=1).clamp_min(1e-12)).detach())
         return ProbeResult(per_sample={"distance": torch.cat(out).numpy()})
+
+
+class FillingProbe(Probe):
+    """Fills the file system holding ``path`` (as another process might), so the next write meets ENOSPC."""
+
+    name = "test.fill"
+    version = "1"
+    description = "test probe that fills a file system"
+
+    @dataclass
+    class Config:
+        path: str = ""
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        chunk = b"\0" * 65536
+        with open(self.config.path, "wb", buffering=0) as fh:
+            try:
+                while True:
+                    fh.write(chunk)
+            except OSError:  # ENOSPC: the file system is full now
+                pass
+        return ProbeResult(summary={"filled": True})

@@ -90,7 +90,9 @@ def path_config(run_a: dict[str, Any], run_b: dict[str, Any], labels: tuple[str,
     model, other = _checkpoint(run_a, labels[0]), _checkpoint(run_b, labels[1])
     for path in (model, other):  # before the path audit starts, not when curvature.landscape reaches B
         refuse_untrusted_code(path, trust_checkpoint)
-    values.update(model=model, out=str(out), probes=[LANDSCAPE], report=True, trust_checkpoint=trust_checkpoint,
+    # overwrite: a re-run compare redraws the path; the earlier path audit is moved aside, not deleted
+    values.update(model=model, out=str(out), probes=[LANDSCAPE], report=True, overwrite=True,
+                  trust_checkpoint=trust_checkpoint,
                   probe_config={LANDSCAPE: {"interpolate_to": other, "points": points, "plane_points": 3}})
     return config_from_mapping(values)
 

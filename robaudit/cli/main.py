@@ -25,8 +25,10 @@ from robaudit.cli.options import (
     plugin_options,
 )
 from robaudit.config import find_config_file, read_config_file
+from robaudit.cli.signals import Terminated, sigterm_as_interrupt
 from robaudit.errors import RobauditError, UsageError
 from robaudit.exitcodes import ExitCode
+from robaudit.results.store import display_path
 
 log = logging.getLogger("robaudit")
 
@@ -84,7 +86,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     file_values = read_config_file(path) if path is not None else {"run": {}, "probe_config": {}}
     ctx.obj = {"config_path": path, "file": file_values}
     defaults = file_defaults_for_click(file_values["run"])
-    ctx.default_map = {"run": defaults, "validate": {k: v for k, v in defaults.items() if k not in ("out", "no_report")}}
+    ctx.default_map = {"run": defaults, "validate": {k: v for k, v in defaults.items() if k not in ("out", "no_report", "overwrite")}}
 
 
 @cli.command(epilog=RUN_EPILOG)
@@ -93,6 +95,9 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
               help="Results directory: results.json, per_sample.csv, report.html.")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="Continue the audit in DIR, skipping probes that finished with the same settings.")
+@click.option("--overwrite/--no-overwrite", default=False, show_default=True,
+              help="If --out holds an earlier audit, move its files into OUT/previous-<UTC time>/ first "
+                   "(nothing is deleted). Without it such a directory is refused.")
 @click.option("--no-report", is_flag=True, default=False, help="Skip the HTML report.")
 @click.option("--gate", "gate_rules", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="After the audit, gate the results on the rules in FILE (exit 1 if a rule fails; docs/ci-gate.md).")
@@ -117,8 +122,9 @@ def run(ctx: click.Context, **params: Any) -> None:
     config = config_from_cli(params, ctx.obj["file"]["probe_config"])
     try:
         outcome = run_audit(config, registry, quiet=quiet, command=["robaudit", *sys.argv[1:]])
-    except KeyboardInterrupt:
-        click.echo(f"robaudit: interrupted; finished probe results are in {config.out}/", err=True)
+    except KeyboardInterrupt as exc:
+        how = f" by {exc}" if isinstance(exc, Terminated) else ""
+        click.echo(f"robaudit: interrupted{how}; finished probe results are in {display_path(config.out)}/", err=True)
         ctx.exit(int(ExitCode.INTERRUPTED))
     _print_summary(outcome.results, outcome.out_dir, outcome.report_path, quiet)
     code = outcome.exit_code
@@ -231,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     if not debug:  # torch.func's first use warns about torch's own internal use of torch.jit.script
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
     try:
-        result = cli.main(args=args, prog_name="robaudit", standalone_mode=False)
+        with sigterm_as_interrupt():
+            result = cli.main(args=args, prog_name="robaudit", standalone_mode=False)
         return int(result or 0)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)

@@ -26,7 +26,7 @@ from robaudit.config import AuditConfig, build_probe_config, check_unselected_kn
 from robaudit.data import DataRequest, describe_dataset, load_data
 from robaudit.data.audit_data import AuditData
 from robaudit.engine.progress import make_progress
-from robaudit.errors import ProbeError, RobauditError
+from robaudit.errors import OutputError, ProbeError, RobauditError
 from robaudit.exitcodes import ExitCode
 from robaudit.models import ModelRequest, load_model
 from robaudit.models.audit_model import AuditModel
@@ -34,6 +34,7 @@ from robaudit.preflight import run_preflight
 from robaudit.probes.base import Column, Flag, Probe, ProbeContext, ProbeResult, Severity, column_meta
 from robaudit.probes.registry import ProbeRegistry
 from robaudit.results import store
+from robaudit.results.outdir import claim_out_dir
 from robaudit.results.environment import describe_environment, resolve_device
 from robaudit.results.serialise import to_jsonable
 
@@ -148,10 +149,20 @@ def run_audit(config: AuditConfig, registry: ProbeRegistry | None = None, *, qui
               command: list[str] | None = None) -> AuditOutcome:
     """Run one audit end to end and write ``results.json``, the per-sample table and the report.
 
+    The results directory is claimed first (created, checked writable, locked, an earlier audit in it
+    refused or moved aside: :func:`robaudit.results.outdir.claim_out_dir`) and held until the end.
+
     Raises:
-        RobauditError: bad input found before probes ran (nothing written then, except on resume).
+        RobauditError: bad input found before probes ran (nothing written then, except on resume);
+            an ``OutputError`` when the results cannot be written (finished results stay on disk).
         KeyboardInterrupt: after writing every finished probe's result (status ``interrupted``).
     """
+    with claim_out_dir(Path(config.out), resume=config.resume, overwrite=config.overwrite):
+        return _run_audit(config, registry, quiet=quiet, command=command)
+
+
+def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bool,
+               command: list[str] | None) -> AuditOutcome:
     registry = registry or ProbeRegistry()
     broken: list[tuple[str, ProbeError]] = []
     selected = select_probes(config, registry, broken=broken)
@@ -397,6 +408,8 @@ def _render_quietly(out_dir: Path, config: AuditConfig) -> Path | None:
 
     try:
         return render_report(out_dir)
+    except OutputError:
+        raise  # a full or read-only disk is the user's to fix (exit 2), not a silently missing report
     except RobauditError as exc:
         log.error("report not rendered: %s", exc.one_line())
         return None

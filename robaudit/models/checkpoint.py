@@ -250,9 +250,12 @@ def _read_safetensors(path: Path, sha: str, n_bytes: int) -> Checkpoint:
     from safetensors.torch import load_file
 
     try:
-        state_dict = load_file(str(path), device="cpu")
-        with safe_open(str(path), framework="pt") as handle:
-            raw_meta = handle.metadata() or {}
+        if _utf8_name(path):
+            state_dict = load_file(str(path), device="cpu")
+            with safe_open(str(path), framework="pt") as handle:
+                raw_meta = handle.metadata() or {}
+        else:  # safetensors opens only UTF-8 file names; any name the OS accepts must work, so read the bytes
+            state_dict, raw_meta = _safetensors_from_bytes(path.read_bytes())
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
         raise _corrupt(path, "safetensors", exc) from exc
     metadata: dict[str, Any] = {}
@@ -270,6 +273,23 @@ def _read_safetensors(path: Path, sha: str, n_bytes: int) -> Checkpoint:
                 ) from exc
         metadata[key] = value
     return Checkpoint(path, sha, n_bytes, "safetensors", state_dict=state_dict, metadata=metadata)
+
+
+def _utf8_name(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _safetensors_from_bytes(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and ``__metadata__`` of a safetensors file's bytes (8-byte little-endian header length, JSON header)."""
+    from safetensors.torch import load
+
+    header_len = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + header_len])
+    return load(data), header.get("__metadata__") or {}
 
 
 def _read_torchscript(path: Path, sha: str, n_bytes: int) -> Checkpoint:

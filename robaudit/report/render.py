@@ -220,7 +220,8 @@ def _section_context(section_id: str, results: dict[str, Any]) -> dict[str, Any]
 def render_report(out_dir: Path) -> Path:
     """Render ``out_dir/report.html`` from ``out_dir/results.json``; returns its path."""
     out_dir = Path(out_dir)
-    results = store.read_results(out_dir)
+    # Printable strings: a results.json from an older robaudit may hold a non-UTF-8 path as lone surrogates.
+    results = store.printable_strings(store.read_results(out_dir))
     html = environment().get_template(TEMPLATE).render(**build_context(results))
     path = out_dir / store.REPORT_FILE
     store.atomic_write_text(path, html)
@@ -234,12 +235,11 @@ COMPARE_HTML = "compare.html"
 
 def render_compare(out_dir: Path, comparison: dict[str, Any]) -> Path:
     """Write ``compare.json`` and the self-contained ``compare.html`` into ``out_dir``."""
-    import json
-
     from robaudit import __version__
 
     out_dir = Path(out_dir)
-    store.atomic_write_text(out_dir / COMPARE_JSON, json.dumps(comparison, indent=2, allow_nan=False) + "\n")
+    comparison = store.printable_strings(comparison)  # run directories may have non-UTF-8 names
+    store.atomic_write_text(out_dir / COMPARE_JSON, store.json_text(comparison))
     figs = [figures.robust_accuracy_curves(curves, probe) for probe, curves in comparison["curves"].items()]
     paths = [{**p, "svg": figures.loss_path(p["t"], p["losses"], p["from"], p["to"])}
              for p in comparison.get("loss_paths", [])]

@@ -2,47 +2,193 @@
 
 Every write is atomic (write to a temporary file in the same directory, then
 ``os.replace``), so a crash or Ctrl-C never leaves a half-written file and finished
-probe results are always on disk.
+probe results are always on disk. New files get the permissions the umask allows, as with
+any tool (``0644`` under the usual ``022``): report artefacts are meant to be shared.
+
+An operating-system error while creating or writing an output (read-only or full file system,
+a parent that is a file, a name that is too long) becomes an :class:`OutputError` that names the
+path and what happened (exit code 2); the files already written stay as they were.
 """
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from robaudit.errors import UsageError
+from robaudit.errors import OutputError, UsageError
 
 RESULTS_FILE = "results.json"
 PER_SAMPLE_FILE = "per_sample.csv"
 REPORT_FILE = "report.html"
 SCHEMA_VERSION = "1.0"
 
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def printable(text: str) -> str:
+    """``text`` as valid Unicode: the bytes of a path that is not UTF-8 (which Python holds as lone
+    surrogates, e.g. ``b"ck\\xff.pt"`` → ``"ck\\udcff.pt"``) written as ``\\xNN``, like Python's own repr."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate that no OS byte maps to
+            return text.encode("utf-8", "backslashreplace").decode("ascii")
+        return raw.decode("utf-8", "backslashreplace")
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as printable text (see :func:`printable`)."""
+    return printable(os.fsdecode(path))
+
+
+def json_text(value: Any) -> str:
+    """Strict JSON (no NaN) of ``value``, with every string made :func:`printable`, plus a newline."""
+    return json.dumps(printable_strings(value), indent=2, allow_nan=False) + "\n"
+
+
+def printable_strings(value: Any) -> Any:
+    """``value`` (JSON types) with every string and key made :func:`printable`."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(k) if isinstance(k, str) else k: printable_strings(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [printable_strings(v) for v in value]
+    return value
+
+
+def output_error(exc: OSError, path: str | os.PathLike[str], doing: str = "write") -> OutputError:
+    """One line for an OS error on an output path: ``cannot <doing> <path>: <what happened>``, with a fix.
+
+    Args:
+        exc: the error the OS raised.
+        path: the file or directory robaudit tried to create or write.
+        doing: the verb phrase, e.g. ``"write"`` or ``"create the results directory"``.
+    """
+    path = Path(path)
+    code = exc.errno
+    where = "choose an --out directory you can write to"
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        what = "no space left on the device" if code == errno.ENOSPC else "disk quota exceeded"
+        where = "free space on that file system, or choose an --out directory on another one"
+    elif code == errno.EROFS:
+        what = "the file system is read-only"
+        where = "choose an --out directory on a writable file system"
+    elif code in (errno.EACCES, errno.EPERM):
+        what = "permission denied"
+    elif code == errno.ENOTDIR:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        what = f"{display_path(blocker)} is a file, not a directory" if blocker else "a parent is not a directory"
+        where = "choose an --out path whose parents are all directories"
+    elif code == errno.EEXIST:
+        what = "it exists and is not a directory"
+        where = "choose an --out path that is a directory or does not exist yet"
+    elif code == errno.EISDIR:
+        what = "it is a directory"
+        where = "remove or rename that directory, or choose another --out directory"
+    elif code == errno.ENAMETOOLONG:
+        longest = max(path.parts, key=lambda part: len(os.fsencode(part)))
+        shown = display_path(longest)
+        what = (f"the name '{shown[:24]}…' is {len(os.fsencode(longest))} bytes long, more than the file system "
+                "allows" if len(os.fsencode(longest)) > 255 else "the path is longer than the file system allows")
+        where = "choose a shorter --out path"
+    else:
+        what = exc.strerror or type(exc).__name__
+    return OutputError(f"cannot {doing} {display_path(path)}: {what}", fix=where)
+
+
+def make_dirs(path: Path) -> None:
+    """Create directory ``path`` and its parents (permissions from the umask).
+
+    Raises:
+        OutputError: it cannot be created.
+    """
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(exc, path, "create the directory") from None
+
+
+def _open_temp(path: Path) -> tuple[int, Path]:
+    """A new, empty temporary file beside ``path``; the kernel applies the umask to mode 0666."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, _TEMP_FLAGS, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", os.fspath(path))
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (UTF-8)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``text`` to ``path`` atomically (UTF-8), creating the parent directories.
+
+    Raises:
+        OutputError: the OS refused (read-only or full file system, …); ``path`` is then unchanged.
+    """
+    path = Path(path)
+    make_dirs(path.parent)
+    data = text.encode("utf-8")
+    tmp: Path | None = None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        fd, tmp = _open_temp(path)
+        _write_fd(fd, data)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+        if isinstance(exc, OSError):
+            raise output_error(exc, path) from None
         raise
 
 
+def check_writable(directory: Path) -> None:
+    """Create, write, sync and remove a small file in ``directory``, so a read-only or full file system
+    is found before the audit starts.
+
+    Raises:
+        OutputError: the directory cannot be written.
+    """
+    directory = Path(directory)
+    tmp: Path | None = None
+    try:
+        fd, tmp = _open_temp(directory / ".robaudit-write-check")
+        _write_fd(fd, b"robaudit write check\n" * 200)
+    except OSError as exc:
+        raise output_error(exc, directory, "write in") from None
+    finally:
+        if tmp is not None:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+
 def write_results(out_dir: Path, results: dict[str, Any]) -> Path:
-    """Write ``results.json`` atomically; ``results`` must already be JSON-safe."""
+    """Write ``results.json`` atomically; ``results`` must already be JSON-safe (strings are made
+    :func:`printable`, so a path that is not UTF-8 is stored with ``\\xNN`` escapes)."""
     path = out_dir / RESULTS_FILE
-    atomic_write_text(path, json.dumps(results, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json_text(results))
     return path
 
 
