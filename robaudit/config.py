@@ -87,12 +87,11 @@ class AuditConfig:
             self.data_dir = Path(self.data_dir)
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}", fix="pass --batch-size 1 or more")
-        if isinstance(self.n_samples, str) and self.n_samples != "all":
-            raise ConfigError(f"--n-samples takes a positive integer or 'all', got '{self.n_samples}'",
-                              fix="pass --n-samples N, or --n-samples all to audit every sample")
-        if isinstance(self.n_samples, int) and self.n_samples < 1:
-            raise ConfigError(f"--n-samples must be at least 1, got {self.n_samples}",
-                              fix="pass --n-samples all to audit every sample, or omit it for the default budget")
+        if (self.n_samples is not None and self.n_samples != "all"
+                and (isinstance(self.n_samples, (str, bool)) or self.n_samples < 1)):
+            raise ConfigError(f"--n-samples takes a positive integer or 'all', got {self.n_samples!r}",
+                              fix="pass --n-samples N, or --n-samples all to audit every sample (omit it for "
+                                  "the default: a stratified 1,000 of a larger split)")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}", fix="omit --threads to use torch's default")
         if self.split not in ("test", "train"):
