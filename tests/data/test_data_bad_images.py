@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 from imagenet_writers import PIXEL_READOUT_ARCH, bomb_png, jpeg_bytes, write_pixel_readout, write_spike_png
 from PIL import Image
@@ -16,6 +17,7 @@ from robaudit.data import DataRequest, load_data
 from robaudit.data.decoding import BadImage, decode_rgb
 from robaudit.errors import DataError
 from robaudit.exitcodes import ExitCode
+from robaudit.results import schema_text
 
 GOOD = 4
 
@@ -100,7 +102,9 @@ def test_skip_bad_images_records_them_and_audits_the_rest(tmp_path: Path, prefix
     code, text = _run(model, f"{prefix}:{tmp_path / 'data'}", tmp_path / "out", "--skip-bad-images")
 
     assert code == ExitCode.OK, text
-    data = json.loads((tmp_path / "out" / "results.json").read_text())["data"]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    jsonschema.validate(results, json.loads(schema_text()))
+    data = results["data"]
     skipped = {Path(s["path"]).name: s["reason"] for s in data["skipped_images"]}
     assert set(skipped) == set(bad) and all(str(cls) in s["path"] for s in data["skipped_images"])
     assert "decompression bomb" in skipped["bomb.png"] and "truncated or corrupt" in skipped["truncated.jpg"]

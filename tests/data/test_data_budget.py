@@ -10,6 +10,7 @@ import json
 import logging
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 from demo import DEMO_ARCH, DEMO_CHECKPOINT
@@ -18,6 +19,7 @@ import robaudit
 from robaudit.cli.main import main
 from robaudit.data import DataRequest, load_data
 from robaudit.exitcodes import ExitCode
+from robaudit.results import schema_text
 
 COUNTS = [1234, 900, 611, 500, 455, 400, 300, 250, 200, 150]  # 5,000 samples, unbalanced
 INFO_LINE = "auditing a stratified 1,000 of 5,000 samples; --n-samples all for every sample"
@@ -70,6 +72,7 @@ def _base(dataset: Path, out: Path) -> list[str]:
 
 def _n_used(out: Path) -> int:
     results = json.loads((out / "results.json").read_text())
+    jsonschema.validate(results, json.loads(schema_text()))
     rows = (out / "per_sample.csv").read_text().strip().splitlines()
     assert len(rows) - 1 == results["data"]["n_used"]
     return int(results["data"]["n_used"])

@@ -13,6 +13,7 @@ import json
 import pkgutil
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 import torch
@@ -28,6 +29,7 @@ from robaudit.errors import DataError
 from robaudit.exitcodes import ExitCode
 from robaudit.models.audit_model import same_state
 from robaudit.probes.clean import CleanAccuracy
+from robaudit.results import schema_text
 
 SYNSETS = ImageNetInfo().label_names()
 
@@ -103,6 +105,7 @@ def test_imagenet_a_through_the_cli_scores_within_the_200(tmp_path: Path) -> Non
                      "--no-report", "--threads", "1"])
     assert code == ExitCode.OK, err.getvalue()
     results = json.loads((tmp_path / "out" / "results.json").read_text())
+    jsonschema.validate(results, json.loads(schema_text()))
     assert results["probes"]["clean"]["summary"]["accuracy"]["value"] == 0.5
     assert results["model"]["num_classes"] == 200
     restriction = results["data"]["class_restriction"]
