@@ -143,6 +143,9 @@ def resolve_source(request: DataRequest) -> ResolvedSource:
             f"{path.resolve()} is a folder; folders of images are read as image folders",
             fix=f"pass --data imagefolder:{source}",
         )
+    folder_prefix = f"{lowered}:"
+    if folder_prefix in FOLDER_PREFIXES:
+        raise DataError(f"{source} needs a folder path", fix=f"pass --data {folder_prefix}PATH/TO/FOLDER")
     hint = did_you_mean(lowered, ["digits", *NAMED_DATASETS])
     raise DataError(
         f"unknown dataset {source!r}" + (f"; {hint}" if hint else ""),
