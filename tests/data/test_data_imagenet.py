@@ -151,3 +151,17 @@ def test_bad_layouts_get_one_line_and_exit_2(tmp_path: Path, build, in_message: 
     lines = [line for line in text.splitlines() if line.startswith("robaudit: error")]
     assert code == ExitCode.USAGE and len(lines) == 1 and in_message in lines[0], text
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+@pytest.mark.parametrize("name", ["imagenet", "imagenet-a", "imagenet-r"])
+def test_an_imagenet_set_has_no_train_split_for_curvature(name: str) -> None:
+    import torch
+    from helpers import context, fixed_logits_setup
+
+    from robaudit.errors import ProbeError
+    from robaudit.probes.curvature.samples import load_train_set
+
+    model, data = fixed_logits_setup(torch.randn(2, 3), torch.tensor([0, 1]))
+    data.provenance = {"source": f"{name}:/data/val", "name": name, "split": "test"}
+    with pytest.raises(ProbeError, match="one set of samples"):
+        load_train_set(context(model, data), None)
