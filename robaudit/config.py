@@ -49,6 +49,10 @@ class AuditConfig:
 
     Units: ``mean``/``std`` in [0, 1] pixel units; ``resize`` as (H, W) pixels;
     ``batch_size`` in samples; ``threads`` is torch's intra-op thread count.
+    ``n_samples``: a positive integer, ``"all"``, or ``None`` for the default budget (a
+    stratified, seeded 1,000 when the split is larger; :mod:`robaudit.data.sampling`).
+    ``skip_bad_images``: skip (and record) images that cannot be decoded safely instead
+    of stopping with exit 2.
     """
 
     model: str
@@ -64,10 +68,11 @@ class AuditConfig:
     data_dir: Path | None = None
     download: bool = False
     split: str = "test"
-    n_samples: int | None = None
+    n_samples: int | str | None = None
     batch_size: int = 128
     convert_channels: str | None = None
     resize: tuple[int, int] | None = None
+    skip_bad_images: bool = False
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
@@ -83,8 +88,11 @@ class AuditConfig:
             self.data_dir = Path(self.data_dir)
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}", fix="pass --batch-size 1 or more")
-        if self.n_samples is not None and self.n_samples < 1:
-            raise ConfigError(f"--n-samples must be at least 1, got {self.n_samples}", fix="omit --n-samples to use every sample")
+        if (self.n_samples is not None and self.n_samples != "all"
+                and (isinstance(self.n_samples, (str, bool)) or self.n_samples < 1)):
+            raise ConfigError(f"--n-samples takes a positive integer or 'all', got {self.n_samples!r}",
+                              fix="pass --n-samples N, or --n-samples all to audit every sample (omit it for "
+                                  "the default: a stratified 1,000 of a larger split)")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}", fix="omit --threads to use torch's default")
         if self.split not in ("test", "train"):

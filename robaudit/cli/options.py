@@ -40,6 +40,28 @@ def _size(text: str | None) -> tuple[int, int] | None:
     return values[0], values[1]
 
 
+class _NSamples(click.ParamType):
+    """``--n-samples``: a positive integer, or ``all`` for every sample."""
+
+    name = "N|all"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if isinstance(value, bool):
+            self.fail(f"expected a positive integer or 'all', got {value!r}", param, ctx)
+        if isinstance(value, int):
+            number = value
+        elif str(value).strip().lower() == "all":
+            return "all"
+        else:
+            try:
+                number = int(str(value).strip())
+            except ValueError:
+                self.fail(f"expected a positive integer or 'all', got '{value}'", param, ctx)
+        if number < 1:
+            self.fail(f"expected a positive integer or 'all', got {number}", param, ctx)
+        return number
+
+
 def _json_object(text: str | None) -> dict[str, Any]:
     if text is None or text == "":
         return {}
@@ -57,16 +79,22 @@ def model_and_data_options(func: Callable[..., Any]) -> Callable[..., Any]:
     decorators = [
         click.argument("model"),
         click.option("-d", "--dataset", default="digits", show_default=True,
-                     help="digits | cifar10 | cifar100 | mnist | fashion-mnist | svhn | imagefolder:PATH | FILE.npz | FILE.pt"),
+                     help="digits | cifar10 | cifar100 | mnist | fashion-mnist | svhn | imagefolder:PATH | imagenet:PATH | "
+                          "imagenet-a:PATH | imagenet-r:PATH | FILE.npz | FILE.pt"),
         click.option("--data-dir", type=click.Path(path_type=Path), default=None,
                      help="Root of the named datasets [default: $ROBAUDIT_DATA_DIR or ~/.cache/robaudit/data]."),
         click.option("--download/--no-download", default=False, show_default=True, help="Let torchvision download a missing named dataset."),
         click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True),
-        click.option("--n-samples", type=click.IntRange(min=1), default=None, help="Stratified, seeded subsample size [default: all]."),
+        click.option("--n-samples", type=_NSamples(), default=None,
+                     help="Stratified, seeded subsample size, or 'all' [default: every sample up to 1,000, "
+                          "else a stratified 1,000]."),
         click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True),
         click.option("--convert-channels", type=click.Choice(["rgb", "gray"]), default=None,
                      help="Convert the data's channels to the model's: gray→rgb or rgb→gray (recorded)."),
         click.option("--resize", default=None, metavar="N|HxW", help="Resize the data to the model's input size (recorded)."),
+        click.option("--skip-bad-images", is_flag=True, default=False,
+                     help="Skip images that cannot be decoded (corrupt, truncated, decompression bombs) and record "
+                          "them, instead of stopping with exit 2."),
         click.option("--arch", default=None, metavar="SPEC",
                      help="timm:NAME | torchvision:NAME | path/file.py:Class | package.module:Class."),
         click.option("--arch-kwargs", default=None, metavar="JSON", help="Keyword arguments for the architecture, as a JSON object."),

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from robaudit.data.class_subset import ClassSubset
 
 
 @dataclass
@@ -19,7 +22,8 @@ class DatasetInfo:
 
     Attributes:
         name: canonical name: ``digits``, ``cifar10``, ``cifar100``, ``mnist``,
-            ``fashion-mnist``, ``svhn``, ``imagefolder``, ``tensors``.
+            ``fashion-mnist``, ``svhn``, ``imagefolder``, ``imagenet``, ``imagenet-a``,
+            ``imagenet-r``, ``tensors``.
         num_classes: K, the number of classes.
         channels: C of the delivered images, or ``None`` if unknown before reading.
         image_size: (H, W) of the delivered images, or ``None`` if not known before
@@ -55,7 +59,10 @@ class AuditData:
         info: see :class:`DatasetInfo`.
         provenance: JSON-serialisable description for ``results.json`` under ``data``:
             source, path, split, samples available / requested / used, sampling method and
-            seed, conversions applied, checksum status.
+            seed, conversions applied, checksum status, images skipped.
+        class_subset: the classes the model must be scored on (ImageNet-A/R: 200 of the
+            1,000), applied by :func:`robaudit.data.class_subset.restrict_classes`; until then
+            ``y`` holds indices into all K classes. ``None``: every class.
     """
 
     x: torch.Tensor
@@ -63,6 +70,7 @@ class AuditData:
     ids: list[str]
     info: DatasetInfo
     provenance: dict[str, Any] = field(default_factory=dict)
+    class_subset: ClassSubset | None = None
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -2,7 +2,9 @@
 
 Classes are the sub-folder names in sorted order (label = position); samples are in
 ``ImageFolder``'s sorted order, and a sample's id is its position in that list. Images
-are decoded as RGB. Only the selected samples are decoded.
+are decoded as RGB, safely (:mod:`robaudit.data.decoding`: a corrupt, truncated or huge
+file is an error naming it, or with ``--skip-bad-images`` a recorded skip). Only the
+selected samples are decoded.
 
 Pixels are prepared for the model the way timm evaluates: with the model's
 :class:`~robaudit.models.audit_model.DataConfig` giving an input size (H, W), each image is
@@ -15,7 +17,7 @@ size. No normalisation is applied: the audit model applies its own mean/std.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
+from robaudit.data.decoding import BadImage, decode_rgb
 from robaudit.errors import DataError
 from robaudit.models.audit_model import DataConfig
 
@@ -119,35 +122,74 @@ def build_transform(
     return T.ToTensor(), [], False
 
 
+@dataclass
+class DecodedImages:
+    """The images decoded for a set of selected rows.
+
+    Attributes:
+        x: K×C×H×W float32 pixels in [0, 1], one per kept row.
+        kept: positions (into the rows asked for) of the K images decoded, ascending.
+        skipped: the images that could not be decoded (only with ``skip_bad``).
+    """
+
+    x: torch.Tensor
+    kept: np.ndarray
+    skipped: list[BadImage]
+
+
 def load_images(
-    opened: OpenedImageFolder, rows: np.ndarray, transform: Callable[[object], torch.Tensor], fixed_size: bool
-) -> torch.Tensor:
-    """Decode and transform the images at positions ``rows``; returns K×C×H×W float32 in [0, 1].
+    paths: Sequence[str],
+    transform: Callable[[object], torch.Tensor],
+    fixed_size: bool,
+    where: str,
+    skip_bad: bool = False,
+) -> DecodedImages:
+    """Decode (safely, see :mod:`robaudit.data.decoding`) and transform the image files ``paths``.
+
+    Args:
+        paths: the files, in sample order.
+        transform: PIL image → C×H×W float tensor in [0, 1] (:func:`build_transform`).
+        fixed_size: whether ``transform`` yields one size; if not, all images must agree.
+        where: the folder, for messages.
+        skip_bad: skip files that cannot be decoded (returned in ``skipped``) instead of raising.
 
     Raises:
-        DataError: an image cannot be decoded, or (without a fixed output size) the
-            images differ in size.
+        DataError: an image cannot be decoded (without ``skip_bad``), none can (with it), or
+            (without a fixed output size) the images differ in size.
     """
-    dataset = opened.dataset
     images: list[torch.Tensor] = []
+    kept: list[int] = []
+    skipped: list[BadImage] = []
     first: tuple[str, tuple[int, ...]] | None = None
-    for row in rows.tolist():
-        path, _ = dataset.samples[row]
+    for position, path in enumerate(paths):
         try:
-            image = transform(dataset.loader(path))
-        except OSError as exc:  # includes PIL.UnidentifiedImageError
-            raise DataError(f"could not decode image {path} ({exc})", fix="remove or replace the file") from exc
+            image = transform(decode_rgb(path))
+        except BadImage as bad:
+            if not skip_bad:
+                raise DataError(
+                    f"could not decode image {path}: {bad.reason}",
+                    fix="remove or replace the file, or pass --skip-bad-images to skip such files (recorded)",
+                ) from None
+            logger.warning("skipped image %s: %s", path, bad.reason)
+            skipped.append(bad)
+            continue
         if not fixed_size:
             if first is None:
                 first = (path, tuple(image.shape[-2:]))
             elif tuple(image.shape[-2:]) != first[1]:
                 raise DataError(
-                    f"images in {opened.root} differ in size: {first[0]} is {first[1][0]}×{first[1][1]} but "
+                    f"images in {where} differ in size: {first[0]} is {first[1][0]}×{first[1][1]} but "
                     f"{path} is {image.shape[-2]}×{image.shape[-1]} (H×W), and the model gives no input size",
                     fix="pass --resize N or HxW to resize every image",
                 )
         images.append(image)
-    return torch.stack(images).to(torch.float32)
+        kept.append(position)
+    if not images:
+        raise DataError(
+            f"none of the {len(paths)} selected images in {where} could be decoded (e.g. {skipped[0]})",
+            fix="replace the files, or select other samples (--n-samples, --seed)",
+        )
+    return DecodedImages(torch.stack(images).to(torch.float32), np.asarray(kept, dtype=np.int64), skipped)
 
 
 def _check_root(root: Path) -> None:

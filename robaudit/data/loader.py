@@ -19,13 +19,17 @@ import torch
 from robaudit.data import conversions
 from robaudit.data.audit_data import AuditData, DatasetInfo
 from robaudit.data.catalog import DIGITS_SPEC, NAMED_DATASETS
+from robaudit.data.class_subset import ClassSubset
 from robaudit.data.digits import DIGITS_SPLIT_SEED, DIGITS_TEST_SIZE, digits_split
+from robaudit.data.imagefolder import DecodedImages
 from robaudit.data.request import DataRequest, ResolvedSource, validate_request
 from robaudit.data.sampling import select_rows
 from robaudit.errors import DataError, InternalError
 from robaudit.models.audit_model import DataConfig
 
 logger = logging.getLogger(__name__)
+
+IMAGE_FILE_KINDS = ("imagefolder", "imagenet")
 
 
 @dataclass
@@ -36,7 +40,8 @@ class _OpenSplit:
         what: human-readable description for messages (``"CIFAR-10 test split"``).
         labels: N int64 labels.
         index: N int64 sample indices used in the ids.
-        fetch: rows → K×C×H×W float32 pixels in [0, 1] (before conversions).
+        fetch: rows → the K×C×H×W float32 pixels in [0, 1] (before conversions) of the rows
+            it could read, as :class:`DecodedImages` (image sources may skip bad files).
         num_classes: K.
         class_names: K names, or ``None``.
         channels: C of the stored images.
@@ -45,12 +50,13 @@ class _OpenSplit:
         conversions: descriptions of transforms ``fetch`` itself applies.
         label_fix: how to fix out-of-range labels.
         provenance: source-specific provenance entries.
+        class_subset: the classes to score the model on (ImageNet-A/R), else ``None``.
     """
 
     what: str
     labels: np.ndarray
     index: np.ndarray
-    fetch: Callable[[np.ndarray], torch.Tensor]
+    fetch: Callable[[np.ndarray], DecodedImages]
     num_classes: int
     class_names: list[str] | None
     channels: int
@@ -60,6 +66,7 @@ class _OpenSplit:
     conversions: list[str] = field(default_factory=list)
     label_fix: str = "replace the files with the official ones"
     provenance: dict[str, Any] = field(default_factory=dict)
+    class_subset: ClassSubset | None = None
 
 
 def describe_dataset(request: DataRequest) -> DatasetInfo:
@@ -85,6 +92,12 @@ def describe_dataset(request: DataRequest) -> DatasetInfo:
 
         classes = folder_classes(_path(source))
         stored = _StoredFacts(len(classes), 3, None, None, None, classes)
+    elif source.kind == "imagenet":
+        from robaudit.data.imagenet import imagenet_class_names, open_imagenet
+
+        open_imagenet(_path(source), _variant(source))  # layout and ground-truth errors before the model loads
+        names = list(imagenet_class_names())
+        stored = _StoredFacts(len(names), 3, None, None, None, names)
     else:
         from robaudit.data.tensor_files import describe_tensor_file
 
@@ -124,10 +137,10 @@ def load_data(
     conversions.check_channels(opened.channels, request.convert_channels, model_channels, f"the {opened.what}")
 
     selection = select_rows(opened.labels, request.n_samples, request.seed)
-    rows = selection.rows
-    x = opened.fetch(rows)
+    fetched = opened.fetch(selection.rows)
+    rows, x = selection.rows[fetched.kept], fetched.x
     applied = list(opened.conversions)
-    resize_now = request.resize if source.kind != "imagefolder" else None  # image folders resize while decoding
+    resize_now = request.resize if source.kind not in IMAGE_FILE_KINDS else None  # image files resize while decoding
     if request.convert_channels == "rgb":
         x, done = conversions.resize(x, resize_now)
         applied += done
@@ -154,6 +167,9 @@ def load_data(
             warnings.append(msg)
     if selection.note and selection.method == "all":
         warnings.append(selection.note)
+    if fetched.skipped:
+        warnings.append(f"skipped {len(fetched.skipped)} of {len(selection.rows)} selected images that could not be "
+                        "decoded (--skip-bad-images); see skipped_images")
 
     stored = _StoredFacts(
         opened.num_classes, opened.channels, opened.image_size, opened.mean, opened.std, opened.class_names
@@ -174,6 +190,7 @@ def load_data(
         "checksum_match": None,
         "files": [],
         "warnings": warnings,
+        "skipped_images": [bad.to_json() for bad in fetched.skipped],
     }
     provenance.update(opened.provenance)
     logger.info(
@@ -184,7 +201,7 @@ def load_data(
         selection.method,
         selection.seed,
     )
-    return AuditData(x=x, y=y, ids=ids, info=info, provenance=provenance)
+    return AuditData(x=x, y=y, ids=ids, info=info, provenance=provenance, class_subset=opened.class_subset)
 
 
 @dataclass
@@ -219,6 +236,8 @@ def _open(source: ResolvedSource, request: DataRequest, data_config: DataConfig 
         return _open_named(source, request)
     if source.kind == "imagefolder":
         return _open_imagefolder(source, request, data_config)
+    if source.kind == "imagenet":
+        return _open_imagenet(source, request, data_config)
     return _open_tensors(source)
 
 
@@ -229,7 +248,7 @@ def _open_digits(split: str) -> _OpenSplit:
         what=f"digits {split} split",
         labels=y,
         index=index,
-        fetch=lambda rows: torch.from_numpy(np.ascontiguousarray(x[rows])),
+        fetch=lambda rows: _every_row(torch.from_numpy(np.ascontiguousarray(x[rows]))),
         num_classes=spec.num_classes,
         class_names=list(spec.class_names),
         channels=spec.channels,
@@ -268,7 +287,7 @@ def _open_named(source: ResolvedSource, request: DataRequest) -> _OpenSplit:
         what=f"{spec.title} {request.split} split",
         labels=raw.labels,
         index=np.arange(len(raw.labels), dtype=np.int64),
-        fetch=lambda rows: _uint8_to_unit(images[rows]),
+        fetch=lambda rows: _every_row(_uint8_to_unit(images[rows])),
         num_classes=spec.num_classes,
         class_names=list(spec.class_names),
         channels=int(images.shape[1]),
@@ -284,11 +303,13 @@ def _open_imagefolder(source: ResolvedSource, request: DataRequest, data_config:
 
     opened = open_imagefolder(_path(source))
     transform, described, fixed = build_transform(data_config, request.resize)
+    paths = [path for path, _ in opened.dataset.samples]
     return _OpenSplit(
         what=f"image folder {source.path}",
         labels=opened.labels,
         index=np.arange(len(opened.labels), dtype=np.int64),
-        fetch=lambda rows: load_images(opened, rows, transform, fixed),
+        fetch=lambda rows: load_images([paths[r] for r in rows.tolist()], transform, fixed, str(source.path),
+                                       request.skip_bad_images),
         num_classes=len(opened.classes),
         class_names=opened.classes,
         channels=3,
@@ -298,15 +319,56 @@ def _open_imagefolder(source: ResolvedSource, request: DataRequest, data_config:
     )
 
 
+def _open_imagenet(source: ResolvedSource, request: DataRequest, data_config: DataConfig | None) -> _OpenSplit:
+    from robaudit.data.imagefolder import build_transform, load_images
+    from robaudit.data.imagenet import imagenet_class_names, open_imagenet
+
+    listing = open_imagenet(_path(source), _variant(source))
+    transform, described, fixed = build_transform(data_config, request.resize)
+    paths = listing.paths
+    if listing.class_subset is not None:
+        logger.info("%s: scoring on the logits of its %d classes only (%s restriction)", source.path,
+                    len(listing.class_subset.columns), listing.class_subset.name)
+    return _OpenSplit(
+        what=f"ImageNet set {listing.root}",
+        labels=listing.labels,
+        index=listing.index,
+        fetch=lambda rows: load_images([paths[r] for r in rows.tolist()], transform, fixed, str(listing.root),
+                                       request.skip_bad_images),
+        num_classes=len(imagenet_class_names()),
+        class_names=list(imagenet_class_names()),
+        channels=3,
+        image_size=None,
+        conversions=described,
+        label_fix="use ImageNet-1k synsets",
+        provenance={
+            "path": str(listing.root),
+            "layout": listing.layout,
+            "ground_truth": listing.ground_truth,
+            "label_source": "timm.data.ImageNetInfo (ImageNet-1k synsets in class-index order)",
+            "files": [{"path": str(listing.root), "images_listed": len(paths)}],
+        },
+        class_subset=listing.class_subset,
+    )
+
+
+def _variant(source: ResolvedSource) -> str | None:
+    return None if source.name == "imagenet" else source.name
+
+
+def _every_row(x: torch.Tensor) -> DecodedImages:
+    return DecodedImages(x, np.arange(len(x), dtype=np.int64), [])
+
+
 def _open_tensors(source: ResolvedSource) -> _OpenSplit:
     from robaudit.data.tensor_files import read_tensor_file
 
     contents = read_tensor_file(_path(source))
     x = contents.x
 
-    def fetch(rows: np.ndarray) -> torch.Tensor:
+    def fetch(rows: np.ndarray) -> DecodedImages:
         picked = x.take(rows)
-        return _uint8_to_unit(picked) if picked.dtype == torch.uint8 else picked.to(torch.float32)
+        return _every_row(_uint8_to_unit(picked) if picked.dtype == torch.uint8 else picked.to(torch.float32))
 
     return _OpenSplit(
         what=f"tensor file {source.path}",

@@ -11,13 +11,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from robaudit.data.catalog import NAMED_DATASETS
+from robaudit.data.sampling import ALL, NSamples
 from robaudit.errors import DataError, did_you_mean
 
 SPLITS = ("test", "train")
 CHANNEL_CONVERSIONS = ("rgb", "gray")
 TENSOR_SUFFIXES = (".npz", ".pt")
 IMAGEFOLDER_PREFIX = "imagefolder:"
-SOURCE_FORMS = "digits, cifar10, cifar100, mnist, fashion-mnist, svhn, imagefolder:PATH, or a path to a .npz / .pt file"
+# prefix → (kind, canonical name) of the sources that name a folder
+FOLDER_PREFIXES = {
+    IMAGEFOLDER_PREFIX: ("imagefolder", "imagefolder"),
+    "imagenet:": ("imagenet", "imagenet"),
+    "imagenet-a:": ("imagenet", "imagenet-a"),
+    "imagenet-r:": ("imagenet", "imagenet-r"),
+}
+SOURCE_FORMS = (
+    "digits, cifar10, cifar100, mnist, fashion-mnist, svhn, imagefolder:PATH, imagenet:PATH, imagenet-a:PATH, "
+    "imagenet-r:PATH, or a path to a .npz / .pt file"
+)
 
 
 @dataclass
@@ -26,28 +37,34 @@ class DataRequest:
 
     Attributes:
         source: ``digits``, ``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist``,
-            ``svhn``, ``imagefolder:PATH``, or a path to a ``.npz`` / ``.pt`` file.
+            ``svhn``, ``imagefolder:PATH``, ``imagenet:PATH``, ``imagenet-a:PATH``,
+            ``imagenet-r:PATH``, or a path to a ``.npz`` / ``.pt`` file.
         data_dir: root holding the named torchvision datasets; ``None`` means
             ``$ROBAUDIT_DATA_DIR``, else ``$XDG_CACHE_HOME/robaudit/data``, else
             ``~/.cache/robaudit/data``.
         download: allow torchvision to download a named dataset whose files are missing.
         split: ``test`` or ``train``. Image folders and tensor files hold one set of
             samples; for them the split only names the sample ids.
-        n_samples: number of samples to audit (stratified, seeded subsample); ``None``: all.
+        n_samples: number of samples to audit (stratified, seeded subsample); ``"all"``:
+            every sample; ``None``: the default budget (every sample of a split of at most
+            1,000, else a stratified 1,000; see :mod:`robaudit.data.sampling`).
         seed: seed of the subsample.
         convert_channels: ``None``, ``"rgb"`` (repeat a gray channel three times) or
             ``"gray"`` (RGB → ITU-R 601 luma).
         resize: explicit (H, W) in pixels to resize every image to (bilinear, antialiased).
+        skip_bad_images: image files that cannot be decoded safely (corrupt, truncated,
+            decompression bombs) are skipped and recorded instead of raising.
     """
 
     source: str
     data_dir: Path | None = None
     download: bool = False
     split: str = "test"
-    n_samples: int | None = None
+    n_samples: NSamples = None
     seed: int = 0
     convert_channels: str | None = None
     resize: tuple[int, int] | None = None
+    skip_bad_images: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,10 +72,11 @@ class ResolvedSource:
     """A validated source.
 
     Attributes:
-        kind: ``digits``, ``named`` (a torchvision dataset), ``imagefolder`` or ``tensors``.
-        name: canonical dataset name (``cifar10`` …, ``digits``, ``imagefolder``, ``tensors``).
-        path: the data root (named datasets), the folder (image folders), the file
-            (tensor files), all absolute; ``None`` for digits.
+        kind: ``digits``, ``named`` (a torchvision dataset), ``imagefolder``, ``imagenet`` or ``tensors``.
+        name: canonical dataset name (``cifar10`` …, ``digits``, ``imagefolder``, ``imagenet``,
+            ``imagenet-a``, ``imagenet-r``, ``tensors``).
+        path: the data root (named datasets), the folder (image folders, ImageNet sets), the
+            file (tensor files), all absolute; ``None`` for digits.
     """
 
     kind: str
@@ -100,11 +118,12 @@ def resolve_source(request: DataRequest) -> ResolvedSource:
     source = request.source.strip() if isinstance(request.source, str) else ""
     if not source:
         raise DataError("no dataset given", fix=f"pass --data with one of: {SOURCE_FORMS}")
-    if source.lower().startswith(IMAGEFOLDER_PREFIX):
-        raw = source[len(IMAGEFOLDER_PREFIX) :]
-        if not raw:
-            raise DataError("imagefolder: needs a folder path", fix="pass --data imagefolder:PATH/TO/FOLDER")
-        return ResolvedSource("imagefolder", "imagefolder", Path(raw).expanduser().resolve())
+    for prefix, (kind, name) in FOLDER_PREFIXES.items():
+        if source.lower().startswith(prefix):
+            raw = source[len(prefix) :]
+            if not raw:
+                raise DataError(f"{prefix} needs a folder path", fix=f"pass --data {prefix}PATH/TO/FOLDER")
+            return ResolvedSource(kind, name, Path(raw).expanduser().resolve())
     lowered = source.lower()
     if lowered == "digits":
         return ResolvedSource("digits", "digits", None)
@@ -124,6 +143,9 @@ def resolve_source(request: DataRequest) -> ResolvedSource:
             f"{path.resolve()} is a folder; folders of images are read as image folders",
             fix=f"pass --data imagefolder:{source}",
         )
+    folder_prefix = f"{lowered}:"
+    if folder_prefix in FOLDER_PREFIXES:
+        raise DataError(f"{source} needs a folder path", fix=f"pass --data {folder_prefix}PATH/TO/FOLDER")
     hint = did_you_mean(lowered, ["digits", *NAMED_DATASETS])
     raise DataError(
         f"unknown dataset {source!r}" + (f"; {hint}" if hint else ""),
@@ -140,13 +162,13 @@ def _check_split(split: str) -> None:
         )
 
 
-def _check_n_samples(n_samples: int | None) -> None:
-    if n_samples is None:
+def _check_n_samples(n_samples: NSamples) -> None:
+    if n_samples is None or n_samples == ALL:
         return
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise DataError(
-            f"the number of samples must be a positive integer, got {n_samples!r}",
-            fix="pass --n-samples with an integer ≥ 1, or leave it out to audit every sample",
+            f"the number of samples must be 'all' or a positive integer, got {n_samples!r}",
+            fix="pass --n-samples with an integer ≥ 1, or --n-samples all to audit every sample",
         )
 
 

@@ -25,6 +25,7 @@ from robaudit.analysis.indicators import analyse
 from robaudit.config import AuditConfig, build_probe_config, check_unselected_knobs
 from robaudit.data import DataRequest, describe_dataset, load_data
 from robaudit.data.audit_data import AuditData
+from robaudit.data.class_subset import restrict_classes
 from robaudit.engine.progress import make_progress
 from robaudit.errors import OutputError, ProbeError, RobauditError
 from robaudit.exitcodes import ExitCode
@@ -132,6 +133,7 @@ def prepare(config: AuditConfig, selected: list[_Selected]) -> tuple[torch.devic
     data_request = DataRequest(
         source=config.dataset, data_dir=config.data_dir, download=config.download, split=config.split,
         n_samples=config.n_samples, seed=config.seed, convert_channels=config.convert_channels, resize=config.resize,
+        skip_bad_images=config.skip_bad_images,
     )
     info = describe_dataset(data_request)
     model_request = ModelRequest(
@@ -142,6 +144,7 @@ def prepare(config: AuditConfig, selected: list[_Selected]) -> tuple[torch.devic
     )
     model = load_model(model_request, info)
     data = load_data(data_request, model.in_channels, model.data_config)
+    model, data = restrict_classes(model, data)  # ImageNet-A/R: every probe sees the 200-class model
     return device, threads, model, data
 
 

@@ -126,7 +126,7 @@ def test_an_x_too_large_for_memory_is_refused_before_decompressing(tmp_path: Pat
     assert sum(read) < 4 * (1 << 20)
     read.clear()
     monkeypatch.setattr("robaudit.data.tensor_files.available_memory", lambda: 1 << 30)
-    code, line = _validate(path)
+    code, line = _validate(path, "--n-samples", "all")  # the default budget would select only 1,000
     assert code == ExitCode.USAGE
     assert f"x in {path} has shape [3000000, 1, 8, 8] torch.float64 (1.4 GiB)" in line
     assert "the 3000000 samples selected need 2.1 GiB of memory but 1.0 GiB is available" in line

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from robaudit.data import DataRequest, default_data_dir, describe_dataset, load_data
-from robaudit.data.request import resolve_source
+from robaudit.data.request import ResolvedSource, resolve_source
 from robaudit.errors import DataError
 
 
@@ -27,6 +27,9 @@ def test_sources_resolve_to_their_kind(tmp_path: Path) -> None:
     assert resolve_source(DataRequest("CIFAR10", data_dir=tmp_path)).name == "cifar10"
     assert resolve_source(DataRequest("fashion-mnist", data_dir=tmp_path)).path == tmp_path.resolve()
     assert resolve_source(DataRequest(f"imagefolder:{tmp_path}")).kind == "imagefolder"
+    assert resolve_source(DataRequest(f"ImageNet:{tmp_path}")) == ResolvedSource("imagenet", "imagenet", tmp_path.resolve())
+    assert resolve_source(DataRequest(f"imagenet-a:{tmp_path}")).name == "imagenet-a"
+    assert resolve_source(DataRequest(f"imagenet-r:{tmp_path}")).name == "imagenet-r"
     assert resolve_source(DataRequest(str(tmp_path / "d.npz"))).kind == "tensors"
     assert resolve_source(DataRequest("digits")).path is None
 
@@ -35,7 +38,10 @@ def test_sources_resolve_to_their_kind(tmp_path: Path) -> None:
     ("request_", "in_message", "in_fix"),
     [
         (DataRequest("cifar-10"), "did you mean 'cifar10'", "--data"),
-        (DataRequest("imagenet"), "unknown dataset 'imagenet'", "imagefolder:PATH"),
+        (DataRequest("imagenet"), "imagenet needs a folder path", "--data imagenet:PATH"),
+        (DataRequest("imagenet-a:"), "imagenet-a: needs a folder path", "--data imagenet-a:PATH"),
+        (DataRequest("imagenet-r"), "imagenet-r needs a folder path", "--data imagenet-r:PATH"),
+        (DataRequest("imagenett"), "unknown dataset 'imagenett'", "imagenet:PATH"),
         (DataRequest(""), "no dataset given", "--data"),
         (DataRequest("imagefolder:"), "needs a folder path", "imagefolder:PATH"),
         (DataRequest("digits", split="val"), "unknown split 'val'", "--split test or --split train"),

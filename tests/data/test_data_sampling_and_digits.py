@@ -60,7 +60,7 @@ def test_more_samples_than_available_uses_all() -> None:
 
 def test_digits_split_sizes_and_balance() -> None:
     test = load_data(DataRequest("digits"))
-    train = load_data(DataRequest("digits", split="train"))
+    train = load_data(DataRequest("digits", split="train", n_samples="all"))  # 1,437 > the default 1,000
     assert len(test) == 360 and len(train) == 1437
     assert test.x.shape == (360, 1, 8, 8) and test.x.dtype == torch.float32
     assert float(test.x.min()) == 0.0 and float(test.x.max()) == 1.0

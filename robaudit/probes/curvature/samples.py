@@ -20,7 +20,7 @@ from robaudit.errors import ProbeError
 from robaudit.probes.base import ProbeContext
 
 BASE_SETS = ("audit", "train")
-_SINGLE_SET_SOURCES = ("imagefolder", "tensors")
+_SINGLE_SET_SOURCES = ("imagefolder", "imagenet", "imagenet-a", "imagenet-r", "tensors")
 
 
 @dataclass
@@ -142,7 +142,8 @@ def load_train_set(ctx: ProbeContext, n_samples: int | None) -> SampleSet:
                          "the audit samples (train split)", dict(prov))
     request = DataRequest(
         source=source, data_dir=prov.get("path") if name not in ("digits",) else None, split="train",
-        n_samples=n_samples, seed=ctx.seed, convert_channels=_conversion(ctx), resize=_resize(ctx),
+        n_samples="all" if n_samples is None else n_samples, seed=ctx.seed, convert_channels=_conversion(ctx),
+        resize=_resize(ctx),
     )
     try:
         data = load_data(request, ctx.model.in_channels, ctx.model.data_config)
