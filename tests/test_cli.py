@@ -167,8 +167,11 @@ def test_readme_documents_the_exit_codes() -> None:
     from robaudit.exitcodes import ExitCode
 
     readme = (REPO / "README.md").read_text()
+    page = (REPO / "docs" / "exit-codes.md").read_text()
     for code in ExitCode:
         assert f"| {code.value} | `{code.name}`" in readme, code
+        assert f"| {code.value} | `{code.name}`" in page, code
+    assert "(docs/exit-codes.md)" in readme
 
 
 def test_interpolate_to_adds_the_landscape_path_to_another_checkpoint(tmp_path: Path) -> None:
