@@ -145,7 +145,6 @@ class _NewtonAttack(SweepAttack):
     needs_grad = True
     needs_double_backward = True
     single_step_peer = None  # the Newton-vs-gradient comparison is reported separately, not as a flag
-    order = 15
     gradient_peers: ClassVar[dict[str, str]] = {}
     """Gradient attack of the same schedule: ``single`` (steps = 1) and ``iterated`` probe names."""
     gradient_names: ClassVar[dict[str, str]] = {}

@@ -7,7 +7,17 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from robaudit.probes.base import Column, Flag, Probe, ProbeContext, ProbeResult, Severity, wilson_interval
+from robaudit.probes.base import (
+    ATTACK_OUTCOMES,
+    Column,
+    Flag,
+    Probe,
+    ProbeContext,
+    ProbeResult,
+    Requirement,
+    Severity,
+    wilson_interval,
+)
 from robaudit.probes.geometry import common
 from robaudit.probes.geometry.curvature import (
     InputCurvature,
@@ -62,7 +72,7 @@ class InputHessian(Probe):
     needs_grad = True
     needs_double_backward = True
     standard = True
-    order = 21
+    requires = (Requirement(ATTACK_OUTCOMES, optional=True),)  # the robust / non-robust split
     columns: ClassVar = {
         "lambda_1": Column("input-Hessian top eigenvalue λ1^x", "indicator", "nats per squared L2 pixel", False),
         "lambda_*": Column("input-Hessian eigenvalue", "other", "nats per squared L2 pixel", False),
@@ -118,7 +128,7 @@ class InputHessian(Probe):
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config
-        eps, eps_source = common.resolve_epsilon(cfg.epsilon, ctx.dataset)
+        eps, eps_source = common.resolve_epsilon(cfg.epsilon, ctx.threat_model)
         ggn_rtol = cfg.ggn_rtol if cfg.ggn_rtol is not None else (1e-6 if cfg.precision == "float64" else 1e-3)
         rank_rtol = cfg.rank_rtol if cfg.rank_rtol is not None else (1e-9 if cfg.precision == "float64" else 1e-5)
         model = common.working_model(ctx.model, cfg.precision)
