@@ -176,7 +176,7 @@ def load_outcome_table(out_dir: Path) -> OutcomeTable:
 
     results = store.read_results(out_dir)
     ids, columns = store.read_per_sample(out_dir)
-    providers = results.get("attack_outcome_sources", [])
+    providers = (results.get("attack_outcomes") or {}).get("sources", [])
     persisted = {name: store.persisted_result(results["probes"][name], columns) for name in providers
                  if results.get("probes", {}).get(name, {}).get("status") == "ok"}
     return build_outcome_table(persisted, len(ids))
