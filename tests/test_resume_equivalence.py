@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from demo import DEMO_ARCH, DEMO_CHECKPOINT
+from robaudit.attack_outcomes import load_outcome_table, to_json_text
 from robaudit.cli.main import main
 from robaudit.config import AuditConfig
 from robaudit.engine.runner import TEST_STOP_VARIABLE, select_probes
@@ -77,6 +78,7 @@ def _assert_same_results(reference: Path, resumed: Path) -> None:
         probes = [n for n in a.get("probes", {}) if a["probes"][n] != b.get("probes", {}).get(n)]
         pytest.fail(f"results.json differs in {differing}; probes {probes}")
     assert (reference / "per_sample.csv").read_bytes() == (resumed / "per_sample.csv").read_bytes()
+    assert to_json_text(load_outcome_table(resumed)) == to_json_text(load_outcome_table(reference))
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +92,18 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_matrix_covers_every_probe_boundary() -> None:
     assert len(BOUNDARIES) == 17 and "attack.fhsm" in BOUNDARIES and "attack.worst_case" in BOUNDARIES
     assert BOUNDARIES.index("attack.fgsm") < BOUNDARIES.index("attack.fhsm")
+
+
+def test_the_saved_outcome_table_matches_what_results_json_counts(reference: Path) -> None:
+    """``robaudit report`` and the gate rebuild the engine's table from disk: the same counts."""
+    results = json.loads((reference / "results.json").read_text())
+    table = load_outcome_table(reference)
+    assert {"sources": results["attack_outcomes"]["sources"], **table.summary()} == results["attack_outcomes"]
+    assert set(results["attack_outcomes"]["sources"]) == {n for n in BOUNDARIES if n.startswith("attack.")} - {
+        "attack.worst_case"}
+    worst = results["probes"]["attack.worst_case"]["summary"]
+    for norm, outcomes in table.norms.items():
+        assert worst[norm]["eps"] == list(outcomes.eps)
 
 
 @pytest.mark.parametrize("boundary", BOUNDARIES)
