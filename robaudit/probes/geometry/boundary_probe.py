@@ -51,7 +51,7 @@ class BoundaryDistance(Probe):
     """
 
     name = "geometry.boundary"
-    version = "1"
+    version = "2"  # 2: the robust split reads the attack-outcome table (distance attacks count at any ε)
     description = ("distance to the decision boundary along the gradient vs random directions "
                    "(L2 and L∞ line search on d)")
     needs_grad = True

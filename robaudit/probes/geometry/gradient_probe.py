@@ -48,7 +48,7 @@ class InputGradients(Probe):
     """
 
     name = "geometry.gradients"
-    version = "1"
+    version = "2"  # 2: the robust split reads the attack-outcome table (distance attacks count at any ε)
     description = ("input gradients: ‖∇x J‖₁/₂, logit-Jacobian norms, Yu's d(x) and ∇x d, linearised margins, "
                    "Jacobian sparsity")
     needs_grad = True

@@ -66,7 +66,7 @@ class InputHessian(Probe):
     """
 
     name = "geometry.input_hessian"
-    version = "1"
+    version = "2"  # 2: the robust split reads the attack-outcome table (distance attacks count at any ε)
     description = ("input-Hessian spectrum of the CE loss (exact c×c method in float64, checked at run time; "
                    "Lanczos fallback), PSD/rank test of Yao's Theorem 1, Yu's robustness indicator")
     needs_grad = True

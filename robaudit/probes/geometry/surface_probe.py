@@ -70,7 +70,7 @@ class DecisionSurfaces(Probe):
     """
 
     name = "geometry.surfaces"
-    version = "1"
+    version = "2"  # 2: the robust split reads the attack-outcome table (distance attacks count at any ε)
     description = ("decision- and loss-surface grids along adversarial vs random directions, Jacobian heat-maps "
                    "(report pictures)")
     needs_grad = True
