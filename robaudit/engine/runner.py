@@ -274,6 +274,7 @@ def run_audit(config: AuditConfig, registry: ProbeRegistry | None = None, *, qui
         raise
 
     run.carried.clear()  # every selected probe is decided; saved results of unselected ones are dropped
+    run.compose()
     columns = run.columns()
     try:
         results["analysis"] = analyse(results, {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()},
@@ -374,6 +375,12 @@ class _RunState:
 
     def write(self) -> None:
         """Rewrite ``results.json`` and the per-sample table atomically, carried results included."""
+        columns = self.compose()
+        store.write_per_sample(self.out_dir, self.data.ids, self.data.y.numpy(), columns)
+        store.write_results(self.out_dir, self.results)
+
+    def compose(self) -> dict[str, np.ndarray]:
+        """Fill ``results`` (probes in order, outcome counts, flags, column list); return the columns."""
         entries = {**{n: e for n, (e, _) in self.carried.items()}, **self.entries}
         self.results["probes"] = {n: entries[n] for n in self._order() if n in entries}
         sources = [n for n in self.providers if n in self.persisted]
@@ -382,8 +389,7 @@ class _RunState:
         columns = self.columns()
         self.results["flags"] = _dedupe([f.to_json() for f in self.flags])
         self.results["per_sample"]["columns"] = list(columns)
-        store.write_per_sample(self.out_dir, self.data.ids, self.data.y.numpy(), columns)
-        store.write_results(self.out_dir, self.results)
+        return columns
 
 
 def _inputs_digest(threat_model: dict[str, Any], inputs: dict[str, ProbeResult]) -> str:
