@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     import torchattacks
 
     from robaudit.config import build_probe_config
-    from robaudit.probes.attacks.budgets import DEFAULT_EPS
+    from robaudit.threat_model import resolve_threat_model
     from robaudit.probes.attacks.iterative import BIMProbe, PGDL2Probe, PGDLinfProbe
     from robaudit.probes.attacks.min_eps import MinEpsProbe
     from robaudit.probes.attacks.single_step import FGSMProbe, L2GradProbe
@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     model, data = _load(args.n_samples)
     for p in model.parameters():  # the probes' attack session does this; the baseline gets the same model
         p.requires_grad_(False)
-    linf, l2 = DEFAULT_EPS["digits"]["linf"], DEFAULT_EPS["digits"]["l2"]
+    threat_model = resolve_threat_model("digits", (1, 8, 8))
+    linf, l2 = threat_model.eps("linf"), threat_model.eps("l2")
     print(f"robaudit attack overhead on the digits demo: {len(data)} samples, batch {args.batch_size}, "
           f"torch {torch.__version__}, torchattacks {torchattacks.__version__}, threads {torch.get_num_threads()} "
           f"(pinned); process CPU seconds, median of ≥ {args.repeats} interleaved runs after one warm-up each")

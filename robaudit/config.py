@@ -9,6 +9,7 @@ File format (``robaudit.toml``, or the same keys under ``[tool.robaudit]`` in
     dataset = "cifar10"
     n-samples = 500
     probes = ["clean", "calibration"]
+    eps = ["linf=2/255,8/255", "l2=0.5"]   # the run's threat model, as --eps
 
     [probe-config.calibration]
     bins = 20
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from robaudit.errors import ConfigError, ProbeError, did_you_mean
+from robaudit.threat_model import check_eps_list, check_norm
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -78,6 +80,9 @@ class AuditConfig:
     threads: int | None = None
     probes: list[str] | None = None
     probe_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    eps: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    """The run's threat model per norm (``--eps linf=8/255``): ε in [0, 1] pixel units; norms not
+    given take the dataset family's default (see :mod:`robaudit.threat_model`)."""
     resume: bool = False
     overwrite: bool = False
     report: bool = True
@@ -106,6 +111,17 @@ class AuditConfig:
         if self.resume and self.overwrite:
             raise ConfigError("--resume continues the audit in its directory and --overwrite moves it aside; "
                               "they cannot be combined", fix="drop --overwrite (or pass --no-overwrite when a config file sets it)")
+        eps: dict[str, tuple[float, ...]] = {}
+        for norm, values in dict(self.eps).items():
+            try:
+                norm = check_norm(norm)
+                values = tuple(float(v) for v in values)
+                check_eps_list(values, norm)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"--eps {norm}: {exc}", fix="pass --eps NORM=E1,E2 with norm linf or l2 and "
+                                                              "budgets in [0, 1] pixel units, e.g. --eps linf=8/255") from None
+            eps[norm] = values
+        self.eps = eps
         if self.convert_channels not in (None, "rgb", "gray"):
             raise ConfigError(f"unknown channel conversion '{self.convert_channels}'", fix="use --convert-channels rgb or gray")
 
@@ -118,6 +134,8 @@ class AuditConfig:
                 value = str(value)
             elif isinstance(value, tuple):
                 value = list(value)
+            elif f.name == "eps":
+                value = {norm: list(values) for norm, values in value.items()}
             out[f.name] = value
         return out
 

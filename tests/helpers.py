@@ -26,11 +26,12 @@ def audit_data(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> AuditData:
     return AuditData(x, y, [f"test:{i}" for i in range(len(y))], info, {"source": "test"})
 
 
-def context(model: AuditModel, data: AuditData, seed: int = 0, batch_size: int = 32) -> ProbeContext:
-    """A probe context on CPU."""
+def context(model: AuditModel, data: AuditData, seed: int = 0, batch_size: int = 32,
+            previous: dict | None = None) -> ProbeContext:
+    """A probe context on CPU; ``previous`` (results by probe name) also feeds its attack-outcome table."""
     return ProbeContext(model=model, data=data, device=torch.device("cpu"), batch_size=batch_size, seed=seed,
                         generator=torch.Generator().manual_seed(seed), logger=logging.getLogger("test"),
-                        progress=make_progress(quiet=True), previous={}, dataset=data.info.name)
+                        progress=make_progress(quiet=True), previous=previous or {}, dataset=data.info.name)
 
 
 class FixedLogits(nn.Module):

@@ -4,8 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from robaudit.probes.base import Column, Probe, ProbeContext, ProbeResult
+from robaudit.probes.base import Column, Probe, ProbeContext, ProbeResult, Requirement
 
 
 class CountingProbe(Probe):
@@ -19,12 +20,13 @@ class CountingProbe(Probe):
     @dataclass
     class Config:
         scale: float = 1.0
+        offset: int = 0
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         type(self).runs += 1
         noise = float(np.random.default_rng(ctx.seed).normal())
         return ProbeResult(summary={"scaled": self.config.scale * float(ctx.data.x[:, 0, 0, 0].mean()), "noise": noise},
-                           per_sample={"label_twice": 2 * ctx.data.y.numpy()})
+                           per_sample={"label_twice": 2 * ctx.data.y.numpy() + self.config.offset})
 
 
 class InterruptingProbe(Probe):
@@ -33,7 +35,6 @@ class InterruptingProbe(Probe):
     name = "test.interrupt"
     version = "1"
     description = "test probe that simulates Ctrl-C"
-    order = 50
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         raise KeyboardInterrupt
@@ -121,3 +122,68 @@ class FillingProbe(Probe):
             except OSError:  # ENOSPC: the file system is full now
                 pass
         return ProbeResult(summary={"filled": True})
+
+
+class MutatingProbe(Probe):
+    """Breaks the contract at run time: writes into the audit model's weights in place."""
+
+    name = "test.mutate"
+    version = "1"
+    description = "test probe that changes the audit model"
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        with torch.no_grad():
+            next(ctx.model.parameters()).mul_(1.0)  # an in-place write, even of the same values
+        return ProbeResult(summary={"done": True})
+
+
+class ModeSwitchingProbe(Probe):
+    """Breaks the contract at run time: leaves the audit model in training mode."""
+
+    name = "test.train_mode"
+    version = "1"
+    description = "test probe that switches the model to training mode"
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        ctx.model.train()
+        return ProbeResult(summary={"done": True})
+
+
+class CycleA(Probe):
+    """Requires test.cycle_b, which requires it back."""
+
+    name = "test.cycle_a"
+    version = "1"
+    description = "test probe in a requirement cycle"
+    requires = (Requirement("test.cycle_b", optional=True),)
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        return ProbeResult()
+
+
+class CycleB(Probe):
+    """Requires test.cycle_a."""
+
+    name = "test.cycle_b"
+    version = "1"
+    description = "test probe in a requirement cycle"
+    requires = (Requirement("test.cycle_a"),)
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        return ProbeResult()
+
+
+class ReadsCounting(Probe):
+    """Requires test.counting and echoes what it read (its inputs reach the context on --resume too)."""
+
+    name = "test.reads_counting"
+    version = "1"
+    description = "test probe that reads test.counting"
+    requires = (Requirement("test.counting"),)
+    runs = 0
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        type(self).runs += 1
+        upstream = ctx.previous["test.counting"]
+        return ProbeResult(summary={"noise_read": upstream.summary["noise"],
+                                    "label_sum": float(np.sum(upstream.per_sample["label_twice"]))})

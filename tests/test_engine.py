@@ -18,7 +18,7 @@ from robaudit.engine.runner import prepare, select_probes
 from robaudit.exitcodes import ExitCode
 from robaudit.errors import ProbeError
 from robaudit.models.audit_model import same_state
-from robaudit.probes.base import ProbeContext
+from robaudit.probes.base import ATTACK_OUTCOMES, Probe, ProbeContext, ProbeResult
 from robaudit.probes.registry import ENTRY_POINT_GROUP, ProbeRegistry
 from robaudit.results import schema_text, store
 from robaudit.results.serialise import to_jsonable
@@ -98,6 +98,92 @@ def test_resume_skips_finished_probes_and_reruns_changed_ones(tmp_path: Path) ->
     assert probe_fixtures.CountingProbe.runs == 2, "changed knobs must re-run the probe"
 
 
+def test_resume_hands_reused_results_to_later_probes_and_reruns_readers_of_changed_inputs(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A reused result reaches the probes that require it (in its persisted form), and a reader whose
+    input changed re-runs, with the reason in the log."""
+    registry = _registry(("test.counting", "probe_fixtures:CountingProbe"),
+                         ("test.reads_counting", "probe_fixtures:ReadsCounting"))
+    probe_fixtures.ReadsCounting.runs = 0
+    names = ["test.reads_counting", "test.counting"]
+    first = run_audit(_config(tmp_path / "r", probes=names), registry, quiet=True)
+    assert first.results["probe_order"] == ["test.counting", "test.reads_counting"]
+    read = first.results["probes"]["test.reads_counting"]["summary"]
+    assert read["noise_read"] == first.results["probes"]["test.counting"]["summary"]["noise"]
+    assert read["label_sum"] == 2 * float(np.sum(json.loads(json.dumps(list(map(int, store.read_per_sample(
+        tmp_path / "r")[1]["label"]))))))
+    # drop the reader's result: on resume it must read test.counting's *reused* result
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    del results["probes"]["test.reads_counting"]
+    store.write_results(tmp_path / "r", results)
+    again = run_audit(_config(tmp_path / "r", probes=names, resume=True), registry, quiet=True)
+    assert probe_fixtures.ReadsCounting.runs == 2
+    assert again.results["probes"]["test.reads_counting"]["summary"] == read
+    # new knobs for the upstream probe that leave its result unchanged (the first pixel is 0 on digits):
+    # it re-runs, and its reader's saved result stays valid
+    caplog.set_level("INFO", logger="robaudit")
+    same = _config(tmp_path / "r", probes=names, resume=True, probe_config={"test.counting": {"scale": 3.0}})
+    run_audit(same, registry, quiet=True)
+    assert probe_fixtures.ReadsCounting.runs == 2
+    # knobs that change the upstream result: the reader re-runs too, and the log says why
+    changed = _config(tmp_path / "r", probes=names, resume=True, probe_config={"test.counting": {"offset": 1}})
+    rerun = run_audit(changed, registry, quiet=True)
+    assert probe_fixtures.ReadsCounting.runs == 3
+    assert rerun.results["probes"]["test.reads_counting"]["summary"]["label_sum"] == read["label_sum"] + 60
+    assert "probe test.reads_counting: re-running, the saved result is stale (the threat model or the results " \
+           "it read changed)" in caplog.text
+    assert "probe test.counting: re-running, the saved result is stale (its knobs changed)" in caplog.text
+
+
+def test_resume_keeps_every_saved_result_on_disk_while_it_runs(tmp_path: Path) -> None:
+    """Issue #12: an interrupted --resume must not lose what the first run finished."""
+    registry = _registry(("test.counting", "probe_fixtures:CountingProbe"),
+                         ("test.interrupt", "probe_fixtures:InterruptingProbe"))
+    run_audit(_config(tmp_path / "r", probes=["clean", "test.counting", "calibration"]), registry, quiet=True)
+    before = json.loads((tmp_path / "r" / "results.json").read_text())
+    _, cols_before = store.read_per_sample(tmp_path / "r")
+    # the resume re-runs calibration first (new knobs), then is interrupted before reaching the rest
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(_config(tmp_path / "r", probes=["calibration", "test.interrupt", "clean", "test.counting"],
+                          resume=True, probe_config={"calibration": {"bins": 7}}), registry, quiet=True)
+    during = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert during["status"] == "interrupted"
+    for name in ("clean", "test.counting"):
+        assert during["probes"][name] == before["probes"][name]
+    assert during["probes"]["calibration"]["config"]["bins"] == 7
+    _, cols = store.read_per_sample(tmp_path / "r")
+    np.testing.assert_array_equal(cols["test.counting/label_twice"], cols_before["test.counting/label_twice"])
+    np.testing.assert_array_equal(cols["clean/correct"], cols_before["clean/correct"])
+
+
+@pytest.mark.parametrize(("probe", "message"), [
+    ("test.mutate", "probe 'test.mutate' changed the audit model's state"),
+    ("test.train_mode", "probe 'test.train_mode' changed the audit model's training mode"),
+])
+def test_the_engine_fails_a_probe_that_changes_the_model(tmp_path: Path, probe: str, message: str) -> None:
+    registry = _registry(("test.mutate", "probe_fixtures:MutatingProbe"),
+                         ("test.train_mode", "probe_fixtures:ModeSwitchingProbe"))
+    outcome = run_audit(_config(tmp_path / "m", probes=[probe, "clean"]), registry, quiet=True)
+    entry = outcome.results["probes"][probe]
+    assert entry["status"] == "failed" and entry["error"]["internal"] is True
+    assert message in entry["error"]["message"]
+    assert outcome.exit_code == ExitCode.INTERNAL
+
+
+def test_requirements_refuse_cycles_and_missing_mandatory_inputs(tmp_path: Path) -> None:
+    registry = _registry(("test.cycle_a", "probe_fixtures:CycleA"), ("test.cycle_b", "probe_fixtures:CycleB"),
+                         ("test.reads_counting", "probe_fixtures:ReadsCounting"))
+    with pytest.raises(ProbeError, match="require each other's results"):
+        select_probes(_config(tmp_path, probes=["test.cycle_a", "test.cycle_b"]), registry)
+    with pytest.raises(ProbeError, match="'test.cycle_b' requires probe 'test.cycle_a', which is not selected"):
+        select_probes(_config(tmp_path, probes=["test.cycle_b"]), registry)
+    # an optional requirement that is not selected is fine
+    assert [s.name for s in select_probes(_config(tmp_path, probes=["test.cycle_a"]), registry)] == ["test.cycle_a"]
+    with pytest.raises(ProbeError, match="'attack.worst_case' requires attack outcomes, which no selected probe "
+                                         "provides.*e.g. attack.fgsm"):
+        select_probes(_config(tmp_path, probes=["attack.worst_case"]), ProbeRegistry(autoload_plugins=False))
+
+
 def test_resume_refuses_other_samples(tmp_path: Path) -> None:
     run_audit(_config(tmp_path / "r", probes=["clean"]), _registry(), quiet=True)
     from robaudit.errors import UsageError
@@ -109,8 +195,8 @@ def test_resume_refuses_other_samples(tmp_path: Path) -> None:
 def test_ctrl_c_leaves_finished_probes_on_disk(tmp_path: Path) -> None:
     registry = _registry(("test.interrupt", "probe_fixtures:InterruptingProbe"),
                          ("test.counting", "probe_fixtures:CountingProbe"))
-    with pytest.raises(KeyboardInterrupt):  # declared order: clean (0), test.interrupt (50), test.counting (100)
-        run_audit(_config(tmp_path / "i", probes=["test.counting", "test.interrupt", "clean"]), registry, quiet=True)
+    with pytest.raises(KeyboardInterrupt):  # no requirements: the listed order
+        run_audit(_config(tmp_path / "i", probes=["clean", "test.interrupt", "test.counting"]), registry, quiet=True)
     results = json.loads((tmp_path / "i" / "results.json").read_text())
     assert results["status"] == "interrupted"
     assert results["probes"]["clean"]["status"] == "ok"
@@ -136,28 +222,40 @@ def test_nothing_ran_exit_code(tmp_path: Path) -> None:
     assert outcome.exit_code == ExitCode.INTERNAL  # a crash outranks "nothing ran"
 
 
+MANDATORY_INPUT = {ATTACK_OUTCOMES: "attack.fgsm"}
+
+
 @pytest.mark.parametrize("name", ProbeRegistry(autoload_plugins=False).names())
 def test_probe_contract(name: str, tmp_path: Path) -> None:
     """Every registered probe: deterministic under a seed, leaves the model unchanged, round-trips through JSON."""
     registry = ProbeRegistry(autoload_plugins=False)
-    cfg = _config(tmp_path, probes=[name], n_samples=40)
-    (sel,) = select_probes(cfg, registry)
-    device, _, model, data = prepare(cfg, [sel])
+    cls = registry.get(name)
+    # a mandatory input (attack.worst_case needs attack outcomes) comes from one cheap provider
+    upstream = [MANDATORY_INPUT.get(r.target, r.target) for r in cls.requires if not r.optional]
+    cfg = _config(tmp_path, probes=[*upstream, name], n_samples=40)
+    selected = select_probes(cfg, registry)
+    sel = selected[-1]
+    device, _, model, data = prepare(cfg, selected)
     before = model.state_fingerprint()
 
-    def run_once() -> dict:
+    def run_probe(probe: Probe, needs_grad: bool, previous: dict) -> ProbeResult:
         import logging
 
         from robaudit.engine.progress import make_progress
         from robaudit.engine.runner import probe_seed
 
-        seed = probe_seed(0, name)
+        seed = probe_seed(0, probe.name)
         torch.manual_seed(seed)
         ctx = ProbeContext(model=model, data=data, device=device, batch_size=16, seed=seed,
                            generator=torch.Generator().manual_seed(seed), logger=logging.getLogger(name),
-                           progress=make_progress(True), previous={}, dataset=data.info.name)
-        with torch.set_grad_enabled(sel.cls.needs_grad):
-            result = sel.probe.run(ctx)
+                           progress=make_progress(True), previous=previous, dataset=data.info.name)
+        with torch.set_grad_enabled(needs_grad):
+            return probe.run(ctx)
+
+    previous = {s.name: run_probe(s.probe, s.cls.needs_grad, {}) for s in selected[:-1]}
+
+    def run_once() -> dict:
+        result = run_probe(sel.probe, sel.cls.needs_grad, previous)
         return {"summary": to_jsonable(result.summary), "artifacts": to_jsonable(result.artifacts),
                 "per_sample": to_jsonable(result.per_sample), "flags": [f.to_json() for f in result.flags]}
 
@@ -171,7 +269,8 @@ def test_probes_run_in_declared_order_and_standard_expands(tmp_path: Path) -> No
     """attack.worst_case reads the attacks' results, so it must run after them whatever the listed order."""
     registry = ProbeRegistry(autoload_plugins=False)
     selected = select_probes(_config(tmp_path / "o", probes=["attack.worst_case", "attack.fgsm", "clean"]), registry)
-    assert [s.name for s in selected] == ["clean", "attack.fgsm", "attack.worst_case"]
+    assert [s.name for s in selected] == ["attack.fgsm", "attack.worst_case", "clean"]
+    assert [s.inputs for s in selected] == [[], ["attack.fgsm"], []]
     expanded = [s.name for s in select_probes(_config(tmp_path / "s", probes=["standard", "attack.cw_l2"]), registry)]
     assert set(expanded) == set(registry.standard_set()) | {"attack.cw_l2"}
     with pytest.raises(ProbeError, match="listed twice"):

@@ -30,6 +30,7 @@ import numpy as np
 from robaudit.analysis import stats as st
 from robaudit.errors import UsageError
 from robaudit.results import store
+from robaudit.threat_model import eps_key
 
 CURVE_PROBE_PREFIX = "attack."
 INDICATOR_PROBE_PREFIXES = ("curvature.", "geometry.")
@@ -153,15 +154,13 @@ def robust_curves(runs: list[Run]) -> dict[str, list[dict[str, Any]]]:
     curves: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         for name, entry in run.results.get("probes", {}).items():
-            acc = entry.get("summary", {}).get("robust_accuracy") if entry.get("status") == "ok" else None
+            summary = entry.get("summary", {}) if entry.get("status") == "ok" else {}
+            acc = summary.get("robust_accuracy")
             if not name.startswith(CURVE_PROBE_PREFIX) or not isinstance(acc, dict):
                 continue
             points = []
-            for key, est in acc.items():
-                try:
-                    eps = float(key)
-                except ValueError:
-                    continue
+            for eps in summary.get("eps", []):  # the budgets as numbers; the summary's keys are their eps_key
+                est = acc.get(eps_key(eps))
                 if isinstance(est, dict) and est.get("value") is not None:
                     points.append({"eps": eps, "value": est["value"], "low": est.get("low"), "high": est.get("high")})
             if points:

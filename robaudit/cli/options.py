@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from robaudit.config import AuditConfig, ConfigError, config_from_mapping, parse_knob_assignment
+from robaudit.threat_model import parse_eps_option
 
 # Keys a config file may not set: opting into unpickling must be a deliberate flag on the
 # command line, never something a checked-in (or pull-request-supplied) file can switch on.
@@ -114,6 +115,9 @@ def model_and_data_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Also draw the loss along the straight path to checkpoint OTHER (same architecture; "
                           "Yao Fig 5). Adds curvature.landscape; same as --set curvature.landscape.interpolate_to=OTHER."),
         click.option("--set", "knobs", multiple=True, metavar="PROBE.KNOB=VALUE", help="Set a probe knob (repeatable)."),
+        click.option("--eps", "eps", multiple=True, metavar="NORM=E1,E2",
+                     help="The run's threat model: ε budgets of one norm (linf or l2) in [0, 1] pixel units, "
+                          "fractions allowed (linf=2/255,8/255); repeat per norm [default: by dataset family]."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N | mps."),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads [default: torch's]."),
@@ -162,6 +166,8 @@ def file_defaults_for_click(run_values: dict[str, Any]) -> dict[str, Any]:
             value = "x".join(str(v) for v in value)
         elif key == "arch_kwargs" and isinstance(value, dict):
             value = json.dumps(value)
+        elif key == "eps" and isinstance(value, str):
+            value = [value]
         elif key == "report":
             key, value = "no_report", not value
         out[key] = value
@@ -179,6 +185,10 @@ def config_from_cli(params: dict[str, Any], file_probe_config: dict[str, dict[st
     values["std"] = _floats(values.get("std"))
     values["resize"] = _size(values.get("resize"))
     values["arch_kwargs"] = _json_object(values.get("arch_kwargs"))
+    try:
+        values["eps"] = parse_eps_option(values.get("eps") or ())
+    except ValueError as exc:
+        raise ConfigError(str(exc), fix="pass --eps NORM=E1,E2 (norm linf or l2), e.g. --eps linf=2/255,8/255") from None
     probes = values.get("probes")
     values["probes"] = [p.strip() for p in probes.split(",") if p.strip()] if probes else None
     other = values.pop("interpolate_to", None)

@@ -1,16 +1,27 @@
 """Run an audit: config → model → data → preflight → probes → results (→ report).
 
 The engine owns the bookkeeping so probes don't: validation of probe names and knobs
-before anything heavy, seeding (one derived seed per probe, so ``--resume`` and
-``--probes`` subsets reproduce the same numbers), device and grad mode, timing,
-progress, and writing each probe's result atomically the moment it finishes.
+before anything heavy, the run order from each probe's ``requires`` (:mod:`.plan`), the threat
+model (resolved once), the attack-outcome table, seeding (one derived seed per probe, so
+``--resume`` and ``--probes`` subsets reproduce the same numbers), device and grad mode, the
+"model unchanged" check around every probe (:mod:`.model_guard`), timing, progress, and writing
+each probe's result atomically the moment it finishes.
+
+``--resume`` gives the results of an uninterrupted run: every probe reads its inputs in their
+persisted form (the same whether computed now or read back), a saved result is reused only when
+its version, knobs, the threat model and the results it read are unchanged, and every rewrite of
+``results.json`` carries the saved results not yet reused or re-run, so an interrupted resume loses
+nothing.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import hashlib
+import json
 import logging
+import os
+import signal
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -22,22 +33,35 @@ import torch
 
 from robaudit import __version__
 from robaudit.analysis.indicators import analyse
+from robaudit.attack_outcomes import build_outcome_table
 from robaudit.config import AuditConfig, build_probe_config, check_unselected_knobs
 from robaudit.data import DataRequest, describe_dataset, load_data
 from robaudit.data.audit_data import AuditData
 from robaudit.data.class_subset import restrict_classes
+from robaudit.engine.model_guard import ModelGuard
+from robaudit.engine.plan import probe_inputs, run_order
 from robaudit.engine.progress import make_progress
-from robaudit.errors import OutputError, ProbeError, RobauditError
+from robaudit.errors import ConfigError, InternalError, OutputError, ProbeError, RobauditError, UsageError
 from robaudit.exitcodes import ExitCode
 from robaudit.models import ModelRequest, load_model
 from robaudit.models.audit_model import AuditModel
 from robaudit.preflight import run_preflight
-from robaudit.probes.base import Column, Flag, Probe, ProbeContext, ProbeResult, Severity, column_meta
+from robaudit.probes.base import (
+    ATTACK_OUTCOMES,
+    Column,
+    Flag,
+    Probe,
+    ProbeContext,
+    ProbeResult,
+    Severity,
+    column_meta,
+)
 from robaudit.probes.registry import ProbeRegistry
 from robaudit.results import store
 from robaudit.results.outdir import claim_out_dir
 from robaudit.results.environment import describe_environment, resolve_device
 from robaudit.results.serialise import to_jsonable
+from robaudit.threat_model import ThreatModel, resolve_threat_model
 
 log = logging.getLogger("robaudit")
 
@@ -65,6 +89,8 @@ class _Selected:
     name: str
     cls: type[Probe]
     probe: Probe
+    inputs: list[str] = field(default_factory=list)
+    """The selected probes whose results this one reads (from its ``requires``)."""
 
 
 def select_probes(config: AuditConfig, registry: ProbeRegistry,
@@ -93,11 +119,21 @@ def select_probes(config: AuditConfig, registry: ProbeRegistry,
             broken.append((name, registry.broken[name]))
             continue
         selected.append(_Selected(name, cls, cls(build_probe_config(cls, config.probe_config.get(name, {})))))
-    # Probes read earlier probes' results (attack.worst_case combines the attacks, the geometry
-    # surfaces reuse PGD perturbations), so they run in their declared order, not the listed one.
-    selected.sort(key=lambda s: getattr(s.cls, "order", 100))
+    classes = {s.name: s.cls for s in selected}
+    inputs = probe_inputs(list(classes), classes, lambda capability: _providers(registry, capability))
+    for sel in selected:
+        sel.inputs = inputs[sel.name]
+    by_name = {s.name: s for s in selected}
+    selected = [by_name[n] for n in run_order(list(classes), inputs)]
     check_unselected_knobs(config.probe_config, seen, registry)
     return selected
+
+
+def _providers(registry: ProbeRegistry, capability: str) -> list[str]:
+    """Registered probes that provide ``capability`` (standard ones first), for an error message."""
+    classes = [c for c in (registry.get_or_skip(n) for n in registry.names()) if c is not None]
+    found = [c for c in classes if capability in getattr(c, "provides", ())]
+    return [c.name for c in sorted(found, key=lambda c: not getattr(c, "standard", False))]
 
 
 STANDARD_KEYWORD = "standard"
@@ -173,6 +209,7 @@ def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bo
     previous = _previous_results(out_dir) if config.resume else None
 
     device, threads, model, data = prepare(config, selected)
+    threat_model = _threat_model(config, data)
     preflight = run_preflight(model, data, device, any(s.cls.needs_double_backward for s in selected))
     flags: list[Flag] = list(preflight.flags)
     if model.provenance.load_report.warnings:
@@ -193,51 +230,60 @@ def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bo
                               "data_config": dataclasses.asdict(model.data_config)}),
         "data": to_jsonable(data.provenance),
         "preflight": to_jsonable({"stats": preflight.stats, "double_backward": preflight.double_backward}),
+        "threat_model": threat_model.to_json(),
         "flags": [],
         "probe_order": [s.name for s in selected],
         "probes": {},
+        "attack_outcomes": None,
         "per_sample": {"file": store.PER_SAMPLE_FILE, "rows": len(data), "columns": []},
         "analysis": None,
         "gate": None,
     }
-    columns: dict[str, np.ndarray] = {}
-    reused = _reusable(previous, results, data, selected, out_dir) if previous else {}
+    run = _RunState(out_dir, results, data, flags,
+                    _carried(previous, results, data, out_dir) if previous else {},
+                    [s.name for s in selected if ATTACK_OUTCOMES in s.cls.provides])
 
     probe_results: dict[str, ProbeResult] = {}
     exit_code = ExitCode.OK
     for name, error in broken:  # listed but unloadable plugin probes: recorded as failed, the rest runs
-        results["probes"][name] = _broken_entry(name, error, registry)
+        run.entries[name] = _broken_entry(name, error, registry)
         results["probe_order"].append(name)
         exit_code = ExitCode.INTERNAL
     progress = make_progress(quiet)
     ctx_cache: dict[str, Any] = {}
-    _write(out_dir, results, flags, data, columns)
+    run.write()
     try:
         for sel in selected:
-            if sel.name in reused:
-                entry, cols = reused[sel.name]
-                results["probes"][sel.name] = entry
-                columns.update(cols)
-                flags.extend(Flag(f["id"], Severity(f["severity"]), f["message"], f["source"], f["docs"])
-                             for f in entry.get("flags", []))
+            inputs = {u: run.persisted[u] for u in sel.inputs if u in run.persisted}
+            digest = _inputs_digest(results["threat_model"], inputs)
+            reason = run.stale_reason(sel, digest)
+            if reason is None:
+                run.reuse(sel.name)
                 log.info("probe %s: reused from %s", sel.name, out_dir)
+                _test_stop_hook(sel.name)
                 continue
-            entry, result = _run_one(sel, config, registry, model, data, device, preflight, probe_results, progress, ctx_cache)
-            results["probes"][sel.name] = entry
+            if sel.name in run.carried:
+                log.info("probe %s: re-running, the saved result is stale (%s)", sel.name, reason)
+            outcomes = build_outcome_table({u: r for u, r in inputs.items() if u in run.providers}, len(data))
+            entry, result = _run_one(sel, config, registry, model, data, device, preflight, inputs, progress,
+                                     ctx_cache, threat_model, outcomes)
+            entry["inputs"] = {"probes": list(inputs), "digest": digest}
+            run.finish(sel.name, entry, result)
             if result is not None:
                 probe_results[sel.name] = result
-                flags.extend(result.flags)
-                for key, arr in result.per_sample.items():
-                    columns[store.per_sample_column(sel.name, key)] = np.asarray(arr)
             if entry["status"] == "failed":
                 exit_code = max(exit_code, ExitCode.INTERNAL if entry["error"]["internal"] else ExitCode.USAGE)
-            _write(out_dir, results, flags, data, columns)
+            run.write()
+            _test_stop_hook(sel.name)
     except KeyboardInterrupt:
         results["status"] = "interrupted"
-        _write(out_dir, results, flags, data, columns)
+        run.write()
         _render_quietly(out_dir, config)
         raise
 
+    run.carried.clear()  # every selected probe is decided; saved results of unselected ones are dropped
+    run.compose()
+    columns = run.columns()
     try:
         results["analysis"] = analyse(results, {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()},
                                       seed=probe_seed(config.seed, "analysis"))
@@ -246,19 +292,130 @@ def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bo
         results["analysis"] = {"error": _advice(exc)}
         exit_code = max(exit_code, ExitCode.INTERNAL)
 
-    statuses = [p["status"] for p in results["probes"].values()]
+    statuses = [p["status"] for p in run.entries.values()]
     if exit_code == ExitCode.OK and "ok" not in statuses:
         exit_code = ExitCode.NOTHING_RAN
     results["status"] = "complete" if all(s == "ok" for s in statuses) else "partial"
-    _write(out_dir, results, flags, data, columns)
+    run.write()
     report_path = _render_quietly(out_dir, config)
     return AuditOutcome(out_dir, results, ExitCode(exit_code), report_path, probe_results)
 
 
+def _threat_model(config: AuditConfig, data: AuditData) -> ThreatModel:
+    """The run's threat model from ``--eps`` and the data (a usage error when a budget cannot fit)."""
+    try:
+        return resolve_threat_model(data.info.name, tuple(data.x.shape[1:]), config.eps)
+    except ValueError as exc:
+        raise ConfigError(f"--eps: {exc}", fix="use L2 budgets no larger than √(C·H·W) of the audit images") from None
+
+
+TEST_STOP_VARIABLE = "ROBAUDIT_TEST_STOP_AFTER"
+
+
+def _test_stop_hook(name: str) -> None:
+    """Test-only: ``ROBAUDIT_TEST_STOP_AFTER=<probe>:KILL|INT`` sends this process SIGKILL or SIGINT
+    right after ``<probe>``'s result is on disk (the resume-equivalence tests stop a run at each probe
+    boundary with it). Inert when the variable is unset or names another probe."""
+    value = os.environ.get(TEST_STOP_VARIABLE)
+    if not value:
+        return
+    probe, _, sig = value.rpartition(":")
+    if probe == name:
+        os.kill(os.getpid(), signal.SIGKILL if sig == "KILL" else signal.SIGINT)
+        time.sleep(5)  # SIGINT is raised as KeyboardInterrupt at the next bytecode boundary
+
+
+class _RunState:
+    """The results being written: this run's entries and per-sample columns, the saved ones a resume
+    carries until it reuses or re-runs them, and every finished result in its persisted form."""
+
+    def __init__(self, out_dir: Path, results: dict[str, Any], data: AuditData, flags: list[Flag],
+                 carried: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]], providers: list[str]) -> None:
+        self.out_dir, self.results, self.data, self.flags = out_dir, results, data, flags
+        self.carried = carried
+        self.providers = providers
+        self.entries: dict[str, dict[str, Any]] = {}
+        self._columns: dict[str, dict[str, np.ndarray]] = {}
+        self.persisted: dict[str, ProbeResult] = {}
+
+    def stale_reason(self, sel: _Selected, digest: str) -> str | None:
+        """Why the saved result of ``sel`` cannot be reused (``None``: it can; "not saved" when absent)."""
+        if sel.name not in self.carried:
+            return "not saved"
+        entry = self.carried[sel.name][0]
+        if entry.get("version") != sel.cls.version:
+            return f"probe version {entry.get('version')} → {sel.cls.version}"
+        if entry.get("config") != to_jsonable(dataclasses.asdict(sel.probe.config)):
+            return "its knobs changed"
+        if (entry.get("inputs") or {}).get("digest") != digest:
+            return "the threat model or the results it read changed"
+        return None
+
+    def reuse(self, name: str) -> None:
+        entry, cols = self.carried.pop(name)
+        self.entries[name] = entry
+        self._columns[name] = cols
+        self.flags.extend(Flag(f["id"], Severity(f["severity"]), f["message"], f["source"], f["docs"])
+                          for f in entry.get("flags", []))
+        self.persisted[name] = store.persisted_result(entry, cols)
+
+    def finish(self, name: str, entry: dict[str, Any], result: ProbeResult | None) -> None:
+        self.carried.pop(name, None)
+        self.entries[name] = entry
+        if result is None:
+            self._columns.pop(name, None)
+            return
+        self.flags.extend(result.flags)
+        cols = {store.per_sample_column(name, k): store.persisted_column(v) for k, v in result.per_sample.items()}
+        self._columns[name] = cols
+        self.persisted[name] = store.persisted_result(entry, cols)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Per-sample columns in probe order: this run's, then the saved ones still carried."""
+        out: dict[str, np.ndarray] = {}
+        for name in self._order():
+            out.update(self._columns[name] if name in self._columns else self.carried.get(name, ({}, {}))[1])
+        return out
+
+    def _order(self) -> list[str]:
+        names = list(self.results["probe_order"])
+        return names + [n for n in self.carried if n not in names]
+
+    def write(self) -> None:
+        """Rewrite ``results.json`` and the per-sample table atomically, carried results included."""
+        columns = self.compose()
+        store.write_per_sample(self.out_dir, self.data.ids, self.data.y.numpy(), columns)
+        store.write_results(self.out_dir, self.results)
+
+    def compose(self) -> dict[str, np.ndarray]:
+        """Fill ``results`` (probes in order, outcome counts, flags, column list); return the columns."""
+        entries = {**{n: e for n, (e, _) in self.carried.items()}, **self.entries}
+        self.results["probes"] = {n: entries[n] for n in self._order() if n in entries}
+        sources = [n for n in self.providers if n in self.persisted]
+        table = build_outcome_table({n: self.persisted[n] for n in sources}, len(self.data))
+        self.results["attack_outcomes"] = {"sources": sources, **table.summary()}
+        columns = self.columns()
+        self.results["flags"] = _dedupe([f.to_json() for f in self.flags])
+        self.results["per_sample"]["columns"] = list(columns)
+        return columns
+
+
+def _inputs_digest(threat_model: dict[str, Any], inputs: dict[str, ProbeResult]) -> str:
+    """A hash of what a probe reads besides its knobs: the threat model and its inputs' persisted results."""
+    h = hashlib.sha256(json.dumps(threat_model, sort_keys=True).encode())
+    for name in sorted(inputs):
+        result = inputs[name]
+        h.update(json.dumps([name, to_jsonable(result.summary), to_jsonable(result.artifacts)], sort_keys=True).encode())
+        for key in sorted(result.per_sample):
+            h.update(key.encode())
+            h.update(np.ascontiguousarray(result.per_sample[key], dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
 def _run_one(sel: _Selected, config: AuditConfig, registry: ProbeRegistry, model: AuditModel, data: AuditData,
-             device: torch.device, preflight: Any, done: dict[str, ProbeResult], progress: Any,
-             ctx_cache: dict[str, Any]) -> tuple[dict[str, Any], ProbeResult | None]:
-    """Run one probe with seeding, grad mode and timing; never raises except KeyboardInterrupt."""
+             device: torch.device, preflight: Any, inputs: dict[str, ProbeResult], progress: Any,
+             ctx_cache: dict[str, Any], threat_model: ThreatModel, outcomes: Any) -> tuple[dict[str, Any], ProbeResult | None]:
+    """Run one probe with seeding, grad mode, the model check and timing; never raises except KeyboardInterrupt."""
     dist, dist_version = registry.distribution(sel.name)
     entry: dict[str, Any] = {
         "name": sel.name, "version": sel.cls.version, "distribution": {"name": dist, "version": dist_version},
@@ -273,20 +430,30 @@ def _run_one(sel: _Selected, config: AuditConfig, registry: ProbeRegistry, model
         entry["error"] = {"type": skip[0], "internal": False, "message": skip[1]}
         log.warning("probe %s skipped: %s", sel.name, entry["error"]["message"])
         return entry, None
+    missing = [r.target for r in sel.cls.requires if not r.optional and not _satisfied(r.target, inputs, registry)]
+    if missing:
+        entry["status"] = "skipped"
+        entry["error"] = {"type": "MissingInput", "internal": False,
+                          "message": f"no result for its required {', '.join(missing)} (the probes behind it failed)"}
+        log.warning("probe %s skipped: %s", sel.name, entry["error"]["message"])
+        return entry, None
 
     seed = probe_seed(config.seed, sel.name)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     ctx = ProbeContext(
         model=model, data=data, device=device, batch_size=config.batch_size, seed=seed, generator=generator,
-        logger=logging.getLogger(f"robaudit.probes.{sel.name}"), progress=progress, previous=dict(done),
-        dataset=data.info.name, _clean_logits=ctx_cache.get("clean_logits"),
+        logger=logging.getLogger(f"robaudit.probes.{sel.name}"), progress=progress, previous=inputs,
+        dataset=data.info.name, threat_model=threat_model, outcomes=outcomes,
+        _clean_logits=ctx_cache.get("clean_logits"),
     )
     log.info("probe %s: running", sel.name)
     start = time.perf_counter()
+    guard = ModelGuard(model)
     try:
         with torch.set_grad_enabled(sel.cls.needs_grad):
             result = sel.probe.run(ctx)
+        guard.check(sel.name)
         _check_result(sel.name, result, len(data))
     except KeyboardInterrupt:
         entry["status"] = "interrupted"
@@ -294,7 +461,8 @@ def _run_one(sel: _Selected, config: AuditConfig, registry: ProbeRegistry, model
         raise
     except RobauditError as exc:
         entry.update(status="failed", duration_s=time.perf_counter() - start,
-                     error={"type": type(exc).__name__, "message": exc.one_line(), "internal": False})
+                     error={"type": type(exc).__name__, "message": exc.one_line(),
+                            "internal": isinstance(exc, InternalError)})
         log.error("probe %s failed: %s", sel.name, exc.one_line())
         return entry, None
     except Exception as exc:  # a probe bug must not lose the other probes' results
@@ -315,6 +483,11 @@ def _run_one(sel: _Selected, config: AuditConfig, registry: ProbeRegistry, model
     )
     log.info("probe %s: done in %.2f s", sel.name, entry["duration_s"])
     return entry, result
+
+
+def _satisfied(target: str, inputs: dict[str, ProbeResult], registry: ProbeRegistry) -> bool:
+    """Whether some finished input is ``target`` or provides it."""
+    return any(name == target or target in getattr(registry.get_or_skip(name), "provides", ()) for name in inputs)
 
 
 def _broken_entry(name: str, error: ProbeError, registry: ProbeRegistry) -> dict[str, Any]:
@@ -356,13 +529,6 @@ def _nest_hib(hib: Any) -> dict[str, Any]:
     return out
 
 
-def _write(out_dir: Path, results: dict[str, Any], flags: list[Flag], data: AuditData, columns: dict[str, np.ndarray]) -> None:
-    results["flags"] = _dedupe([f.to_json() for f in flags])
-    results["per_sample"]["columns"] = list(columns)
-    store.write_per_sample(out_dir, data.ids, data.y.numpy(), columns)
-    store.write_results(out_dir, results)
-
-
 def _dedupe(flags: list[dict[str, str]]) -> list[dict[str, str]]:
     seen, out = set(), []
     for f in flags:
@@ -380,28 +546,28 @@ def _previous_results(out_dir: Path) -> dict[str, Any] | None:
     return store.read_results(out_dir)
 
 
-def _reusable(previous: dict[str, Any], current: dict[str, Any], data: AuditData, selected: list[_Selected],
-              out_dir: Path) -> dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]]:
-    """Finished probes of an earlier run that this run may reuse: same model, samples, version and knobs."""
-    from robaudit.errors import UsageError
+def _carried(previous: dict[str, Any], current: dict[str, Any], data: AuditData,
+             out_dir: Path) -> dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]]:
+    """The finished probes of an earlier run in ``out_dir`` (entry, per-sample columns), after checking
+    that run used the same model and samples. Whether each may be reused is decided at its turn.
 
-    old_sha = previous.get("model", {}).get("checkpoint_sha256")
-    if old_sha != current["model"].get("checkpoint_sha256") or previous.get("model", {}).get("source") != current["model"]["source"]:
+    Raises:
+        UsageError: the saved results were made with another model or other samples.
+    """
+    old_model = previous.get("model", {})
+    if old_model.get("checkpoint_sha256") != current["model"].get("checkpoint_sha256") or \
+            old_model.get("source") != current["model"]["source"]:
         raise UsageError(f"--resume {out_dir}: those results were made with a different model",
                          fix="use a new --out directory, or drop --resume")
     ids, cols = store.read_per_sample(out_dir)
     if ids != data.ids:
         raise UsageError(f"--resume {out_dir}: those results cover different samples (dataset, split, --n-samples or seed)",
                          fix="use a new --out directory, or drop --resume")
-    reused = {}
-    for sel in selected:
-        entry = previous.get("probes", {}).get(sel.name)
-        if not entry or entry.get("status") != "ok" or entry.get("version") != sel.cls.version:
-            continue
-        if entry.get("config") != to_jsonable(dataclasses.asdict(sel.probe.config)):
-            continue
-        reused[sel.name] = (entry, {c: cols[c] for c in entry.get("per_sample_columns", []) if c in cols})
-    return reused
+    carried = {}
+    for name, entry in previous.get("probes", {}).items():
+        if entry.get("status") == "ok":
+            carried[name] = (entry, {c: cols[c] for c in entry.get("per_sample_columns", []) if c in cols})
+    return carried
 
 
 def _render_quietly(out_dir: Path, config: AuditConfig) -> Path | None:

@@ -18,9 +18,31 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
+from robaudit.threat_model import ThreatModel, resolve_threat_model
+
 if TYPE_CHECKING:
+    from robaudit.attack_outcomes import OutcomeTable
     from robaudit.data.audit_data import AuditData
     from robaudit.models.audit_model import AuditModel
+
+ATTACK_OUTCOMES = "attack outcomes"
+"""The capability of a probe whose results feed the attack-outcome table (every ``attack.*`` probe
+that reports per-sample successes at budgets, or adversarial distances); see :mod:`robaudit.attack_outcomes`."""
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One input a probe declares in :attr:`Probe.requires`.
+
+    Attributes:
+        target: a probe name (``geometry.gradients``) or a capability (:data:`ATTACK_OUTCOMES`),
+            meaning every selected probe that lists it in :attr:`Probe.provides`.
+        optional: ``False``: the audit refuses to run the probe without it (a usage error before the
+            model loads). ``True``: used when selected, and the probe copes without it.
+    """
+
+    target: str
+    optional: bool = False
 
 
 class Severity(str, Enum):
@@ -151,9 +173,15 @@ class ProbeContext:
         generator: a ``torch.Generator`` on CPU seeded with ``seed``.
         logger: the probe's logger.
         progress: wraps an iterable in a progress bar: ``progress(it, label, total)``.
-        previous: results of probes that already ran in this audit, by name.
-        dataset: the canonical dataset name (``digits``, ``cifar10``, ``imagefolder`` …),
-            used for dataset-aware defaults such as ε lists.
+        previous: the results of the probes this one requires (:attr:`Probe.requires`), by name,
+            whether computed in this run or read back on ``--resume``, always in their persisted
+            form: summaries and artifacts as in ``results.json`` (an :class:`Estimate` is a dict
+            there), per-sample arrays as float64 as in ``per_sample.csv`` (booleans are 1.0 / 0.0).
+        dataset: the canonical dataset name (``digits``, ``cifar10``, ``imagefolder`` …).
+        threat_model: the run's ε budgets per norm (:class:`~robaudit.threat_model.ThreatModel`); every
+            probe reads ε from it. Resolved from ``dataset`` and the image size when not given.
+        outcomes: the attack-outcome table built from every attack in ``previous``
+            (:class:`~robaudit.attack_outcomes.OutcomeTable`): the one definition of "broken at ε".
     """
 
     model: "AuditModel"
@@ -166,7 +194,17 @@ class ProbeContext:
     progress: ProgressFactory
     previous: Mapping[str, ProbeResult]
     dataset: str
+    threat_model: ThreatModel | None = None
+    outcomes: "OutcomeTable | None" = None
     _clean_logits: torch.Tensor | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.threat_model is None:
+            self.threat_model = resolve_threat_model(self.dataset, tuple(self.data.x.shape[1:]))
+        if self.outcomes is None:
+            from robaudit.attack_outcomes import build_outcome_table
+
+            self.outcomes = build_outcome_table(self.previous, len(self.data))
 
     def clean_logits(self) -> torch.Tensor:
         """Logits N×K of the unperturbed audit samples (float32, CPU), computed once per audit."""
@@ -198,7 +236,11 @@ class Probe:
         higher_is_better: for each summary path (tuple of keys), whether higher is better.
             The gate reads this to orient relative rules.
         standard: whether the probe is in the default audit set.
-        order: position in the default audit (lower runs first; attacks before analysis).
+        requires: the results this probe reads (:class:`Requirement`: probe names or capabilities).
+            The engine runs them first (a topological order; the listed order breaks ties), hands
+            their results over in ``ctx.previous`` and ``ctx.outcomes``, and on ``--resume`` reuses
+            this probe's saved result only if those inputs are unchanged.
+        provides: capabilities this probe supplies to others, e.g. :data:`ATTACK_OUTCOMES`.
         columns: metadata of the per-sample keys the probe returns (see :class:`Column`).
             A key ending in ``*`` covers every key with that prefix (``success_eps_*``).
         report_template: a jinja2 template shipped with the probe's package, as
@@ -217,7 +259,8 @@ class Probe:
     needs_input_grad: ClassVar[bool | None] = None
     higher_is_better: ClassVar[Mapping[tuple[str, ...], bool]] = {}
     standard: ClassVar[bool] = False
-    order: ClassVar[int] = 100
+    requires: ClassVar[tuple[Requirement, ...]] = ()
+    provides: ClassVar[tuple[str, ...]] = ()
     columns: ClassVar[Mapping[str, Column]] = {}
     report_template: ClassVar[str | None] = None
     report_title: ClassVar[str | None] = None
@@ -267,6 +310,14 @@ def validate_probe_class(obj: object) -> list[str]:
         for k, v in hib.items()
     ):
         problems.append("'higher_is_better' must map tuples of summary keys to bools")
+    reqs = getattr(obj, "requires", ())
+    if not isinstance(reqs, tuple) or not all(isinstance(r, Requirement) and r.target for r in reqs):
+        problems.append("'requires' must be a tuple of Requirement(target, optional)")
+    provides = getattr(obj, "provides", ())
+    if not isinstance(provides, tuple) or not all(isinstance(p, str) and p for p in provides):
+        problems.append("'provides' must be a tuple of capability names")
+    if hasattr(obj, "order"):
+        problems.append("'order' is gone: declare the results the probe reads in 'requires' instead")
     cols = getattr(obj, "columns", {})
     if not isinstance(cols, Mapping) or not all(isinstance(c, Column) and c.role in Column.ROLES for c in cols.values()):
         problems.append(f"'columns' must map per-sample keys to Column with a role in {Column.ROLES}")

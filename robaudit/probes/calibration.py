@@ -47,7 +47,6 @@ class Calibration(Probe):
     version = "1"
     description = "expected calibration error (bootstrap CI), NLL, Brier score and reliability diagram"
     standard = True
-    order = 1
     higher_is_better: ClassVar = {("ece",): False, ("mce",): False, ("nll",): False, ("brier",): False}
     columns: ClassVar = {"brier": Column("Brier score", "other", "", scale_invariant=False)}
 

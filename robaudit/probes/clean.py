@@ -24,7 +24,6 @@ class CleanAccuracy(Probe):
     version = "1"
     description = "clean top-1 accuracy (Wilson CI), per-class accuracy, per-sample loss, confidence and logit margin"
     standard = True
-    order = 0
     higher_is_better: ClassVar = {("accuracy",): True, ("mean_loss",): False}
     columns: ClassVar = {
         "pred": Column("predicted class"),

@@ -131,10 +131,10 @@ class ProbeRegistry:
         return _dist_name(ep), (dist.version if dist is not None else "unknown")
 
     def standard_set(self) -> list[str]:
-        """The default audit: probes marked ``standard``, in their declared order."""
+        """The default audit: probes marked ``standard``, by name (the engine then runs each after the
+        probes it ``requires``, keeping this order otherwise)."""
         classes = [c for c in (self.get_or_skip(n) for n in self.names()) if c is not None]
-        chosen = [c for c in classes if getattr(c, "standard", False)]
-        return [c.name for c in sorted(chosen, key=lambda c: (getattr(c, "order", 100), c.name))]
+        return [c.name for c in classes if getattr(c, "standard", False)]
 
     def get_or_skip(self, name: str) -> type[Probe] | None:
         """Like :meth:`get`, but a broken *plugin* probe is logged once, kept in :attr:`broken` and

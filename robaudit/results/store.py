@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from robaudit.errors import OutputError, UsageError
+from robaudit.probes.base import Flag, ProbeResult, Severity
 
 RESULTS_FILE = "results.json"
 PER_SAMPLE_FILE = "per_sample.csv"
@@ -266,10 +267,31 @@ def read_per_sample(out_dir: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     cols = {}
     for j, name in enumerate(header[1:], start=1):
         try:
-            cols[name] = np.array([float(r[j]) if r[j] != "" else np.nan for r in rows], dtype=np.float64)
+            cols[name] = np.array([_parse(r[j]) for r in rows], dtype=np.float64)
         except ValueError as exc:
             raise UsageError(f"{path} column {name!r} holds a cell that is not a number ({exc})", fix=bad) from None
     return ids, cols
+
+
+def persisted_column(values: Any) -> np.ndarray:
+    """A per-sample array exactly as :func:`read_per_sample` will read it back: float64, booleans
+    1.0 / 0.0, non-finite values NaN. The engine hands later probes this form, fresh or resumed."""
+    return np.array([_parse(_cell(v)) for v in np.asarray(values).tolist()], dtype=np.float64)
+
+
+def persisted_result(entry: dict[str, Any], columns: dict[str, np.ndarray]) -> ProbeResult:
+    """One probe's result in its persisted form, from its ``results.json`` entry and the per-sample
+    table's columns (column name → float64 array, as :func:`read_per_sample` returns them)."""
+    prefix = f"{entry['name']}/"
+    per_sample = {c[len(prefix):]: columns[c] for c in entry.get("per_sample_columns", []) if c in columns}
+    flags = [Flag(f["id"], Severity(f["severity"]), f["message"], f["source"], f.get("docs", ""))
+             for f in entry.get("flags", [])]
+    return ProbeResult(summary=entry.get("summary", {}), per_sample=per_sample, flags=flags,
+                       artifacts=entry.get("artifacts", {}), notes=list(entry.get("notes", [])))
+
+
+def _parse(cell: str) -> float:
+    return float(cell) if cell != "" else np.nan
 
 
 def _cell(v: Any) -> str:
@@ -278,4 +300,8 @@ def _cell(v: Any) -> str:
     if isinstance(v, (int, np.integer)):
         return str(int(v))
     f = float(v)
-    return "" if not np.isfinite(f) else repr(f)
+    if not np.isfinite(f):
+        return ""
+    # integral floats as integers, so a 0/1 column reads the same whether it was written from
+    # booleans or from their float64 persisted form (a resumed run writes the latter)
+    return str(int(f)) if f.is_integer() and abs(f) < 2**53 else repr(f)

@@ -178,9 +178,7 @@ def run_probe(cls: type, model: AuditModel, data: AuditData, seed: int = 0, batc
     from helpers import context
     from robaudit.config import build_probe_config
 
-    ctx = context(model, data, seed=seed, batch_size=batch_size)
-    if previous:
-        ctx.previous = previous
+    ctx = context(model, data, seed=seed, batch_size=batch_size, previous=previous)
     torch.manual_seed(seed)
     with torch.enable_grad():
         return cls(build_probe_config(cls, knobs)).run(ctx)

@@ -20,7 +20,7 @@ from robaudit.config import build_probe_config
 from robaudit.errors import ProbeError
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.autoattack import AutoAttackProbe
-from robaudit.probes.attacks.budgets import eps_key, resolve_eps
+from robaudit.probes.attacks.budgets import Budgets, eps_key, probe_budgets
 from robaudit.probes.attacks.cw import CWL2Probe
 from robaudit.probes.attacks.fab import FABProbe
 from robaudit.probes.attacks.iterative import BIMProbe, PGDL2Probe, PGDLinfProbe
@@ -29,6 +29,7 @@ from robaudit.probes.attacks.single_step import FGSMProbe, L2GradProbe
 from robaudit.probes.attacks.verify import project
 from robaudit.probes.attacks.worst_case import WorstCaseProbe
 from robaudit.probes.base import ProbeResult, column_meta, validate_probe_class
+from robaudit.threat_model import resolve_threat_model
 
 
 # ----------------------------------------------------------------------------------------- adapter
@@ -222,20 +223,26 @@ def test_worst_case_is_the_per_sample_union_of_verified_successes() -> None:
     assert result.summary["linf"]["robust_accuracy_clean_correct"]["0.1"].value == pytest.approx(
         np.sum(~expect_01) / correct.sum())
     assert result.summary["linf"]["attacks"]["0.1"] == ["attack.fgsm", "attack.min_eps"]
-    alone = run_probe(WorstCaseProbe, model, data)
-    assert alone.summary == {"sources": []} and alone.notes
+    alone = run_probe(WorstCaseProbe, model, data)  # run by hand without attacks (the engine refuses this)
+    assert alone.summary == {"sources": []}
 
 
 # ------------------------------------------------------------------------------- budgets and knobs
 
-def test_default_budgets_follow_the_dataset() -> None:
-    assert resolve_eps(None, "linf", "digits", (1, 8, 8)).eps == (0.05, 0.1, 0.15, 0.2, 0.3)
-    cifar = resolve_eps(None, "linf", "cifar10", (3, 32, 32))
+def test_probe_budgets_come_from_the_threat_model_unless_a_knob_replaces_them() -> None:
+    digits = resolve_threat_model("digits", (1, 8, 8))
+    assert probe_budgets(None, "linf", digits).eps == (0.05, 0.1, 0.15, 0.2, 0.3)
+    cifar = probe_budgets(None, "linf", resolve_threat_model("cifar10", (3, 32, 32)))
     assert cifar.eps == (2 / 255, 0.01, 4 / 255, 0.02, 8 / 255) and cifar.source == "default:cifar-like"
-    assert resolve_eps(None, "linf", "imagefolder", (3, 224, 224)).eps == (1 / 255, 2 / 255, 4 / 255)
-    assert resolve_eps(None, "l2", "tensors", (1, 28, 28)).source == "default:mnist-like"  # placed by size
-    assert resolve_eps([0.2, 0.1, 0.2], "linf", "digits", (1, 8, 8)).eps == (0.1, 0.2)
-    assert resolve_eps(None, "linf", "cifar10", (3, 32, 32), standard_only=True).eps == (8 / 255,)  # AutoAttack's
+    big = resolve_threat_model("imagefolder", (3, 224, 224))
+    assert probe_budgets(None, "linf", big).eps == (1 / 255, 2 / 255, 4 / 255)
+    assert probe_budgets(None, "l2", resolve_threat_model("tensors", (1, 28, 28))).source == "default:mnist-like"
+    knob = probe_budgets([0.2, 0.1, 0.2], "linf", digits)
+    assert knob.eps == (0.1, 0.2) and knob.source == "probe knob"
+    assert probe_budgets(None, "linf", resolve_threat_model("cifar10", (3, 32, 32)), reference_only=True).eps == \
+        (8 / 255,)  # AutoAttack's
+    configured = resolve_threat_model("digits", (1, 8, 8), {"linf": [0.2, 0.05]})
+    assert probe_budgets(None, "linf", configured) == Budgets("linf", (0.05, 0.2), "config")
     assert [eps_key(e) for e in (0.1, 8 / 255, 2.8, 1.0)] == ["0.1", "0.0313725", "2.8", "1"]
 
 

@@ -93,11 +93,12 @@ def build_oracle() -> Oracle:
     return Oracle(model, data, h, torch.linalg.eigvalsh(h))
 
 
-def make_ctx(model: AuditModel, data: AuditData, seed: int = 0, batch_size: int = 7) -> ProbeContext:
+def make_ctx(model: AuditModel, data: AuditData, seed: int = 0, batch_size: int = 7,
+             previous: dict | None = None) -> ProbeContext:
     """A CPU probe context (batch size 7 by default: 60 samples give a short last batch)."""
     return ProbeContext(model=model, data=data, device=torch.device("cpu"), batch_size=batch_size, seed=seed,
                         generator=torch.Generator().manual_seed(seed), logger=logging.getLogger("test.curvature"),
-                        progress=make_progress(quiet=True), previous={}, dataset=data.info.name)
+                        progress=make_progress(quiet=True), previous=previous or {}, dataset=data.info.name)
 
 
 def top_by_magnitude(values: torch.Tensor, k: int) -> torch.Tensor:

@@ -11,9 +11,9 @@ from torch.utils.checkpoint import checkpoint
 
 from curvature_oracle import Oracle, OracleNet
 from helpers import audit_model
+from robaudit.engine.model_guard import ModelGuard
 from robaudit.errors import InternalError, ProbeError
 from robaudit.models.audit_model import same_state
-from robaudit.probes.curvature.audit_net import UnchangedGuard
 from robaudit.probes.curvature.operator import HessianOperator
 from robaudit.probes.curvature.samples import SampleSet
 
@@ -152,16 +152,16 @@ def test_unused_parameters_contribute_zero_curvature(oracle: Oracle) -> None:
 
 def test_guard_detects_in_place_changes_and_mode_switches(oracle: Oracle) -> None:
     model = copy.deepcopy(oracle.model)
-    guard = UnchangedGuard(model)
-    guard.check()
+    guard = ModelGuard(model)
+    guard.check("test.probe")
     with torch.no_grad():
         model.net.fc1.weight.add_(0.0)  # an in-place write, even of zero, bumps the version counter
-    with pytest.raises(InternalError, match="state"):
-        guard.check()
-    guard = UnchangedGuard(model)
+    with pytest.raises(InternalError, match="probe 'test.probe' changed the audit model's state: net.fc1.weight"):
+        guard.check("test.probe")
+    guard = ModelGuard(model)
     model.net.bn.train()
-    with pytest.raises(InternalError, match="training flags"):
-        guard.check()
+    with pytest.raises(InternalError, match="training mode: net.bn"):
+        guard.check("test.probe")
 
 
 def test_empty_set_is_refused(oracle: Oracle) -> None:

@@ -33,9 +33,7 @@ CHEAP = {
 
 def _run(cls: type[Probe], oracle: Oracle, knobs: dict, data: AuditData | None = None, previous: dict | None = None,
          seed: int = 0) -> ProbeResult:
-    ctx = make_ctx(oracle.model, data or oracle.data, seed=seed)
-    if previous:
-        ctx.previous = previous
+    ctx = make_ctx(oracle.model, data or oracle.data, seed=seed, previous=previous)
     return cls(build_probe_config(cls, knobs)).run(ctx)
 
 

@@ -53,11 +53,7 @@ def digits_context(model: AuditModel, n: int, start: int = 0, batch_size: int = 
     x, y, _ = digits_split("test")
     data = audit_data(torch.from_numpy(x[start:start + n]), torch.from_numpy(y[start:start + n]), 10)
     data.info.name = "digits"
-    ctx = context(model, data, seed=seed, batch_size=batch_size)
-    ctx.dataset = "digits"
-    if previous:
-        ctx.previous = previous
-    return ctx
+    return context(model, data, seed=seed, batch_size=batch_size, previous=previous)
 
 
 def linear_setup(n: int = 12, c: int = 5, shape: tuple[int, int, int] = (1, 4, 4), seed: int = 0,

@@ -6,27 +6,30 @@ import pytest
 import torch
 
 from geometry_helpers import linear_setup, run_probe
+from helpers import context
+from robaudit.attack_outcomes import build_outcome_table
 from robaudit.probes.base import ProbeResult
 from robaudit.probes.geometry.gradient_probe import InputGradients
-from robaudit.probes.geometry.groups import attack_outcomes, sample_groups
+from robaudit.probes.geometry.groups import sample_groups
 from robaudit.probes.geometry.lanczos import batched_lanczos
 from robaudit.probes.geometry.stats import describe, histogram
 
 
-def _attack(norm: str, **columns: np.ndarray) -> ProbeResult:
-    return ProbeResult(summary={"norm": norm}, per_sample=dict(columns))
+def _attack(norm: str, eps: list[float] | None = None, **columns: np.ndarray) -> ProbeResult:
+    return ProbeResult(summary={"norm": norm, "eps": eps or []}, per_sample=dict(columns))
 
 
 def test_linf_success_columns_at_the_audit_epsilon_split_correct_samples():
-    _, ctx, _, _ = linear_setup(n=12)
-    n = len(ctx.data)
-    correct = (ctx.clean_logits().argmax(1) == ctx.data.y).numpy()
+    _, probe_ctx, _, _ = linear_setup(n=12)
+    n = len(probe_ctx.data)
     broken = np.zeros(n, dtype=bool)
     broken[::3] = True
-    ctx.previous = {
-        "attack.fgsm": _attack("linf", **{"success_eps_0.1": broken, "success_eps_0.2": np.ones(n, bool)}),
-        "attack.pgd_l2": _attack("l2", **{"success_eps_0.1": np.ones(n, bool)}),  # L2: ignored
+    previous = {
+        "attack.fgsm": _attack("linf", [0.1, 0.2], **{"success_eps_0.1": broken, "success_eps_0.2": np.ones(n, bool)}),
+        "attack.pgd_l2": _attack("l2", [0.1], **{"success_eps_0.1": np.ones(n, bool)}),  # L2: ignored
     }
+    ctx = context(probe_ctx.model, probe_ctx.data, batch_size=5, previous=previous)
+    correct = (ctx.clean_logits().argmax(1) == ctx.data.y).numpy()
     groups = sample_groups(ctx, 0.1)
     np.testing.assert_array_equal(groups.masks["non_robust"], correct & broken)
     np.testing.assert_array_equal(groups.masks["robust"], correct & ~broken)
@@ -39,18 +42,21 @@ def test_linf_success_columns_at_the_audit_epsilon_split_correct_samples():
     assert set(res.artifacts["histograms"]["loss_grad_l1"]["counts"]) >= {"robust", "non_robust"}
 
 
-def test_min_eps_and_worst_case_columns_are_unioned_and_eps_keys_match_six_digits():
+def test_distances_and_fixed_budgets_are_unioned_in_one_table():
+    """min_eps (and any distance) ≤ ε breaks a sample at ε, at any ε; an L2 distance never breaks at an L∞ ε."""
     n = 6
-    min_eps = np.array([0.01, 0.05, np.nan, 0.2, 0.0313725, 1.0])
-    worst = np.array([0, 0, 1, 0, 0, 0], dtype=bool)
-    previous = {"attack.min_eps": _attack("linf", min_eps=min_eps),
-                "attack.worst_case": ProbeResult(per_sample={"success_linf_eps_0.0313725": worst})}
-    hit, source, seen = attack_outcomes(previous, 8 / 255, n)
-    np.testing.assert_array_equal(hit, [True, False, True, False, True, False])
-    assert source["columns"] == ["attack.min_eps/min_eps", "attack.worst_case/success_linf_eps_0.0313725"]
-    assert attack_outcomes({}, 0.1, n) == (None, None, set())
-    # an L2 minimal-distance probe is not an L∞ robustness outcome
-    assert attack_outcomes({"attack.min_eps": _attack("l2", min_eps=min_eps)}, 0.1, n)[0] is None
+    min_eps = np.array([0.01, 0.05, np.nan, 0.2, 8 / 255, 1.0])
+    pgd = np.array([0, 0, 1, 0, 0, 0], dtype=bool)
+    table = build_outcome_table({"attack.min_eps": _attack("linf", min_eps=min_eps),
+                                 "attack.pgd_linf": _attack("linf", [8 / 255], **{"success_eps_0.0313725": pgd})}, n)
+    broken, attacks = table.broken_at("linf", 8 / 255)
+    np.testing.assert_array_equal(broken, [True, False, True, False, True, False])
+    assert attacks == ("attack.min_eps", "attack.pgd_linf")
+    broken, attacks = table.broken_at("linf", 0.1)  # no fixed-budget attack there: distances alone answer
+    np.testing.assert_array_equal(broken, [True, True, False, False, True, False])
+    assert attacks == ("attack.min_eps",)
+    assert build_outcome_table({}, n).broken_at("linf", 0.1) is None
+    assert build_outcome_table({"attack.min_eps": _attack("l2", min_eps=min_eps)}, n).broken_at("linf", 0.1) is None
 
 
 def test_without_attacks_only_correctness_splits():

@@ -103,12 +103,11 @@ def test_report_section_is_drawn_from_results(geometry_run: Path):
 def test_robust_split_reaches_summaries_and_the_report():
     """With an L∞ attack result in ctx.previous the split appears everywhere, and build() draws it."""
     model = digits_model()
-    ctx = digits_context(model, 40)
-    correct = (ctx.clean_logits().argmax(1) == ctx.data.y).numpy()
+    correct = (digits_context(model, 40).clean_logits().argmax(1) == digits_context(model, 40).data.y).numpy()
     broken = np.zeros(40, dtype=bool)
     broken[::2] = True
-    ctx.previous = {"attack.pgd_linf": ProbeResult(summary={"norm": "linf"},
-                                                    per_sample={"success_eps_0.1": broken | ~correct})}
+    ctx = digits_context(model, 40, previous={"attack.pgd_linf": ProbeResult(
+        summary={"norm": "linf", "eps": [0.1]}, per_sample={"success_eps_0.1": broken | ~correct})})
     probes = {}
     for cls, cfg in ((InputGradients, None), (InputHessian, None), (BoundaryDistance, None),
                      (DecisionSurfaces, DecisionSurfaces.Config(samples=2, resolution=11))):

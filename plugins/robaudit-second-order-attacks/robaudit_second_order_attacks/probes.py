@@ -34,7 +34,7 @@ from robaudit.probes.attacks.budgets import check_eps_list, eps_key
 from robaudit.probes.attacks.seeding import derive_seed
 from robaudit.probes.attacks.sweep import SweepAttack, SweepConfig, clean_correct, success_key, wilson
 from robaudit.probes.attacks.verify import project, score
-from robaudit.probes.base import Column, Flag, ProbeContext, ProbeResult, Severity
+from robaudit.probes.base import Column, Flag, ProbeContext, ProbeResult, Requirement, Severity
 from robaudit.probes.geometry import common
 
 from robaudit_second_order_attacks import newton
@@ -145,7 +145,6 @@ class _NewtonAttack(SweepAttack):
     needs_grad = True
     needs_double_backward = True
     single_step_peer = None  # the Newton-vs-gradient comparison is reported separately, not as a flag
-    order = 15
     gradient_peers: ClassVar[dict[str, str]] = {}
     """Gradient attack of the same schedule: ``single`` (steps = 1) and ``iterated`` probe names."""
     gradient_names: ClassVar[dict[str, str]] = {}
@@ -608,6 +607,7 @@ class FHSMProbe(_NewtonAttack):
     norm = "linf"
     report_title = "FHSM: second-order L∞ attack vs FGSM"
     gradient_peers: ClassVar = {"single": "attack.fgsm", "iterated": "attack.bim"}
+    requires = (Requirement("attack.fgsm", optional=True), Requirement("attack.bim", optional=True))
     gradient_names: ClassVar = {"single": "FGSM", "iterated": "FGSM-{k} (BIM)"}
 
     @dataclass
@@ -629,6 +629,7 @@ class L2HessProbe(_NewtonAttack):
     norm = "l2"
     report_title = "L2HESS: second-order L2 attack vs L2GRAD"
     gradient_peers: ClassVar = {"single": "attack.l2grad", "iterated": "attack.pgd_l2"}
+    requires = (Requirement("attack.l2grad", optional=True), Requirement("attack.pgd_l2", optional=True))
     gradient_names: ClassVar = {"single": "L2GRAD", "iterated": "L2GRAD-{k} (PGD L2 without random start)"}
 
     @dataclass

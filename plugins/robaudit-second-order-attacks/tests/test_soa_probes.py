@@ -16,7 +16,7 @@ from robaudit.probes.attacks.iterative import BIMProbe
 from robaudit.probes.attacks.single_step import FGSMProbe, L2GradProbe
 from robaudit.probes.attacks.verify import project
 from robaudit.probes.attacks.worst_case import WorstCaseProbe
-from robaudit.probes.base import column_meta, validate_probe_class
+from robaudit.probes.base import ATTACK_OUTCOMES, column_meta, validate_probe_class
 from robaudit.results.serialise import to_jsonable
 from robaudit_second_order_attacks.probes import FHSMProbe, L2HessProbe
 
@@ -35,7 +35,7 @@ def _run(cls, setup, previous=None, **knobs):
 def test_contract_columns_and_json(cnn_setup) -> None:
     for cls in (FHSMProbe, L2HessProbe):
         assert validate_probe_class(cls) == []
-        assert cls.order < WorstCaseProbe.order
+        assert ATTACK_OUTCOMES in cls.provides  # attack.worst_case runs after it and counts it
         assert column_meta(cls, "success_eps_0.1").role == "attack_success"
     model, _ = cnn_setup
     before = model.state_fingerprint()

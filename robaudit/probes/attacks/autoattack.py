@@ -19,13 +19,13 @@ import torch
 
 from robaudit.probes.attacks import sanity
 from robaudit.probes.attacks import torchattacks_adapter as ta
-from robaudit.probes.attacks.budgets import NORMS, check_eps_list, check_norm, eps_key, resolve_eps
+from robaudit.probes.attacks.budgets import NORMS, check_eps_list, check_norm, eps_key, probe_budgets
 from robaudit.probes.attacks.seeding import derive_seed, generator
 from robaudit.probes.attacks.sweep import (
     accuracy_by_eps, clean_correct, eps_columns, noise_like, outcome_columns, sweep_outcomes, wilson,
 )
 from robaudit.probes.attacks.verify import project, score, score_logits
-from robaudit.probes.base import Flag, Probe, ProbeContext, ProbeResult, check_level
+from robaudit.probes.base import ATTACK_OUTCOMES, Flag, Probe, ProbeContext, ProbeResult, check_level
 
 CLEAN_WRONG = -1
 NOT_BROKEN = 0
@@ -40,8 +40,8 @@ class AutoAttackProbe(Probe):
     name = "attack.autoattack"
     version = "1"
     description = "AutoAttack (APGD-CE, APGD-T, FAB-T, Square; reference 100-iteration preset) over an ε sweep"
-    order = 17
     needs_grad = True
+    provides = (ATTACK_OUTCOMES,)
     higher_is_better: ClassVar = {("robust_accuracy",): True, ("robust_accuracy_clean_correct",): True,
                                   ("noise_accuracy",): True}
     columns: ClassVar = {
@@ -56,8 +56,8 @@ class AutoAttackProbe(Probe):
         """Knobs of AutoAttack."""
 
         eps: list[float] | None = None
-        """Budgets in pixel units; ``None`` picks the dataset's standard threat-model budget (one ε:
-        0.3 digits/MNIST, 8/255 CIFAR, 4/255 ImageNet for L∞), since every ε costs a full AutoAttack."""
+        """Budgets in pixel units; ``None`` takes the threat model's reference budget of the norm (one ε:
+        0.1 digits, 0.3 MNIST, 8/255 CIFAR, 4/255 ImageNet for L∞), since every ε costs a full AutoAttack."""
         norm: str = "linf"
         """``linf`` or ``l2``."""
         preset: str = "reference"
@@ -86,7 +86,7 @@ class AutoAttackProbe(Probe):
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config
         steps, queries = self._plan()
-        budgets = resolve_eps(cfg.eps, cfg.norm, ctx.dataset, tuple(ctx.data.x.shape[1:]), standard_only=True)
+        budgets = probe_budgets(cfg.eps, cfg.norm, ctx.threat_model, reference_only=True)
         eps_list = budgets.eps
         correct = clean_correct(ctx)
         clean_logits = ctx.clean_logits()

@@ -19,7 +19,6 @@ class CWL2Probe(DistanceAttack):
     name = "attack.cw_l2"
     version = "1"
     description = "C&W L2 (corrected: negative logits, 0/1 pixels, per-sample stopping): distances and robust accuracy"
-    order = 15
     columns = distance_columns("C&W L2", "L2 pixels", ("l2",))
 
     @dataclass

@@ -17,11 +17,11 @@ import torch
 
 from robaudit.probes.attacks import sanity
 from robaudit.probes.attacks import torchattacks_adapter as ta
-from robaudit.probes.attacks.budgets import eps_key, resolve_eps
+from robaudit.probes.attacks.budgets import eps_key, probe_budgets
 from robaudit.probes.attacks.seeding import derive_seed
 from robaudit.probes.attacks.sweep import accuracy_by_eps, clean_correct, eps_columns, success_key, wilson
 from robaudit.probes.attacks.verify import distances, predicts_correctly, project
-from robaudit.probes.base import Column, Flag, Probe, ProbeContext, ProbeResult, check_level
+from robaudit.probes.base import ATTACK_OUTCOMES, Column, Flag, Probe, ProbeContext, ProbeResult, check_level
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -58,7 +58,7 @@ class DistanceConfig:
     """Knobs shared by the minimum-distance probes."""
 
     eps: list[float] | None = None
-    """Budgets at which to report robust accuracy; ``None`` picks the dataset default for the norm."""
+    """Budgets at which to report robust accuracy; ``None`` takes the run's threat model (--eps) for the norm; a list replaces it for this probe."""
     ci_level: float = 0.95
     """Coverage of the Wilson intervals."""
 
@@ -70,6 +70,7 @@ class DistanceAttack(Probe):
     """Base class: subclasses implement :meth:`find` and :meth:`settings`."""
 
     needs_grad = True
+    provides = (ATTACK_OUTCOMES,)
     higher_is_better: ClassVar = {("robust_accuracy",): True, ("robust_accuracy_clean_correct",): True,
                                   ("distance_quantiles",): True}
 
@@ -88,8 +89,7 @@ class DistanceAttack(Probe):
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config
         norm = self.norm()
-        shape = tuple(ctx.data.x.shape[1:])
-        budgets = resolve_eps(cfg.eps, norm, ctx.dataset, shape)
+        budgets = probe_budgets(cfg.eps, norm, ctx.threat_model)
         correct = clean_correct(ctx)
         n = len(correct)
         dist = np.full(n, np.nan)

@@ -17,7 +17,6 @@ class FABProbe(DistanceAttack):
     name = "attack.fab"
     version = "1"
     description = "FAB minimum-norm attack (L∞ or L2): per-sample distances and robust accuracy at budgets"
-    order = 18
     columns = distance_columns("FAB", "pixels, in the probe's norm (summary › norm: L∞ or L2)", ("linf", "l2"))
 
     @dataclass

@@ -16,6 +16,7 @@ from robaudit.probes.attacks.budgets import check_eps_list
 from robaudit.probes.attacks.seeding import derive_seed
 from robaudit.probes.attacks.sweep import SweepAttack, SweepConfig, sweep_columns
 from robaudit.probes.attacks.verify import predicts_correctly, project
+from robaudit.probes.base import Requirement
 
 
 def _check_steps(steps: int, step_fraction: float | None, restarts: int = 1) -> None:
@@ -33,10 +34,10 @@ class BIMProbe(SweepAttack):
     name = "attack.bim"
     version = "1"
     description = "BIM / FGSM-k (k steps of eps/k; Yao's FGSM-10) over an L∞ ε sweep, with sanity flags"
-    order = 11
     norm = "linf"
     iterative = True
     single_step_peer = "attack.fgsm"
+    requires = (Requirement("attack.fgsm", optional=True),)
     columns = sweep_columns("BIM", "linf")
 
     @dataclass
@@ -110,9 +111,9 @@ class PGDLinfProbe(_PGDBase):
     version = "1"
     description = "PGD L∞ (random start, step = fraction of eps, restarts) over an ε sweep, Wilson CIs, sanity flags"
     standard = True
-    order = 12
     norm = "linf"
     single_step_peer = "attack.fgsm"
+    requires = (Requirement("attack.fgsm", optional=True),)
     columns = sweep_columns("PGD L∞", "linf")
 
     @dataclass
@@ -135,9 +136,9 @@ class PGDL2Probe(_PGDBase):
     name = "attack.pgd_l2"
     version = "1"
     description = "PGD L2 (random start, step = fraction of eps, restarts) over an ε sweep, Wilson CIs, sanity flags"
-    order = 14
     norm = "l2"
     single_step_peer = "attack.l2grad"
+    requires = (Requirement("attack.l2grad", optional=True),)
     columns = sweep_columns("PGD L2", "l2")
 
     @dataclass

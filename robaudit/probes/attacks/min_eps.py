@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from robaudit.probes.attacks import torchattacks_adapter as ta
-from robaudit.probes.attacks.budgets import check_norm, default_eps_max, default_tolerance
+from robaudit.probes.attacks.budgets import check_norm
 from robaudit.probes.attacks.distance import histogram, quantiles
 from robaudit.probes.attacks.seeding import derive_seed
 from robaudit.probes.attacks.sweep import clean_correct, wilson
 from robaudit.probes.attacks.verify import predicts_correctly, project_per_sample
-from robaudit.probes.base import Column, Probe, ProbeContext, ProbeResult, check_level
+from robaudit.probes.base import ATTACK_OUTCOMES, Column, Probe, ProbeContext, ProbeResult, check_level
 
 
 UNIT = "pixels, in the probe's norm (summary › norm: L∞ or L2)"
@@ -43,8 +43,8 @@ class MinEpsProbe(Probe):
     version = "1"
     description = "per-sample minimal adversarial eps by bisection on PGD (L∞ or L2), to a stated tolerance"
     standard = True
-    order = 16
     needs_grad = True
+    provides = (ATTACK_OUTCOMES,)
     higher_is_better: ClassVar = {("min_eps_quantiles",): True, ("found_fraction",): False}
     columns: ClassVar = {
         "min_eps": Column("minimal adversarial ε (PGD bisection)", "robustness", UNIT),
@@ -65,9 +65,9 @@ class MinEpsProbe(Probe):
         random_start: bool = True
         """PGD random start (seeded)."""
         eps_max: float | None = None
-        """Upper end of the search in pixel units; ``None`` picks the dataset default."""
+        """Upper end of the search in pixel units; ``None`` is the threat model's search_max."""
         tolerance: float | None = None
-        """Width of the final bracket in pixel units; ``None`` picks the dataset default (1/255 on digits L∞)."""
+        """Width of the final bracket in pixel units; ``None`` is the threat model's tolerance (1/255 on digits L∞)."""
         ci_level: float = 0.95
         """Coverage of the Wilson interval on the found fraction."""
 
@@ -87,9 +87,9 @@ class MinEpsProbe(Probe):
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config
-        shape = tuple(ctx.data.x.shape[1:])
-        eps_max = cfg.eps_max if cfg.eps_max is not None else default_eps_max(cfg.norm, ctx.dataset, shape)
-        tol = cfg.tolerance if cfg.tolerance is not None else default_tolerance(cfg.norm, ctx.dataset, shape)
+        budget = ctx.threat_model.norms[cfg.norm]
+        eps_max = cfg.eps_max if cfg.eps_max is not None else budget.search_max
+        tol = cfg.tolerance if cfg.tolerance is not None else budget.tolerance
         rounds = max(0, math.ceil(math.log2(eps_max / tol))) if tol < eps_max else 0
         fraction = cfg.step_fraction if cfg.step_fraction is not None else 2.5 / cfg.steps
         correct = clean_correct(ctx)

@@ -18,7 +18,6 @@ class FGSMProbe(SweepAttack):
     version = "1"
     description = "FGSM (one signed-gradient step) robust accuracy over an L∞ ε sweep, Wilson CIs, sanity flags"
     standard = True
-    order = 10
     norm = "linf"
     columns = sweep_columns("FGSM", "linf")
 
@@ -43,7 +42,6 @@ class L2GradProbe(SweepAttack):
     name = "attack.l2grad"
     version = "1"
     description = "L2GRAD (one normalised-gradient step, Yao Table 5) robust accuracy over an L2 ε sweep"
-    order = 13
     norm = "l2"
     columns = sweep_columns("L2GRAD", "l2")
 

@@ -25,12 +25,22 @@ import numpy as np
 import torch
 from scipy.special import ndtri as norm_ppf
 
+from robaudit.attack_outcomes import success_key
 from robaudit.probes.attacks import sanity
 from robaudit.probes.attacks import torchattacks_adapter as ta
-from robaudit.probes.attacks.budgets import Budgets, eps_key, known_eps_keys, resolve_eps, sanity_eps
+from robaudit.probes.attacks.budgets import Budgets, eps_key, known_eps_keys, probe_budgets, sanity_eps
 from robaudit.probes.attacks.seeding import derive_seed, generator
 from robaudit.probes.attacks.verify import forward_logits, predicts_correctly, project, score_logits
-from robaudit.probes.base import Column, Estimate, Flag, Probe, ProbeContext, ProbeResult, check_level
+from robaudit.probes.base import (
+    ATTACK_OUTCOMES,
+    Column,
+    Estimate,
+    Flag,
+    Probe,
+    ProbeContext,
+    ProbeResult,
+    check_level,
+)
 
 
 def eps_columns(prefix: str, label: str, role: str, unit: str, norms: Sequence[str],
@@ -62,11 +72,6 @@ def sweep_columns(attack: str, norm: str) -> dict[str, Column]:
         **outcome_columns(attack, (norm,)),
         "gradient_vanished": Column(f"{attack} first-step input gradient zero or non-finite (1/0)", "other", ""),
     }
-
-
-def success_key(eps: float) -> str:
-    """Per-sample column of attack success at ``eps``: ``success_eps_<key>``."""
-    return f"success_eps_{eps_key(eps)}"
 
 
 def clean_correct(ctx: ProbeContext) -> np.ndarray:
@@ -128,7 +133,7 @@ class SweepConfig:
     """Knobs shared by the fixed-budget attack probes."""
 
     eps: list[float] | None = None
-    """Budgets in pixel units; ``None`` picks the dataset default (see docs/attacks.md)."""
+    """Budgets in pixel units; ``None`` takes the run's threat model (--eps); a list replaces it for this probe (see docs/attacks.md)."""
     sanity_checks: bool = True
     """Run the extra passes behind the sanity flags: the noise baseline, the single-step
     comparison (iterative attacks) and the box-covering budget (iterative attacks)."""
@@ -145,7 +150,9 @@ class SweepAttack(Probe):
     norm: ClassVar[str] = "linf"
     iterative: ClassVar[bool] = False
     single_step_peer: ClassVar[str | None] = None
+    """The single-step attack compared against (declare it in ``requires`` too, optional)."""
     needs_grad = True
+    provides = (ATTACK_OUTCOMES,)
     higher_is_better: ClassVar = {("robust_accuracy",): True, ("robust_accuracy_clean_correct",): True,
                                   ("noise_accuracy",): True}
 
@@ -159,7 +166,7 @@ class SweepAttack(Probe):
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config
-        budgets = resolve_eps(cfg.eps, self.norm, ctx.dataset, tuple(ctx.data.x.shape[1:]))
+        budgets = probe_budgets(cfg.eps, self.norm, ctx.threat_model)
         correct = clean_correct(ctx)
         n, eps_list = len(correct), budgets.eps
         robust = np.zeros((len(eps_list), n), dtype=bool)

@@ -14,9 +14,8 @@ Double backward breaks or lies on some models (measured; see ``docs/curvature.md
   ``needs_double_backward``; if a second derivative still fails, :func:`second_order_error`
   turns the autograd error into one line with the fix.
 
-The caller's model is never touched: :class:`UnchangedGuard` records every state tensor's
-identity and in-place version counter plus every module's training flag, and raises if any
-changed (cheap enough to run around every probe, unlike cloning the state dict).
+The caller's model is never touched; the engine proves it around every probe
+(:class:`robaudit.engine.model_guard.ModelGuard`).
 """
 from __future__ import annotations
 
@@ -145,35 +144,6 @@ def audit_copy(model: AuditModel, dtype: torch.dtype, device: torch.device) -> A
     for p in net.parameters():
         p.requires_grad_(True)
     return net
-
-
-class UnchangedGuard:
-    """Proves a model was not modified: state tensors (identity, storage, in-place version) and training flags.
-
-    ``torch`` bumps a tensor's version counter on every in-place write, so a changed
-    parameter or BatchNorm running statistic is detected without cloning anything.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self._before = self._snapshot()
-
-    def _snapshot(self) -> tuple[tuple[tuple[str, bool], ...], tuple[tuple[object, ...], ...]]:
-        flags = tuple((path, m.training) for path, m in self.model.named_modules())
-        state = tuple(
-            (k, id(t), t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.device, t.requires_grad)
-            for k, t in self.model.state_dict(keep_vars=True).items()
-        )
-        return flags, state
-
-    def check(self) -> None:
-        """Raise :class:`InternalError` if the model's state or modes changed since construction."""
-        flags, state = self._snapshot()
-        if flags != self._before[0]:
-            raise InternalError("a curvature probe changed the audit model's training flags")
-        if state != self._before[1]:
-            changed = [b[0] for a, b in zip(state, self._before[1]) if a != b] or ["(keys differ)"]
-            raise InternalError(f"a curvature probe changed the audit model's state: {', '.join(changed[:5])}")
 
 
 def flat_parameters(net: nn.Module) -> tuple[list[str], list[torch.nn.Parameter]]:

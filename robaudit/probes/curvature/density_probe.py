@@ -9,7 +9,6 @@ import numpy as np
 
 from robaudit.probes.base import Flag, ProbeContext, ProbeResult
 from robaudit.probes.curvature import eigenthings
-from robaudit.probes.curvature.audit_net import UnchangedGuard
 from robaudit.probes.curvature.probe_base import (
     CurvatureKnobs,
     CurvatureProbe,
@@ -30,7 +29,6 @@ class CurvatureDensity(CurvatureProbe):
     version = "1"
     description = "eigenvalue density of the parameter Hessian by stochastic Lanczos quadrature"
     standard = False
-    order = 33
 
     @dataclass
     class Config(CurvatureKnobs):
@@ -57,7 +55,6 @@ class CurvatureDensity(CurvatureProbe):
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config
-        guard = UnchangedGuard(ctx.model)
         flags: list[Flag] = []
         notes: list[str] = []
         out: dict[str, Any] = {}
@@ -82,6 +79,5 @@ class CurvatureDensity(CurvatureProbe):
             })
             notes.append(self._operator_note(samples.name, op, f"SLQ with {dens.runs} runs × {dens.steps} steps"))
             op.release()
-        guard.check()
         return ProbeResult(summary={"sets": out, "method": "stochastic Lanczos quadrature, full reorthogonalisation"},
                            flags=flags, artifacts={"density": curves}, notes=notes)

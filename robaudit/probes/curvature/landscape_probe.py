@@ -12,7 +12,6 @@ import torch
 from robaudit.errors import ProbeError
 from robaudit.probes.base import Flag, ProbeContext, ProbeResult, Severity
 from robaudit.probes.curvature import landscape
-from robaudit.probes.curvature.audit_net import UnchangedGuard
 from robaudit.probes.curvature.eigen import topk
 from robaudit.probes.curvature.operator import HessianOperator, rayleigh
 from robaudit.probes.curvature.probe_base import (
@@ -39,7 +38,6 @@ class CurvatureLandscape(CurvatureProbe):
     description = ("loss landscape along the top Hessian eigenvectors, a random filter-normalised cut, "
                    "and checkpoint paths")
     standard = False
-    order = 34
 
     @dataclass
     class Config(CurvatureKnobs):
@@ -94,7 +92,6 @@ class CurvatureLandscape(CurvatureProbe):
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config
-        guard = UnchangedGuard(ctx.model)
         flags: list[Flag] = []
         notes: list[str] = [KAMATH]
         (hessian_samples,) = self._sets(ctx, [cfg.hessian_set])
@@ -172,7 +169,6 @@ class CurvatureLandscape(CurvatureProbe):
         notes.append(self._operator_note(hessian_samples.name, op, f"top-2 for the directions, {surface.evaluations} "
                                                                    "loss evaluations"))
         op.release()
-        guard.check()
         return ProbeResult(summary=summary, flags=flags, artifacts=artifacts, notes=notes)
 
     def _curve_sets(self, ctx: ProbeContext, specs: list[str], hessian_samples: SampleSet,

@@ -4,8 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from robaudit.probes.base import Flag, ProbeContext, ProbeResult, Severity
-from robaudit.probes.curvature.audit_net import UnchangedGuard
+from robaudit.probes.base import Flag, ProbeContext, ProbeResult, Requirement, Severity
 from robaudit.probes.curvature.eigen import EigenPairs
 from robaudit.probes.curvature.power import deflated_power
 from robaudit.probes.curvature.probe_base import (
@@ -31,7 +30,7 @@ class CurvaturePower(CurvatureProbe):
     version = "1"
     description = "Yao et al.'s deflated power iteration (relative tolerance 1e-4): paper-reproduction mode"
     standard = False
-    order = 31
+    requires = (Requirement("curvature.topk", optional=True),)  # compared against its Lanczos pairs
     higher_is_better: ClassVar = {("lambda_max",): False}
 
     @dataclass
@@ -54,7 +53,6 @@ class CurvaturePower(CurvatureProbe):
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config
-        guard = UnchangedGuard(ctx.model)
         flags: list[Flag] = []
         notes = ["Paper-reproduction mode: Yao et al.'s power iteration stops when the eigenvalue estimate changes by "
                  f"less than {cfg.tol:g} (relative), which can stop early on near-degenerate pairs; the residuals show "
@@ -84,7 +82,6 @@ class CurvaturePower(CurvatureProbe):
             if lambda_max is None:
                 lambda_max = float(pairs.values[0])
             op.release()
-        guard.check()
         return ProbeResult(summary={"lambda_max": lambda_max, "lambda_max_set": cfg.sets[0], "k": cfg.k,
                                     "tol": cfg.tol, "preset": cfg.preset, "mode": "paper reproduction",
                                     "sets": spectra},

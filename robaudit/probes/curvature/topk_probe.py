@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from robaudit.probes.base import Column, Flag, ProbeContext, ProbeResult
-from robaudit.probes.curvature.audit_net import UnchangedGuard
 from robaudit.probes.curvature.eigen import WHICH, EigenPairs, topk
 from robaudit.probes.curvature.operator import HessianOperator
 from robaudit.probes.curvature.per_sample import directional_curvature
@@ -38,7 +37,6 @@ class CurvatureTopK(CurvatureProbe):
     description = ("top-k eigenvalues of the parameter Hessian (restarted Lanczos, residual certificates), "
                    "per sample set")
     standard = True
-    order = 30
     higher_is_better: ClassVar = {("lambda_max",): False}
     columns: ClassVar = {
         "v1_curvature": Column("curvature along v1, v1ᵀ∇²_θ CE_i v1", role="indicator",
@@ -75,7 +73,6 @@ class CurvatureTopK(CurvatureProbe):
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config
-        guard = UnchangedGuard(ctx.model)
         flags: list[Flag] = []
         notes: list[str] = [KAMATH]
         spectra: dict[str, Any] = {}
@@ -120,7 +117,6 @@ class CurvatureTopK(CurvatureProbe):
                 lambda_max = float(pairs.values[0]) if pairs.k else None
                 operator_info = op.describe()
             op.release()
-        guard.check()
         return ProbeResult(
             summary={"lambda_max": lambda_max, "lambda_max_set": cfg.sets[0], "k": cfg.k, "which": cfg.which,
                      "preset": cfg.preset, "operator": operator_info, "sets": spectra},

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from robaudit.probes.base import Column, Flag, Probe, ProbeContext, ProbeResult, Severity
+from robaudit.probes.base import ATTACK_OUTCOMES, Column, Flag, Probe, ProbeContext, ProbeResult, Requirement, Severity
 from robaudit.probes.geometry import common
 from robaudit.probes.geometry.groups import sample_groups
 from robaudit.probes.geometry.jacobian import decision_gradient
@@ -51,12 +51,12 @@ class BoundaryDistance(Probe):
     """
 
     name = "geometry.boundary"
-    version = "1"
+    version = "2"  # 2: the robust split reads the attack-outcome table (distance attacks count at any ε)
     description = ("distance to the decision boundary along the gradient vs random directions "
                    "(L2 and L∞ line search on d)")
     needs_grad = True
     standard = False  # opt-in: line searches cost more than the rest of geometry together
-    order = 22
+    requires = (Requirement(ATTACK_OUTCOMES, optional=True),)  # the robust / non-robust split
     columns: ClassVar = {
         "l2_gradient": Column("boundary distance along −∇x d (L2)", "indicator", "L2 pixels", True),
         "linf_gradient": Column("boundary distance along −sign ∇x d (L∞)", "indicator", "L∞ pixels", True),
@@ -103,7 +103,7 @@ class BoundaryDistance(Probe):
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config
-        eps, eps_source = common.resolve_epsilon(cfg.epsilon, ctx.dataset)
+        eps, eps_source = common.resolve_epsilon(cfg.epsilon, ctx.threat_model)
         model = common.working_model(ctx.model, cfg.precision)
         n = len(ctx.data)
         dim = int(np.prod(ctx.data.x.shape[1:]))

@@ -9,36 +9,24 @@ import torch
 
 from robaudit.errors import ProbeError
 from robaudit.models.audit_model import AuditModel
+from robaudit.threat_model import ThreatModel
 
 PRECISIONS: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32}
-
-# L∞ budgets in [0, 1] pixel units (science.md §3): the audit's ε when the user gives none.
-DATASET_EPSILON: dict[str, float] = {
-    "digits": 0.1,
-    "mnist": 0.1,
-    "fashion-mnist": 0.1,
-    "cifar10": 8 / 255,
-    "cifar100": 8 / 255,
-    "svhn": 8 / 255,
-    "imagefolder": 4 / 255,
-}
-FALLBACK_EPSILON = 8 / 255
 
 # Working memory one geometry batch may hold for its largest tensor (bytes).
 MEMORY_BUDGET = 1 << 30
 
 
-def resolve_epsilon(epsilon: float | None, dataset: str) -> tuple[float, str]:
+def resolve_epsilon(epsilon: float | None, threat_model: ThreatModel) -> tuple[float, str]:
     """The audit's L∞ budget ε (pixel units) and where it came from.
 
     Returns:
-        (ε, source) with source ``knob``, ``dataset default (<name>)`` or ``fallback``.
+        (ε, source): the probe's ``epsilon`` knob (source ``knob``), else the threat model's L∞
+        reference budget (source ``threat model (<its source>)``).
     """
     if epsilon is not None:
         return float(epsilon), "knob"
-    if dataset in DATASET_EPSILON:
-        return DATASET_EPSILON[dataset], f"dataset default ({dataset})"
-    return FALLBACK_EPSILON, "fallback"
+    return threat_model.reference("linf"), f"threat model ({threat_model.source('linf')})"
 
 
 def check_precision(precision: str) -> None:
@@ -118,7 +106,8 @@ class GeometryConfig:
     """Knobs every input-geometry probe shares; probe Configs extend it (and call ``super().__post_init__()``)."""
 
     epsilon: float | None = None
-    """Audit L∞ budget ε in pixel units (robust split, Yu's indicator, ε-ball marks); default by dataset."""
+    """Audit L∞ budget ε in pixel units (robust split, Yu's indicator, ε-ball marks); default: the threat
+    model's L∞ reference budget."""
     precision: str = "float64"
     """Working precision of the model copy: ``float64`` or ``float32``."""
     histogram_bins: int = 30

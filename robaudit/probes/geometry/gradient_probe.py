@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from robaudit.probes.base import Column, Flag, Probe, ProbeContext, ProbeResult, Severity
+from robaudit.probes.base import ATTACK_OUTCOMES, Column, Flag, Probe, ProbeContext, ProbeResult, Requirement, Severity
 from robaudit.probes.geometry import common
 from robaudit.probes.geometry.groups import sample_groups
 from robaudit.probes.geometry.jacobian import logit_geometry, resolve_top_m
@@ -48,12 +48,12 @@ class InputGradients(Probe):
     """
 
     name = "geometry.gradients"
-    version = "1"
+    version = "2"  # 2: the robust split reads the attack-outcome table (distance attacks count at any ε)
     description = ("input gradients: ‖∇x J‖₁/₂, logit-Jacobian norms, Yu's d(x) and ∇x d, linearised margins, "
                    "Jacobian sparsity")
     needs_grad = True
     standard = True
-    order = 20
+    requires = (Requirement(ATTACK_OUTCOMES, optional=True),)  # the robust / non-robust split
     columns: ClassVar = {
         "decision": Column("decision function d(x) = z_y − max z_i", "other", "logits", False),
         "loss_grad_l2": Column("loss-gradient norm ‖∇x J‖₂", "indicator", "nats per L2 pixel", False),
@@ -91,7 +91,7 @@ class InputGradients(Probe):
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config
-        eps, eps_source = common.resolve_epsilon(cfg.epsilon, ctx.dataset)
+        eps, eps_source = common.resolve_epsilon(cfg.epsilon, ctx.threat_model)
         model = common.working_model(ctx.model, cfg.precision)
         model64 = common.logits_model(ctx.model, cfg.precision)
         n = len(ctx.data)

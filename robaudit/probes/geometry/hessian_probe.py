@@ -7,7 +7,17 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from robaudit.probes.base import Column, Flag, Probe, ProbeContext, ProbeResult, Severity, wilson_interval
+from robaudit.probes.base import (
+    ATTACK_OUTCOMES,
+    Column,
+    Flag,
+    Probe,
+    ProbeContext,
+    ProbeResult,
+    Requirement,
+    Severity,
+    wilson_interval,
+)
 from robaudit.probes.geometry import common
 from robaudit.probes.geometry.curvature import (
     InputCurvature,
@@ -56,13 +66,13 @@ class InputHessian(Probe):
     """
 
     name = "geometry.input_hessian"
-    version = "1"
+    version = "2"  # 2: the robust split reads the attack-outcome table (distance attacks count at any ε)
     description = ("input-Hessian spectrum of the CE loss (exact c×c method in float64, checked at run time; "
                    "Lanczos fallback), PSD/rank test of Yao's Theorem 1, Yu's robustness indicator")
     needs_grad = True
     needs_double_backward = True
     standard = True
-    order = 21
+    requires = (Requirement(ATTACK_OUTCOMES, optional=True),)  # the robust / non-robust split
     columns: ClassVar = {
         "lambda_1": Column("input-Hessian top eigenvalue λ1^x", "indicator", "nats per squared L2 pixel", False),
         "lambda_*": Column("input-Hessian eigenvalue", "other", "nats per squared L2 pixel", False),
@@ -118,7 +128,7 @@ class InputHessian(Probe):
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config
-        eps, eps_source = common.resolve_epsilon(cfg.epsilon, ctx.dataset)
+        eps, eps_source = common.resolve_epsilon(cfg.epsilon, ctx.threat_model)
         ggn_rtol = cfg.ggn_rtol if cfg.ggn_rtol is not None else (1e-6 if cfg.precision == "float64" else 1e-3)
         rank_rtol = cfg.rank_rtol if cfg.rank_rtol is not None else (1e-9 if cfg.precision == "float64" else 1e-5)
         model = common.working_model(ctx.model, cfg.precision)

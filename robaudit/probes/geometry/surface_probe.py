@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from robaudit.errors import ProbeError
-from robaudit.probes.base import Probe, ProbeContext, ProbeResult
+from robaudit.probes.base import ATTACK_OUTCOMES, Probe, ProbeContext, ProbeResult, Requirement
 from robaudit.probes.geometry import common
 from robaudit.probes.geometry.groups import SampleGroups, sample_groups
 from robaudit.probes.geometry.grids import downsample, linf_extent, plane_grid
@@ -70,12 +70,13 @@ class DecisionSurfaces(Probe):
     """
 
     name = "geometry.surfaces"
-    version = "1"
+    version = "2"  # 2: the robust split reads the attack-outcome table (distance attacks count at any ε)
     description = ("decision- and loss-surface grids along adversarial vs random directions, Jacobian heat-maps "
                    "(report pictures)")
     needs_grad = True
     standard = True
-    order = 23
+    requires = (Requirement(ATTACK_OUTCOMES, optional=True),  # the robust / non-robust split
+                Requirement("geometry.gradients", optional=True))  # linear margins pick the surface samples
     higher_is_better: ClassVar = {}
 
     @dataclass
@@ -83,7 +84,7 @@ class DecisionSurfaces(Probe):
         """Knobs of ``geometry.surfaces``."""
 
         epsilon: float | None = None
-        """Audit L∞ budget ε in pixel units (scale of u and of the ε-ball); default by dataset."""
+        """Audit L∞ budget ε in pixel units (scale of u and of the ε-ball); default: the threat model's L∞ reference."""
         samples: int = 4
         """Samples drawn (chosen automatically unless sample_ids is given)."""
         sample_ids: list[str] = field(default_factory=list)
@@ -122,7 +123,7 @@ class DecisionSurfaces(Probe):
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config
-        eps, eps_source = common.resolve_epsilon(cfg.epsilon, ctx.dataset)
+        eps, eps_source = common.resolve_epsilon(cfg.epsilon, ctx.threat_model)
         model = common.working_model(ctx.model, cfg.precision)
         groups = sample_groups(ctx, eps)
         chosen = self._choose(ctx, model, groups)

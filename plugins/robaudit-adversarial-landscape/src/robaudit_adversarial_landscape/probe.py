@@ -31,10 +31,9 @@ import numpy as np
 import torch
 
 from robaudit.errors import ProbeError
-from robaudit.probes.attacks.budgets import check_norm, eps_key, family_of
+from robaudit.probes.attacks.budgets import check_norm, eps_key
 from robaudit.probes.attacks.seeding import derive_seed
 from robaudit.probes.base import Column, Flag, ProbeContext, ProbeResult, Severity
-from robaudit.probes.curvature.audit_net import UnchangedGuard
 from robaudit.probes.curvature.eigen import WHICH, EigenPairs, topk
 from robaudit.probes.curvature.probe_base import (
     KAMATH,
@@ -49,15 +48,6 @@ from robaudit.probes.curvature.samples import SampleSet
 from robaudit_adversarial_landscape.consistency import UNITS, perturbation_consistency, unit_random_direction
 from robaudit_adversarial_landscape.operator import PGD, AdversarialHessianOperator
 
-# Dataset-aware ε lists (pixel units), each starting at 0 (the clean loss). CIFAR is Liu et al.'s
-# (2/255, 4/255, 8/255); digits / MNIST stay below the budgets at which a natural model is broken
-# outright, where PGD's δ* saturates the loss and the spectrum stops telling ε apart.
-DEFAULT_EPS: dict[str, dict[str, tuple[float, ...]]] = {
-    "digits": {"linf": (0.0, 0.05, 0.1), "l2": (0.0, 0.25, 0.5)},
-    "mnist-like": {"linf": (0.0, 0.1, 0.2, 0.3), "l2": (0.0, 0.5, 1.0, 2.0)},
-    "cifar-like": {"linf": (0.0, 2 / 255, 4 / 255, 8 / 255), "l2": (0.0, 0.25, 0.5)},
-    "imagenet-like": {"linf": (0.0, 1 / 255, 2 / 255, 4 / 255), "l2": (0.0, 0.5, 1.0)},
-}
 DIRECTIONS = ("eigenvector", "random")
 
 DANSKIN = ("Danskin's approximation: δ*(θ) is found by PGD at θ and then held fixed, so each eigenvalue is one "
@@ -80,7 +70,7 @@ def check_eps(eps: list[float] | None, norm: str) -> None:
     if eps is None:
         return
     if len(eps) == 0:
-        raise ValueError("eps must list at least one budget (or be omitted for the dataset default)")
+        raise ValueError("eps must list at least one budget (or be omitted for the run's threat model)")
     for e in eps:
         if not math.isfinite(e) or e < 0:
             raise ValueError(f"every eps must be a non-negative number of pixel units, got {e}")
@@ -109,7 +99,6 @@ class AdversarialLandscape(CurvatureProbe):
     description = ("Hessian top eigenvalues of the adversarial loss vs ε (Danskin, δ* fixed) and consistency of "
                    "PGD perturbations at θ ± a·v, v = top eigenvector or random (Liu et al. 2020)")
     standard = False
-    order = 35
     needs_input_grad = True  # PGD inside: unlike the other curvature probes it needs input gradients
     higher_is_better: ClassVar = {
         ("lambda_max",): False, ("lambda_max_clean",): False, ("lambda_max_growth",): False,
@@ -130,8 +119,9 @@ class AdversarialLandscape(CurvatureProbe):
         """Knobs of ``adv_landscape`` (plus the shared curvature knobs: dtype, batch_size, reuse_graph …)."""
 
         eps: list[float] | None = None
-        """Budgets ε in [0, 1] pixel units, 0 allowed (the clean loss); ``None``: the dataset default
-        (digits L∞: 0, 0.05, 0.1; MNIST: 0, 0.1, 0.2, 0.3; CIFAR: 0, 2/255, 4/255, 8/255)."""
+        """Budgets ε in [0, 1] pixel units, 0 allowed (the clean loss); ``None``: 0 and the run's
+        threat-model budgets up to its reference (digits L∞: 0, 0.05, 0.1; CIFAR: 0, 2/255, 0.01, 4/255, 0.02,
+        8/255); a list replaces it for this probe."""
         norm: str = "linf"
         """Threat model of PGD: ``linf`` or ``l2``."""
         steps: int = 10
@@ -212,8 +202,11 @@ class AdversarialLandscape(CurvatureProbe):
         cfg = self.config
         if cfg.eps is not None:
             return sorted({float(e) for e in cfg.eps}), "config"
-        family = family_of(ctx.dataset, tuple(ctx.data.x.shape[1:]))
-        return list(DEFAULT_EPS[family][cfg.norm]), f"default:{family}"
+        # the clean loss (ε = 0) and the run's threat-model budgets up to its reference: beyond it a natural
+        # model is broken outright, PGD's δ* saturates the loss and the spectrum stops telling ε apart
+        tm = ctx.threat_model
+        reference = tm.reference(cfg.norm)
+        return [0.0, *(e for e in tm.eps(cfg.norm) if e <= reference)], f"threat model ({tm.source(cfg.norm)})"
 
     def _step_fraction(self) -> float:
         cfg = self.config
@@ -242,7 +235,6 @@ class AdversarialLandscape(CurvatureProbe):
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config
-        guard = UnchangedGuard(ctx.model)
         eps_list, eps_source = self.budgets(ctx)
         if cfg.consistency_eps is not None:
             missing = [e for e in cfg.consistency_eps if not _contains(eps_list, e)]
@@ -340,7 +332,6 @@ class AdversarialLandscape(CurvatureProbe):
                                     "Liu et al.'s smoothness analysis predicts growth with ε. PGD's δ* is approximate "
                                     "and the Hessian ignores dδ*/dθ (Danskin), so this is an observation about this "
                                     "model, not a contradiction of the theory"))
-        guard.check()
         summary: dict[str, Any] = {
             "eps": eps_list, "norm": cfg.norm, "eps_source": eps_source,
             "lambda_max": lambda_max,
@@ -425,4 +416,4 @@ class AdversarialLandscape(CurvatureProbe):
         return build_context(entry)
 
 
-__all__ = ["DEFAULT_EPS", "DIRECTIONS", "AdversarialLandscape"]
+__all__ = ["DIRECTIONS", "AdversarialLandscape"]
