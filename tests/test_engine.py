@@ -149,9 +149,9 @@ def test_probe_contract(name: str, tmp_path: Path) -> None:
         import logging
 
         from robaudit.engine.progress import make_progress
-        from robaudit.engine.runner import probe_seed
+        from robaudit.probes.seeding import derive_seed
 
-        seed = probe_seed(0, name)
+        seed = derive_seed(0, name)
         torch.manual_seed(seed)
         ctx = ProbeContext(model=model, data=data, device=device, batch_size=16, seed=seed,
                            generator=torch.Generator().manual_seed(seed), logger=logging.getLogger(name),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import logging
 import time
 import traceback
@@ -33,6 +32,7 @@ from robaudit.models.audit_model import AuditModel
 from robaudit.preflight import run_preflight
 from robaudit.probes.base import Column, Flag, Probe, ProbeContext, ProbeResult, Severity, column_meta
 from robaudit.probes.registry import ProbeRegistry
+from robaudit.probes.seeding import derive_seed
 from robaudit.results import store
 from robaudit.results.environment import describe_environment, resolve_device
 from robaudit.results.serialise import to_jsonable
@@ -116,12 +116,6 @@ def expand_probe_names(requested: list[str] | None, registry: ProbeRegistry) -> 
     for name in requested:
         names.extend(registry.standard_set() if name == STANDARD_KEYWORD else [name])
     return names
-
-
-def probe_seed(seed: int, name: str) -> int:
-    """The seed of one probe: a hash of the run seed and the probe name (31 bits)."""
-    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def prepare(config: AuditConfig, selected: list[_Selected]) -> tuple[torch.device, int, AuditModel, AuditData]:
@@ -232,7 +226,7 @@ def run_audit(config: AuditConfig, registry: ProbeRegistry | None = None, *, qui
 
     try:
         results["analysis"] = analyse(results, {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()},
-                                      seed=probe_seed(config.seed, "analysis"))
+                                      seed=derive_seed(config.seed, "analysis"))
     except Exception as exc:  # the probes' results must survive a bug in the analysis
         log.error("analysis failed: %s", _advice(exc))
         results["analysis"] = {"error": _advice(exc)}
@@ -266,7 +260,7 @@ def _run_one(sel: _Selected, config: AuditConfig, registry: ProbeRegistry, model
         log.warning("probe %s skipped: %s", sel.name, entry["error"]["message"])
         return entry, None
 
-    seed = probe_seed(config.seed, sel.name)
+    seed = derive_seed(config.seed, sel.name)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     ctx = ProbeContext(

@@ -31,8 +31,9 @@ from scipy.stats import binomtest
 from robaudit.errors import ProbeError
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import check_eps_list, eps_key
-from robaudit.probes.attacks.seeding import derive_seed
-from robaudit.probes.attacks.sweep import SweepAttack, SweepConfig, clean_correct, success_key, wilson
+from robaudit.probes.seeding import derive_seed
+from robaudit.probes.attacks.sweep import SweepAttack, SweepConfig, clean_correct, success_key
+from robaudit.probes.base import wilson_interval
 from robaudit.probes.attacks.verify import project, score
 from robaudit.probes.base import Column, Flag, ProbeContext, ProbeResult, Severity
 from robaudit.probes.geometry import common
@@ -476,8 +477,8 @@ class _NewtonAttack(SweepAttack):
         out: dict[str, Any] = {"gradient_attack": label, "peer_probe": peer, "source": source, "alpha": SIGNIFICANCE,
                                "gradient_robust_accuracy": {}, "both_robust_accuracy": {}, "difference": {}}
         for k, key in enumerate(keys):
-            out["gradient_robust_accuracy"][key] = wilson(int(peer_robust[k].sum()), n, cfg.ci_level)
-            out["both_robust_accuracy"][key] = wilson(int((peer_robust[k] & robust[k]).sum()), n, cfg.ci_level)
+            out["gradient_robust_accuracy"][key] = wilson_interval(int(peer_robust[k].sum()), n, cfg.ci_level)
+            out["both_robust_accuracy"][key] = wilson_interval(int((peer_robust[k] & robust[k]).sum()), n, cfg.ci_level)
             out["difference"][key] = float((robust[k].sum() - peer_robust[k].sum()) / n) if n else None
         paired = _paired(keys, robust, peer_robust, "newton", "gradient")
         out.update(paired)
@@ -485,7 +486,7 @@ class _NewtonAttack(SweepAttack):
             out["control"] = {
                 "description": (f"{label.split(' ')[0]} schedule along the gradient computed like the Newton solve's "
                                 f"right-hand side ({cfg.precision}, p − e_y without cancellation)"),
-                "robust_accuracy": {key: wilson(int(control[k].sum()), n, cfg.ci_level) for k, key in enumerate(keys)},
+                "robust_accuracy": {key: wilson_interval(int(control[k].sum()), n, cfg.ci_level) for k, key in enumerate(keys)},
                 **_paired(keys, robust, control, "newton", "control"),
                 "vs_peer": _paired(keys, control, peer_robust, "control", "peer"),
             }

@@ -25,10 +25,10 @@ import torch
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import check_norm, default_eps_max, default_tolerance
 from robaudit.probes.attacks.distance import histogram, quantiles
-from robaudit.probes.attacks.seeding import derive_seed
-from robaudit.probes.attacks.sweep import clean_correct, wilson
+from robaudit.probes.seeding import derive_seed
+from robaudit.probes.attacks.sweep import clean_correct
 from robaudit.probes.attacks.verify import predicts_correctly, project_per_sample
-from robaudit.probes.base import Column, Probe, ProbeContext, ProbeResult, check_level
+from robaudit.probes.base import Column, Probe, ProbeContext, ProbeResult, check_level, wilson_interval
 
 
 UNIT = "pixels, in the probe's norm (summary › norm: L∞ or L2)"
@@ -137,7 +137,7 @@ class MinEpsProbe(Probe):
             "norm": cfg.norm, "eps_max": eps_max, "tolerance": tol, "rounds": rounds,
             "settings": {"steps": cfg.steps, "step_fraction": fraction, "random_start": cfg.random_start},
             "n": n, "clean_correct": n_correct,
-            "found_fraction": wilson(int(found.sum()), n_correct, cfg.ci_level),
+            "found_fraction": wilson_interval(int(found.sum()), n_correct, cfg.ci_level),
             "min_eps_quantiles": quantiles(censored[correct]),
             "min_eps_quantiles_all_samples": quantiles(censored),
             "cost": {"attack_steps": steps_spent,

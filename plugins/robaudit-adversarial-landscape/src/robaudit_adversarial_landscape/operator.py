@@ -37,7 +37,7 @@ from torch import nn
 
 from robaudit.models.audit_model import AuditModel
 from robaudit.probes.attacks import torchattacks_adapter as ta
-from robaudit.probes.attacks.seeding import derive_seed
+from robaudit.probes.seeding import derive_seed
 from robaudit.probes.attacks.verify import project
 from robaudit.probes.curvature.audit_net import no_autocast
 from robaudit.probes.curvature.operator import HessianOperator

@@ -32,7 +32,7 @@ import torch
 
 from robaudit.errors import ProbeError
 from robaudit.probes.attacks.budgets import check_norm, eps_key, family_of
-from robaudit.probes.attacks.seeding import derive_seed
+from robaudit.probes.seeding import derive_seed
 from robaudit.probes.base import Column, Flag, ProbeContext, ProbeResult, Severity
 from robaudit.probes.curvature.audit_net import UnchangedGuard
 from robaudit.probes.curvature.eigen import WHICH, EigenPairs, topk
