@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -470,3 +471,39 @@ def _parse_rule(raw: dict[str, Any], index: int, where: str, *, default_level: f
     return MetricRule(id=rule_id or auto_id, kind=kind, limit=limit, metric=metric, per_sample=per_sample,
                       statistic=statistic, higher_is_better=hib, noise=noise, level=level, optional=optional,
                       description=description)
+
+
+def check_rule_paths(rules: GateRules, probes: Mapping[str, type]) -> None:
+    """Refuse a rule whose path names a summary key that its probe does not declare.
+
+    A rule on ``["probes", NAME, "summary", KEY, ...]`` is checked against ``NAME``'s
+    ``summary_keys`` (see :func:`robaudit.probes.base.summary_key_matches`), ``optional`` or not:
+    ``optional`` covers a probe that did not run or a value absent at run time, never a key that
+    the probe cannot write. Probes missing from ``probes`` (not installed) or that declare no keys
+    are not checked; the evaluation reports them.
+
+    Args:
+        rules: checked rules (:func:`parse_rules`).
+        probes: the registered probe classes by name.
+
+    Raises:
+        GateRulesError: naming the rule, the path and the closest declared keys (exit 2).
+    """
+    from robaudit.probes.base import declares_summary_key
+
+    for rule in rules.rules:
+        metric = rule.metric if isinstance(rule, MetricRule) else None
+        if not metric or len(metric) < 4 or metric[0] != "probes" or metric[2] != "summary":
+            continue
+        name, keys = metric[1], tuple(metric[3:])
+        cls = probes.get(name) if isinstance(name, str) else None
+        if cls is None or declares_summary_key(cls, keys) is not False:
+            continue
+        declared = [format_path(k) for k in cls.summary_keys]
+        hint = did_you_mean(format_path(keys), declared)
+        raise GateRulesError(
+            f"rule '{rule.id}' reads {format_path(metric)}, but {name} declares no summary key "
+            f"{format_path(keys)}" + (f"; {hint}" if hint else "")
+            + (" (optional = true does not cover a key the probe never writes)" if rule.optional else ""),
+            fix=f"use a key that {name} declares (its docs list them, '*' is any ε or norm): "
+                + ", ".join(declared[:12]) + (" …" if len(declared) > 12 else ""))

@@ -49,6 +49,7 @@ class Calibration(Probe):
     standard = True
     order = 1
     higher_is_better: ClassVar = {("ece",): False, ("mce",): False, ("nll",): False, ("brier",): False}
+    summary_keys: ClassVar = (("ece",), ("mce",), ("nll",), ("brier",), ("confidence_minus_accuracy",), ("bins",))
     columns: ClassVar = {"brier": Column("Brier score", "other", "", scale_invariant=False)}
 
     @dataclass

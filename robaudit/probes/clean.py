@@ -26,6 +26,7 @@ class CleanAccuracy(Probe):
     standard = True
     order = 0
     higher_is_better: ClassVar = {("accuracy",): True, ("mean_loss",): False}
+    summary_keys: ClassVar = (("accuracy",), ("n",), ("mean_loss",), ("mean_confidence",), ("per_class_accuracy", "*"))
     columns: ClassVar = {
         "pred": Column("predicted class"),
         "correct": Column("clean prediction correct"),

@@ -172,6 +172,28 @@ class _NewtonAttack(SweepAttack):
         ("newton", "converged_fraction"): True,
         ("newton", "residual", "max"): False,
     }
+    summary_keys: ClassVar = (
+        *SweepAttack.summary_keys,
+        *(("comparison", key) for key in ("alpha", "gradient_attack", "peer_probe", "source")),
+        *(("comparison", key, "*") for key in ("gradient_robust_accuracy", "both_robust_accuracy", "difference",
+                                               "broken_only_by_gradient", "broken_only_by_newton", "mcnemar_p",
+                                               "significant", "stronger")),
+        ("comparison", "control", "description"),
+        *(("comparison", "control", key, "*") for key in ("robust_accuracy", "broken_only_by_control",
+                                                          "broken_only_by_newton", "mcnemar_p", "significant",
+                                                          "stronger")),
+        *(("comparison", "control", "vs_peer", key, "*") for key in ("broken_only_by_control", "broken_only_by_peer",
+                                                                     "mcnemar_p", "significant", "stronger")),
+        *(("newton", key) for key in ("method", "curvature", "precision", "converged", "converged_fraction", "solves",
+                                      "samples_per_solve", "fallback_to_gradient")),
+        ("newton", "residual", "max"), ("newton", "residual", "median"),
+        *(("newton", "damping", key) for key in ("mode", "reference", "value")),
+        *(("newton", key, stat) for key in ("gradient_cosine_clean", "sign_agreement_clean")
+          for stat in ("min", "median", "max", "n")),
+        *(("newton", "damping", "mu_clean", stat) for stat in ("min", "median", "max", "n")),
+        *(("newton", "hessian_check", key) for key in ("checked", "passed", "rtol", "max_relative_residual",
+                                                       "ggn_equals_hessian_fraction")),
+    )
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)

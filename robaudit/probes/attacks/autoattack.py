@@ -44,6 +44,11 @@ class AutoAttackProbe(Probe):
     needs_grad = True
     higher_is_better: ClassVar = {("robust_accuracy",): True, ("robust_accuracy_clean_correct",): True,
                                   ("noise_accuracy",): True}
+    summary_keys: ClassVar = (
+        ("clean_accuracy",), ("n",), ("norm",), ("eps", "*"), ("eps_source",), ("robust_accuracy", "*"),
+        ("robust_accuracy_clean_correct", "*"), ("noise_accuracy", "*"), ("invalid_adversarials", "*"),
+        ("broken_by", "*", "*"), ("components", "**"), ("preset",), ("torchattacks_version",), ("sanity", "**"),
+    )
     columns: ClassVar = {
         **outcome_columns("AutoAttack", NORMS),
         **eps_columns("broken_by_eps_", ("AutoAttack component that broke the sample "

@@ -72,6 +72,11 @@ class DistanceAttack(Probe):
     needs_grad = True
     higher_is_better: ClassVar = {("robust_accuracy",): True, ("robust_accuracy_clean_correct",): True,
                                   ("distance_quantiles",): True}
+    summary_keys: ClassVar = (
+        ("clean_accuracy",), ("n",), ("norm",), ("eps", "*"), ("eps_source",), ("found_fraction",),
+        ("invalid_adversarials",), ("robust_accuracy", "*"), ("robust_accuracy_clean_correct", "*"),
+        *(("distance_quantiles", f"q{round(q * 100)}") for q in QUANTILES), ("sanity", "**"), ("settings", "**"),
+    )
 
     def norm(self) -> str:
         """``linf`` or ``l2``."""

@@ -24,7 +24,7 @@ import torch
 
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import check_norm, default_eps_max, default_tolerance
-from robaudit.probes.attacks.distance import histogram, quantiles
+from robaudit.probes.attacks.distance import QUANTILES, histogram, quantiles
 from robaudit.probes.seeding import derive_seed
 from robaudit.probes.attacks.sweep import clean_correct
 from robaudit.probes.attacks.verify import predicts_correctly, project_per_sample
@@ -46,6 +46,12 @@ class MinEpsProbe(Probe):
     order = 16
     needs_grad = True
     higher_is_better: ClassVar = {("min_eps_quantiles",): True, ("found_fraction",): False}
+    summary_keys: ClassVar = (
+        ("n",), ("norm",), ("clean_correct",), ("found_fraction",), ("eps_max",), ("rounds",), ("tolerance",),
+        *((key, f"q{round(q * 100)}") for key in ("min_eps_quantiles", "min_eps_quantiles_all_samples")
+          for q in QUANTILES),
+        ("cost", "**"), ("settings", "**"),
+    )
     columns: ClassVar = {
         "min_eps": Column("minimal adversarial ε (PGD bisection)", "robustness", UNIT),
         "min_eps_lower": Column("minimal adversarial ε, lower end of the bracket", "other", UNIT),

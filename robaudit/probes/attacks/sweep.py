@@ -131,6 +131,11 @@ class SweepAttack(Probe):
     needs_grad = True
     higher_is_better: ClassVar = {("robust_accuracy",): True, ("robust_accuracy_clean_correct",): True,
                                   ("noise_accuracy",): True}
+    summary_keys: ClassVar = (
+        ("clean_accuracy",), ("n",), ("norm",), ("eps", "*"), ("eps_source",), ("robust_accuracy", "*"),
+        ("robust_accuracy_clean_correct", "*"), ("noise_accuracy", "*"), ("mean_loss", "*"),
+        ("invalid_adversarials", "*"), ("sanity", "**"), ("settings", "**"),
+    )
 
     def attack(self, target: ta.AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> ta.AttackOutput:
         """Adversarial candidates for one batch at budget ``eps`` (through the adapter)."""

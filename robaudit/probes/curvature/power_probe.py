@@ -33,6 +33,7 @@ class CurvaturePower(CurvatureProbe):
     standard = False
     order = 31
     higher_is_better: ClassVar = {("lambda_1",): False}
+    summary_keys: ClassVar = (("lambda_1",), ("lambda_1_set",), ("k",), ("mode",), ("tol",), ("preset",), ("sets", "**"))
 
     @dataclass
     class Config(EigenKnobs):

@@ -40,6 +40,8 @@ class CurvatureTopK(CurvatureProbe):
     standard = True
     order = 30
     higher_is_better: ClassVar = {("lambda_1",): False}
+    summary_keys: ClassVar = (("lambda_1",), ("lambda_1_set",), ("k",), ("which",), ("preset",), ("operator", "**"),
+                              ("sets", "**"))
     columns: ClassVar = {
         "v1_curvature": Column("curvature along v1, v1ᵀ∇²_θ CE_i v1", role="indicator",
                                unit="nats per unit² parameter step", scale_invariant=False),

@@ -28,6 +28,7 @@ class CurvatureTrace(CurvatureProbe):
     standard = False
     order = 32
     higher_is_better: ClassVar = {("trace",): False}
+    summary_keys: ClassVar = (("trace",), ("trace_set",), ("sets", "**"))
 
     @dataclass
     class Config(CurvatureKnobs):

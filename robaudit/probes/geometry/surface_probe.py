@@ -77,6 +77,10 @@ class DecisionSurfaces(Probe):
     standard = True
     order = 23
     higher_is_better: ClassVar = {}
+    summary_keys: ClassVar = (
+        ("direction",), ("extent",), ("resolution",), ("clip",), ("sample_ids", "*"), ("groups", "*"),
+        ("boundary_inside_ball", "*"), ("epsilon",), ("epsilon_source",), ("robustness_source", "**"),
+    )
 
     @dataclass
     class Config:

@@ -115,6 +115,12 @@ class AdversarialLandscape(CurvatureProbe):
         ("adv_loss",): False, ("adv_error",): False,
         ("cosine_eigenvector",): True, ("cosine_random",): True,
     }
+    summary_keys: ClassVar = (
+        ("lambda_1", "*"), ("lambda_1_clean",), ("lambda_1_growth", "*"), ("monotone_in_eps",), ("adv_loss", "*"),
+        ("adv_error", "*"), ("cosine_eigenvector", "*"), ("cosine_random", "*"), ("eps", "*"), ("eps_source",),
+        ("norm",), ("k",), ("which",), ("hessian_set",), ("a", "*"), ("a_unit",), ("per_sample_a",),
+        ("consistency_eps", "*"), ("theta_norm",), ("operator", "**"), ("spectra", "**"), ("consistency", "**"),
+    )
     columns: ClassVar = {
         "cosine_eigenvector": Column("cos(δ(θ + a·v1), δ(θ − a·v1)), v1 the top eigenvector of ∇²_θ L_ε",
                                      role="indicator", unit="", scale_invariant=False),
