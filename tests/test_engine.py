@@ -162,6 +162,7 @@ def test_probe_contract(name: str, tmp_path: Path) -> None:
                 "per_sample": to_jsonable(result.per_sample), "flags": [f.to_json() for f in result.flags]}
 
     first, second = run_once(), run_once()
+    assert not undeclared_summary_keys(sel.cls, first["summary"]), "summary keys missing from summary_keys"
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
     assert json.loads(json.dumps(first, allow_nan=False)) == first
     assert same_state(before, model.state_fingerprint()), "the probe changed the model"

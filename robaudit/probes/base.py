@@ -305,6 +305,29 @@ def declares_summary_key(probe_cls: type[Probe], path: tuple[object, ...]) -> bo
     return any(summary_key_matches(pattern, path) for pattern in declared)
 
 
+def undeclared_summary_keys(probe_cls: type[Probe], summary: Mapping[str, Any]) -> list[tuple[object, ...]]:
+    """The leaf paths of a JSON ``summary`` (as saved in results.json) that ``probe_cls`` does not declare.
+
+    Leaves are numbers, strings, booleans, nulls and estimates (``{value, low, high, ...}``); lists
+    are walked by position. An empty list means the declaration covers the summary. For a probe's
+    contract tests: ``assert not undeclared_summary_keys(MyProbe, to_jsonable(result.summary))``.
+    """
+    out: list[tuple[object, ...]] = []
+
+    def walk(node: Any, path: tuple[object, ...]) -> None:
+        if isinstance(node, Mapping) and not set(ESTIMATE_FIELDS) <= set(node):
+            for key, value in node.items():
+                walk(value, (*path, key))
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, (*path, index))
+        elif not declares_summary_key(probe_cls, path):
+            out.append(path)
+
+    walk(summary, ())
+    return out
+
+
 def _summary_key_problems(obj: type) -> list[str]:
     declared = getattr(obj, "summary_keys", None)
     if declared is None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from adv_landscape_helpers import DEMO_ARCH, DEMO_CHECKPOINT
 
-from robaudit.probes.registry import ProbeRegistry
+from robaudit.plugin import ProbeRegistry
 
 pytestmark = pytest.mark.slow
 

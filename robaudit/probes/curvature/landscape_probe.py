@@ -43,7 +43,7 @@ class CurvatureLandscape(CurvatureProbe):
     summary_keys: ClassVar = (
         ("lambda_1",), ("lambda_2",), ("hessian_set",), ("hvps",), ("radius",), ("radius_source",),
         ("loss_evaluations",), ("loss_at_theta", "*"), ("max_rise_along_v1", "*"), ("residuals", "*"),
-        ("checks", "**"), ("quadratic_fit", "**"), ("random_direction", "**"),
+        ("checks", "**"), ("quadratic_fit", "**"), ("random_direction", "**"), ("interpolation", "**"),
     )
 
     @dataclass

@@ -30,21 +30,29 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from robaudit.errors import ProbeError
-from robaudit.probes.attacks.budgets import check_norm, eps_key, family_of
-from robaudit.probes.seeding import derive_seed
-from robaudit.probes.base import Column, Flag, ProbeContext, ProbeResult, Severity
-from robaudit.probes.curvature.audit_net import UnchangedGuard
-from robaudit.probes.curvature.eigen import WHICH, EigenPairs, topk
-from robaudit.probes.curvature.probe_base import (
+from robaudit.plugin import (
     KAMATH,
+    WHICH,
+    Column,
     CurvatureKnobs,
     CurvatureProbe,
+    EigenPairs,
+    Flag,
+    ProbeContext,
+    ProbeError,
+    ProbeResult,
+    SampleSet,
+    Severity,
+    UnchangedGuard,
     certificate_flag,
+    check_norm,
     check_sets,
+    derive_seed,
+    eps_key,
+    family_of,
     negative_flag,
+    topk,
 )
-from robaudit.probes.curvature.samples import SampleSet
 
 from robaudit_adversarial_landscape.consistency import UNITS, perturbation_consistency, unit_random_direction
 from robaudit_adversarial_landscape.operator import PGD, AdversarialHessianOperator
