@@ -18,7 +18,7 @@ from robaudit.engine.runner import prepare, select_probes
 from robaudit.exitcodes import ExitCode
 from robaudit.errors import ProbeError
 from robaudit.models.audit_model import same_state
-from robaudit.probes.base import ProbeContext
+from robaudit.plugin import derive_seed, make_test_context, undeclared_summary_keys
 from robaudit.probes.registry import ENTRY_POINT_GROUP, ProbeRegistry
 from robaudit.results import schema_text, store
 from robaudit.results.serialise import to_jsonable
@@ -146,16 +146,9 @@ def test_probe_contract(name: str, tmp_path: Path) -> None:
     before = model.state_fingerprint()
 
     def run_once() -> dict:
-        import logging
-
-        from robaudit.engine.progress import make_progress
-        from robaudit.probes.seeding import derive_seed
-
         seed = derive_seed(0, name)
         torch.manual_seed(seed)
-        ctx = ProbeContext(model=model, data=data, device=device, batch_size=16, seed=seed,
-                           generator=torch.Generator().manual_seed(seed), logger=logging.getLogger(name),
-                           progress=make_progress(True), previous={}, dataset=data.info.name)
+        ctx = make_test_context(model, data, batch_size=16, seed=seed, device=device)
         with torch.set_grad_enabled(sel.cls.needs_grad):
             result = sel.probe.run(ctx)
         return {"summary": to_jsonable(result.summary), "artifacts": to_jsonable(result.artifacts),
