@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from robaudit.data.audit_data import AuditData, DatasetInfo
-from robaudit.engine.progress import make_progress
 from robaudit.models.audit_model import AuditModel, DataConfig, ModelProvenance, Normalisation
 from robaudit.probes.base import ProbeContext, ProbeResult
 
@@ -37,6 +36,8 @@ def make_test_context(model: nn.Module, x: torch.Tensor | AuditData, y: torch.Te
     Raises:
         TypeError: ``y`` missing with tensor ``x``, or given with an :class:`AuditData`.
     """
+    from robaudit.engine.progress import make_progress  # here: importing robaudit.engine loads the whole pipeline
+
     if isinstance(x, AuditData):
         if y is not None:
             raise TypeError("pass either an AuditData or the tensors x and y, not both")
