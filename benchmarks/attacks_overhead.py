@@ -57,7 +57,6 @@ Run:  .venv/bin/python benchmarks/attacks_overhead.py [--threads 1] [--repeats 5
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import statistics
 import sys
@@ -84,12 +83,9 @@ def _load(n_samples: int | None) -> tuple[Any, Any]:
 
 def _context(model: Any, data: Any, batch_size: int, previous: dict | None = None, clean: bool = True) -> Any:
     """A probe context as the engine builds it; with ``clean`` its shared clean logits are computed now."""
-    from robaudit.engine.progress import make_progress
-    from robaudit.probes.base import ProbeContext
+    from robaudit.plugin import make_test_context
 
-    ctx = ProbeContext(model=model, data=data, device=torch.device("cpu"), batch_size=batch_size, seed=0,
-                       generator=torch.Generator().manual_seed(0), logger=logging.getLogger("bench"),
-                       progress=make_progress(True), previous=previous or {}, dataset=data.info.name)
+    ctx = make_test_context(model, data, batch_size=batch_size, seed=0, previous=previous)
     if clean:
         ctx.clean_logits()
     return ctx

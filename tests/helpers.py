@@ -1,15 +1,12 @@
 """Builders for audit models, data and probe contexts without the loaders (for probe unit tests)."""
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
 
 from robaudit.data.audit_data import AuditData, DatasetInfo
-from robaudit.engine.progress import make_progress
 from robaudit.models.audit_model import AuditModel, DataConfig, ModelProvenance, Normalisation
-from robaudit.probes.base import ProbeContext
+from robaudit.plugin import ProbeContext, make_test_context
 
 
 def audit_model(net: nn.Module, num_classes: int, channels: int = 1) -> AuditModel:
@@ -29,9 +26,7 @@ def audit_data(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> AuditData:
 def context(model: AuditModel, data: AuditData, seed: int = 0, batch_size: int = 32,
             previous: dict | None = None) -> ProbeContext:
     """A probe context on CPU; ``previous`` (results by probe name) also feeds its attack-outcome table."""
-    return ProbeContext(model=model, data=data, device=torch.device("cpu"), batch_size=batch_size, seed=seed,
-                        generator=torch.Generator().manual_seed(seed), logger=logging.getLogger("test"),
-                        progress=make_progress(quiet=True), previous=previous or {}, dataset=data.info.name)
+    return make_test_context(model, data, seed=seed, batch_size=batch_size, previous=previous)
 
 
 class FixedLogits(nn.Module):

@@ -18,7 +18,8 @@ from robaudit.engine.runner import prepare, select_probes
 from robaudit.exitcodes import ExitCode
 from robaudit.errors import ProbeError
 from robaudit.models.audit_model import same_state
-from robaudit.probes.base import ATTACK_OUTCOMES, Probe, ProbeContext, ProbeResult
+from robaudit.probes.base import ATTACK_OUTCOMES, Probe, ProbeResult
+from robaudit.plugin import derive_seed, make_test_context, undeclared_summary_keys
 from robaudit.probes.registry import ENTRY_POINT_GROUP, ProbeRegistry
 from robaudit.results import schema_text, store
 from robaudit.results.serialise import to_jsonable
@@ -239,16 +240,9 @@ def test_probe_contract(name: str, tmp_path: Path) -> None:
     before = model.state_fingerprint()
 
     def run_probe(probe: Probe, needs_grad: bool, previous: dict) -> ProbeResult:
-        import logging
-
-        from robaudit.engine.progress import make_progress
-        from robaudit.engine.runner import probe_seed
-
-        seed = probe_seed(0, probe.name)
+        seed = derive_seed(0, probe.name)
         torch.manual_seed(seed)
-        ctx = ProbeContext(model=model, data=data, device=device, batch_size=16, seed=seed,
-                           generator=torch.Generator().manual_seed(seed), logger=logging.getLogger(name),
-                           progress=make_progress(True), previous=previous, dataset=data.info.name)
+        ctx = make_test_context(model, data, batch_size=16, seed=seed, device=device, previous=previous)
         with torch.set_grad_enabled(needs_grad):
             return probe.run(ctx)
 
@@ -260,6 +254,7 @@ def test_probe_contract(name: str, tmp_path: Path) -> None:
                 "per_sample": to_jsonable(result.per_sample), "flags": [f.to_json() for f in result.flags]}
 
     first, second = run_once(), run_once()
+    assert not undeclared_summary_keys(sel.cls, first["summary"]), "summary keys missing from summary_keys"
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
     assert json.loads(json.dumps(first, allow_nan=False)) == first
     assert same_state(before, model.state_fingerprint()), "the probe changed the model"

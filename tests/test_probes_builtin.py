@@ -53,6 +53,15 @@ def test_wilson_interval_matches_closed_form(k: int, n: int) -> None:
     assert est.high == pytest.approx(min(1.0, centre + half), abs=1e-12)
 
 
+@pytest.mark.parametrize(("k", "n", "published"), [
+    (81, 263, (0.2553, 0.3662)), (15, 148, (0.0624, 0.1605)), (0, 20, (0.0, 0.1611)), (1, 29, (0.0061, 0.1718)),
+])
+def test_wilson_interval_matches_newcombes_published_intervals(k: int, n: int, published: tuple[float, float]) -> None:
+    """Newcombe (1998), Statistics in Medicine 17:857, Table II, method 3 (Wilson score, 95 %)."""
+    est = wilson_interval(k, n, 0.95)
+    assert (round(est.low, 4), round(est.high, 4)) == published
+
+
 def test_ece_closed_form() -> None:
     # 10 samples at confidence 0.9 with 8 correct, 10 at 0.55 with 6 correct:
     # ECE = 0.5·|0.8 − 0.9| + 0.5·|0.6 − 0.55| = 0.075

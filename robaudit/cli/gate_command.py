@@ -128,9 +128,10 @@ def prepare_run_gate(rules_path: Path) -> Any:
 
     Bad rules, or a baseline directory that is missing, fail fast (exit 2) instead of after the audit.
     """
-    from robaudit.gate import load_baseline, load_rules
+    from robaudit.gate import check_declared_paths, load_baseline, load_rules
 
     rules = load_rules(rules_path)
+    check_declared_paths(rules)
     load_baseline(rules, None)
     return rules
 

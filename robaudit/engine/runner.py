@@ -57,6 +57,7 @@ from robaudit.probes.base import (
     column_meta,
 )
 from robaudit.probes.registry import ProbeRegistry
+from robaudit.probes.seeding import derive_seed
 from robaudit.results import store
 from robaudit.results.outdir import claim_out_dir
 from robaudit.results.environment import describe_environment, resolve_device
@@ -148,12 +149,6 @@ def expand_probe_names(requested: list[str] | None, registry: ProbeRegistry) -> 
     for name in requested:
         names.extend(registry.standard_set() if name == STANDARD_KEYWORD else [name])
     return names
-
-
-def probe_seed(seed: int, name: str) -> int:
-    """The seed of one probe: a hash of the run seed and the probe name (31 bits)."""
-    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def prepare(config: AuditConfig, selected: list[_Selected]) -> tuple[torch.device, int, AuditModel, AuditData]:
@@ -286,7 +281,7 @@ def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bo
     columns = run.columns()
     try:
         results["analysis"] = analyse(results, {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()},
-                                      seed=probe_seed(config.seed, "analysis"))
+                                      seed=derive_seed(config.seed, "analysis"))
     except Exception as exc:  # the probes' results must survive a bug in the analysis
         log.error("analysis failed: %s", _advice(exc))
         results["analysis"] = {"error": _advice(exc)}
@@ -438,7 +433,7 @@ def _run_one(sel: _Selected, config: AuditConfig, registry: ProbeRegistry, model
         log.warning("probe %s skipped: %s", sel.name, entry["error"]["message"])
         return entry, None
 
-    seed = probe_seed(config.seed, sel.name)
+    seed = derive_seed(config.seed, sel.name)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     ctx = ProbeContext(

@@ -19,11 +19,11 @@ from pathlib import Path
 from robaudit.gate.baseline import BaselineMismatchError, Run
 from robaudit.gate.evaluate import GateOutcome, GateValueError, NothingToGateError, RuleOutcome, evaluate_gate
 from robaudit.gate.outputs import JUNIT_FILE, MARKDOWN_FILE, write_outputs
-from robaudit.gate.rules import GateRules, GateRulesError, load_rules, parse_rules
+from robaudit.gate.rules import GateRules, GateRulesError, check_rule_paths, load_rules, parse_rules
 
 __all__ = ["BaselineMismatchError", "GateOutcome", "GateRules", "GateRulesError", "GateValueError", "NothingToGateError",
-           "RuleOutcome",
-           "Run", "evaluate_gate", "gate", "load_rules", "parse_rules", "registered_probe_names", "write_outputs"]
+           "RuleOutcome", "Run", "check_declared_paths", "check_rule_paths", "evaluate_gate", "gate", "load_rules",
+           "parse_rules", "registered_probe_names", "write_outputs"]
 
 log = logging.getLogger("robaudit.gate")
 
@@ -37,6 +37,25 @@ def registered_probe_names() -> list[str]:
     except Exception as exc:  # a broken plugin must not stop the gate; names only sharpen messages
         log.debug("probe registry unavailable to the gate: %s", exc)
         return []
+
+
+def check_declared_paths(rules: GateRules) -> None:
+    """:func:`check_rule_paths` against the registered probes that the rules name.
+
+    Raises:
+        GateRulesError: a rule path that its probe does not declare (exit 2).
+    """
+    from robaudit.probes.registry import ProbeRegistry
+
+    named = {r.probe() for r in rules.rules if hasattr(r, "probe")} - {None}
+    try:
+        registry = ProbeRegistry()
+        known = set(registry.names())
+    except Exception as exc:  # a broken plugin must not stop the gate; unchecked rules are still evaluated
+        log.debug("probe registry unavailable to the gate: %s", exc)
+        return
+    classes = {name: cls for name in sorted(named & known) if (cls := registry.get_or_skip(name)) is not None}
+    check_rule_paths(rules, classes)
 
 
 def load_baseline(rules: GateRules, baseline_dir: Path | None) -> Run | None:
@@ -88,6 +107,7 @@ def gate(results_dir: Path | str, rules: GateRules, *, baseline_dir: Path | None
                              fix=f"use names from: {', '.join(MISMATCHES)}")
     if extra:
         rules = dataclasses.replace(rules, allow_mismatch=frozenset(rules.allow_mismatch | extra))
+    check_declared_paths(rules)
     candidate = Run.load(results_dir)
     baseline = load_baseline(rules, baseline_dir)
     names = registered_probe_names() if known_probes is None else list(known_probes)

@@ -28,12 +28,13 @@ import hashlib
 import json
 import math
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from robaudit.errors import ConfigError, did_you_mean
-from robaudit.gate.paths import Segment, format_path
+from robaudit.gate.paths import Segment, format_path, format_segment
 from robaudit.gate.stats import STATISTICS
 
 if sys.version_info >= (3, 11):
@@ -470,3 +471,66 @@ def _parse_rule(raw: dict[str, Any], index: int, where: str, *, default_level: f
     return MetricRule(id=rule_id or auto_id, kind=kind, limit=limit, metric=metric, per_sample=per_sample,
                       statistic=statistic, higher_is_better=hib, noise=noise, level=level, optional=optional,
                       description=description)
+
+
+def check_rule_paths(rules: GateRules, probes: Mapping[str, type]) -> None:
+    """Refuse a rule whose path names a summary key that its probe does not declare.
+
+    A rule on ``["probes", NAME, "summary", KEY, ...]`` is checked against ``NAME``'s
+    ``summary_keys`` (see :func:`robaudit.probes.base.summary_key_matches`), ``optional`` or not:
+    ``optional`` covers a probe that did not run or a value absent at run time, never a key that
+    the probe cannot write. Probes missing from ``probes`` (not installed) or that declare no keys
+    are not checked; the evaluation reports them.
+
+    Args:
+        rules: checked rules (:func:`parse_rules`).
+        probes: the registered probe classes by name.
+
+    Raises:
+        GateRulesError: naming the rule, the path, the closest declared keys and the keys declared
+            at the level where the path leaves the declaration (exit 2).
+    """
+    from robaudit.probes.base import declares_summary_key
+
+    for rule in rules.rules:
+        metric = rule.metric if isinstance(rule, MetricRule) else None
+        if not metric or len(metric) < 4 or metric[0] != "probes" or metric[2] != "summary":
+            continue
+        name, keys = metric[1], tuple(metric[3:])
+        cls = probes.get(name) if isinstance(name, str) else None
+        if cls is None or declares_summary_key(cls, keys) is not False:
+            continue
+        depth, choices = _declared_choices(cls.summary_keys, keys)
+        where = format_path(("probes", name, "summary", *keys[:depth]))
+        if depth < len(keys):
+            hint = did_you_mean(str(keys[depth]), choices)
+            reason = f"{name} declares no summary key {format_segment(keys[depth])!r} under {where}"
+        else:
+            hint = ""
+            reason = f"{where} is not a number but a table of {name}'s summary; continue the path"
+        listed = ", ".join(choices[:12]) + (" …" if len(choices) > 12 else "")
+        raise GateRulesError(
+            f"rule '{rule.id}': unknown metric path {format_path(metric)}: {reason}" + (f"; {hint}" if hint else "")
+            + (" (optional = true does not cover a key the probe never writes)" if rule.optional else ""),
+            fix=(f"use one of: {listed}" if depth < len(keys) else f"add a key below it: {listed}")
+            .replace("<any key>", "any key (an ε, a norm, an index)"))
+
+
+def _declared_choices(declared: tuple[tuple[str, ...], ...], keys: tuple[Segment, ...]) -> tuple[int, list[str]]:
+    """How many leading ``keys`` some declared path matches, and the declared keys at the next level
+    (``*`` shown as ``<any key>``)."""
+    def prefix(pattern: tuple[str, ...]) -> int:
+        depth = 0
+        while depth < min(len(pattern), len(keys)) and pattern[depth] != "**" and \
+                pattern[depth] in ("*", keys[depth]):
+            depth += 1
+        return depth
+
+    depth = max(prefix(p) for p in declared) if declared else 0
+    choices: list[str] = []
+    for pattern in declared:
+        if prefix(pattern) == depth and len(pattern) > depth:
+            step = {"*": "<any key>", "**": "<any keys>"}.get(pattern[depth], pattern[depth])
+            if step not in choices:
+                choices.append(step)
+    return depth, choices

@@ -37,6 +37,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import ndtr, ndtri, xlogy
 from scipy.stats import bootstrap
 
+from robaudit.probes.base import wilson_interval
+
 
 @dataclass(frozen=True)
 class NoiseResult:
@@ -120,16 +122,10 @@ def two_proportion_test(k_b: int, n_b: int, k_c: int, n_c: int, margin: float, l
 def wilson_bounds(k: int, n: int, level: float) -> tuple[float, float]:
     """The Wilson score interval of k/n whose each side has one-sided level α = ``level``.
 
-    Closed form (Wilson 1927): centre (p + z²/2n)/(1 + z²/n), half-width
-    z·sqrt(p(1 − p)/n + z²/4n²)/(1 + z²/n) with z = Φ⁻¹(1 − α); the same interval as
-    :func:`robaudit.probes.base.wilson_interval` at two-sided coverage 1 − 2α, without its per-call cost.
+    That is :func:`robaudit.probes.base.wilson_interval` at two-sided coverage 1 − 2α.
     """
-    z = float(ndtri(1 - level))
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    interval = wilson_interval(k, n, 1 - 2 * level)
+    return float(interval.low), float(interval.high)
 
 
 def newcombe_lower_bound(k_b: int, n_b: int, k_c: int, n_c: int, level: float) -> float:

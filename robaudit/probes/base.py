@@ -235,6 +235,11 @@ class Probe:
             skips such probes when preflight finds the model's input gradient disconnected.
         higher_is_better: for each summary path (tuple of keys), whether higher is better.
             The gate reads this to orient relative rules.
+        summary_keys: every key path the probe may write into its ``summary``, each a tuple of
+            keys from the top of the summary (see :func:`summary_key_matches`): ``"*"`` stands for
+            any one key (an ε, a norm, a class, a list position) and a final ``"**"`` for any
+            subtree (diagnostic records). The gate refuses a rule whose path the probe does not
+            declare. ``None`` means undeclared, and the gate cannot check rules on this probe.
         standard: whether the probe is in the default audit set.
         requires: the results this probe reads (:class:`Requirement`: probe names or capabilities).
             The engine runs them first (a topological order; the listed order breaks ties), hands
@@ -258,6 +263,7 @@ class Probe:
     needs_double_backward: ClassVar[bool] = False
     needs_input_grad: ClassVar[bool | None] = None
     higher_is_better: ClassVar[Mapping[tuple[str, ...], bool]] = {}
+    summary_keys: ClassVar[tuple[tuple[str, ...], ...] | None] = None
     standard: ClassVar[bool] = False
     requires: ClassVar[tuple[Requirement, ...]] = ()
     provides: ClassVar[tuple[str, ...]] = ()
@@ -318,11 +324,88 @@ def validate_probe_class(obj: object) -> list[str]:
         problems.append("'provides' must be a tuple of capability names")
     if hasattr(obj, "order"):
         problems.append("'order' is gone: declare the results the probe reads in 'requires' instead")
+    problems.extend(_summary_key_problems(obj))
     cols = getattr(obj, "columns", {})
     if not isinstance(cols, Mapping) or not all(isinstance(c, Column) and c.role in Column.ROLES for c in cols.values()):
         problems.append(f"'columns' must map per-sample keys to Column with a role in {Column.ROLES}")
     if getattr(obj, "run", None) is Probe.run:
         problems.append("'run' is not implemented")
+    return problems
+
+
+ANY_KEY = "*"
+"""In a declared summary key path: any one key."""
+ANY_SUBTREE = "**"
+"""At the end of a declared summary key path: any keys below (zero or more)."""
+ESTIMATE_FIELDS = ("value", "low", "high", "level", "method", "n")
+"""The fields of a serialised :class:`Estimate`, which a path may name after a declared leaf."""
+
+
+def summary_key_matches(pattern: tuple[str, ...], path: tuple[object, ...]) -> bool:
+    """Whether a summary ``path`` (keys read from the top of a probe's summary) is covered by ``pattern``.
+
+    A literal key matches only the same string; ``"*"`` matches any one step (a key, a number, a
+    list index or a record selector); a final ``"**"`` matches any remaining steps. After the whole
+    pattern, the path may add one :data:`ESTIMATE_FIELDS` name (``["accuracy", "low"]``).
+    """
+    for depth, want in enumerate(pattern):
+        if want == ANY_SUBTREE:
+            return True
+        if depth >= len(path):
+            return False
+        if want != ANY_KEY and path[depth] != want:
+            return False
+    rest = path[len(pattern):]
+    return not rest or (len(rest) == 1 and rest[0] in ESTIMATE_FIELDS)
+
+
+def declares_summary_key(probe_cls: type[Probe], path: tuple[object, ...]) -> bool | None:
+    """Whether ``probe_cls`` declares the summary key ``path``; None when it declares none at all."""
+    declared = getattr(probe_cls, "summary_keys", None)
+    if declared is None:
+        return None
+    return any(summary_key_matches(pattern, path) for pattern in declared)
+
+
+def undeclared_summary_keys(probe_cls: type[Probe], summary: Mapping[str, Any]) -> list[tuple[object, ...]]:
+    """The leaf paths of a JSON ``summary`` (as saved in results.json) that ``probe_cls`` does not declare.
+
+    Leaves are numbers, strings, booleans, nulls and estimates (``{value, low, high, ...}``); lists
+    are walked by position. An empty list means the declaration covers the summary. For a probe's
+    contract tests: ``assert not undeclared_summary_keys(MyProbe, to_jsonable(result.summary))``.
+    """
+    out: list[tuple[object, ...]] = []
+
+    def walk(node: Any, path: tuple[object, ...]) -> None:
+        if isinstance(node, Mapping) and not set(ESTIMATE_FIELDS) <= set(node):
+            for key, value in node.items():
+                walk(value, (*path, key))
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, (*path, index))
+        elif not declares_summary_key(probe_cls, path):
+            out.append(path)
+
+    walk(summary, ())
+    return out
+
+
+def _summary_key_problems(obj: type) -> list[str]:
+    declared = getattr(obj, "summary_keys", None)
+    if declared is None:
+        return []
+    if not isinstance(declared, tuple) or not all(
+        isinstance(k, tuple) and k and all(isinstance(p, str) and p for p in k) for k in declared
+    ):
+        return ["'summary_keys' must be a tuple of non-empty tuples of summary keys"]
+    problems = [f"'summary_keys' uses '{ANY_SUBTREE}' before the end of {list(k)}"
+                for k in declared if ANY_SUBTREE in k[:-1]]
+    for path in getattr(obj, "higher_is_better", {}) or {}:
+        # a direction may sit above the leaves (("robust_accuracy",) covers every ε below it)
+        if isinstance(path, tuple) and not any(
+            summary_key_matches(k[:len(path)], path) or summary_key_matches(k, path) for k in declared
+        ):
+            problems.append(f"'higher_is_better' names {list(path)}, which 'summary_keys' does not declare")
     return problems
 
 

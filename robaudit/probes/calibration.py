@@ -48,6 +48,7 @@ class Calibration(Probe):
     description = "expected calibration error (bootstrap CI), NLL, Brier score and reliability diagram"
     standard = True
     higher_is_better: ClassVar = {("ece",): False, ("mce",): False, ("nll",): False, ("brier",): False}
+    summary_keys: ClassVar = (("ece",), ("mce",), ("nll",), ("brier",), ("confidence_minus_accuracy",), ("bins",))
     columns: ClassVar = {"brier": Column("Brier score", "other", "", scale_invariant=False)}
 
     @dataclass

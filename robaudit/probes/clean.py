@@ -25,6 +25,7 @@ class CleanAccuracy(Probe):
     description = "clean top-1 accuracy (Wilson CI), per-class accuracy, per-sample loss, confidence and logit margin"
     standard = True
     higher_is_better: ClassVar = {("accuracy",): True, ("mean_loss",): False}
+    summary_keys: ClassVar = (("accuracy",), ("n",), ("mean_loss",), ("mean_confidence",), ("per_class_accuracy", "*"))
     columns: ClassVar = {
         "pred": Column("predicted class"),
         "correct": Column("clean prediction correct"),

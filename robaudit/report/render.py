@@ -194,15 +194,25 @@ def plugin_sections(results: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         if not getattr(cls, "report_template", None):
             continue
-        package, _, rel = cls.report_template.partition(":")
-        env = jinja2.Environment(loader=jinja2.PackageLoader(package, str(Path(rel).parent) or "."),
-                                 autoescape=True, undefined=jinja2.StrictUndefined)
-        env.filters["num"] = format_number
-        env.filters["estimate"] = format_estimate
-        html = env.get_template(Path(rel).name).render(entry=entry, results=results,
-                                                       ctx=cls.report_context(entry, results))
-        out.append({"name": name, "title": cls.report_title or name, "html": html, "note": None})
+        out.append({"name": name, "title": cls.report_title or name, "html": render_probe_section(cls, entry, results),
+                    "note": None})
     return out
+
+
+def render_probe_section(cls: Any, entry: dict[str, Any], results: dict[str, Any]) -> str:
+    """The HTML of a probe's own report section, as ``report.html`` embeds it.
+
+    The probe's :attr:`~robaudit.probes.base.Probe.report_template` is rendered in an autoescaping,
+    strict environment over its package's templates, with the filters ``num`` and ``estimate``, and
+    sees ``entry`` (the probe's results.json entry), ``results`` (the whole file) and ``ctx``
+    (:meth:`~robaudit.probes.base.Probe.report_context`).
+    """
+    package, _, rel = cls.report_template.partition(":")
+    env = jinja2.Environment(loader=jinja2.PackageLoader(package, str(Path(rel).parent) or "."),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters["num"] = format_number
+    env.filters["estimate"] = format_estimate
+    return env.get_template(Path(rel).name).render(entry=entry, results=results, ctx=cls.report_context(entry, results))
 
 
 def _section_context(section_id: str, results: dict[str, Any]) -> dict[str, Any]:

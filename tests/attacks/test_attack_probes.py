@@ -380,18 +380,6 @@ def test_every_attack_runs_from_an_audit_into_results_table_and_report(tmp_path:
     assert math.isfinite(results["probes"]["attack.min_eps"]["summary"]["cost"]["attack_steps_per_attacked_sample"])
 
 
-def test_closed_form_wilson_matches_the_shared_scipy_interval() -> None:
-    from robaudit.probes.attacks.sweep import wilson
-    from robaudit.probes.base import wilson_interval
-
-    for n in (1, 2, 7, 40, 360, 10_000):
-        for k in sorted({0, 1, n // 3, n - 1, n}):
-            for level in (0.9, 0.95, 0.99):
-                ours, shared = wilson(k, n, level), wilson_interval(k, n, level)
-                assert (ours.value, ours.n, ours.method) == (shared.value, shared.n, shared.method)
-                assert ours.low == pytest.approx(shared.low, abs=1e-14) and ours.high == pytest.approx(shared.high, abs=1e-14)
-
-
 def test_report_section_copes_with_failed_and_partial_attack_results() -> None:
     from robaudit.report.sections.attacks import build
 

@@ -7,7 +7,6 @@ samples in one batch) from robaudit's operator (reverse-over-reverse, batch by b
 from __future__ import annotations
 
 import copy
-import logging
 from dataclasses import dataclass
 
 import torch
@@ -17,9 +16,8 @@ from torch import nn
 from helpers import audit_model
 from robaudit.data import DataRequest, load_data
 from robaudit.data.audit_data import AuditData
-from robaudit.engine.progress import make_progress
 from robaudit.models.audit_model import AuditModel
-from robaudit.probes.base import ProbeContext
+from robaudit.plugin import ProbeContext, make_test_context
 from robaudit.probes.curvature.samples import SampleSet
 
 N_AUDIT = 60
@@ -96,9 +94,7 @@ def build_oracle() -> Oracle:
 def make_ctx(model: AuditModel, data: AuditData, seed: int = 0, batch_size: int = 7,
              previous: dict | None = None) -> ProbeContext:
     """A CPU probe context (batch size 7 by default: 60 samples give a short last batch)."""
-    return ProbeContext(model=model, data=data, device=torch.device("cpu"), batch_size=batch_size, seed=seed,
-                        generator=torch.Generator().manual_seed(seed), logger=logging.getLogger("test.curvature"),
-                        progress=make_progress(quiet=True), previous=previous or {}, dataset=data.info.name)
+    return make_test_context(model, data, seed=seed, batch_size=batch_size, previous=previous)
 
 
 def top_by_magnitude(values: torch.Tensor, k: int) -> torch.Tensor:

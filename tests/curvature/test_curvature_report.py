@@ -43,7 +43,7 @@ def test_section_shows_spectrum_density_landscapes_fit_and_caveat(curvature_run:
     part = _section(html)
     assert part.count("<svg") == 5  # spectrum, density, 1-D (+ random cut), 2-D, quadratic fit
     assert "Kamath" in part and "not invariant to reparametrisation" in part
-    lam1 = results["probes"]["curvature.topk"]["summary"]["lambda_max"]
+    lam1 = results["probes"]["curvature.topk"]["summary"]["lambda_1"]
     assert f"{lam1:.5g}" in part
     fit = results["probes"]["curvature.landscape"]["summary"]["quadratic_fit"]
     assert "Quadratic-fit check" in part and f"{fit['curvature']:.5g}" in part

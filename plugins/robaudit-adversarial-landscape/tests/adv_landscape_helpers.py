@@ -1,5 +1,5 @@
 """Helpers of the plugin's tests (a uniquely named module, unlike conftest): a tiny smooth model on real
-digits, a probe context without the engine, and a dense oracle.
+digits (scikit-learn's bundled 8×8 digits), a probe context without the engine, and a dense oracle.
 
 The oracle is ``torch.func.hessian`` (forward-over-reverse, all samples in one batch, float64) of
 the mean cross-entropy at *given* inputs, with respect to the flattened parameters — independent of
@@ -7,22 +7,22 @@ robaudit's operator (reverse-over-reverse, batch by batch).
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 from torch import nn
 
-from robaudit.data import DataRequest, load_data
-from robaudit.data.audit_data import AuditData
-from robaudit.engine.progress import make_progress
-from robaudit.models.audit_model import AuditModel, DataConfig, ModelProvenance, Normalisation
-from robaudit.probes.base import ProbeContext
+from robaudit.plugin import AuditModel, ProbeContext, ProbeRegistry, make_test_context
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO_CHECKPOINT = REPO / "examples" / "digits_cnn.safetensors"
 DEMO_ARCH = f"{REPO / 'examples' / 'digits_cnn.py'}:DigitsCNN"
+BUILTIN = ProbeRegistry(autoload_plugins=False)
+"""robaudit's own probes, whatever else is installed."""
 
 
 class TinyNet(nn.Module):
@@ -37,38 +37,39 @@ class TinyNet(nn.Module):
         return self.fc2(torch.tanh(self.fc1(x.flatten(1))))
 
 
-def audit_model(net: nn.Module, num_classes: int = 10, channels: int = 1) -> AuditModel:
-    """``net`` wrapped as an audit model with identity normalisation."""
-    norm = Normalisation((0.0,) * channels, (1.0,) * channels, "cli")
-    prov = ModelProvenance(source="test", arch="test", arch_source="cli", num_classes=num_classes,
-                           num_classes_source="arch_kwargs", normalisation=norm)
-    return AuditModel(net, norm, DataConfig(), prov, in_channels=channels)
+def digits(split: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images (N×1×8×8 in [0, 1]) and labels of the digits ``train`` or ``test`` split (360 test images,
+    stratified), drawn without replacement with ``seed``."""
+    bunch = load_digits()
+    train, test = train_test_split(np.arange(len(bunch.target)), test_size=360, stratify=bunch.target, random_state=0)
+    rows = np.sort(np.random.default_rng(seed).choice(train if split == "train" else test, n, replace=False))
+    x = torch.from_numpy((bunch.images[rows] / 16.0).astype(np.float32))[:, None]
+    return x, torch.from_numpy(bunch.target[rows]).long()
 
 
-def context(model: AuditModel, data: AuditData, seed: int = 0, batch_size: int = 16) -> ProbeContext:
-    """A CPU probe context (the engine's fields, without the engine)."""
-    return ProbeContext(model=model, data=data, device=torch.device("cpu"), batch_size=batch_size, seed=seed,
-                        generator=torch.Generator().manual_seed(seed), logger=logging.getLogger("test"),
-                        progress=make_progress(quiet=True), previous={}, dataset="digits")
+def context(model: AuditModel, data, seed: int = 0, batch_size: int = 16) -> ProbeContext:  # noqa: ANN001
+    """A CPU probe context on the digits (the engine's fields, without the engine)."""
+    return make_test_context(model, data, seed=seed, batch_size=batch_size, dataset="digits")
 
 
 def trained_tiny(seed: int = 0, steps: int = 80) -> TinyNet:
     """TinyNet briefly trained on 300 digits train samples (a non-trivial minimum-ish point)."""
     torch.manual_seed(seed)
     net = TinyNet()
-    train = load_data(DataRequest("digits", split="train", n_samples=300, seed=seed), 1)
+    x, y = digits("train", 300, seed)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     for _ in range(steps):
         opt.zero_grad()
-        F.cross_entropy(net(train.x), train.y).backward()
+        F.cross_entropy(net(x), y).backward()
         opt.step()
     return net.eval()
 
 
-def tiny_setup() -> tuple[AuditModel, AuditData]:
-    """The trained tiny model (audit model) and 24 digits test samples."""
-    data = load_data(DataRequest("digits", split="test", n_samples=24, seed=0), 1)
-    return audit_model(trained_tiny()), data
+def tiny_setup() -> tuple[AuditModel, object]:
+    """The trained tiny model (audit model) and 24 digits test samples (audit data)."""
+    x, y = digits("test", 24)
+    ctx = make_test_context(trained_tiny(), x, y, num_classes=10, dataset="digits")
+    return ctx.model, ctx.data
 
 
 def flat_params(model: nn.Module) -> tuple[list[str], list[torch.Size], torch.Tensor]:

@@ -5,8 +5,7 @@ import pytest
 import torch
 from adv_landscape_helpers import tiny_setup
 
-from robaudit.data.audit_data import AuditData
-from robaudit.models.audit_model import AuditModel
+from robaudit.plugin import AuditModel
 
 
 @pytest.fixture(autouse=True)
@@ -15,7 +14,7 @@ def _one_thread() -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny() -> tuple[AuditModel, AuditData]:
+def tiny() -> tuple[AuditModel, object]:
     """The trained tiny model (audit model) and 24 digits test samples."""
     torch.set_num_threads(1)
     return tiny_setup()

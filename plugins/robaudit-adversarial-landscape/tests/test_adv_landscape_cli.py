@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from adv_landscape_helpers import DEMO_ARCH, DEMO_CHECKPOINT
 
-from robaudit.probes.registry import ProbeRegistry
+from robaudit.plugin import ProbeRegistry
 
 pytestmark = pytest.mark.slow
 
@@ -44,10 +44,10 @@ def test_robaudit_run_on_the_demo_checkpoint(tmp_path: Path) -> None:
     entry = results["probes"]["adv_landscape"]
     assert entry["status"] == "ok"
     assert entry["distribution"]["name"] == "robaudit-adversarial-landscape"
-    assert entry["higher_is_better"]["lambda_max"] is False and entry["higher_is_better"]["cosine_random"] is True
+    assert entry["higher_is_better"]["lambda_1"] is False and entry["higher_is_better"]["cosine_random"] is True
     s = entry["summary"]
     assert s["consistency"]["0.1"]["eigenvector"]["0"]["cosine"] == 1.0
-    assert set(s["lambda_max"]) == {"0", "0.1"} and all(v > 0 for v in s["lambda_max"].values())
+    assert set(s["lambda_1"]) == {"0", "0.1"} and all(v > 0 for v in s["lambda_1"].values())
     assert entry["per_sample_columns"] == ["adv_landscape/cosine_eigenvector", "adv_landscape/cosine_random"]
     assert entry["columns"]["adv_landscape/cosine_eigenvector"]["role"] == "indicator"
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from adv_landscape_helpers import context, dense_hessian
 
-from robaudit.probes.curvature.samples import SampleSet
+from robaudit.plugin import SampleSet, same_state
 from robaudit_adversarial_landscape.operator import PGD, AdversarialHessianOperator
 from robaudit_adversarial_landscape.probe import AdversarialLandscape
 
@@ -87,8 +87,6 @@ def test_a_different_seed_gives_a_different_delta(tiny) -> None:  # noqa: ANN001
 
 
 def test_operator_leaves_the_model_unchanged(tiny) -> None:  # noqa: ANN001
-    from robaudit.models.audit_model import same_state
-
     model, _ = tiny
     before = model.state_fingerprint()
     flags = [p.requires_grad for p in model.parameters()]

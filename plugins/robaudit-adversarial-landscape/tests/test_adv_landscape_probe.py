@@ -8,16 +8,21 @@ import math
 import numpy as np
 import pytest
 import torch
-from adv_landscape_helpers import context, dense_hessian
+from adv_landscape_helpers import BUILTIN, context, dense_hessian
 
-from robaudit.models.audit_model import same_state
-from robaudit.probes.base import validate_probe_class
-from robaudit.probes.curvature.topk_probe import CurvatureTopK
-from robaudit.results.serialise import to_jsonable
+from robaudit.plugin import (
+    SampleSet,
+    render_probe_section,
+    same_state,
+    to_jsonable,
+    undeclared_summary_keys,
+    validate_probe_class,
+)
 from robaudit_adversarial_landscape.consistency import cosine_per_sample, perturbation_consistency
 from robaudit_adversarial_landscape.operator import PGD, AdversarialHessianOperator
 from robaudit_adversarial_landscape.probe import AdversarialLandscape
 
+CurvatureTopK = BUILTIN.get("curvature.topk")
 FAST = {"k": 2, "steps": 3, "a": [0.0, 0.5], "eps": [0.0, 0.1]}
 
 
@@ -43,7 +48,7 @@ def test_eps_zero_equals_curvature_topk_and_the_dense_hessian(tiny) -> None:  # 
     np.testing.assert_allclose(mine, theirs, rtol=1e-6)
     dense = torch.linalg.eigvalsh(dense_hessian(model, data.x, data.y)).numpy()
     np.testing.assert_allclose(mine, dense[np.argsort(-np.abs(dense))][:3], rtol=1e-6)
-    assert ours.summary["lambda_max"]["0"] == mine[0] == ours.summary["lambda_max_clean"]
+    assert ours.summary["lambda_1"]["0"] == mine[0] == ours.summary["lambda_1_clean"]
     assert ours.summary["consistency"] == {} and ours.per_sample == {}
 
 
@@ -56,19 +61,20 @@ def test_run_leaves_model_unchanged_and_is_deterministic(tiny) -> None:  # noqa:
     second = _run(tiny)
     assert json.dumps(to_jsonable(first.summary), sort_keys=True) == json.dumps(to_jsonable(second.summary),
                                                                                 sort_keys=True)
+    assert undeclared_summary_keys(AdversarialLandscape, to_jsonable(first.summary)) == []
     for key, col in first.per_sample.items():
         np.testing.assert_array_equal(col, second.per_sample[key])
     payload = {"s": first.summary, "a": first.artifacts, "f": [f.to_json() for f in first.flags]}
     assert json.loads(json.dumps(to_jsonable(payload)))["s"]["eps"] == [0.0, 0.1]
 
     s = first.summary
-    assert s["eps"] == [0.0, 0.1] and set(s["lambda_max"]) == {"0", "0.1"}
+    assert s["eps"] == [0.0, 0.1] and set(s["lambda_1"]) == {"0", "0.1"}
     assert s["spectra"]["0.1"]["recompute_max_abs_diff"] == 0.0
     assert s["spectra"]["0.1"]["delta_linf_mean"] == pytest.approx(0.1, rel=1e-5)
     assert s["adv_loss"]["0.1"] > s["adv_loss"]["0"]
     assert isinstance(s["monotone_in_eps"], bool)
-    assert s["monotone_in_eps"] == (s["lambda_max"]["0.1"] > s["lambda_max"]["0"])
-    assert s["lambda_max_growth"] == {"0.1": pytest.approx(s["lambda_max"]["0.1"] / s["lambda_max"]["0"])}
+    assert s["monotone_in_eps"] == (s["lambda_1"]["0.1"] > s["lambda_1"]["0"])
+    assert s["lambda_1_growth"] == {"0.1": pytest.approx(s["lambda_1"]["0.1"] / s["lambda_1"]["0"])}
     assert (s["monotone_in_eps"] is False) == any(f.id == "adv_curvature_not_monotone" for f in first.flags)
     rows = s["consistency"]["0.1"]
     for direction in ("eigenvector", "random"):
@@ -120,29 +126,20 @@ def test_bad_knobs_are_rejected(knobs: dict, match: str) -> None:
 
 
 def test_report_context_renders_from_saved_entry(tiny) -> None:  # noqa: ANN001
-    import jinja2
-
-    from robaudit.report.render import format_estimate, format_number
-
     result = _run(tiny)
     entry = {"summary": to_jsonable(result.summary), "flags": [f.to_json() for f in result.flags],
              "notes": result.notes}
     entry = json.loads(json.dumps(entry))
-    ctx = AdversarialLandscape.report_context(entry, {"probes": {"adv_landscape": entry}})
+    results = {"probes": {"adv_landscape": entry}}
+    ctx = AdversarialLandscape.report_context(entry, results)
     assert set(ctx["figures"]) == {"spectrum", "cosine", "error"}
     assert [r["eps"] for r in ctx["spectrum"]] == ["0", "0.1"]
-    package, _, rel = AdversarialLandscape.report_template.partition(":")
-    env = jinja2.Environment(loader=jinja2.PackageLoader(package, "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
-    env.filters.update(num=format_number, estimate=format_estimate)
-    html = env.get_template(rel.split("/")[-1]).render(entry=entry, results={}, ctx=ctx)
+    html = render_probe_section(AdversarialLandscape, entry, results)
     assert "Top eigenvalues against ε" in html and "dependence of δ* on θ is ignored" in html
     assert html.count("<svg") == 3 and "eigenvector" in html and "random" in html
 
 
 def _set(data):  # noqa: ANN001, ANN202
-    from robaudit.probes.curvature.samples import SampleSet
-
     return SampleSet("audit", "audit", None, data.x, data.y, list(data.ids))
 
 

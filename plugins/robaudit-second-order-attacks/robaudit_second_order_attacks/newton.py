@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robaudit.probes.geometry.jacobian import logit_geometry
-from robaudit.probes.geometry.spectrum import ce_hessian_factor
+from robaudit.plugin import ce_hessian_factor, logit_geometry
 
 ATTAINABLE_RESIDUAL = 1e-9
 """A CG solve counts as converged when its recomputed relative residual is within 10·tol or below this

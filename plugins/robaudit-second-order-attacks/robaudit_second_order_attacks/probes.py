@@ -3,7 +3,7 @@
 FHSM (L∞):   x' = clip(x + ε·sign(d))          d = (H_x + μI)⁻¹ g,  g = ∇x CE
 L2HESS (L2): x' = clip(x + ε·d/‖d‖₂)
 
-Both subclass robaudit's :class:`~robaudit.probes.attacks.sweep.SweepAttack`, so the ε sweep, the
+Both subclass robaudit's :class:`~robaudit.plugin.SweepAttack`, so the ε sweep, the
 dataset-aware default budgets, the re-check of every candidate (projection into the ε-ball and
 [0, 1], predictions recomputed), Wilson intervals, the noise baseline and the sanity flags are
 robaudit's own, and the per-sample columns have the names ``attack.worst_case`` combines
@@ -28,14 +28,30 @@ import numpy as np
 import torch
 from scipy.stats import binomtest
 
-from robaudit.errors import ProbeError
-from robaudit.probes.attacks import torchattacks_adapter as ta
-from robaudit.probes.attacks.budgets import check_eps_list, eps_key
-from robaudit.probes.attacks.seeding import derive_seed
-from robaudit.probes.attacks.sweep import SweepAttack, SweepConfig, clean_correct, success_key, wilson
-from robaudit.probes.attacks.verify import project, score
-from robaudit.probes.base import Column, Flag, ProbeContext, ProbeResult, Requirement, Severity
-from robaudit.probes.geometry import common
+from robaudit.plugin import (
+    Column,
+    Flag,
+    ProbeContext,
+    ProbeError,
+    ProbeResult,
+    Requirement,
+    Severity,
+    SweepAttack,
+    SweepConfig,
+    batch_rows,
+    check_eps_list,
+    check_precision,
+    clean_correct,
+    derive_seed,
+    eps_key,
+    project,
+    score,
+    second_order_error,
+    success_key,
+    wilson_interval,
+    working_model,
+)
+from robaudit.plugin import torchattacks_adapter as ta
 
 from robaudit_second_order_attacks import newton
 from robaudit_second_order_attacks.report import context as section_context
@@ -105,14 +121,14 @@ class NewtonConfig(SweepConfig):
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.step_fraction is not None and not 0 < self.step_fraction <= 2:
             raise ValueError(f"step_fraction is the step size as a fraction of eps, in (0, 2]; got {self.step_fraction}")
-        common.check_precision(self.precision)
+        check_precision(self.precision)
         if self.max_exact_classes < 2:
             raise ValueError(f"max_exact_classes must be at least 2, got {self.max_exact_classes}")
 
 
 def _second_order_advice(exc: RuntimeError) -> None:
     """Re-raise a missing-second-derivative error as robaudit's ProbeError with its advice, else as is."""
-    advice = common.second_order_error(exc)
+    advice = second_order_error(exc)
     if advice is None:
         raise exc
     raise advice from exc
@@ -170,6 +186,28 @@ class _NewtonAttack(SweepAttack):
         ("newton", "converged_fraction"): True,
         ("newton", "residual", "max"): False,
     }
+    summary_keys: ClassVar = (
+        *SweepAttack.summary_keys,
+        *(("comparison", key) for key in ("alpha", "gradient_attack", "peer_probe", "source")),
+        *(("comparison", key, "*") for key in ("gradient_robust_accuracy", "both_robust_accuracy", "difference",
+                                               "broken_only_by_gradient", "broken_only_by_newton", "mcnemar_p",
+                                               "significant", "stronger")),
+        ("comparison", "control", "description"),
+        *(("comparison", "control", key, "*") for key in ("robust_accuracy", "broken_only_by_control",
+                                                          "broken_only_by_newton", "mcnemar_p", "significant",
+                                                          "stronger")),
+        *(("comparison", "control", "vs_peer", key, "*") for key in ("broken_only_by_control", "broken_only_by_peer",
+                                                                     "mcnemar_p", "significant", "stronger")),
+        *(("newton", key) for key in ("method", "curvature", "precision", "converged", "converged_fraction", "solves",
+                                      "samples_per_solve", "fallback_to_gradient")),
+        ("newton", "residual", "max"), ("newton", "residual", "median"), ("newton", "cg", "**"),
+        *(("newton", "damping", key) for key in ("mode", "reference", "value")),
+        *(("newton", key, stat) for key in ("gradient_cosine_clean", "sign_agreement_clean")
+          for stat in ("min", "median", "max", "n")),
+        *(("newton", "damping", "mu_clean", stat) for stat in ("min", "median", "max", "n")),
+        *(("newton", "hessian_check", key) for key in ("checked", "passed", "rtol", "max_relative_residual",
+                                                       "ggn_equals_hessian_fraction")),
+    )
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
@@ -221,7 +259,7 @@ class _NewtonAttack(SweepAttack):
         per_sample = (c + 4) * dim * 8 * 3 if self._method == "exact" else 12 * dim * 8
         parts = []
         try:
-            for rows in common.batch_rows(len(x), len(x), per_sample):
+            for rows in batch_rows(len(x), len(x), per_sample):
                 xs, ys = x[rows], y[rows]
                 if self._method == "exact":
                     parts.append(newton.exact_newton(model, xs, ys, cfg.damping, relative))
@@ -312,7 +350,7 @@ class _NewtonAttack(SweepAttack):
         """Set up what :meth:`attack` needs (the working model copy, caches) for the duration of the block;
         :meth:`run` uses it, and tests call ``attack`` inside it directly."""
         self._method = self.resolve_method(ctx.model.num_classes)
-        self._model = common.working_model(ctx.model, self.config.precision)
+        self._model = working_model(ctx.model, self.config.precision)
         self._generator = torch.Generator().manual_seed(derive_seed(ctx.seed, "hessian-check"))
         self._clean, self._cached, self._stats = {}, OrderedDict(), {}
         try:
@@ -475,8 +513,8 @@ class _NewtonAttack(SweepAttack):
         out: dict[str, Any] = {"gradient_attack": label, "peer_probe": peer, "source": source, "alpha": SIGNIFICANCE,
                                "gradient_robust_accuracy": {}, "both_robust_accuracy": {}, "difference": {}}
         for k, key in enumerate(keys):
-            out["gradient_robust_accuracy"][key] = wilson(int(peer_robust[k].sum()), n, cfg.ci_level)
-            out["both_robust_accuracy"][key] = wilson(int((peer_robust[k] & robust[k]).sum()), n, cfg.ci_level)
+            out["gradient_robust_accuracy"][key] = wilson_interval(int(peer_robust[k].sum()), n, cfg.ci_level)
+            out["both_robust_accuracy"][key] = wilson_interval(int((peer_robust[k] & robust[k]).sum()), n, cfg.ci_level)
             out["difference"][key] = float((robust[k].sum() - peer_robust[k].sum()) / n) if n else None
         paired = _paired(keys, robust, peer_robust, "newton", "gradient")
         out.update(paired)
@@ -484,7 +522,7 @@ class _NewtonAttack(SweepAttack):
             out["control"] = {
                 "description": (f"{label.split(' ')[0]} schedule along the gradient computed like the Newton solve's "
                                 f"right-hand side ({cfg.precision}, p − e_y without cancellation)"),
-                "robust_accuracy": {key: wilson(int(control[k].sum()), n, cfg.ci_level) for k, key in enumerate(keys)},
+                "robust_accuracy": {key: wilson_interval(int(control[k].sum()), n, cfg.ci_level) for k, key in enumerate(keys)},
                 **_paired(keys, robust, control, "newton", "control"),
                 "vs_peer": _paired(keys, control, peer_robust, "control", "peer"),
             }

@@ -4,9 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from soa_helpers import THREADS, audit_data, audit_model, tiny_cnn
-from robaudit.data.audit_data import AuditData
-from robaudit.models.audit_model import AuditModel
+from soa_helpers import THREADS, tiny_cnn
+from robaudit.plugin import AuditModel, make_test_context
 
 
 @pytest.fixture(autouse=True)
@@ -15,7 +14,7 @@ def _pin_threads() -> None:
 
 
 @pytest.fixture(scope="module")
-def cnn_setup() -> tuple[AuditModel, AuditData]:
+def cnn_setup() -> tuple[AuditModel, object]:
     """A tiny ReLU CNN that classifies about half of 48 random 6×6 images correctly (labels from a
     perturbed copy of its own predictions), so attacks have correct samples to break."""
     net = tiny_cnn()
@@ -25,7 +24,7 @@ def cnn_setup() -> tuple[AuditModel, AuditData]:
         y = net(x).argmax(dim=1)
     flip = torch.rand(48, generator=gen) < 0.3
     y = torch.where(flip, (y + 1) % 5, y)
-    model = audit_model(net, 5)
-    for p in model.parameters():
+    ctx = make_test_context(net, x, y, num_classes=5)
+    for p in ctx.model.parameters():
         p.requires_grad_(False)
-    return model, audit_data(x, y, 5)
+    return ctx.model, ctx.data

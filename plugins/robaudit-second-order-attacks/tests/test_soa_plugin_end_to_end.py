@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from robaudit.probes.registry import ENTRY_POINT_GROUP, ProbeRegistry
+from robaudit.plugin import ProbeRegistry
 from robaudit_second_order_attacks.probes import FHSMProbe, L2HessProbe
 
 DIST = "robaudit-second-order-attacks"
+ENTRY_POINT_GROUP = "robaudit.probes"  # the documented entry-point group (docs/writing-a-probe.md)
 REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / "examples" / "digits_cnn.safetensors"
 

@@ -9,27 +9,35 @@ import pytest
 import torch
 from torch import nn
 
-from soa_helpers import audit_data, audit_model, context
-from robaudit.config import build_probe_config, parse_knob_assignment
-from robaudit.errors import ProbeError
-from robaudit.probes.attacks.iterative import BIMProbe
-from robaudit.probes.attacks.single_step import FGSMProbe, L2GradProbe
-from robaudit.probes.attacks.verify import project
-from robaudit.probes.attacks.worst_case import WorstCaseProbe
-from robaudit.probes.base import ATTACK_OUTCOMES, column_meta, validate_probe_class
-from robaudit.results.serialise import to_jsonable
+from soa_helpers import BUILTIN
+from robaudit.plugin import (
+    ATTACK_OUTCOMES,
+    column_meta,
+    make_test_context,
+    project,
+    to_jsonable,
+    undeclared_summary_keys,
+    validate_probe_class,
+)
 from robaudit_second_order_attacks.probes import FHSMProbe, L2HessProbe
+
+FGSMProbe, L2GradProbe, BIMProbe, WorstCaseProbe = (
+    BUILTIN.get(name) for name in ("attack.fgsm", "attack.l2grad", "attack.bim", "attack.worst_case"))
 
 LINF = [0.05, 0.2]
 L2 = [0.3, 1.0]
+
+
+def _ctx(model, data, previous=None):
+    return make_test_context(model, data, previous=previous, batch_size=16)
 
 
 def _run(cls, setup, previous=None, **knobs):
     model, data = setup
     eps = LINF if cls.norm == "linf" else L2
     knobs.setdefault("eps", eps)
-    probe = cls(build_probe_config(cls, knobs))
-    return probe.run(context(model, data, previous=previous))
+    probe = cls(cls.Config(**knobs))
+    return probe.run(_ctx(model, data, previous))
 
 
 def test_contract_columns_and_json(cnn_setup) -> None:
@@ -48,6 +56,7 @@ def test_contract_columns_and_json(cnn_setup) -> None:
                        "newton_gradient_cosine", "newton_sign_agreement"} == set(result.per_sample)
     assert all(len(v) == n for v in result.per_sample.values())
     json.dumps(to_jsonable(result.summary), allow_nan=False)
+    assert undeclared_summary_keys(FHSMProbe, to_jsonable(result.summary)) == []
     s = result.summary
     assert s["norm"] == "linf" and s["eps"] == LINF and s["invalid_adversarials"] == {"0.05": 0, "0.2": 0}
     assert s["newton"]["method"] == "exact" and s["newton"]["converged_fraction"] == 1.0
@@ -64,9 +73,9 @@ def test_contract_columns_and_json(cnn_setup) -> None:
 @pytest.mark.parametrize("steps", [1, 3])
 def test_outputs_inside_the_budget_and_the_box(cnn_setup, cls, steps: int) -> None:
     model, data = cnn_setup
-    probe = cls(build_probe_config(cls, {"steps": steps, "method": "cg"}))
+    probe = cls(cls.Config(steps=steps, method="cg"))
     x, y = data.x[:20], data.y[:20]
-    with probe.session(context(model, data)):
+    with probe.session(_ctx(model, data)):
         for eps in ([0.1, 0.3] if cls.norm == "linf" else [0.5, 2.0]):
             adv = probe.attack(None, x, y, eps, 0).adv
             delta = (adv - x).flatten(1)
@@ -82,14 +91,13 @@ def test_outputs_inside_the_budget_and_the_box(cnn_setup, cls, steps: int) -> No
 def test_fhsm_step_is_the_sign_of_the_closed_form_newton_direction() -> None:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
-    model = audit_model(net, 4)
     x = torch.rand(10, 1, 3, 4, generator=torch.Generator().manual_seed(2)) * 0.6 + 0.2
     y = torch.arange(10) % 4
-    data = audit_data(x, y, 4)
+    ctx = make_test_context(net, x, y, batch_size=16)
     w, b = net[1].weight.double(), net[1].bias.double()
     eps, damping = 0.05, 1e-3
     probe = FHSMProbe(FHSMProbe.Config(eps=[eps], damping=damping))
-    with probe.session(context(model, data)):
+    with probe.session(ctx):
         adv = probe.attack(None, x, y, eps, 0).adv
     for i in range(10):
         p = (w @ x[i].double().flatten() + b).softmax(0)
@@ -103,7 +111,7 @@ def test_fhsm_step_is_the_sign_of_the_closed_form_newton_direction() -> None:
 
 def test_comparison_reuses_fgsm_results_and_agrees_with_recomputing(cnn_setup) -> None:
     model, data = cnn_setup
-    fgsm = FGSMProbe(FGSMProbe.Config(eps=LINF)).run(context(model, data))
+    fgsm = FGSMProbe(FGSMProbe.Config(eps=LINF)).run(_ctx(model, data))
     reused = _run(FHSMProbe, cnn_setup, previous={"attack.fgsm": fgsm}, sanity_checks=False).summary["comparison"]
     computed = _run(FHSMProbe, cnn_setup, sanity_checks=False).summary["comparison"]
     assert reused["source"] == "previous" and computed["source"] == "computed"
@@ -117,8 +125,8 @@ def test_comparison_reuses_fgsm_results_and_agrees_with_recomputing(cnn_setup) -
 
 def test_iterated_comparison_reuses_bim_only_with_the_same_schedule(cnn_setup) -> None:
     model, data = cnn_setup
-    bim3 = BIMProbe(BIMProbe.Config(eps=LINF, steps=3, sanity_checks=False)).run(context(model, data))
-    bim10 = BIMProbe(BIMProbe.Config(eps=LINF, steps=10, sanity_checks=False)).run(context(model, data))
+    bim3 = BIMProbe(BIMProbe.Config(eps=LINF, steps=3, sanity_checks=False)).run(_ctx(model, data))
+    bim10 = BIMProbe(BIMProbe.Config(eps=LINF, steps=10, sanity_checks=False)).run(_ctx(model, data))
     same = _run(FHSMProbe, cnn_setup, previous={"attack.bim": bim3}, steps=3, sanity_checks=False).summary
     other = _run(FHSMProbe, cnn_setup, previous={"attack.bim": bim10}, steps=3, sanity_checks=False).summary
     assert same["comparison"]["source"] == "previous" and other["comparison"]["source"] == "computed"
@@ -129,11 +137,11 @@ def test_iterated_comparison_reuses_bim_only_with_the_same_schedule(cnn_setup) -
 
 def test_results_join_the_worst_case(cnn_setup) -> None:
     model, data = cnn_setup
-    previous = {"attack.fgsm": FGSMProbe(FGSMProbe.Config(eps=LINF, sanity_checks=False)).run(context(model, data)),
-                "attack.l2grad": L2GradProbe(L2GradProbe.Config(eps=L2, sanity_checks=False)).run(context(model, data))}
+    previous = {"attack.fgsm": FGSMProbe(FGSMProbe.Config(eps=LINF, sanity_checks=False)).run(_ctx(model, data)),
+                "attack.l2grad": L2GradProbe(L2GradProbe.Config(eps=L2, sanity_checks=False)).run(_ctx(model, data))}
     previous["attack.fhsm"] = _run(FHSMProbe, cnn_setup, previous=previous, sanity_checks=False)
     previous["attack.l2hess"] = _run(L2HessProbe, cnn_setup, previous=previous, sanity_checks=False)
-    worst = WorstCaseProbe().run(context(model, data, previous=previous))
+    worst = WorstCaseProbe().run(_ctx(model, data, previous))
     assert {"attack.fhsm", "attack.l2hess"} <= set(worst.summary["sources"])
     for norm, eps_list, names in (("linf", LINF, ("attack.fgsm", "attack.fhsm")),
                                   ("l2", L2, ("attack.l2grad", "attack.l2hess"))):
@@ -151,24 +159,21 @@ def test_exact_and_cg_give_the_same_attack(cnn_setup) -> None:
     exact = _run(L2HessProbe, cnn_setup, method="exact", sanity_checks=False)
     cg = _run(L2HessProbe, cnn_setup, method="cg", cg_tol=1e-10, sanity_checks=False)
     assert cg.summary["newton"]["method"] == "cg" and cg.summary["newton"]["cg"]["not_converged"] == 0
+    assert undeclared_summary_keys(L2HessProbe, to_jsonable(cg.summary)) == []
     assert int(np.max(cg.per_sample["newton_iterations"])) <= 5 + 1
     for key in ("margin_eps_0.3", "margin_eps_1"):
         np.testing.assert_allclose(exact.per_sample[key], cg.per_sample[key], rtol=1e-4, atol=1e-4)
 
 
-def test_config_validation_and_set_syntax() -> None:
-    probe, knob, value = parse_knob_assignment("attack.fhsm.method=cg")
-    assert (probe, knob) == ("attack.fhsm", "method")
-    assert build_probe_config(FHSMProbe, {knob: value}).method == "cg"
-    assert build_probe_config(L2HessProbe, {"damping": "1e-4", "steps": "5"}).steps == 5
+def test_config_validation() -> None:
+    assert FHSMProbe.Config(method="cg").method == "cg" and L2HessProbe.Config(damping=1e-4, steps=5).steps == 5
     for bad, match in (({"method": "newton"}, "method must be one of"),
                        ({"method": "exact", "curvature": "hessian"}, "use curvature 'ggn'"),
                        ({"damping": 0}, "damping must be a positive"),
                        ({"eps": [2.0]}, "larger than the whole pixel range"),
-                       ({"steps": 0}, "steps must be at least 1"),
-                       ({"dampng": 1}, "did you mean 'damping'")):
-        with pytest.raises(ProbeError, match=match):
-            build_probe_config(FHSMProbe, bad)
+                       ({"steps": 0}, "steps must be at least 1")):
+        with pytest.raises(ValueError, match=match):
+            FHSMProbe.Config(**bad)
 
 
 def test_control_is_the_infinite_damping_limit_of_the_newton_attack(cnn_setup) -> None:
@@ -190,8 +195,8 @@ def test_float32_saturation_of_the_gradient_attack_is_flagged() -> None:
     x = torch.rand(100, 1, 3, 4, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         y = net(x).argmax(dim=1)
-    model, data = audit_model(net, 4), audit_data(x, y, 4)
-    result = FHSMProbe(FHSMProbe.Config(eps=[0.05, 0.1], sanity_checks=False)).run(context(model, data))
+    probe = FHSMProbe(FHSMProbe.Config(eps=[0.05, 0.1], sanity_checks=False))
+    result = probe.run(make_test_context(net, x, y, batch_size=16))
     vs = result.summary["comparison"]["control"]["vs_peer"]
     assert vs["broken_only_by_control"]["0.1"] > 10 and vs["broken_only_by_peer"]["0.1"] == 0
     assert [f.id for f in result.flags] == ["gradient_attack_understated"]

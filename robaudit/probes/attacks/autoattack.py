@@ -20,12 +20,12 @@ import torch
 from robaudit.probes.attacks import sanity
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import NORMS, check_eps_list, check_norm, eps_key, probe_budgets
-from robaudit.probes.attacks.seeding import derive_seed, generator
+from robaudit.probes.seeding import derive_seed, generator
 from robaudit.probes.attacks.sweep import (
-    accuracy_by_eps, clean_correct, eps_columns, noise_like, outcome_columns, sweep_outcomes, wilson,
+    accuracy_by_eps, clean_correct, eps_columns, noise_like, outcome_columns, sweep_outcomes,
 )
 from robaudit.probes.attacks.verify import project, score, score_logits
-from robaudit.probes.base import ATTACK_OUTCOMES, Flag, Probe, ProbeContext, ProbeResult, check_level
+from robaudit.probes.base import ATTACK_OUTCOMES, Flag, Probe, ProbeContext, ProbeResult, check_level, wilson_interval
 
 CLEAN_WRONG = -1
 NOT_BROKEN = 0
@@ -44,6 +44,11 @@ class AutoAttackProbe(Probe):
     provides = (ATTACK_OUTCOMES,)
     higher_is_better: ClassVar = {("robust_accuracy",): True, ("robust_accuracy_clean_correct",): True,
                                   ("noise_accuracy",): True}
+    summary_keys: ClassVar = (
+        ("clean_accuracy",), ("n",), ("norm",), ("eps", "*"), ("eps_source",), ("robust_accuracy", "*"),
+        ("robust_accuracy_clean_correct", "*"), ("noise_accuracy", "*"), ("invalid_adversarials", "*"),
+        ("broken_by", "*", "*"), ("components", "**"), ("preset",), ("torchattacks_version",), ("sanity", "**"),
+    )
     columns: ClassVar = {
         **outcome_columns("AutoAttack", NORMS),
         **eps_columns("broken_by_eps_", ("AutoAttack component that broke the sample "
@@ -150,13 +155,13 @@ class AutoAttackProbe(Probe):
                             **({"target_classes": max(1, min(ta.AUTOATTACK_TARGETS, k_classes - 1))}
                                if name in ("apgd-t", "fab-t") else {})} for name in components_run],
             "torchattacks_version": ta.torchattacks_version(),
-            "clean_accuracy": wilson(int(correct.sum()), n, cfg.ci_level),
+            "clean_accuracy": wilson_interval(int(correct.sum()), n, cfg.ci_level),
             **accuracy_by_eps(eps_list, robust, correct, cfg.ci_level),
             "broken_by": counts,
             "invalid_adversarials": invalid,
         }
         if cfg.sanity_checks:
-            summary["noise_accuracy"] = {eps_key(e): wilson(int(r.sum()), n, cfg.ci_level)
+            summary["noise_accuracy"] = {eps_key(e): wilson_interval(int(r.sum()), n, cfg.ci_level)
                                          for e, r in zip(eps_list, noise_robust)}
             flag, checks["noise"] = sanity.noise_as_strong(self.name, eps_list, correct, list(robust), list(noise_robust))
             flags.append(flag)

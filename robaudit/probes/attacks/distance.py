@@ -18,10 +18,10 @@ import torch
 from robaudit.probes.attacks import sanity
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import eps_key, probe_budgets
-from robaudit.probes.attacks.seeding import derive_seed
-from robaudit.probes.attacks.sweep import accuracy_by_eps, clean_correct, eps_columns, success_key, wilson
+from robaudit.probes.seeding import derive_seed
+from robaudit.probes.attacks.sweep import accuracy_by_eps, clean_correct, eps_columns, success_key
 from robaudit.probes.attacks.verify import distances, predicts_correctly, project
-from robaudit.probes.base import ATTACK_OUTCOMES, Column, Flag, Probe, ProbeContext, ProbeResult, check_level
+from robaudit.probes.base import ATTACK_OUTCOMES, Column, Flag, Probe, ProbeContext, ProbeResult, check_level, wilson_interval
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -73,6 +73,11 @@ class DistanceAttack(Probe):
     provides = (ATTACK_OUTCOMES,)
     higher_is_better: ClassVar = {("robust_accuracy",): True, ("robust_accuracy_clean_correct",): True,
                                   ("distance_quantiles",): True}
+    summary_keys: ClassVar = (
+        ("clean_accuracy",), ("n",), ("norm",), ("eps", "*"), ("eps_source",), ("found_fraction",),
+        ("invalid_adversarials",), ("robust_accuracy", "*"), ("robust_accuracy_clean_correct", "*"),
+        *(("distance_quantiles", f"q{round(q * 100)}") for q in QUANTILES), ("sanity", "**"), ("settings", "**"),
+    )
 
     def norm(self) -> str:
         """``linf`` or ``l2``."""
@@ -111,9 +116,9 @@ class DistanceAttack(Probe):
         summary: dict[str, Any] = {
             "norm": norm, "eps": list(budgets.eps), "eps_source": budgets.source, "n": n,
             "settings": self.settings(),
-            "clean_accuracy": wilson(int(correct.sum()), n, cfg.ci_level),
+            "clean_accuracy": wilson_interval(int(correct.sum()), n, cfg.ci_level),
             **accuracy_by_eps(budgets.eps, robust, correct, cfg.ci_level),
-            "found_fraction": wilson(int((found & correct).sum()), int(correct.sum()), cfg.ci_level),
+            "found_fraction": wilson_interval(int((found & correct).sum()), int(correct.sum()), cfg.ci_level),
             "distance_quantiles": quantiles(censored[correct]),
             "invalid_adversarials": invalid,
         }

@@ -13,7 +13,7 @@ import torch
 
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import check_eps_list
-from robaudit.probes.attacks.seeding import derive_seed
+from robaudit.probes.seeding import derive_seed
 from robaudit.probes.attacks.sweep import SweepAttack, SweepConfig, sweep_columns
 from robaudit.probes.attacks.verify import predicts_correctly, project
 from robaudit.probes.base import Requirement

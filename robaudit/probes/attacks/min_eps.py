@@ -24,11 +24,11 @@ import torch
 
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import check_norm
-from robaudit.probes.attacks.distance import histogram, quantiles
-from robaudit.probes.attacks.seeding import derive_seed
-from robaudit.probes.attacks.sweep import clean_correct, wilson
+from robaudit.probes.attacks.distance import QUANTILES, histogram, quantiles
+from robaudit.probes.seeding import derive_seed
+from robaudit.probes.attacks.sweep import clean_correct
 from robaudit.probes.attacks.verify import predicts_correctly, project_per_sample
-from robaudit.probes.base import ATTACK_OUTCOMES, Column, Probe, ProbeContext, ProbeResult, check_level
+from robaudit.probes.base import ATTACK_OUTCOMES, Column, Probe, ProbeContext, ProbeResult, check_level, wilson_interval
 
 
 UNIT = "pixels, in the probe's norm (summary › norm: L∞ or L2)"
@@ -46,6 +46,12 @@ class MinEpsProbe(Probe):
     needs_grad = True
     provides = (ATTACK_OUTCOMES,)
     higher_is_better: ClassVar = {("min_eps_quantiles",): True, ("found_fraction",): False}
+    summary_keys: ClassVar = (
+        ("n",), ("norm",), ("clean_correct",), ("found_fraction",), ("eps_max",), ("rounds",), ("tolerance",),
+        *((key, f"q{round(q * 100)}") for key in ("min_eps_quantiles", "min_eps_quantiles_all_samples")
+          for q in QUANTILES),
+        ("cost", "**"), ("settings", "**"),
+    )
     columns: ClassVar = {
         "min_eps": Column("minimal adversarial ε (PGD bisection)", "robustness", UNIT),
         "min_eps_lower": Column("minimal adversarial ε, lower end of the bracket", "other", UNIT),
@@ -137,7 +143,7 @@ class MinEpsProbe(Probe):
             "norm": cfg.norm, "eps_max": eps_max, "tolerance": tol, "rounds": rounds,
             "settings": {"steps": cfg.steps, "step_fraction": fraction, "random_start": cfg.random_start},
             "n": n, "clean_correct": n_correct,
-            "found_fraction": wilson(int(found.sum()), n_correct, cfg.ci_level),
+            "found_fraction": wilson_interval(int(found.sum()), n_correct, cfg.ci_level),
             "min_eps_quantiles": quantiles(censored[correct]),
             "min_eps_quantiles_all_samples": quantiles(censored),
             "cost": {"attack_steps": steps_spent,

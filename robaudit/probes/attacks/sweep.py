@@ -23,23 +23,22 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from scipy.special import ndtri as norm_ppf
 
 from robaudit.attack_outcomes import success_key
 from robaudit.probes.attacks import sanity
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import Budgets, eps_key, known_eps_keys, probe_budgets, sanity_eps
-from robaudit.probes.attacks.seeding import derive_seed, generator
+from robaudit.probes.seeding import derive_seed, generator
 from robaudit.probes.attacks.verify import forward_logits, predicts_correctly, project, score_logits
 from robaudit.probes.base import (
     ATTACK_OUTCOMES,
     Column,
-    Estimate,
     Flag,
     Probe,
     ProbeContext,
     ProbeResult,
     check_level,
+    wilson_interval,
 )
 
 
@@ -79,28 +78,12 @@ def clean_correct(ctx: ProbeContext) -> np.ndarray:
     return (ctx.clean_logits().argmax(dim=1) == ctx.data.y).numpy()
 
 
-def wilson(successes: int, n: int, level: float) -> Estimate:
-    """The Wilson score interval in closed form — the same numbers as
-    :func:`robaudit.probes.base.wilson_interval` (scipy's ``binomtest(...).proportion_ci("wilson")``,
-    checked by a test) at a fraction of its cost, which matters for sweeps with many budgets."""
-    if n == 0:
-        return Estimate(value=math.nan, level=level, method="wilson", n=0)
-    z = float(norm_ppf(0.5 + 0.5 * level))
-    p = successes / n
-    denom = 2 * (n + z * z)
-    centre = (2 * n * p + z * z) / denom
-    delta = z / denom * math.sqrt(4 * n * p * (1 - p) + z * z)
-    low = 0.0 if successes == 0 else centre - delta
-    high = 1.0 if successes == n else centre + delta
-    return Estimate(value=p, low=low, high=high, level=level, method="wilson", n=int(n))
-
-
 def accuracy_by_eps(eps: Sequence[float], robust: np.ndarray, correct: np.ndarray, level: float) -> dict[str, Any]:
     """``robust_accuracy`` (all samples) and ``robust_accuracy_clean_correct`` keyed by ε."""
     n_correct = int(correct.sum())
     return {
-        "robust_accuracy": {eps_key(e): wilson(int(r.sum()), len(r), level) for e, r in zip(eps, robust)},
-        "robust_accuracy_clean_correct": {eps_key(e): wilson(int(r.sum()), n_correct, level)
+        "robust_accuracy": {eps_key(e): wilson_interval(int(r.sum()), len(r), level) for e, r in zip(eps, robust)},
+        "robust_accuracy_clean_correct": {eps_key(e): wilson_interval(int(r.sum()), n_correct, level)
                                           for e, r in zip(eps, robust)},
     }
 
@@ -155,6 +138,11 @@ class SweepAttack(Probe):
     provides = (ATTACK_OUTCOMES,)
     higher_is_better: ClassVar = {("robust_accuracy",): True, ("robust_accuracy_clean_correct",): True,
                                   ("noise_accuracy",): True}
+    summary_keys: ClassVar = (
+        ("clean_accuracy",), ("n",), ("norm",), ("eps", "*"), ("eps_source",), ("robust_accuracy", "*"),
+        ("robust_accuracy_clean_correct", "*"), ("noise_accuracy", "*"), ("mean_loss", "*"),
+        ("invalid_adversarials", "*"), ("sanity", "**"), ("settings", "**"),
+    )
 
     def attack(self, target: ta.AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> ta.AttackOutput:
         """Adversarial candidates for one batch at budget ``eps`` (through the adapter)."""
@@ -218,7 +206,7 @@ class SweepAttack(Probe):
         summary: dict[str, Any] = {
             "norm": self.norm, "eps": list(eps_list), "eps_source": budgets.source, "n": n,
             "settings": self.settings(),
-            "clean_accuracy": wilson(int(correct.sum()), n, cfg.ci_level),
+            "clean_accuracy": wilson_interval(int(correct.sum()), n, cfg.ci_level),
             **accuracy_by_eps(eps_list, robust, correct, cfg.ci_level),
             "mean_loss": {eps_key(e): float(np.mean(loss[k])) for k, e in enumerate(eps_list)},
             "invalid_adversarials": invalid,
@@ -230,7 +218,7 @@ class SweepAttack(Probe):
         flag, checks["accuracy_rises"] = sanity.accuracy_rises(self.name, eps_list, list(robust))
         flags.append(flag)
         if cfg.sanity_checks:
-            summary["noise_accuracy"] = {eps_key(e): wilson(int(r.sum()), n, cfg.ci_level)
+            summary["noise_accuracy"] = {eps_key(e): wilson_interval(int(r.sum()), n, cfg.ci_level)
                                          for e, r in zip(eps_list, noise_robust)}
             flag, checks["noise"] = sanity.noise_as_strong(self.name, eps_list, correct, list(robust), list(noise_robust))
             flags.append(flag)

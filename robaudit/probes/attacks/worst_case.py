@@ -35,6 +35,11 @@ class WorstCaseProbe(Probe):
         ("linf", "robust_accuracy"): True, ("linf", "robust_accuracy_clean_correct"): True,
         ("l2", "robust_accuracy"): True, ("l2", "robust_accuracy_clean_correct"): True,
     }
+    summary_keys: ClassVar = (
+        ("sources", "*"),
+        *((norm, key, "*") for norm in NORMS for key in ("robust_accuracy", "robust_accuracy_clean_correct", "eps")),
+        *((norm, "attacks", "*", "*") for norm in NORMS),
+    )
 
     columns: ClassVar = {
         **eps_columns("success_linf_eps_", "worst case over all L∞ attacks: success", "attack_success", "", ("linf",)),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -29,6 +29,7 @@ class CurvatureDensity(CurvatureProbe):
     version = "1"
     description = "eigenvalue density of the parameter Hessian by stochastic Lanczos quadrature"
     standard = False
+    summary_keys: ClassVar = (("method",), ("sets", "**"))
 
     @dataclass
     class Config(CurvatureKnobs):

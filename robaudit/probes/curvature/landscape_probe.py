@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -38,6 +38,11 @@ class CurvatureLandscape(CurvatureProbe):
     description = ("loss landscape along the top Hessian eigenvectors, a random filter-normalised cut, "
                    "and checkpoint paths")
     standard = False
+    summary_keys: ClassVar = (
+        ("lambda_1",), ("lambda_2",), ("hessian_set",), ("hvps",), ("radius",), ("radius_source",),
+        ("loss_evaluations",), ("loss_at_theta", "*"), ("max_rise_along_v1", "*"), ("residuals", "*"),
+        ("checks", "**"), ("quadratic_fit", "**"), ("random_direction", "**"), ("interpolation", "**"),
+    )
 
     @dataclass
     class Config(CurvatureKnobs):

@@ -27,11 +27,12 @@ class CurvaturePower(CurvatureProbe):
     """
 
     name = "curvature.power"
-    version = "1"
+    version = "2"
     description = "Yao et al.'s deflated power iteration (relative tolerance 1e-4): paper-reproduction mode"
     standard = False
     requires = (Requirement("curvature.topk", optional=True),)  # compared against its Lanczos pairs
-    higher_is_better: ClassVar = {("lambda_max",): False}
+    higher_is_better: ClassVar = {("lambda_1",): False}
+    summary_keys: ClassVar = (("lambda_1",), ("lambda_1_set",), ("k",), ("mode",), ("tol",), ("preset",), ("sets", "**"))
 
     @dataclass
     class Config(EigenKnobs):
@@ -58,7 +59,7 @@ class CurvaturePower(CurvatureProbe):
                  f"less than {cfg.tol:g} (relative), which can stop early on near-degenerate pairs; the residuals show "
                  "how accurate each pair is. curvature.topk (restarted Lanczos) is the accurate solver.", KAMATH]
         spectra: dict[str, Any] = {}
-        lambda_max = None
+        lambda_1 = None
         lanczos = ctx.previous.get("curvature.topk")
         for samples in self._sets(ctx, list(cfg.sets)):
             op = self._operator(ctx, samples)
@@ -79,10 +80,10 @@ class CurvaturePower(CurvatureProbe):
                     flags.append(flag)
             what = f"{pairs.k} pairs in {pairs.hvps_solver} power-iteration + {pairs.hvps_certificate} certificate HVPs"
             notes.append(self._operator_note(samples.name, op, what))
-            if lambda_max is None:
-                lambda_max = float(pairs.values[0])
+            if lambda_1 is None:
+                lambda_1 = float(pairs.values[0])
             op.release()
-        return ProbeResult(summary={"lambda_max": lambda_max, "lambda_max_set": cfg.sets[0], "k": cfg.k,
+        return ProbeResult(summary={"lambda_1": lambda_1, "lambda_1_set": cfg.sets[0], "k": cfg.k,
                                     "tol": cfg.tol, "preset": cfg.preset, "mode": "paper reproduction",
                                     "sets": spectra},
                            flags=flags, notes=notes)

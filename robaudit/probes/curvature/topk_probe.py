@@ -28,16 +28,18 @@ class CurvatureTopK(CurvatureProbe):
 
     Summary per set (``sets › <base> › full | b_h_<B_H>``): signed eigenvalues (ordered by |λ| with
     ``which = LM``), relative residuals ‖Hv − λv‖/|λ|, negative eigenvalues, HVP counts, ‖∇_θ J‖,
-    J, and the operator checks. ``lambda_max`` is λ1 of the first set. Per sample (audit set,
+    J, and the operator checks. ``lambda_1`` is λ1 of the first set. Per sample (audit set,
     full): ``v1_curvature`` = v1ᵀ∇²_θ CE_i v1 (its mean is λ1).
     """
 
     name = "curvature.topk"
-    version = "1"
+    version = "2"
     description = ("top-k eigenvalues of the parameter Hessian (restarted Lanczos, residual certificates), "
                    "per sample set")
     standard = True
-    higher_is_better: ClassVar = {("lambda_max",): False}
+    higher_is_better: ClassVar = {("lambda_1",): False}
+    summary_keys: ClassVar = (("lambda_1",), ("lambda_1_set",), ("k",), ("which",), ("preset",), ("operator", "**"),
+                              ("sets", "**"))
     columns: ClassVar = {
         "v1_curvature": Column("curvature along v1, v1ᵀ∇²_θ CE_i v1", role="indicator",
                                unit="nats per unit² parameter step", scale_invariant=False),
@@ -78,7 +80,7 @@ class CurvatureTopK(CurvatureProbe):
         spectra: dict[str, Any] = {}
         artifacts: dict[str, Any] = {"sets": {}}
         per_sample: dict[str, np.ndarray] = {}
-        lambda_max: float | None = None
+        lambda_1: float | None = None
         operator_info: dict[str, Any] | None = None
         for samples in self._sets(ctx, list(cfg.sets)):
             op = self._operator(ctx, samples)
@@ -114,11 +116,11 @@ class CurvatureTopK(CurvatureProbe):
                                                                f"{pairs.hvps_certificate} certificate HVPs, "
                                                                f"{pairs.seconds:.2f} s"))
             if operator_info is None:
-                lambda_max = float(pairs.values[0]) if pairs.k else None
+                lambda_1 = float(pairs.values[0]) if pairs.k else None
                 operator_info = op.describe()
             op.release()
         return ProbeResult(
-            summary={"lambda_max": lambda_max, "lambda_max_set": cfg.sets[0], "k": cfg.k, "which": cfg.which,
+            summary={"lambda_1": lambda_1, "lambda_1_set": cfg.sets[0], "k": cfg.k, "which": cfg.which,
                      "preset": cfg.preset, "operator": operator_info, "sets": spectra},
             per_sample=per_sample, flags=flags, artifacts=artifacts, notes=notes,
         )

@@ -26,6 +26,7 @@ class CurvatureTrace(CurvatureProbe):
     description = "trace of the parameter Hessian by Hutch++ / Hutchinson with a standard error"
     standard = False
     higher_is_better: ClassVar = {("trace",): False}
+    summary_keys: ClassVar = (("trace",), ("trace_set",), ("sets", "**"))
 
     @dataclass
     class Config(CurvatureKnobs):

@@ -13,7 +13,7 @@ from robaudit.probes.geometry import common
 from robaudit.probes.geometry.groups import sample_groups
 from robaudit.probes.geometry.jacobian import decision_gradient
 from robaudit.probes.geometry.line_search import first_crossing
-from robaudit.probes.geometry.stats import by_group, histogram
+from robaudit.probes.geometry.stats import by_group, grouped_keys, histogram
 
 # Each norm: how to turn ∇d into a unit descent direction, how to draw a random unit direction, and t_max.
 NORMS = ("l2", "linf")
@@ -74,6 +74,13 @@ class BoundaryDistance(Probe):
         ("linf_gradient", "correct", "median"): True,
         ("l2_gradient", "correct", "median"): True,
     }
+    summary_keys: ClassVar = (
+        *grouped_keys(*(f"{norm}_{key}" for norm in ("linf", "l2")
+                        for key in ("gradient", "random_min", "random_median", "ratio"))),
+        *(("found", norm, key) for norm in ("linf", "l2") for key in ("gradient", "random_median")),
+        ("t_max", "*"), ("evaluations_per_direction", "*"), ("linf_gradient_within_epsilon",), ("group_sizes", "*"),
+        ("input_dim",), ("precision",), ("random_directions",), ("epsilon",), ("epsilon_source",), ("robustness_source", "**"),
+    )
 
     @dataclass
     class Config(common.GeometryConfig):

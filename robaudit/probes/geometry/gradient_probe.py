@@ -12,7 +12,7 @@ from robaudit.probes.geometry import common
 from robaudit.probes.geometry.groups import sample_groups
 from robaudit.probes.geometry.jacobian import logit_geometry, resolve_top_m
 from robaudit.probes.geometry.spectrum import jacobian_gram
-from robaudit.probes.geometry.stats import by_group, histogram
+from robaudit.probes.geometry.stats import GROUPS, by_group, grouped_keys, histogram
 
 
 def sparsity_column(threshold: float) -> str:
@@ -75,6 +75,14 @@ class InputGradients(Probe):
         ("decision_grad_l1", "all", "median"): False,
         ("logit_jacobian_spectral", "all", "median"): False,
     }
+    summary_keys: ClassVar = (
+        *grouped_keys("loss_grad_l1", "loss_grad_l2", "first_order_loss_gain", "logit_jacobian_fro",
+                      "logit_jacobian_spectral", "decision", "decision_grad_l1", "decision_grad_l2",
+                      "linear_margin_linf", "linear_margin_l2"),
+        *(("jacobian_sparsity", group, stat, "*") for group in GROUPS for stat in ("mean", "median")),
+        ("jacobian_sparsity", "thresholds", "*"), ("group_sizes", "*"), ("input_dim",), ("num_classes",),
+        ("jacobian_classes",), ("precision",), ("epsilon",), ("epsilon_source",), ("robustness_source", "**"),
+    )
 
     @dataclass
     class Config(common.ClassSubsetConfig):

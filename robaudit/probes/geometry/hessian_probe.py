@@ -31,7 +31,7 @@ from robaudit.probes.geometry.groups import SampleGroups, sample_groups
 from robaudit.probes.geometry.jacobian import logit_geometry, resolve_top_m
 from robaudit.probes.geometry.lanczos import batched_lanczos
 from robaudit.probes.geometry.spectrum import ce_hessian_factor, exact_spectrum, jacobian_gram, numerical_rank
-from robaudit.probes.geometry.stats import by_group, describe, histogram
+from robaudit.probes.geometry.stats import STATISTICS, by_group, describe, grouped_keys, histogram
 
 METHOD_EXACT = "exact_cxc"
 METHOD_LANCZOS = "lanczos_hvp"
@@ -95,6 +95,16 @@ class InputHessian(Probe):
         ("yu_slack", "correct", "median"): True,
         ("yu_safe_fraction",): True,
     }
+    summary_keys: ClassVar = (
+        *grouped_keys("lambda_1", "lambda_min", "trace", "rank", "ggn_residual", "decision_hessian_max_abs",
+                      "yu_bound", "yu_slack"),
+        *(("theorem1", "ggn_residual", stat) for stat in STATISTICS),
+        *(("theorem1", key) for key in ("holds", "verdict", "piecewise_linear_fraction", "psd_fraction",
+                                        "min_lambda_relative", "rank_bound", "rank_max", "rank_rtol", "module_swaps")),
+        ("yu_safe_fraction",), ("hessian_eigenvalue_sparsity", "lower_bound"), ("hessian_eigenvalue_sparsity", "statement"),
+        ("eigenvalue_columns",), ("group_sizes", "*"), ("input_dim",), ("num_classes",), ("hessian_classes",),
+        ("precision",), ("methods", "*"), ("epsilon",), ("epsilon_source",), ("robustness_source", "**"),
+    )
 
     @dataclass
     class Config(common.ClassSubsetConfig):

@@ -8,6 +8,15 @@ import numpy as np
 from robaudit.probes.geometry.groups import SampleGroups
 
 QUANTILES = (("q05", 0.05), ("q25", 0.25), ("q75", 0.75), ("q95", 0.95))
+GROUPS = ("all", "correct", "incorrect", "robust", "non_robust")
+"""The groups of :func:`by_group` (``robust`` and ``non_robust`` only with attack results)."""
+STATISTICS = ("n", "mean", "median", *(k for k, _ in QUANTILES))
+"""The keys of :func:`describe`."""
+
+
+def grouped_keys(*names: str) -> tuple[tuple[str, ...], ...]:
+    """The summary key paths that :func:`by_group` writes under each of ``names``: (name, group, statistic)."""
+    return tuple((name, group, stat) for name in names for group in GROUPS for stat in STATISTICS)
 
 
 def describe(values: np.ndarray) -> dict[str, Any]:

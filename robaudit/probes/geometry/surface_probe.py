@@ -78,6 +78,10 @@ class DecisionSurfaces(Probe):
     requires = (Requirement(ATTACK_OUTCOMES, optional=True),  # the robust / non-robust split
                 Requirement("geometry.gradients", optional=True))  # linear margins pick the surface samples
     higher_is_better: ClassVar = {}
+    summary_keys: ClassVar = (
+        ("direction",), ("extent",), ("resolution",), ("clip",), ("sample_ids", "*"), ("groups", "*"),
+        ("boundary_inside_ball", "*"), ("epsilon",), ("epsilon_source",), ("robustness_source", "**"),
+    )
 
     @dataclass
     class Config:

@@ -35,13 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from robaudit.models.audit_model import AuditModel
-from robaudit.probes.attacks import torchattacks_adapter as ta
-from robaudit.probes.attacks.seeding import derive_seed
-from robaudit.probes.attacks.verify import project
-from robaudit.probes.curvature.audit_net import no_autocast
-from robaudit.probes.curvature.operator import HessianOperator
-from robaudit.probes.curvature.samples import SampleSet
+from robaudit.plugin import AuditModel, HessianOperator, SampleSet, derive_seed, no_autocast, project
+from robaudit.plugin import torchattacks_adapter as ta
 
 
 @dataclass(frozen=True)

@@ -30,20 +30,27 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from robaudit.errors import ProbeError
-from robaudit.probes.attacks.budgets import check_norm, eps_key
-from robaudit.probes.attacks.seeding import derive_seed
-from robaudit.probes.base import Column, Flag, ProbeContext, ProbeResult, Severity
-from robaudit.probes.curvature.eigen import WHICH, EigenPairs, topk
-from robaudit.probes.curvature.probe_base import (
+from robaudit.plugin import (
     KAMATH,
+    WHICH,
+    Column,
     CurvatureKnobs,
     CurvatureProbe,
+    EigenPairs,
+    Flag,
+    ProbeContext,
+    ProbeError,
+    ProbeResult,
+    SampleSet,
+    Severity,
     certificate_flag,
+    check_norm,
     check_sets,
+    derive_seed,
+    eps_key,
     negative_flag,
+    topk,
 )
-from robaudit.probes.curvature.samples import SampleSet
 
 from robaudit_adversarial_landscape.consistency import UNITS, perturbation_consistency, unit_random_direction
 from robaudit_adversarial_landscape.operator import PGD, AdversarialHessianOperator
@@ -86,8 +93,8 @@ class AdversarialLandscape(CurvatureProbe):
     """Hessian spectrum of the adversarial loss vs ε, and consistency of adversarial examples under
     parameter perturbations along the top eigenvector and a random direction (Liu et al. 2020).
 
-    Summary: ``lambda_max › <ε>`` (λ1 of ∇²_θ L_ε), ``lambda_max_clean`` (ε = 0),
-    ``lambda_max_growth › <ε>`` (λ1(ε)/λ1(0), when ε = 0 is in the list and λ1(0) > 0), ``monotone_in_eps``,
+    Summary: ``lambda_1 › <ε>`` (λ1 of ∇²_θ L_ε), ``lambda_1_clean`` (ε = 0),
+    ``lambda_1_growth › <ε>`` (λ1(ε)/λ1(0), when ε = 0 is in the list and λ1(0) > 0), ``monotone_in_eps``,
     ``adv_loss › <ε>`` and ``adv_error › <ε>`` at θ, ``spectra › <ε>`` (eigenvalues, certificates,
     HVPs, determinism), ``consistency › <ε> › eigenvector | random › <a>`` (cosine, errors per side),
     and the headline cosines ``cosine_eigenvector › <ε>`` / ``cosine_random › <ε>`` at a = ``per_sample_a``.
@@ -95,16 +102,22 @@ class AdversarialLandscape(CurvatureProbe):
     """
 
     name = "adv_landscape"
-    version = "1"
+    version = "2"
     description = ("Hessian top eigenvalues of the adversarial loss vs ε (Danskin, δ* fixed) and consistency of "
                    "PGD perturbations at θ ± a·v, v = top eigenvector or random (Liu et al. 2020)")
     standard = False
     needs_input_grad = True  # PGD inside: unlike the other curvature probes it needs input gradients
     higher_is_better: ClassVar = {
-        ("lambda_max",): False, ("lambda_max_clean",): False, ("lambda_max_growth",): False,
+        ("lambda_1",): False, ("lambda_1_clean",): False, ("lambda_1_growth",): False,
         ("adv_loss",): False, ("adv_error",): False,
         ("cosine_eigenvector",): True, ("cosine_random",): True,
     }
+    summary_keys: ClassVar = (
+        ("lambda_1", "*"), ("lambda_1_clean",), ("lambda_1_growth", "*"), ("monotone_in_eps",), ("adv_loss", "*"),
+        ("adv_error", "*"), ("cosine_eigenvector", "*"), ("cosine_random", "*"), ("eps", "*"), ("eps_source",),
+        ("norm",), ("k",), ("which",), ("hessian_set",), ("a", "*"), ("a_unit",), ("per_sample_a",),
+        ("consistency_eps", "*"), ("theta_norm",), ("operator", "**"), ("spectra", "**"), ("consistency", "**"),
+    )
     columns: ClassVar = {
         "cosine_eigenvector": Column("cos(δ(θ + a·v1), δ(θ − a·v1)), v1 the top eigenvector of ∇²_θ L_ε",
                                      role="indicator", unit="", scale_invariant=False),
@@ -257,7 +270,7 @@ class AdversarialLandscape(CurvatureProbe):
         (hessian_set,) = self._sets(ctx, [cfg.hessian_set])
         audit_x, audit_y = ctx.data.x, ctx.data.y
         spectra: dict[str, Any] = {}
-        lambda_max: dict[str, float | None] = {}
+        lambda_1: dict[str, float | None] = {}
         adv_loss: dict[str, float] = {}
         adv_error: dict[str, float] = {}
         consistency: dict[str, Any] = {}
@@ -298,7 +311,7 @@ class AdversarialLandscape(CurvatureProbe):
                 recompute_max_abs_diff=recompute, checks=checks,
             )
             spectra[key] = entry
-            lambda_max[key] = float(pairs.values[0]) if pairs.k else None
+            lambda_1[key] = float(pairs.values[0]) if pairs.k else None
             adv_loss[key] = entry["loss"]
             adv_error[key] = entry["adv_error"]
             if recompute is not None and recompute > 0:
@@ -324,9 +337,9 @@ class AdversarialLandscape(CurvatureProbe):
                                                      last=eps == max(consistency_eps))
             op.release()
 
-        monotone, growth = self._trend(eps_list, lambda_max)
+        monotone, growth = self._trend(eps_list, lambda_1)
         if monotone is False:
-            shown = ", ".join(f"ε = {k}: {v:.4g}" for k, v in lambda_max.items() if v is not None)
+            shown = ", ".join(f"ε = {k}: {v:.4g}" for k, v in lambda_1.items() if v is not None)
             flags.append(self._flag("adv_curvature_not_monotone", Severity.INFO,
                                     f"λ1 of the adversarial-loss Hessian does not rise strictly with ε ({shown}); "
                                     "Liu et al.'s smoothness analysis predicts growth with ε. PGD's δ* is approximate "
@@ -334,9 +347,9 @@ class AdversarialLandscape(CurvatureProbe):
                                     "model, not a contradiction of the theory"))
         summary: dict[str, Any] = {
             "eps": eps_list, "norm": cfg.norm, "eps_source": eps_source,
-            "lambda_max": lambda_max,
-            "lambda_max_clean": lambda_max.get(eps_key(0.0)) if 0.0 in eps_list else None,
-            "lambda_max_growth": growth,
+            "lambda_1": lambda_1,
+            "lambda_1_clean": lambda_1.get(eps_key(0.0)) if 0.0 in eps_list else None,
+            "lambda_1_growth": growth,
             "monotone_in_eps": monotone,
             "adv_loss": adv_loss, "adv_error": adv_error,
             "k": cfg.k, "which": cfg.which, "hessian_set": cfg.hessian_set,
@@ -397,10 +410,10 @@ class AdversarialLandscape(CurvatureProbe):
                     docs=f"plugins/robaudit-adversarial-landscape/README.md#{flag_id.replace('_', '-')}")
 
     @staticmethod
-    def _trend(eps_list: list[float], lambda_max: dict[str, float | None]
+    def _trend(eps_list: list[float], lambda_1: dict[str, float | None]
                ) -> tuple[bool | None, dict[str, float] | None]:
         """(whether λ1 rises strictly from each ε to the next, λ1(ε)/λ1(0) per ε > 0 when λ1(0) > 0)."""
-        values = [lambda_max.get(eps_key(e)) for e in eps_list]
+        values = [lambda_1.get(eps_key(e)) for e in eps_list]
         if len(values) < 2 or any(v is None for v in values):
             return None, None
         monotone = all(b > a for a, b in zip(values, values[1:]))

@@ -68,7 +68,7 @@ def spectrum_figure(rows: list[dict[str, Any]], norm: str) -> str | None:
     """SVG: the top-k eigenvalues λ_i against ε (one line per i)."""
     if len(rows) < 1 or not any(r["eigenvalues"] for r in rows):
         return None
-    from robaudit.report.figures import svg
+    from robaudit.plugin import svg
 
     plt = _mpl()
     fig, ax = plt.subplots(figsize=(4.6, 3.2), dpi=100)
@@ -91,7 +91,7 @@ def consistency_figure(tables: list[dict[str, Any]], quantity: str, unit: str) -
     direction (eigenvector solid, random dashed)."""
     if not tables:
         return None
-    from robaudit.report.figures import svg
+    from robaudit.plugin import svg
 
     plt = _mpl()
     fig, ax = plt.subplots(figsize=(4.6, 3.2), dpi=100)
