@@ -75,6 +75,10 @@ class AuditConfig:
     probe_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     resume: bool = False
     report: bool = True
+    pretrained: bool = False
+    weights: str | None = None
+    num_classes: int | None = None
+    normalisation: str = "check"
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -94,6 +98,11 @@ class AuditConfig:
             raise ConfigError("--mean and --std must be given together", fix="pass both, one value per channel")
         if self.std is not None and any(s <= 0 for s in self.std):
             raise ConfigError(f"--std values must be positive, got {list(self.std)}", fix="pass the per-channel std in [0, 1] pixel units")
+        if self.normalisation not in ("check", "auto"):
+            raise ConfigError(f"unknown normalisation mode '{self.normalisation}'",
+                              fix="use --normalisation check (stop on a clearly better one) or auto (take the best)")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ConfigError(f"--num-classes must be at least 1, got {self.num_classes}", fix="omit --num-classes")
         if self.convert_channels not in (None, "rgb", "gray"):
             raise ConfigError(f"unknown channel conversion '{self.convert_channels}'", fix="use --convert-channels rgb or gray")
 
