@@ -187,7 +187,7 @@ def _check_normalisation(model: AuditModel, data: AuditData, device: torch.devic
         return
     win, row = candidates[best], rows[best]
     if prov.normalisation_mode == "auto":
-        model.set_normalisation(Normalisation(win.mean, win.std, f"auto:{win.source}", explicit=False))
+        model.set_normalisation(Normalisation(win.mean, win.std, f"auto:{win.source}"))
         stats["decision"] = "switched"
         _guessed_flag(report, model.provenance.normalisation,
                       f"--normalisation auto took {win.source} ({row['correct']}/{n} correct) over the guessed "

@@ -15,6 +15,10 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
+STATED_SOURCES = ("cli", "checkpoint")
+PRETRAINED_SOURCE_PREFIXES = ("timm_pretrained:", "torchvision_weights:", "hf_hub:")
+
+
 @dataclass
 class Normalisation:
     """Per-channel mean and std applied inside the model, in [0, 1] pixel units.
@@ -31,7 +35,11 @@ class Normalisation:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     source: str
-    explicit: bool = False
+
+    @property
+    def explicit(self) -> bool:
+        """Whether the values were stated (user, checkpoint, pretrained weights' config), not guessed."""
+        return self.source in STATED_SOURCES or self.source.startswith(PRETRAINED_SOURCE_PREFIXES)
 
 
 @dataclass
@@ -138,6 +146,7 @@ class ModelProvenance:
         out = asdict(self)
         out["normalisation"]["mean"] = list(self.normalisation.mean)
         out["normalisation"]["std"] = list(self.normalisation.std)
+        out["normalisation"]["explicit"] = self.normalisation.explicit
         for cand in out["normalisation_candidates"]:
             cand["mean"], cand["std"] = list(cand["mean"]), list(cand["std"])
         return out

@@ -86,17 +86,8 @@ def resolve_normalisation(
                 "units; robaudit's models take [0, 1] pixels",
                 fix="divide the values by 255",
             )
-        return Normalisation(mean=fitted[0], std=fitted[1], source=source, explicit=is_stated(source))
+        return Normalisation(mean=fitted[0], std=fitted[1], source=source)
     return Normalisation(mean=(0.0,) * channels, std=(1.0,) * channels, source="none")
-
-
-EXPLICIT_SOURCES = ("cli", "checkpoint")
-PRETRAINED_PREFIXES = ("timm_pretrained:", "torchvision_weights:", "hf_hub:")
-
-
-def is_stated(source: str) -> bool:
-    """Whether a normalisation source was stated (user, checkpoint, pretrained weights' config)."""
-    return source in EXPLICIT_SOURCES or source.startswith(PRETRAINED_PREFIXES)
 
 
 def candidates(
