@@ -254,3 +254,12 @@ def test_no_size_warning_for_an_architecture_default(tmp_path, capsys) -> None:
     assert code == ExitCode.OK, err
     assert "--resize" not in err and "expects" not in err, err
     assert _results(tmp_path / "out")["model"]["data_config"]["source"] == "architecture"
+
+
+def test_normalisation_auto_config_key(tmp_path, capsys) -> None:
+    ckpt, arch = _raw_pixel_checkpoint(tmp_path)
+    config = tmp_path / "robaudit.toml"
+    config.write_text('normalisation = "auto"\n')
+    code, err = _cli(["--config", str(config), *_base(ckpt, tmp_path / "out", "--arch", arch)], capsys)
+    assert code == ExitCode.OK, err
+    assert _results(tmp_path / "out")["model"]["normalisation"]["source"] == "auto:identity"

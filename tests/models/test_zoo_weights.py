@@ -283,3 +283,19 @@ def test_pretrained_head_class_count_must_match_unless_reinitialised(tmp_path, h
     model = _results(tmp_path / "b")["model"]
     assert model["num_classes"] == 10 and model["num_classes_source"] == "num_classes_option"
     assert any("re-initialised" in w for w in model["load_report"]["warnings"])
+
+
+def test_pretrained_config_key(tmp_path, hf_env, capsys) -> None:
+    """`pretrained = true` in a config file does what --pretrained does."""
+    import timm
+
+    _put_in_hf_cache(hf_env, TIMM_REPO, {"model.safetensors": _safetensors_bytes(_seeded_test_resnet(), tmp_path)})
+    direct = timm.create_model(TIMM_NAME, pretrained=True, cache_dir=str(hf_env)).eval()
+    data, _ = _audit_set(tmp_path, lambda x: direct((x - 0.5) / 0.5))
+    config = tmp_path / "robaudit.toml"
+    config.write_text("pretrained = true\n")
+    code, err = _cli(["--config", str(config), *_run(f"timm:{TIMM_NAME}", data, tmp_path / "out")], capsys)
+    assert code == ExitCode.OK, err
+    results = _results(tmp_path / "out")
+    assert results["model"]["normalisation"]["source"] == f"timm_pretrained:{TIMM_NAME}"
+    assert results["probes"]["clean"]["summary"]["accuracy"]["value"] == pytest.approx(RIGHT / N)
