@@ -177,19 +177,23 @@ def _record(repo_id: str, path: Path, downloaded: bool) -> ZooWeights:
 
 @contextlib.contextmanager
 def hf_hub_mode(allow_download: bool) -> Iterator[Path]:
-    """Run the block with huggingface_hub offline unless downloads are allowed; yields the cache dir.
+    """Run the block with huggingface_hub on this cache, offline unless downloads are allowed.
 
-    huggingface_hub reads its offline switch at call time from ``constants.HF_HUB_OFFLINE``;
-    turning it on keeps a cached lookup from making any HTTP request.
+    huggingface_hub reads ``constants.HF_HUB_OFFLINE`` and ``constants.HF_HUB_CACHE`` at call
+    time but computes them from the environment at import; setting them here honours the
+    environment as it is now, and keeps a cached lookup from making any HTTP request. Yields
+    the cache directory.
     """
     from huggingface_hub import constants
 
-    previous = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = previous or hf_offline() or not allow_download
+    previous = constants.HF_HUB_OFFLINE, constants.HF_HUB_CACHE
+    cache = hf_cache_dir()
+    constants.HF_HUB_OFFLINE = previous[0] or hf_offline() or not allow_download
+    constants.HF_HUB_CACHE = str(cache)
     try:
-        yield hf_cache_dir()
+        yield cache
     finally:
-        constants.HF_HUB_OFFLINE = previous
+        constants.HF_HUB_OFFLINE, constants.HF_HUB_CACHE = previous
 
 
 def torch_hub_checkpoints() -> Path:

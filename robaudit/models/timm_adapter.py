@@ -161,8 +161,8 @@ def build_timm_pretrained(
         )
     extra: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
     try:
-        with fused_attention(fused_attn), hub_cache.hf_hub_mode(allow_download) as cache:
-            return timm.create_model(model_name, pretrained=True, cache_dir=str(cache), **extra, **kwargs)
+        with fused_attention(fused_attn), hub_cache.hf_hub_mode(allow_download):
+            return timm.create_model(model_name, pretrained=True, **extra, **kwargs)
     except Exception as exc:  # noqa: BLE001 - builder, hub and state-dict failures all end here
         raise ModelLoadError(
             f"timm could not build '{model_name}' with its pretrained weights and arch kwargs {kwargs}: {one_line(exc)}",
