@@ -81,7 +81,7 @@ class PreflightReport:
 
 
 def run_preflight(model: AuditModel, data: AuditData, device: torch.device, check_double_backward: bool) -> PreflightReport:
-    """Check the model on up to 64 audit samples.
+    """Check the model on up to 64 audit samples (a guessed normalisation on up to 512).
 
     Args:
         model: the audit model (eval mode, on ``device``); left unchanged.
@@ -91,7 +91,8 @@ def run_preflight(model: AuditModel, data: AuditData, device: torch.device, chec
 
     Raises:
         PreflightError: pixels outside [0, 1], a forward pass that raises, logits of the
-            wrong shape, or NaN/Inf logits.
+            wrong shape, NaN/Inf logits, or a guessed normalisation that another candidate
+            clearly beats (with ``--normalisation check``).
     """
     report = PreflightReport()
     lo, hi = float(data.x.min()), float(data.x.max())

@@ -222,7 +222,7 @@ def _resolve_pretrained(request: ModelRequest, source: str, kwargs: dict[str, An
     built = _Built(zoo.net, zoo.spec, keys, k_source, False if request.second_order else None)
     if zoo.spec.kind == "timm" and not request.second_order:
         built.fused_attention = _timm_fused_default()
-    return _Resolved(zoo.net, "source", built=built, pretrained=zoo, kwargs={**kwargs}, 
+    return _Resolved(zoo.net, "source", built=built, pretrained=zoo, kwargs=kwargs,
                      kwargs_source=dict.fromkeys(kwargs, "cli"))
 
 
