@@ -86,6 +86,10 @@ class AuditConfig:
     resume: bool = False
     overwrite: bool = False
     report: bool = True
+    pretrained: bool = False
+    weights: str | None = None
+    num_classes: int | None = None
+    normalisation: str = "check"
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -122,6 +126,11 @@ class AuditConfig:
                                                               "budgets in [0, 1] pixel units, e.g. --eps linf=8/255") from None
             eps[norm] = values
         self.eps = eps
+        if self.normalisation not in ("check", "auto"):
+            raise ConfigError(f"unknown normalisation mode '{self.normalisation}'",
+                              fix="use --normalisation check (stop on a clearly better one) or auto (take the best)")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ConfigError(f"--num-classes must be at least 1, got {self.num_classes}", fix="omit --num-classes")
         if self.convert_channels not in (None, "rgb", "gray"):
             raise ConfigError(f"unknown channel conversion '{self.convert_channels}'", fix="use --convert-channels rgb or gray")
 

@@ -7,6 +7,17 @@ flags: probabilities instead of logits, non-determinism in eval mode, zero input
 gradients, suspicious normalisation, and missing double backward (needed by second-order
 probes).
 
+When the normalisation was guessed (not given by ``--mean/--std``, the checkpoint's metadata
+or the config of pretrained zoo weights), preflight compares the clean accuracy of every
+plausible candidate (the chosen one, identity, the dataset's conventional statistics, the
+architecture zoo's default) on the first ``NORMALISATION_SAMPLES`` audit samples, one
+forward pass per candidate. A candidate is *clearly better* when an exact McNemar test on
+the paired outcomes (a one-sided binomial test on the discordant samples) rejects "no
+better" at ``NORMALISATION_ALPHA``, Bonferroni-corrected over the alternatives. Then the
+audit stops with exit 2 naming it (``--normalisation check``, the default) or switches to
+the best (``--normalisation auto``). Otherwise the ``normalisation_guessed`` flag (info)
+records that the contract was guessed and checked.
+
 A model whose input gradient is disconnected (``x.detach()`` or ``torch.no_grad()`` inside
 ``forward``, a ``(x > 0).float()`` step) or zero on every checked sample gets the
 ``zero_input_gradients`` and ``attack_gradients_vanish`` flags with severity error, and
@@ -20,15 +31,21 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from scipy.stats import binomtest
 
 from robaudit.data.audit_data import AuditData
 from robaudit.errors import PreflightError
-from robaudit.models.audit_model import AuditModel
+from robaudit.models.audit_model import AuditModel, Normalisation
 from robaudit.models.messages import one_line
 from robaudit.models.scripted import ScriptedNetwork
 from robaudit.probes.base import Flag, Probe, Severity, needs_input_gradients
 
 PREFLIGHT_SAMPLES = 64
+# 512 paired samples detect an accuracy gap of ~3 points at α = 0.01 when few samples disagree
+# (the typical case), at the cost of one forward pass per candidate over them.
+NORMALISATION_SAMPLES = 512
+NORMALISATION_ALPHA = 0.01
+_CHUNK = 256
 SOURCE = "preflight"
 # Input sizes tried (one sample each) when the forward pass fails, to suggest a --resize that works.
 USUAL_SIZES: tuple[int, ...] = (8, 28, 32, 64, 96, 128, 224, 256, 299, 384)
@@ -64,7 +81,7 @@ class PreflightReport:
 
 
 def run_preflight(model: AuditModel, data: AuditData, device: torch.device, check_double_backward: bool) -> PreflightReport:
-    """Check the model on up to 64 audit samples.
+    """Check the model on up to 64 audit samples (a guessed normalisation on up to 512).
 
     Args:
         model: the audit model (eval mode, on ``device``); left unchanged.
@@ -74,7 +91,8 @@ def run_preflight(model: AuditModel, data: AuditData, device: torch.device, chec
 
     Raises:
         PreflightError: pixels outside [0, 1], a forward pass that raises, logits of the
-            wrong shape, or NaN/Inf logits.
+            wrong shape, NaN/Inf logits, or a guessed normalisation that another candidate
+            clearly beats (with ``--normalisation check``).
     """
     report = PreflightReport()
     lo, hi = float(data.x.min()), float(data.x.max())
@@ -86,6 +104,8 @@ def run_preflight(model: AuditModel, data: AuditData, device: torch.device, chec
         )
     x = data.x[:PREFLIGHT_SAMPLES].to(device)
     y = data.y[:PREFLIGHT_SAMPLES].to(device)
+    _forward(model, x)  # a model that cannot run on the data stops here, with a --resize hint
+    _check_normalisation(model, data, device, report)
 
     seen: dict[str, torch.Tensor] = {}
 
@@ -124,6 +144,93 @@ def run_preflight(model: AuditModel, data: AuditData, device: torch.device, chec
         _check_double_backward(model, x[:4], y[:4], report)
     report.stats["samples_checked"] = len(x)
     return report
+
+
+def _check_normalisation(model: AuditModel, data: AuditData, device: torch.device, report: PreflightReport) -> None:
+    """Compare a guessed normalisation with the plausible alternatives (see the module docstring).
+
+    Raises:
+        PreflightError: another candidate is clearly better and the mode is ``check``.
+    """
+    prov = model.provenance
+    chosen = prov.normalisation
+    candidates = prov.normalisation_candidates
+    if chosen.explicit or len(candidates) < 2:
+        report.stats["normalisation_check"] = {"ran": False, "reason": "stated" if chosen.explicit else "no alternative"}
+        if not chosen.explicit:
+            _guessed_flag(report, chosen, "no plausible alternative to compare with")
+        return
+    n = min(len(data), NORMALISATION_SAMPLES)
+    x, y = data.x[:n], data.y[:n].to(device)
+    correct = [_correct_under(model, cand, x, y, device) for cand in candidates]
+    model.set_normalisation(chosen)
+    base = correct[0]
+    alpha = NORMALISATION_ALPHA / (len(candidates) - 1)
+    rows: list[dict[str, Any]] = []
+    for cand, right in zip(candidates, correct):
+        gained = int((right & ~base).sum())
+        lost = int((base & ~right).sum())
+        p = 1.0 if cand is chosen or gained + lost == 0 else float(binomtest(gained, gained + lost, 0.5,
+                                                                            alternative="greater").pvalue)
+        rows.append({"source": cand.source, "mean": list(cand.mean), "std": list(cand.std), "correct": int(right.sum()),
+                     "accuracy": float(right.float().mean()), "chosen": cand is chosen, "gained": gained, "lost": lost,
+                     "p_value": p, "clearly_better": cand is not chosen and gained > lost and p < alpha})
+    better = [i for i, row in enumerate(rows) if row["clearly_better"]]
+    best = max(better, key=lambda i: (rows[i]["correct"], -rows[i]["p_value"])) if better else None
+    stats: dict[str, Any] = {"ran": True, "samples": n, "test": "mcnemar_exact_one_sided", "alpha": NORMALISATION_ALPHA,
+                             "alpha_per_comparison": alpha, "mode": prov.normalisation_mode, "candidates": rows,
+                             "decision": "kept"}
+    report.stats["normalisation_check"] = stats
+    if best is None:
+        top = max(rows[1:], key=lambda r: r["correct"])
+        _guessed_flag(report, chosen, f"checked on {n} samples: {rows[0]['correct']}/{n} correct; the best alternative "
+                      f"({top['source']}) gets {top['correct']}/{n}, not clearly better (McNemar p = {top['p_value']:.2g})")
+        return
+    win, row = candidates[best], rows[best]
+    if prov.normalisation_mode == "auto":
+        model.set_normalisation(Normalisation(win.mean, win.std, f"auto:{win.source}"))
+        stats["decision"] = "switched"
+        _guessed_flag(report, model.provenance.normalisation,
+                      f"--normalisation auto took {win.source} ({row['correct']}/{n} correct) over the guessed "
+                      f"{chosen.source} ({rows[0]['correct']}/{n}; McNemar p = {row['p_value']:.2g})")
+        return
+    raise PreflightError(
+        f"the normalisation was guessed ({_describe(chosen)}) and gives {rows[0]['correct']}/{n} correct on the "
+        f"preflight samples, but {_describe(win)} gives {row['correct']}/{n} (exact McNemar p = {row['p_value']:.2g})",
+        fix=f"pass --mean {_csv(win.mean)} --std {_csv(win.std)} if the model was trained that way, or "
+            "--normalisation auto to take the best candidate",
+    )
+
+
+def _correct_under(model: AuditModel, norm: Normalisation, x: torch.Tensor, y: torch.Tensor,
+                   device: torch.device) -> torch.Tensor:
+    """N booleans: is the prediction right with ``norm`` folded in (one forward pass over ``x``)."""
+    model.set_normalisation(norm)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(x), _CHUNK):
+            out.append(_forward(model, x[start:start + _CHUNK].to(device)).argmax(dim=1))
+    return torch.cat(out) == y
+
+
+def _guessed_flag(report: PreflightReport, norm: Normalisation, detail: str) -> None:
+    report.flags.append(Flag(
+        "normalisation_guessed", Severity.INFO,
+        f"nobody stated the model's normalisation (no --mean/--std, checkpoint metadata or pretrained weights); "
+        f"the audit uses {_describe(norm)}, {detail}",
+        SOURCE,
+    ))
+
+
+def _describe(norm: Normalisation) -> str:
+    names = {"identity": "identity (raw [0, 1] pixels)", "none": "none (raw [0, 1] pixels)",
+             "dataset": "the dataset's conventional", "timm_pretrained_cfg": "the timm architecture's default",
+             "torchvision_weights": "the torchvision weights' default"}
+    return f"{names.get(norm.source, norm.source)} normalisation mean {_csv(norm.mean)} std {_csv(norm.std)}"
+
+
+def _csv(values: tuple[float, ...]) -> str:
+    return ",".join(f"{v:g}" for v in values)
 
 
 def _forward(model: AuditModel, x: torch.Tensor) -> torch.Tensor:

@@ -84,7 +84,8 @@ def model_and_data_options(func: Callable[..., Any]) -> Callable[..., Any]:
                           "imagenet-a:PATH | imagenet-r:PATH | FILE.npz | FILE.pt"),
         click.option("--data-dir", type=click.Path(path_type=Path), default=None,
                      help="Root of the named datasets [default: $ROBAUDIT_DATA_DIR or ~/.cache/robaudit/data]."),
-        click.option("--download/--no-download", default=False, show_default=True, help="Let torchvision download a missing named dataset."),
+        click.option("--download/--no-download", default=False, show_default=True,
+                     help="Let robaudit download a missing named dataset or missing zoo weights (otherwise offline)."),
         click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True),
         click.option("--n-samples", type=_NSamples(), default=None,
                      help="Stratified, seeded subsample size, or 'all' [default: every sample up to 1,000, "
@@ -99,6 +100,18 @@ def model_and_data_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--arch", default=None, metavar="SPEC",
                      help="timm:NAME | torchvision:NAME | path/file.py:Class | package.module:Class."),
         click.option("--arch-kwargs", default=None, metavar="JSON", help="Keyword arguments for the architecture, as a JSON object."),
+        click.option("--pretrained/--no-pretrained", default=False, show_default=True,
+                     help="timm:NAME.TAG: load timm's published weights from the Hugging Face Hub cache "
+                          "(HF_HOME/HF_HUB_CACHE; safetensors only unless --trust-checkpoint)."),
+        click.option("--weights", default=None, metavar="DEFAULT|ENUM",
+                     help="torchvision:NAME: load these published weights (DEFAULT, IMAGENET1K_V1 …) from the torch "
+                          "hub cache (TORCH_HOME), hash-checked."),
+        click.option("--num-classes", type=click.IntRange(min=1), default=None, metavar="K",
+                     help="Build the model with K classes; re-initialises a pretrained head (recorded)."),
+        click.option("--normalisation", type=click.Choice(["check", "auto"]), default="check", show_default=True,
+                     help="When mean/std are guessed (not from --mean/--std, the checkpoint or pretrained weights), "
+                          "preflight compares the plausible ones: 'check' stops if another is clearly better, "
+                          "'auto' takes the best."),
         click.option("--trust-checkpoint", is_flag=True, default=False,
                      help="Allow unpickling a full pickled nn.Module or loading a TorchScript archive. This runs code from "
                           "the file: only for checkpoints you trust."),

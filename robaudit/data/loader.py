@@ -156,7 +156,8 @@ def load_data(
     ids = [f"{request.split}:{int(i)}" for i in opened.index[rows]]
 
     warnings: list[str] = []
-    if data_config is not None and data_config.input_size is not None:
+    # Only the config of pretrained weights says what size the weights were trained at.
+    if data_config is not None and data_config.input_size is not None and data_config.source == "pretrained":
         want = tuple(data_config.input_size[1:])
         if tuple(x.shape[-2:]) != want:
             msg = (

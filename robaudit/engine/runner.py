@@ -171,7 +171,8 @@ def prepare(config: AuditConfig, selected: list[_Selected]) -> tuple[torch.devic
         source=config.model, arch=config.arch, arch_kwargs=dict(config.arch_kwargs),
         trust_checkpoint=config.trust_checkpoint, non_strict=config.non_strict, use_ema=config.ema,
         mean=config.mean, std=config.std, second_order=any(s.cls.needs_double_backward for s in selected),
-        device=str(device),
+        device=str(device), pretrained=config.pretrained, weights=config.weights, download=config.download,
+        num_classes=config.num_classes, normalisation=config.normalisation,
     )
     model = load_model(model_request, info)
     data = load_data(data_request, model.in_channels, model.data_config)

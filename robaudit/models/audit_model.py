@@ -15,17 +15,31 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
+STATED_SOURCES = ("cli", "checkpoint")
+PRETRAINED_SOURCE_PREFIXES = ("timm_pretrained:", "torchvision_weights:", "hf_hub:")
+
+
 @dataclass
 class Normalisation:
     """Per-channel mean and std applied inside the model, in [0, 1] pixel units.
 
     ``source`` says where the values came from: ``cli``, ``checkpoint``,
-    ``timm_pretrained_cfg``, ``torchvision_weights``, ``dataset`` or ``none``.
+    ``timm_pretrained:ARCH.TAG`` / ``hf_hub:ORG/NAME`` / ``torchvision_weights:ENUM`` (the
+    config of the pretrained weights loaded), ``timm_pretrained_cfg`` /
+    ``torchvision_weights`` (an architecture's zoo default, weights not from the zoo),
+    ``dataset``, ``identity`` or ``none``; ``auto:SOURCE`` when ``--normalisation auto``
+    picked it at preflight. ``explicit`` is true when the user, the checkpoint or the
+    pretrained weights stated it; otherwise it is a guess that preflight checks.
     """
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
     source: str
+
+    @property
+    def explicit(self) -> bool:
+        """Whether the values were stated (user, checkpoint, pretrained weights' config), not guessed."""
+        return self.source in STATED_SOURCES or self.source.startswith(PRETRAINED_SOURCE_PREFIXES)
 
 
 @dataclass
@@ -36,11 +50,15 @@ class DataConfig:
         input_size: (C, H, W) the model was built for, or ``None`` if unknown/flexible.
         interpolation: resize interpolation for image folders (``bilinear``, ``bicubic``).
         crop_pct: centre-crop fraction for image folders (resize to size / crop_pct, crop).
+        source: ``pretrained`` (the config of pretrained zoo weights that were loaded: a
+            size mismatch is worth a warning), ``architecture`` (an architecture's registered
+            default: the weights may have been trained at another size) or ``data``.
     """
 
     input_size: tuple[int, int, int] | None = None
     interpolation: str = "bilinear"
     crop_pct: float = 0.875
+    source: str = "architecture"
 
 
 @dataclass
@@ -93,6 +111,14 @@ class ModelProvenance:
             probes (timm's flag off, and ``scaled_dot_product_attention`` on the math
             kernel); ``True`` for a timm model built with it on; ``None`` otherwise.
         trusted_pickle: whether the user opted into unpickling (``--trust-checkpoint``).
+        arch_kwargs_source: for each key of ``arch_kwargs``, ``cli`` (``--arch-kwargs``/
+            ``--num-classes``) or ``checkpoint_metadata`` (``model_kwargs``/``arch_kwargs``).
+        in_channels_source: where C came from: ``timm_pretrained_cfg``,
+            ``torchvision_weights``, ``first_layer``, ``dataset`` or ``default``.
+        weights: the pretrained zoo weights file (hub, repo id, revision, sha256), or ``None``.
+        normalisation_candidates: the normalisations preflight compares when the chosen
+            one is a guess (the chosen one first); empty when it was stated.
+        normalisation_mode: ``check`` or ``auto`` (``--normalisation``).
     """
 
     source: str
@@ -109,12 +135,20 @@ class ModelProvenance:
     module_swaps: list[str] = field(default_factory=list)
     fused_attention: bool | None = None
     trusted_pickle: bool = False
+    arch_kwargs_source: dict[str, str] = field(default_factory=dict)
+    in_channels_source: str = "first_layer"
+    weights: dict[str, Any] | None = None
+    normalisation_candidates: list[Normalisation] = field(default_factory=list)
+    normalisation_mode: str = "check"
 
     def to_json(self) -> dict[str, Any]:
         """The provenance as a JSON-serialisable dict."""
         out = asdict(self)
         out["normalisation"]["mean"] = list(self.normalisation.mean)
         out["normalisation"]["std"] = list(self.normalisation.std)
+        out["normalisation"]["explicit"] = self.normalisation.explicit
+        for cand in out["normalisation_candidates"]:
+            cand["mean"], cand["std"] = list(cand["mean"]), list(cand["std"])
         return out
 
 
@@ -159,6 +193,13 @@ class AuditModel(nn.Module):
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Map [0, 1] pixels (N×C×H×W) to the network's normalised input."""
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def set_normalisation(self, normalisation: Normalisation) -> None:
+        """Fold in another mean/std (``--normalisation auto``); the provenance records it."""
+        c = len(normalisation.mean)
+        self.mean = torch.tensor(normalisation.mean, dtype=self.mean.dtype, device=self.mean.device).view(1, c, 1, 1)
+        self.std = torch.tensor(normalisation.std, dtype=self.std.dtype, device=self.std.device).view(1, c, 1, 1)
+        self.provenance.normalisation = normalisation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits N×K for pixels ``x`` in [0, 1], shape N×C×H×W."""

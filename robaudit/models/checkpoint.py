@@ -46,7 +46,8 @@ EMA_KEYS: tuple[str, ...] = ("state_dict_ema", "model_ema", "ema_state_dict", "e
 """Keys of a wrapping dict that hold exponential-moving-average weights."""
 STRIPPABLE_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.")
 """Key prefixes added by DistributedDataParallel / DataParallel and by ``torch.compile``."""
-METADATA_KEYS: tuple[str, ...] = ("arch", "mean", "std", "num_classes")
+METADATA_KEYS: tuple[str, ...] = ("arch", "mean", "std", "num_classes", "model_kwargs", "arch_kwargs")
+_JSON_METADATA = ("mean", "std", "num_classes", "model_kwargs", "arch_kwargs")
 
 # Harmless classes that common training scripts put into checkpoints (timm saves its
 # argparse namespace under ``args``); allow-listing them keeps such files loadable
@@ -67,7 +68,8 @@ class Checkpoint:
         format: see the module docstring.
         state_dict: the weights (prefixes stripped), or ``None`` for a whole module.
         module: the TorchScript or unpickled module, or ``None``.
-        metadata: ``arch``/``mean``/``std``/``num_classes`` found next to the weights.
+        metadata: ``arch``/``mean``/``std``/``num_classes``/``model_kwargs``/``arch_kwargs``
+            found next to the weights (JSON-decoded for safetensors).
         weights_key: the key the weights were found under in a wrapping dict.
         stripped_prefixes: prefixes removed from every key, in the order removed.
         ema: whether EMA weights were selected.
@@ -263,13 +265,14 @@ def _read_safetensors(path: Path, sha: str, n_bytes: int) -> Checkpoint:
         if key not in raw_meta:
             continue
         value = raw_meta[key]
-        if key in ("mean", "std", "num_classes"):
+        if key in _JSON_METADATA:
             try:
                 value = json.loads(value)
             except json.JSONDecodeError as exc:
+                example = '{"channels": [16, 32, 64, 128]}' if key.endswith("kwargs") else "[0.5, 0.5, 0.5]"
                 raise ModelLoadError(
                     f"safetensors metadata '{key}' of '{path.name}' is {value!r}, not JSON",
-                    fix=f'store it as a JSON list, e.g. {key}="[0.5, 0.5, 0.5]", or pass --mean/--std',
+                    fix=f"store it as JSON, e.g. {key}='{example}', or pass the value on the command line",
                 ) from exc
         metadata[key] = value
     return Checkpoint(path, sha, n_bytes, "safetensors", state_dict=state_dict, metadata=metadata)

@@ -26,6 +26,8 @@ from robaudit.models.classifier import checkpoint_num_classes, in_channels, last
 from robaudit.models.custom_arch import accepts_num_classes, build_custom, resolve_constructor
 from robaudit.models.messages import hint, one_line
 from robaudit.models.normalisation import Candidate, resolve_normalisation
+from robaudit.models.normalisation import candidates as norm_candidates
+from robaudit.models.pretrained import HF_HUB_PREFIX, PretrainedNet, load_timm_pretrained, load_torchvision_weights
 from robaudit.models.request import ModelRequest
 from robaudit.models.scripted import ScriptedNetwork
 from robaudit.models.second_order import disable_fused_attention, swap_second_order_modules, torchscript_blockers
@@ -67,21 +69,25 @@ def load_model(request: ModelRequest, dataset: DatasetInfo) -> AuditModel:
     _validate_request(request)
     report = LoadReport()
     resolved = _resolve_network(request, dataset, report)
-    net, built, ckpt = resolved.net, resolved.built, resolved.checkpoint
+    net, built, ckpt, zoo = resolved.net, resolved.built, resolved.checkpoint, resolved.pretrained
     num_classes, num_classes_source = _check_class_count(resolved, request.source, dataset)
     swaps, fused = _prepare_second_order(resolved, request.second_order, report)
 
-    channels = in_channels(net) or dataset.channels or 3
+    kwargs = resolved.kwargs
+    channels, channels_source = _input_channels(resolved, dataset)
     meta = ckpt.metadata if ckpt is not None else {}
+    arch_defaults = ([(zoo.norm_source, zoo.mean, zoo.std)] if zoo is not None else _arch_normalisation(built, net))
     normalisation = resolve_normalisation(
         channels,
         cli=(request.mean, request.std),
         checkpoint=(meta.get("mean"), meta.get("std")),
-        arch_defaults=_arch_normalisation(built, net),
+        arch_defaults=arch_defaults,
         dataset=(dataset.mean, dataset.std),
         warnings=report.warnings,
     )
-    data_config = _data_config(built, net, dict(request.arch_kwargs), channels, dataset)
+    candidates = ([] if normalisation.explicit
+                  else norm_candidates(channels, normalisation, arch_defaults, (dataset.mean, dataset.std)))
+    data_config = zoo.data_config if zoo is not None else _data_config(built, net, kwargs, channels, dataset)
 
     arch = str(built.spec) if built is not None else _module_arch(net, resolved.arch_source)
     provenance = ModelProvenance(
@@ -91,7 +97,7 @@ def load_model(request: ModelRequest, dataset: DatasetInfo) -> AuditModel:
         num_classes=num_classes,
         num_classes_source=num_classes_source,
         normalisation=normalisation,
-        arch_kwargs=dict(request.arch_kwargs),
+        arch_kwargs=dict(kwargs),
         checkpoint_path=str(ckpt.path) if ckpt is not None else None,
         checkpoint_sha256=ckpt.sha256 if ckpt is not None else None,
         checkpoint_bytes=ckpt.n_bytes if ckpt is not None else None,
@@ -99,6 +105,11 @@ def load_model(request: ModelRequest, dataset: DatasetInfo) -> AuditModel:
         module_swaps=swaps,
         fused_attention=fused,
         trusted_pickle=request.trust_checkpoint,
+        arch_kwargs_source=dict(resolved.kwargs_source),
+        in_channels_source=channels_source,
+        weights=zoo.weights.to_json() if zoo is not None else None,
+        normalisation_candidates=candidates,
+        normalisation_mode=request.normalisation,
     )
     model = AuditModel(net, normalisation, data_config, provenance, channels, math_attention=request.second_order)
     try:
@@ -124,12 +135,25 @@ class _Resolved:
     arch_source: str
     built: _Built | None = None
     checkpoint: Checkpoint | None = None
+    pretrained: PretrainedNet | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    kwargs_source: dict[str, str] = field(default_factory=dict)
+
+
+def _cli_kwargs(request: ModelRequest) -> dict[str, Any]:
+    kwargs = dict(request.arch_kwargs)
+    if request.num_classes is not None:
+        kwargs["num_classes"] = request.num_classes
+    return kwargs
 
 
 def _resolve_network(request: ModelRequest, dataset: DatasetInfo, report: LoadReport) -> _Resolved:
     """Build or read the network and load its weights, filling ``report``."""
     source = request.source.strip()
-    kwargs = dict(request.arch_kwargs)
+    kwargs = _cli_kwargs(request)
+    from_cli = dict.fromkeys(kwargs, "cli")
+    if source.startswith(HF_HUB_PREFIX) or request.pretrained or request.weights is not None:
+        return _resolve_pretrained(request, source, kwargs, report)
     builder = _builder_source(source)
     if builder is not None:
         if request.arch is not None and str(parse_arch(request.arch)) != str(builder):
@@ -138,7 +162,7 @@ def _resolve_network(request: ModelRequest, dataset: DatasetInfo, report: LoadRe
                 fix="drop --arch, or pass a checkpoint file as the source",
             )
         built = _build(builder, kwargs, None, dataset, request.second_order)
-        return _Resolved(built.net, "source", built=built)
+        return _Resolved(built.net, "source", built=built, kwargs=kwargs, kwargs_source=from_cli)
 
     ckpt = read_checkpoint(source, trust=request.trust_checkpoint, use_ema=request.use_ema)
     report.format = ckpt.format
@@ -159,17 +183,95 @@ def _resolve_network(request: ModelRequest, dataset: DatasetInfo, report: LoadRe
         return _Resolved(net, ckpt.format, checkpoint=ckpt)
 
     state_dict = ckpt.state_dict or {}
+    kwargs, kwargs_source = _merge_metadata_kwargs(request, ckpt, kwargs, report)
     built, arch_source = _build_for_checkpoint(request, ckpt, state_dict, kwargs, dataset)
     report.warnings.extend(built.notes)
     load_weights(built.net, state_dict, report, request.non_strict, str(built.spec), ckpt.path.name)
-    return _Resolved(built.net, arch_source, built=built, checkpoint=ckpt)
+    return _Resolved(built.net, arch_source, built=built, checkpoint=ckpt, kwargs=kwargs, kwargs_source=kwargs_source)
+
+
+def _resolve_pretrained(request: ModelRequest, source: str, kwargs: dict[str, Any], report: LoadReport) -> _Resolved:
+    """A zoo model with its published weights (``--pretrained``, ``--weights``, ``hf-hub:``)."""
+    if request.arch is not None:
+        raise ModelLoadError(f"--arch cannot be combined with pretrained zoo weights ('{source}')",
+                             fix="drop --arch: the model source names the architecture")
+    kind = "hf-hub" if source.startswith(HF_HUB_PREFIX) else source.split(":", 1)[0]
+    if kind in ("timm", "hf-hub"):
+        if request.weights is not None:
+            raise ModelLoadError(f"--weights is for torchvision models, not '{source}'",
+                                 fix="use --pretrained for timm:NAME.TAG (hf-hub: sources always load their weights)")
+        num_classes = kwargs.pop("num_classes", None)
+        zoo = load_timm_pretrained(source, num_classes, kwargs, download=request.download,
+                                   trust=request.trust_checkpoint, second_order=request.second_order)
+        report.format = "safetensors" if zoo.weights.filename.endswith(".safetensors") else "state_dict"
+    elif kind == "torchvision":
+        if request.pretrained and request.weights is None:
+            raise ModelLoadError(f"--pretrained is for timm models; torchvision weights are chosen by name ('{source}')",
+                                 fix="pass --weights DEFAULT (or an enum name such as IMAGENET1K_V1)")
+        zoo = load_torchvision_weights(source, request.weights or "DEFAULT", kwargs, report, download=request.download)
+    else:
+        raise ModelLoadError(
+            f"--pretrained/--weights load zoo weights, but '{source}' is not a timm: or torchvision: model name",
+            fix="drop --pretrained/--weights for a checkpoint file, or write timm:NAME.TAG / torchvision:NAME",
+        )
+    report.weights_key = None
+    if zoo.head_reinitialised:
+        report.warnings.append(f"--num-classes re-initialised the classifier of {source}: its head has random weights")
+    keys = _classifier_keys(zoo.spec, zoo.net)
+    k_source = "num_classes_option" if zoo.head_reinitialised else "pretrained_weights"
+    built = _Built(zoo.net, zoo.spec, keys, k_source, False if request.second_order else None)
+    if zoo.spec.kind == "timm" and not request.second_order:
+        built.fused_attention = _timm_fused_default()
+    return _Resolved(zoo.net, "source", built=built, pretrained=zoo, kwargs=kwargs,
+                     kwargs_source=dict.fromkeys(kwargs, "cli"))
+
+
+def _merge_metadata_kwargs(
+    request: ModelRequest, ckpt: Checkpoint, cli: dict[str, Any], report: LoadReport
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Constructor kwargs: the checkpoint's ``model_kwargs``/``arch_kwargs`` metadata, overridden key by key by the CLI.
+
+    Metadata kwargs go only to timm/torchvision builders: with ``--arch`` naming a file or
+    module they are ignored (a checkpoint never passes arguments to user code).
+    """
+    key = next((k for k in ("model_kwargs", "arch_kwargs") if k in ckpt.metadata), None)
+    sources = dict.fromkeys(cli, "cli")
+    if key is None:
+        return cli, sources
+    meta = _plain_json_kwargs(ckpt.metadata[key], f"the '{key}' metadata of checkpoint '{ckpt.path.name}'")
+    if request.arch is not None and not parse_arch(request.arch).is_builder:
+        report.warnings.append(f"checkpoint metadata '{key}' ignored: it is passed only to timm/torchvision builders, "
+                               f"not to --arch {request.arch}")
+        return cli, sources
+    merged = {**meta, **cli}
+    sources = {k: ("cli" if k in cli else "checkpoint_metadata") for k in merged}
+    return merged, sources
+
+
+def _plain_json_kwargs(value: Any, origin: str) -> dict[str, Any]:
+    """The kwargs if they are a JSON object of plain values (no objects a pickle could smuggle in)."""
+    def plain(v: Any) -> bool:
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return True
+        if isinstance(v, (list, tuple)):
+            return all(plain(i) for i in v)
+        if isinstance(v, dict):
+            return all(isinstance(k, str) and plain(i) for k, i in v.items())
+        return False
+
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value) or not plain(value):
+        raise ModelLoadError(
+            f"{origin} is not a JSON object of plain values (numbers, strings, booleans, lists, objects): {value!r:.120}",
+            fix="re-save it as plain JSON, or pass the kwargs with --arch-kwargs",
+        )
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in value.items()}
 
 
 def _check_class_count(resolved: _Resolved, source: str, dataset: DatasetInfo) -> tuple[int, str]:
     """K and where it came from; an error unless K equals the dataset's class count."""
     built = resolved.built
     keys = built.classifier_keys if built is not None else []
-    num_classes = model_num_classes(resolved.net, keys, _probe_shape(resolved.net, dataset))
+    num_classes = model_num_classes(resolved.net, keys, _probe_shape(resolved, dataset))
     if num_classes is None:
         raise ModelLoadError(
             f"cannot tell how many classes model '{source}' outputs (no linear classifier and a test forward pass failed)",
@@ -206,6 +308,11 @@ def _prepare_second_order(resolved: _Resolved, second_order: bool, report: LoadR
 def _validate_request(request: ModelRequest) -> None:
     if not isinstance(request.source, str) or not request.source.strip():
         raise ModelLoadError("no model source given", fix="pass timm:NAME, torchvision:NAME or a checkpoint path")
+    if request.num_classes is not None and (isinstance(request.num_classes, bool) or request.num_classes < 1):
+        raise ModelLoadError(f"--num-classes must be a positive integer, got {request.num_classes!r}",
+                             fix="pass --num-classes K with K >= 1")
+    if request.normalisation not in ("check", "auto"):
+        raise ModelLoadError(f"unknown --normalisation '{request.normalisation}'", fix="use --normalisation check or auto")
     if not isinstance(request.arch_kwargs, dict) or not all(isinstance(k, str) for k in request.arch_kwargs):
         raise ModelLoadError(
             f"--arch-kwargs must be a JSON object with string keys, got {request.arch_kwargs!r}",
@@ -239,7 +346,7 @@ def _builder_source(source: str) -> ArchSpec | None:
         )
     raise ModelLoadError(
         f"model source '{source}' has an unknown prefix '{scheme}:'{hint(did_you_mean(scheme, BUILDER_PREFIXES))}",
-        fix="use timm:NAME, torchvision:NAME or the path of a checkpoint file (robaudit never downloads weights)",
+        fix="use timm:NAME, torchvision:NAME, hf-hub:ORG/NAME or the path of a checkpoint file",
     )
 
 
@@ -357,13 +464,35 @@ def _build_for_checkpoint(
     return first, arch_source
 
 
-def _probe_shape(net: nn.Module, dataset: DatasetInfo) -> tuple[int, int, int] | None:
-    channels = in_channels(net) or dataset.channels
-    if channels is None:
-        return None
+def _probe_shape(resolved: _Resolved, dataset: DatasetInfo) -> tuple[int, int, int] | None:
+    channels, _ = _input_channels(resolved, dataset)
     if dataset.image_size is not None:
         return (channels, *dataset.image_size)
     return (channels, 224, 224)
+
+
+def _input_channels(resolved: _Resolved, dataset: DatasetInfo) -> tuple[int, str]:
+    """C and where it came from: the zoo's config first, the first layer's weight as a fallback.
+
+    A timm architecture's ``pretrained_cfg['input_size']`` (with ``in_chans`` from the
+    kwargs) and torchvision's weights (always RGB) know C even when the first convolution
+    in module order is not the stem.
+    """
+    if resolved.pretrained is not None:
+        return resolved.pretrained.channels, resolved.pretrained.norm_source
+    built = resolved.built
+    if built is not None and built.spec.kind == "timm":
+        config = timm_adapter.data_config(resolved.net, resolved.kwargs)
+        if config is not None and config.input_size is not None:
+            return int(config.input_size[0]), "timm_pretrained_cfg"
+    if built is not None and built.spec.kind == "torchvision" and torchvision_adapter.normalisation(built.spec.name):
+        return 3, "torchvision_weights"
+    found = in_channels(resolved.net)
+    if found is not None:
+        return found, "first_layer"
+    if dataset.channels is not None:
+        return dataset.channels, "dataset"
+    return 3, "default"
 
 
 def _arch_normalisation(built: _Built | None, net: nn.Module) -> list[Candidate]:
@@ -390,7 +519,7 @@ def _data_config(
         config = timm_adapter.data_config(net, kwargs if built is not None else {})
     if config is None:
         size = (channels, *dataset.image_size) if dataset.image_size is not None else None
-        return DataConfig(input_size=size)  # type: ignore[arg-type]
+        return DataConfig(input_size=size, source="data")  # type: ignore[arg-type]
     if config.input_size is not None:
         config.input_size = (channels, config.input_size[1], config.input_size[2])
     return config
@@ -408,6 +537,8 @@ def _class_count_message(k: int, source: str, dataset: DatasetInfo, keys: list[s
         "arch_kwargs": "num_classes in --arch-kwargs",
         "arch": "its architecture",
         "dataset": "the dataset",
+        "pretrained_weights": "its pretrained head",
+        "num_classes_option": "--num-classes",
     }.get(source, source)
     return (
         f"the model outputs {k} classes (from {origin}) but dataset '{dataset.name}' has "
@@ -416,6 +547,9 @@ def _class_count_message(k: int, source: str, dataset: DatasetInfo, keys: list[s
 
 
 def _class_count_fix(k: int, source: str, dataset: DatasetInfo) -> str:
+    if source == "pretrained_weights":
+        return (f"audit on a {k}-class dataset (e.g. ImageNet for in1k weights), or pass --num-classes "
+                f"{dataset.num_classes} to re-initialise the head on purpose (its weights are then random)")
     if source == "arch_kwargs":
         return f"drop num_classes from --arch-kwargs or set it to {dataset.num_classes}"
     if source == "arch":

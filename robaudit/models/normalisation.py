@@ -1,10 +1,14 @@
 """Choosing the mean/std the audit model folds in, and saying where they came from.
 
 Precedence (first that is present wins): ``--mean/--std`` (``cli``), checkpoint metadata
-(``checkpoint``), the architecture's own defaults (``timm_pretrained_cfg`` or
-``torchvision_weights``), the dataset's conventional values (``dataset``), else zeros and
-ones (``none``). Values are in [0, 1] pixel units. A single value is broadcast to all C
-channels.
+(``checkpoint``), the config of pretrained zoo weights that were loaded
+(``timm_pretrained:ARCH.TAG``, ``torchvision_weights:ENUM``, ``hf_hub:ORG/NAME``), the
+architecture's zoo defaults (``timm_pretrained_cfg`` or ``torchvision_weights``), the
+dataset's conventional values (``dataset``), else zeros and ones (``none``). Values are in
+[0, 1] pixel units. A single value is broadcast to all C channels.
+
+The first three are *stated*; the rest are guesses, and :func:`candidates` lists the
+alternatives preflight compares them with (``robaudit.preflight``).
 """
 from __future__ import annotations
 
@@ -84,6 +88,39 @@ def resolve_normalisation(
             )
         return Normalisation(mean=fitted[0], std=fitted[1], source=source)
     return Normalisation(mean=(0.0,) * channels, std=(1.0,) * channels, source="none")
+
+
+def candidates(
+    channels: int,
+    chosen: Normalisation,
+    arch_defaults: list[Candidate],
+    dataset: tuple[Sequence[float] | None, Sequence[float] | None],
+) -> list[Normalisation]:
+    """The plausible normalisations for a guessed one: the chosen; identity; the dataset's; the zoo default.
+
+    Values that are missing, malformed or do not fit C channels are left out; candidates
+    with the same values as an earlier one are dropped (the chosen one comes first).
+    """
+    found = [chosen, Normalisation((0.0,) * channels, (1.0,) * channels, "identity")]
+    raw: list[Candidate] = [("dataset", *dataset), *arch_defaults[:1]]
+    for source, mean, std in raw:
+        if mean is None or std is None:
+            continue
+        try:
+            mean_t, std_t = _fit(_as_floats(mean, "mean", source), channels), _fit(_as_floats(std, "std", source), channels)
+        except ModelLoadError:
+            continue
+        if mean_t is not None and std_t is not None and all(v > 0 for v in std_t):
+            found.append(Normalisation(mean_t, std_t, source))
+    out: list[Normalisation] = []
+    for cand in found:
+        if not any(_same(cand, kept) for kept in out):
+            out.append(cand)
+    return out
+
+
+def _same(a: Normalisation, b: Normalisation) -> bool:
+    return all(math.isclose(u, v, abs_tol=1e-6) for u, v in zip(a.mean + a.std, b.mean + b.std))
 
 
 def _where(source: str) -> str:

@@ -10,7 +10,8 @@ class ModelRequest:
     """A request to build an :class:`~robaudit.models.audit_model.AuditModel`.
 
     Attributes:
-        source: ``timm:NAME``, ``torchvision:NAME`` or the path of a checkpoint file.
+        source: ``timm:NAME[.TAG]``, ``torchvision:NAME``, ``hf-hub:ORG/NAME`` (always with
+            its pretrained weights) or the path of a checkpoint file.
         arch: the architecture for a checkpoint: ``timm:NAME``, ``torchvision:NAME``,
             ``path/to/file.py:ClassName`` or ``package.module:ClassName``; ``None`` to infer
             it from the checkpoint's metadata or file name.
@@ -26,6 +27,15 @@ class ModelRequest:
         second_order: a selected probe needs double backward: build timm models without
             fused attention and swap modules that have no second derivative.
         device: a torch device string (``cpu``, ``cuda:0`` …), already resolved.
+        pretrained: ``timm:NAME.TAG --pretrained``: load timm's published weights from the
+            Hugging Face Hub cache.
+        weights: ``torchvision:NAME --weights DEFAULT|ENUM``: load torchvision's published
+            weights from the torch hub cache.
+        download: allow fetching missing zoo weights (``--download``); otherwise offline.
+        num_classes: ``--num-classes K``: the class count to build with; for pretrained
+            weights whose head has another count, the head is re-initialised (random).
+        normalisation: ``check`` (default: a guessed normalisation is checked at
+            preflight and a clearly better one stops the audit) or ``auto`` (take the best).
     """
 
     source: str
@@ -38,3 +48,8 @@ class ModelRequest:
     std: tuple[float, ...] | None = None
     second_order: bool = False
     device: str = "cpu"
+    pretrained: bool = False
+    weights: str | None = None
+    download: bool = False
+    num_classes: int | None = None
+    normalisation: str = "check"

@@ -1,6 +1,9 @@
 """Everything robaudit needs from timm, behind one module (timm's quirks stay here).
 
-* Models are built with ``pretrained=False``: robaudit never downloads weights.
+* Models are built with ``pretrained=False``, except ``timm:NAME.TAG --pretrained`` and
+  ``hf-hub:ORG/NAME``, which load through timm's own ``pretrained=True`` from the Hugging
+  Face Hub cache once :mod:`robaudit.models.hub_cache` has checked the file (offline unless
+  ``--download``).
 * ``pretrained_cfg`` supplies the classifier name, mean/std and the data config.
 * Fused attention (``F.scaled_dot_product_attention``) has no double backward, so
   second-order audits build with it off; timm reads the flag when a module is built.
@@ -15,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from robaudit.errors import ModelLoadError, did_you_mean
+from robaudit.models import hub_cache
 from robaudit.models.audit_model import DataConfig
 from robaudit.models.messages import hint, one_line
 
@@ -94,6 +98,75 @@ def build_timm(name: str, num_classes: int, kwargs: dict[str, Any], fused_attn: 
         raise ModelLoadError(
             f"timm could not build '{name}' with num_classes={num_classes} and arch kwargs {kwargs}: {one_line(exc)}",
             fix="check --arch-kwargs against the model's constructor",
+        ) from exc
+
+
+def pretrained_weights_name(name: str) -> tuple[str, str]:
+    """(Hugging Face repo id, full ``ARCH.TAG``) of timm's pretrained weights for ``name``.
+
+    A name without a tag gets timm's default tag (``resnet18`` → ``resnet18.a1_in1k``).
+
+    Raises:
+        ModelLoadError: unknown model or tag, or weights that timm does not publish on the Hub.
+    """
+    from timm.models import get_pretrained_cfg
+
+    if not is_timm_model(name):
+        raise ModelLoadError(
+            f"'{name}' is not a timm model{hint(timm_suggestion(name))}",
+            fix="pick a name from timm.list_pretrained(), e.g. timm:resnet18.a1_in1k",
+        )
+    try:
+        cfg = get_pretrained_cfg(name)
+    except RuntimeError as exc:
+        arch = name.split(".", 1)[0]
+        raise ModelLoadError(f"timm has no pretrained weights '{name}' ({one_line(exc)})",
+                             fix=f"pick a tag from timm.list_pretrained('{arch}.*')") from exc
+    if cfg is None:
+        raise ModelLoadError(f"timm has no pretrained weights for '{name}'", fix="pick a name from timm.list_pretrained()")
+    full = f"{cfg.architecture}.{cfg.tag}" if cfg.tag else str(cfg.architecture)
+    if not cfg.hf_hub_id:
+        raise ModelLoadError(
+            f"the pretrained weights of timm:{full} are not published on the Hugging Face Hub"
+            f"{f' (only at {cfg.url})' if cfg.url else ''}; robaudit reads timm weights from the Hub cache",
+            fix=f"download the file yourself and pass it as a checkpoint with --arch timm:{cfg.architecture}",
+        )
+    return str(cfg.hf_hub_id), full
+
+
+def build_timm_pretrained(
+    model_name: str, num_classes: int | None, kwargs: dict[str, Any], *, allow_download: bool, fused_attn: bool = True
+) -> nn.Module:
+    """``timm.create_model(model_name, pretrained=True)`` from the Hugging Face Hub cache.
+
+    Args:
+        model_name: ``ARCH.TAG`` or ``hf-hub:ORG/NAME`` (the weights were already checked
+            by :func:`robaudit.models.hub_cache.resolve_hf_weights`).
+        num_classes: ``None`` keeps the pretrained head; a number re-initialises it (timm
+            drops the pretrained classifier when the count differs).
+        kwargs: extra constructor arguments (``--arch-kwargs``).
+        allow_download: ``--download``; otherwise huggingface_hub runs offline.
+        fused_attn: ``False`` builds attention without the fused kernel (double backward).
+
+    Raises:
+        ModelLoadError: a kwarg would load other weights, or timm fails to build or load.
+    """
+    import timm
+
+    refused = [k for k in _REFUSED_KWARGS if k in kwargs and k != "pretrained"]
+    if refused or "pretrained" in kwargs:
+        raise ModelLoadError(
+            f"--arch-kwargs sets {', '.join(refused or ['pretrained'])}, which would change the weights timm loads",
+            fix="drop it; --pretrained loads the weights named by the model source",
+        )
+    extra: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
+    try:
+        with fused_attention(fused_attn), hub_cache.hf_hub_mode(allow_download):
+            return timm.create_model(model_name, pretrained=True, **extra, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - builder, hub and state-dict failures all end here
+        raise ModelLoadError(
+            f"timm could not build '{model_name}' with its pretrained weights and arch kwargs {kwargs}: {one_line(exc)}",
+            fix="check the model name, --arch-kwargs and the Hugging Face cache (pass --download to refetch)",
         ) from exc
 
 
