@@ -11,10 +11,24 @@ When the normalisation was guessed (not given by ``--mean/--std``, the checkpoin
 or the config of pretrained zoo weights), preflight compares the clean accuracy of every
 plausible candidate (the chosen one, identity, the dataset's conventional statistics, the
 architecture zoo's default) on the first ``NORMALISATION_SAMPLES`` audit samples, one
-forward pass per candidate. A candidate is *clearly better* when an exact McNemar test on
-the paired outcomes (a one-sided binomial test on the discordant samples) rejects "no
-better" at ``NORMALISATION_ALPHA``, Bonferroni-corrected over the alternatives. Then the
-audit stops with exit 2 naming it (``--normalisation check``, the default) or switches to
+forward pass per candidate. A candidate is *clearly better* when, at ``NORMALISATION_ALPHA``
+Bonferroni-corrected over the alternatives, either
+
+- an exact McNemar test on the paired outcomes (a one-sided binomial test on the discordant
+  samples) rejects "no better", or
+- it gets at least as many samples right, its mean cross-entropy is at most
+  ``1 / NORMALISATION_NLL_RATIO`` of the guess's, and Vuong's paired likelihood-ratio test (a
+  one-sided z test on the per-sample differences of the cross-entropy, the log-likelihood ratio of
+  the two input contracts) rejects "no better" at ``NORMALISATION_LIKELIHOOD_ALPHA`` per
+  comparison; the effect-size gate, not the level, guards this route against false alarms.
+
+The mean cross-entropy is a proper scoring rule, and it points at the right contract where ranks do
+not: a wrong normalisation usually enlarges the inputs, so the model grows *more* confident on most
+samples (lower loss on most, a rank test prefers it) while the few it gets wrong cost far more.
+
+Accuracy alone has little power: a model trained on raw pixels and fed the dataset's statistics
+often loses only a handful of the 360 digits test samples, while its loss doubles and every
+gradient-based number moves. Then the audit stops with exit 2 naming it (``--normalisation check``, the default) or switches to
 the best (``--normalisation auto``). Otherwise the ``normalisation_guessed`` flag (info)
 records that the contract was guessed and checked.
 
@@ -45,6 +59,8 @@ PREFLIGHT_SAMPLES = 64
 # (the typical case), at the cost of one forward pass per candidate over them.
 NORMALISATION_SAMPLES = 512
 NORMALISATION_ALPHA = 0.01
+NORMALISATION_NLL_RATIO = 2.0
+NORMALISATION_LIKELIHOOD_ALPHA = 0.05
 _CHUNK = 256
 SOURCE = "preflight"
 # Input sizes tried (one sample each) when the forward pass fails, to suggest a --resize that works.
@@ -162,29 +178,37 @@ def _check_normalisation(model: AuditModel, data: AuditData, device: torch.devic
         return
     n = min(len(data), NORMALISATION_SAMPLES)
     x, y = data.x[:n], data.y[:n].to(device)
-    correct = [_correct_under(model, cand, x, y, device) for cand in candidates]
+    scored = [_scores_under(model, cand, x, y, device) for cand in candidates]
     model.set_normalisation(chosen)
-    base = correct[0]
+    base, base_nll = scored[0]
     alpha = NORMALISATION_ALPHA / (len(candidates) - 1)
     rows: list[dict[str, Any]] = []
-    for cand, right in zip(candidates, correct):
+    for cand, (right, nll) in zip(candidates, scored):
         gained = int((right & ~base).sum())
         lost = int((base & ~right).sum())
         p = 1.0 if cand is chosen or gained + lost == 0 else float(binomtest(gained, gained + lost, 0.5,
                                                                             alternative="greater").pvalue)
+        p_lr = 1.0 if cand is chosen else _vuong_p(base_nll - nll)
+        by_accuracy = gained > lost and p < alpha
+        by_likelihood = (gained >= lost and p_lr < NORMALISATION_LIKELIHOOD_ALPHA
+                         and float(nll.mean()) * NORMALISATION_NLL_RATIO <= float(base_nll.mean()))
         rows.append({"source": cand.source, "mean": list(cand.mean), "std": list(cand.std), "correct": int(right.sum()),
                      "accuracy": float(right.float().mean()), "chosen": cand is chosen, "gained": gained, "lost": lost,
-                     "p_value": p, "clearly_better": cand is not chosen and gained > lost and p < alpha})
+                     "p_value": p, "mean_nll": float(nll.mean()), "likelihood_p_value": p_lr,
+                     "clearly_better": cand is not chosen and (by_accuracy or by_likelihood)})
     better = [i for i, row in enumerate(rows) if row["clearly_better"]]
-    best = max(better, key=lambda i: (rows[i]["correct"], -rows[i]["p_value"])) if better else None
-    stats: dict[str, Any] = {"ran": True, "samples": n, "test": "mcnemar_exact_one_sided", "alpha": NORMALISATION_ALPHA,
+    best = max(better, key=lambda i: (rows[i]["correct"], -rows[i]["mean_nll"])) if better else None
+    stats: dict[str, Any] = {"ran": True, "samples": n, "test": "mcnemar_exact_one_sided+vuong_likelihood_ratio",
+                             "nll_ratio": NORMALISATION_NLL_RATIO, "likelihood_alpha": NORMALISATION_LIKELIHOOD_ALPHA,
+                             "alpha": NORMALISATION_ALPHA,
                              "alpha_per_comparison": alpha, "mode": prov.normalisation_mode, "candidates": rows,
                              "decision": "kept"}
     report.stats["normalisation_check"] = stats
     if best is None:
         top = max(rows[1:], key=lambda r: r["correct"])
         _guessed_flag(report, chosen, f"checked on {n} samples: {rows[0]['correct']}/{n} correct; the best alternative "
-                      f"({top['source']}) gets {top['correct']}/{n}, not clearly better (McNemar p = {top['p_value']:.2g})")
+                      f"({top['source']}) gets {top['correct']}/{n}, not clearly better (McNemar p = {top['p_value']:.2g}, "
+                      f"mean cross-entropy {top['mean_nll']:.3g} vs {rows[0]['mean_nll']:.3g})")
         return
     win, row = candidates[best], rows[best]
     if prov.normalisation_mode == "auto":
@@ -192,25 +216,44 @@ def _check_normalisation(model: AuditModel, data: AuditData, device: torch.devic
         stats["decision"] = "switched"
         _guessed_flag(report, model.provenance.normalisation,
                       f"--normalisation auto took {win.source} ({row['correct']}/{n} correct) over the guessed "
-                      f"{chosen.source} ({rows[0]['correct']}/{n}; McNemar p = {row['p_value']:.2g})")
+                      f"{chosen.source} ({rows[0]['correct']}/{n}; {_evidence(row, rows[0])})")
         return
     raise PreflightError(
         f"the normalisation was guessed ({_describe(chosen)}) and gives {rows[0]['correct']}/{n} correct on the "
-        f"preflight samples, but {_describe(win)} gives {row['correct']}/{n} (exact McNemar p = {row['p_value']:.2g})",
+        f"preflight samples, but {_describe(win)} gives {row['correct']}/{n} ({_evidence(row, rows[0])})",
         fix=f"pass --mean {_csv(win.mean)} --std {_csv(win.std)} if the model was trained that way, or "
             "--normalisation auto to take the best candidate",
     )
 
 
-def _correct_under(model: AuditModel, norm: Normalisation, x: torch.Tensor, y: torch.Tensor,
-                   device: torch.device) -> torch.Tensor:
-    """N booleans: is the prediction right with ``norm`` folded in (one forward pass over ``x``)."""
+def _scores_under(model: AuditModel, norm: Normalisation, x: torch.Tensor, y: torch.Tensor,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """With ``norm`` folded in, one forward pass over ``x``: (N booleans: is the prediction right,
+    N float64 cross-entropies in nats)."""
     model.set_normalisation(norm)
-    out = []
+    logits = []
     with torch.no_grad():
         for start in range(0, len(x), _CHUNK):
-            out.append(_forward(model, x[start:start + _CHUNK].to(device)).argmax(dim=1))
-    return torch.cat(out) == y
+            logits.append(_forward(model, x[start:start + _CHUNK].to(device)).double())
+    z = torch.cat(logits)
+    return z.argmax(dim=1) == y, F.cross_entropy(z, y, reduction="none").cpu()
+
+
+def _vuong_p(diff: torch.Tensor) -> float:
+    """One-sided p of Vuong's paired likelihood-ratio test that the mean of ``diff`` (the guess's
+    per-sample cross-entropy minus the alternative's, nats) is positive: z = √n · mean / sd."""
+    from scipy.stats import norm
+
+    d = diff.double()
+    sd = float(d.std(unbiased=True)) if len(d) > 1 else 0.0
+    if not sd > 0:
+        return 0.0 if float(d.mean()) > 0 else 1.0
+    return float(norm.sf(float(d.mean()) / sd * len(d) ** 0.5))
+
+
+def _evidence(row: dict[str, Any], guess: dict[str, Any]) -> str:
+    return (f"exact McNemar p = {row['p_value']:.2g}; mean cross-entropy {row['mean_nll']:.3g} vs "
+            f"{guess['mean_nll']:.3g} nats, Vuong p = {row['likelihood_p_value']:.2g}")
 
 
 def _guessed_flag(report: PreflightReport, norm: Normalisation, detail: str) -> None:

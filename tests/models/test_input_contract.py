@@ -263,3 +263,69 @@ def test_normalisation_auto_config_key(tmp_path, capsys) -> None:
     code, err = _cli(["--config", str(config), *_base(ckpt, tmp_path / "out", "--arch", arch)], capsys)
     assert code == ExitCode.OK, err
     assert _results(tmp_path / "out")["model"]["normalisation"]["source"] == "auto:identity"
+
+
+def _trained_raw_pixel_cnn(tmp_path: Path) -> Path:
+    """The demo's DigitsCNN trained on raw [0, 1] pixels (seed 1, the demo's recipe), saved without metadata.
+
+    On the dataset's statistics it still gets 350 of the 360 test samples right against 351 on raw
+    pixels: accuracy cannot tell the contracts apart, its cross-entropy can (0.171 vs 0.075 nats).
+    """
+    import sys
+
+    import torch.nn.functional as F
+
+    from demo import REPO
+
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        from digits_cnn import DigitsCNN
+    finally:
+        sys.path.remove(str(REPO / "examples"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(1)
+        x, y, _ = digits_split("train")
+        x, y = torch.from_numpy(x), torch.from_numpy(y)
+        net = DigitsCNN()
+        opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+        for _ in range(150):
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    path = tmp_path / "raw_cnn.safetensors"
+    save_file({k: v.contiguous() for k, v in net.eval().state_dict().items()}, str(path))
+    return path
+
+
+@pytest.mark.slow
+def test_a_wrong_guess_that_costs_little_accuracy_is_caught_by_the_likelihood(tmp_path, capsys) -> None:
+    """McNemar alone has no power here; Vuong's likelihood-ratio test with the halved cross-entropy has."""
+    from demo import DEMO_ARCH
+
+    ckpt = _trained_raw_pixel_cnn(tmp_path)
+    code, err = _cli(_base(ckpt, tmp_path / "guess", "--arch", DEMO_ARCH), capsys)
+    line = _error_line(err)
+    assert code == ExitCode.USAGE
+    assert "identity" in line and "--mean 0 --std 1" in line and "Vuong" in line, line
+
+    code, err = _cli(_base(ckpt, tmp_path / "auto", "--arch", DEMO_ARCH, "--normalisation", "auto"), capsys)
+    assert code == ExitCode.OK, err
+    code, err = _cli(_base(ckpt, tmp_path / "stated", "--arch", DEMO_ARCH, "--mean", "0", "--std", "1"), capsys)
+    assert code == ExitCode.OK, err
+    auto, stated = _results(tmp_path / "auto"), _results(tmp_path / "stated")
+    assert auto["probes"]["clean"]["summary"]["accuracy"] == stated["probes"]["clean"]["summary"]["accuracy"]
+    by_source = {c["source"]: c for c in auto["preflight"]["stats"]["normalisation_check"]["candidates"]}
+    guess, identity = by_source["dataset"], by_source["identity"]
+    assert identity["p_value"] > 0.01  # the accuracy route alone would have kept the wrong guess
+    assert identity["correct"] >= guess["correct"] and 2 * identity["mean_nll"] <= guess["mean_nll"]
+    # the recorded cross-entropies are the model's own, recomputed here under each contract
+    x, y, _ = digits_split("test")
+    net = load_model(ModelRequest(str(ckpt), arch=DEMO_ARCH, mean=(0.0,), std=(1.0,)),
+                     DatasetInfo("digits", 10, 1, (8, 8))).eval()
+    with torch.no_grad():
+        nll = torch.nn.functional.cross_entropy(net(torch.from_numpy(x)).double(), torch.from_numpy(y))
+    assert identity["mean_nll"] == pytest.approx(float(nll), rel=1e-6)
