@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from robaudit.errors import UsageError
+from robaudit.errors import RobauditError, UsageError
 from robaudit.exitcodes import ExitCode
 
 GATE_EPILOG = """
@@ -111,7 +111,15 @@ def gate(ctx: click.Context, results_dir: Path, rules_path: Path | None, baselin
     from robaudit.results import store
 
     _setup_logging(quiet, debug)
-    rules = load_rules(rules_path) if rules_path is not None else rules_from_config(ctx)
+    try:
+        rules = load_rules(rules_path) if rules_path is not None else rules_from_config(ctx)
+    except RobauditError as exc:  # as when the gate itself stops: no earlier verdict may be left standing
+        from robaudit.gate.outputs import JUNIT_FILE, MARKDOWN_FILE, write_stopped_outputs
+
+        write_stopped_outputs(exc.one_line(), status="error", results_dir=Path(results_dir),
+                              junit=junit if junit is not None else Path(results_dir) / JUNIT_FILE,
+                              markdown_path=markdown if markdown is not None else Path(results_dir) / MARKDOWN_FILE)
+        raise
     outcome = run_gate(results_dir, rules, baseline_dir=baseline, allow_mismatch=_allow(allow_mismatch), junit=junit,
                        markdown=markdown, record=not no_record)
     _report(outcome, quiet, to_stderr=False)

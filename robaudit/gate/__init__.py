@@ -16,9 +16,11 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
+from robaudit.errors import RobauditError
+
 from robaudit.gate.baseline import BaselineMismatchError, Run
 from robaudit.gate.evaluate import GateOutcome, GateValueError, NothingToGateError, RuleOutcome, evaluate_gate
-from robaudit.gate.outputs import JUNIT_FILE, MARKDOWN_FILE, write_outputs
+from robaudit.gate.outputs import JUNIT_FILE, MARKDOWN_FILE, write_outputs, write_stopped_outputs
 from robaudit.gate.rules import GateRules, GateRulesError, check_rule_paths, load_rules, parse_rules
 
 __all__ = ["BaselineMismatchError", "GateOutcome", "GateRules", "GateRulesError", "GateValueError", "NothingToGateError",
@@ -89,13 +91,28 @@ def gate(results_dir: Path | str, rules: GateRules, *, baseline_dir: Path | None
         read a value that is not a finite number (``outcome.error()`` is then its one-line error).
 
     Raises:
-        GateRulesError, BaselineMismatchError, UsageError: bad rules or inputs, found before anything
-            is written (exit 2).
+        GateRulesError, BaselineMismatchError, UsageError: bad rules or inputs (exit 2); then, as for
+            NothingToGateError, the JUnit and Markdown files say that the gate stopped (never an
+            earlier verdict), and ``results.json`` is left unchanged.
         NothingToGateError: no probe finished (exit 5).
     """
+    results_dir = Path(results_dir)
+    junit = junit if junit is not None else results_dir / JUNIT_FILE
+    markdown = markdown if markdown is not None else results_dir / MARKDOWN_FILE
+    try:
+        return _gate(results_dir, rules, baseline_dir=baseline_dir, allow_mismatch=allow_mismatch, junit=junit,
+                     markdown=markdown, record=record, known_probes=known_probes)
+    except RobauditError as exc:
+        status = "nothing_to_gate" if isinstance(exc, NothingToGateError) else "error"
+        write_stopped_outputs(exc.one_line(), status=status, results_dir=results_dir, junit=junit,
+                              markdown_path=markdown)
+        raise
+
+
+def _gate(results_dir: Path, rules: GateRules, *, baseline_dir: Path | None, allow_mismatch: Iterable[str],
+          junit: Path, markdown: Path, record: bool, known_probes: Iterable[str] | None) -> GateOutcome:
     from robaudit.gate.rules import MISMATCHES
 
-    results_dir = Path(results_dir)
     extra = set(allow_mismatch)
     unknown = extra - set(MISMATCHES)
     if unknown:
@@ -112,6 +129,5 @@ def gate(results_dir: Path | str, rules: GateRules, *, baseline_dir: Path | None
     baseline = load_baseline(rules, baseline_dir)
     names = registered_probe_names() if known_probes is None else list(known_probes)
     outcome = evaluate_gate(candidate, rules, baseline, names)
-    write_outputs(outcome, junit=junit if junit is not None else results_dir / JUNIT_FILE,
-                  markdown_path=markdown if markdown is not None else results_dir / MARKDOWN_FILE, record=record)
+    write_outputs(outcome, junit=junit, markdown_path=markdown, record=record)
     return outcome

@@ -7,10 +7,13 @@
   when that variable is set (GitHub Actions shows it on the run's page).
 
 Every output is rendered from the final :class:`~robaudit.gate.evaluate.GateOutcome` before the
-first one is written, and all of them state the same verdict as the exit code.
+first one is written, and all of them state the same verdict as the exit code. A gate that stops
+before a verdict (exit 2 or 5) replaces an earlier gate's JUnit and Markdown files with ones that
+say so (:func:`write_stopped_outputs`).
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import xml.etree.ElementTree as ET
@@ -21,6 +24,8 @@ from robaudit.errors import UsageError
 from robaudit.gate.evaluate import GateOutcome, RuleOutcome, describe_noise, format_value
 from robaudit.gate.rules import MetricRule
 from robaudit.results import store
+
+log = logging.getLogger("robaudit.gate")
 
 JUNIT_FILE = "gate-junit.xml"
 MARKDOWN_FILE = "gate-summary.md"
@@ -204,3 +209,46 @@ def write_outputs(outcome: GateOutcome, *, junit: Path | None, markdown_path: Pa
                              fix="point GITHUB_STEP_SUMMARY at a writable file, or unset it") from None
         written["github"] = Path(summary)
     return written
+
+
+def write_stopped_outputs(line: str, *, status: str, results_dir: Path, junit: Path | None,
+                          markdown_path: Path | None) -> None:
+    """When the gate stops before a verdict (bad rules or results: exit 2; nothing to gate: exit 5),
+    replace the JUnit file and the Markdown summary of an earlier gate in the same place with ones
+    that say so, and append to ``$GITHUB_STEP_SUMMARY``: a stale ✅ must never outlive a failed gate.
+
+    Best effort: a file that cannot be written is left alone, and the caller raises its own error.
+    Nothing is created in a directory that does not exist.
+
+    Args:
+        line: the one-line message the CLI prints.
+        status: ``error`` or ``nothing_to_gate``.
+    """
+    icon, title = ("❌", "robaudit gate ERROR") if status == "error" else ("⚠️", "robaudit gate: nothing to gate")
+    md = f"### {icon} {title}\n\nResults `{results_dir}`: {_md_cell(line)}\n"
+    suites = ET.Element("testsuites", name="robaudit gate", tests="1", failures="0",
+                        errors="1" if status == "error" else "0", skipped="0" if status == "error" else "1", time="0")
+    suite = ET.SubElement(suites, "testsuite", name=f"robaudit gate {results_dir}", tests="1", failures="0",
+                          errors="1" if status == "error" else "0", skipped="0" if status == "error" else "1",
+                          time="0", hostname=socket.gethostname())
+    case = ET.SubElement(suite, "testcase", name="robaudit gate", classname="robaudit.gate", time="0")
+    if status == "error":
+        ET.SubElement(case, "error", message=line, type="gate.stopped").text = line
+    else:
+        ET.SubElement(case, "skipped", message=line)
+    ET.indent(suites)
+    xml = '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+    targets = [(junit, xml), (markdown_path, md)]
+    for path, text in targets:
+        if path is not None and Path(path).parent.is_dir():
+            try:
+                store.atomic_write_text(Path(path), text)
+            except (OSError, UsageError) as exc:
+                log.debug("could not write %s: %s", path, exc)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        try:
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(md + "\n")
+        except OSError as exc:
+            log.debug("could not append to $GITHUB_STEP_SUMMARY: %s", exc)

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from junitparser import Error, JUnitXml
 
 from gate_helpers import cli, error_line, write_rules
 from robaudit.exitcodes import ExitCode
@@ -55,7 +56,10 @@ def test_bad_rules_give_one_line_with_a_fix(candidate: Path, tmp_path: Path, tex
         assert fragment in line, line
     assert "Fix:" in line
     assert (candidate / "results.json").read_bytes() == before  # nothing recorded
-    assert not (candidate / "gate-junit.xml").exists()
+    # the JUnit file says the gate stopped, with the same line: one test case, in error
+    (suite,) = JUnitXml.fromfile(str(candidate / "gate-junit.xml"))
+    (case,) = list(suite)
+    assert isinstance(case.result[0], Error) and case.result[0].message in line
 
 
 def test_missing_rules_and_results(candidate: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -54,8 +54,14 @@ def _gate(run: Path, rules: Path, *extra: str) -> tuple[int, str, str]:
 
 
 def _nothing_claims_a_pass(run: Path) -> None:
-    for name in ("gate-junit.xml", "gate-summary.md"):
-        assert not (run / name).exists(), name
+    """No JUnit test case passed and no Markdown heading says ✅ (a gate that stopped may say so)."""
+    if (run / "gate-junit.xml").exists():
+        for suite in JUnitXml.fromfile(str(run / "gate-junit.xml")):
+            for case in suite:
+                assert case.result, f"test case {case.name} passed"
+    if (run / "gate-summary.md").exists():
+        heading = (run / "gate-summary.md").read_text(encoding="utf-8").splitlines()[0]
+        assert "✅" not in heading and heading.startswith(("### ❌", "### ⚠️")), heading
 
 
 def _written_as_error(run: Path, rule_id: str) -> None:
@@ -280,3 +286,24 @@ def test_python_api_never_passes_a_non_finite_value(where: str, bad: float) -> N
     assert outcome.status == "error" and outcome.exit_code == ExitCode.USAGE
     error = outcome.error()
     assert error is not None and f"the {where}'s {ACC_VALUE} is {'NaN' if bad != bad else ('Infinity' if bad > 0 else '-Infinity')}" in error.message
+
+
+def test_a_gate_that_stops_replaces_an_earlier_passing_verdict(candidate: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A passing gate's JUnit and Markdown files, then a gate that stops (exit 2): no ✅ is left behind."""
+    summary = tmp_path / "step-summary.md"
+    rules = write_rules(tmp_path / "r.toml", f"[[rule]]\nmetric = {ACC}\nthreshold = 0.5\n")
+    code, _, err = _gate(candidate, rules)
+    assert code == ExitCode.OK, err
+    assert "✅" in (candidate / "gate-summary.md").read_text(encoding="utf-8")
+    _set_value(candidate, float("nan"))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    code, _, err = _gate(candidate, rules)
+    line = error_line(err)
+    assert code == ExitCode.USAGE
+    _nothing_claims_a_pass(candidate)
+    (suite,) = JUnitXml.fromfile(str(candidate / "gate-junit.xml"))
+    (case,) = list(suite)
+    assert isinstance(case.result[0], Error) and case.result[0].message in line
+    assert (candidate / "gate-summary.md").read_text(encoding="utf-8").startswith("### ❌ robaudit gate ERROR")
+    assert summary.read_text(encoding="utf-8").startswith("### ❌ robaudit gate ERROR")
