@@ -435,6 +435,11 @@ def _labels(path: Path, value: Any, n: int) -> np.ndarray:
     return y
 
 
+MAX_CLASSES = 1_000_000
+"""More classes than any classifier robaudit audits (ImageNet-21k has 21,841); a larger count comes
+from a corrupt label or ``num_classes``, and building a model head for it would exhaust memory."""
+
+
 def _classes(path: Path, contents: Any, y: np.ndarray) -> tuple[int, list[str] | None]:
     keys = contents.files if hasattr(contents, "files") else list(contents)
     names: list[str] | None = None
@@ -453,6 +458,13 @@ def _classes(path: Path, contents: Any, y: np.ndarray) -> tuple[int, list[str] |
         k = len(names)
     else:
         k = int(y.max()) + 1 if len(y) else 0
+    if k > MAX_CLASSES:
+        where = "its num_classes" if "num_classes" in keys else f"its largest label {int(y.max())}"
+        raise DataError(
+            f"{path} has {k:,} classes by {where}, more than the {MAX_CLASSES:,} robaudit supports: "
+            "a label or num_classes is corrupt",
+            fix="store y as class indices 0 … K−1 (and num_classes = K)",
+        )
     if names is not None and len(names) != k:
         raise DataError(
             f"{path} names {len(names)} classes in class_names but has {k} classes",

@@ -181,3 +181,21 @@ def test_bad_labels_say_what_is_wrong(tmp_path: Path, suffix: str, labels: np.nd
     code, line = _validate(path)
     assert code == ExitCode.USAGE
     assert f"y in {path} {said}" in line and "Fix:" in line
+
+
+@pytest.mark.parametrize("how", ["label", "num_classes"])
+def test_an_absurd_class_count_is_named_before_any_model_is_built(tmp_path: Path, how: str) -> None:
+    """A label of 2**40 (or num_classes = 10**12) would ask for a model head larger than any memory."""
+    x, _ = _digits()
+    y = np.arange(30) % 10
+    path = tmp_path / "d.npz"
+    if how == "label":
+        y[7] = 2**40
+        np.savez(path, x=x, y=y)
+    else:
+        np.savez(path, x=x, y=y, num_classes=np.int64(10**12))
+    code, line = _validate(path)
+    assert code == ExitCode.USAGE
+    said = "its largest label 1099511627776" if how == "label" else "its num_classes"
+    assert f"has {(2**40 + 1 if how == 'label' else 10**12):,} classes by {said}" in line, line
+    assert "Fix:" in line
