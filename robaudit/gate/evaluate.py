@@ -32,7 +32,15 @@ from robaudit.errors import RobauditError, UsageError, did_you_mean
 from robaudit.exitcodes import ExitCode
 from robaudit.gate import stats
 from robaudit.gate.baseline import Run, check_comparable, describe_baseline
-from robaudit.gate.paths import PathError, describe_node, direction_from_metadata, format_path, is_estimate, resolve
+from robaudit.gate.paths import (
+    PathError,
+    describe_node,
+    direction_from_metadata,
+    format_path,
+    is_estimate,
+    resolve,
+    stored_budgets,
+)
 from robaudit.gate.rules import FlagRule, GateRules, GateRulesError, MetricRule, Rule
 from robaudit.results.serialise import to_jsonable
 
@@ -293,7 +301,7 @@ def _read_metric(run: Run, rule: MetricRule, role: str, known: set[str], other: 
         root = _probe_entry(run, path[1], rule, role, known, other)
         offset = 2
     try:
-        node, taken = resolve(root, tuple(path[offset:]))
+        node, taken = resolve(root, tuple(path[offset:]), stored_budgets(run.results))
     except PathError as exc:
         where = format_path(tuple(path[:offset]) + exc.path[: exc.depth])
         reason = f"{exc.reason} under {where}" + (f"; {exc.suggestion}" if exc.suggestion else "")

@@ -16,6 +16,7 @@ Example: ``["probes", "clean", "summary", "accuracy"]``, or for an ε sweep stor
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Union
@@ -138,8 +139,42 @@ def _describe_list(node: list[Any]) -> list[str]:
     return [f"[{i}]" for i in range(len(node))] if node else []
 
 
-def _match_numeric_key(node: dict[str, Any], number: float) -> list[str]:
-    return [k for k in node if (v := as_number(k)) is not None and _close(v, number)]
+def _match_numeric_key(node: dict[str, Any], number: float, numbers: Sequence[float]) -> list[str]:
+    """The keys that robaudit wrote for ``number``: ε budgets and class indices.
+
+    Keys are written by the threat model's one formatter (:func:`robaudit.threat_model.eps_key`) and
+    never parsed back. A rule's number matches a budget among ``numbers`` (the ε the run stored as
+    numbers) to ``REL_TOL``, so ``8/255`` and ``0.03137`` both find ``0.0313725``; any other number
+    matches only the key that ``eps_key`` writes for it.
+    """
+    from robaudit.threat_model import eps_key
+
+    known = [e for e in numbers if _close(e, number)] or [number]
+    return sorted({eps_key(e) for e in known} & set(node))
+
+
+def stored_budgets(results: Any) -> tuple[float, ...]:
+    """Every ε a results file stores as a number: the threat model's lists and references, and the
+    ``eps`` list of each probe's summary (a probe knob may set its own)."""
+    found: list[float] = []
+
+    def add(values: Any) -> None:
+        for v in values if isinstance(values, list) else [values]:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                found.append(float(v))
+
+    if not isinstance(results, dict):
+        return ()
+    norms = (results.get("threat_model") or {}).get("norms") if isinstance(results.get("threat_model"), dict) else None
+    for budget in (norms or {}).values():
+        if isinstance(budget, dict):
+            add(budget.get("eps"))
+            add(budget.get("reference"))
+    for entry in (results.get("probes") or {}).values() if isinstance(results.get("probes"), dict) else ():
+        summary = entry.get("summary") if isinstance(entry, dict) else None
+        if isinstance(summary, dict):
+            add(summary.get("eps"))
+    return tuple(sorted(set(found)))
 
 
 def _select(records: list[tuple[str, Any]], selector: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -147,8 +182,12 @@ def _select(records: list[tuple[str, Any]], selector: dict[str, Any]) -> list[tu
             if isinstance(rec, dict) and all(k in rec and _values_match(v, rec[k]) for k, v in selector.items())]
 
 
-def resolve(root: Any, path: tuple[Segment, ...]) -> tuple[Any, tuple[Any, ...]]:
+def resolve(root: Any, path: tuple[Segment, ...], numbers: Sequence[float] = ()) -> tuple[Any, tuple[Any, ...]]:
     """Follow ``path`` from ``root``.
+
+    Args:
+        numbers: the ε budgets the run stores as numbers (:func:`stored_budgets`), which a numeric
+            segment matches to ``REL_TOL`` before its key is looked up.
 
     Returns:
         (the node reached, the actual keys/indices taken at each step).
@@ -196,7 +235,7 @@ def resolve(root: Any, path: tuple[Segment, ...]) -> tuple[Any, tuple[Any, ...]]
                 continue
             number = as_number(seg)
             if number is not None:
-                matches = _match_numeric_key(node, number)
+                matches = _match_numeric_key(node, number, numbers)
                 if len(matches) == 1:
                     taken.append(matches[0])
                     node = node[matches[0]]

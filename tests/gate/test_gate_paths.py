@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from robaudit.gate.paths import PathError, direction_from_metadata, resolve
+from robaudit.gate.paths import PathError, direction_from_metadata, resolve, stored_budgets
 
 SUMMARY = {
     "accuracy": {"value": 0.9, "low": 0.8, "high": 0.95, "level": 0.95, "method": "wilson", "n": 60},
@@ -12,6 +12,19 @@ SUMMARY = {
     "sweep": [{"eps": 0.1, "norm": "linf", "accuracy": 0.4}, {"eps": 0.1, "norm": "l2", "accuracy": 0.6},
               {"eps": 0.3, "norm": "linf", "accuracy": 0.1}],
 }
+BUDGETS = (0.05, 0.1, 8 / 255)  # the ε the run stores as numbers, beside their text keys
+
+
+def test_numeric_keys_are_found_by_formatting_the_stored_budgets_never_by_parsing_keys() -> None:
+    """A key that merely parses to the number is not matched: only the key robaudit writes for a budget."""
+    summary = {"robust_accuracy": {"0.0313725": 0.8, "3.137e-2": 0.1}}
+    node, keys = resolve(summary, ("robust_accuracy", "8/255"), BUDGETS)
+    assert (node, keys) == (0.8, ("robust_accuracy", "0.0313725"))
+    with pytest.raises(PathError, match="no key"):
+        resolve({"robust_accuracy": {"3.137e-2": 0.1}}, ("robust_accuracy", 0.03137), ())
+    results = {"threat_model": {"norms": {"linf": {"eps": [0.1, 8 / 255], "reference": 8 / 255}}},
+               "probes": {"attack.x": {"summary": {"eps": [0.25]}}, "clean": {"summary": {"accuracy": 1.0}}}}
+    assert stored_budgets(results) == (8 / 255, 0.1, 0.25)
 
 
 @pytest.mark.parametrize(("path", "expected", "taken"), [
@@ -26,7 +39,7 @@ SUMMARY = {
     (("sweep", {"eps": 0.1, "norm": "l2"}, "accuracy"), 0.6, ("sweep", 1, "accuracy")),
 ])
 def test_paths_resolve_keys_indices_numbers_and_selectors(path: tuple, expected: object, taken: tuple) -> None:
-    node, keys = resolve(SUMMARY, path)
+    node, keys = resolve(SUMMARY, path, BUDGETS)
     assert node == expected
     assert keys == taken
 
@@ -42,7 +55,7 @@ def test_paths_resolve_keys_indices_numbers_and_selectors(path: tuple, expected:
 ])
 def test_bad_paths_say_where_and_suggest(path: tuple, depth: int, reason: str, suggest: str) -> None:
     with pytest.raises(PathError) as info:
-        resolve(SUMMARY, path)
+        resolve(SUMMARY, path, BUDGETS)
     err = info.value
     assert err.depth == depth
     assert reason in err.reason
