@@ -19,8 +19,10 @@ from typing import Any
 
 import jinja2
 
+from robaudit.analysis.ranking import distinct_labels, rank_indicators, top_and_worst
 from robaudit.errors import InternalError
 from robaudit.report import figures
+from robaudit.report.verdict import verdict
 from robaudit.results import store
 
 TEMPLATE = "report.html.j2"
@@ -141,7 +143,24 @@ def build_context(results: dict[str, Any]) -> dict[str, Any]:
         "figures": figs,
         "severities": severities,
         "headline": headline_robustness(ok),
+        "verdict": verdict(results),
+        "ranked": ranked_indicators(results),
     }
+
+
+def ranked_indicators(results: dict[str, Any], k: int = 5) -> dict[str, Any]:
+    """The ``#top-indicators`` table: the top ``k`` and worst ``k`` indicators of
+    :func:`~robaudit.analysis.ranking.rank_indicators`, with display labels."""
+    analysis = results.get("analysis") or {}
+    rows = rank_indicators(analysis) if analysis.get("tests") else []
+    labels = distinct_labels(analysis.get("labels", {}))
+    for i, row in enumerate(rows, 1):
+        row.update(rank=i, label=labels.get(row["indicator"], row["indicator"]),
+                   outcome_label=labels.get(row["outcome"], row["outcome"]))
+    top, worst = top_and_worst(rows, k)
+    method = analysis.get("method") or {}
+    return {"rows": rows, "top": top, "worst": worst, "hidden": len(rows) - len(top) - len(worst),
+            "alpha": method.get("alpha", 0.05), "level_pct": round(100 * method.get("level", 0.95))}
 
 
 NORM_NAMES = {"linf": "L∞", "l2": "L2"}
