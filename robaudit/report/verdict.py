@@ -3,15 +3,18 @@
 :func:`verdict_sentence` is what the report shows at the top (``#verdict``) and what the console
 summary prints. It reads only ``results.json``: the threat model's reference budget and its source
 (:class:`~robaudit.threat_model.ThreatModel` owns it), ``attack.worst_case`` (the per-sample worst
-case and its Wilson interval) and the attack-outcome table (which attacks answered at that budget).
+case and its Wilson interval; without it, the same interval from the outcome table's counts) and the
+attack-outcome table (which attacks answered at that budget).
 No HTML here.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from robaudit.probes.base import wilson_interval
 from robaudit.threat_model import eps_key, same_eps
 
 NORM_NAMES = {"linf": "L∞", "l2": "L2"}
@@ -99,10 +102,13 @@ def verdict(results: dict[str, Any]) -> Verdict:
     entry = next((e for e in results["attack_outcomes"]["norms"][norm]["by_eps"] if same_eps(e["eps"], eps)), None)
     worst = ((results.get("probes", {}).get("attack.worst_case", {}).get("summary") or {}).get(norm) or {})
     est = (worst.get("robust_accuracy") or {}).get(eps_key(eps))
+    if entry is not None and (not est or est.get("value") is None):  # no attack.worst_case: from the table's counts
+        n = int(results["attack_outcomes"]["n"])
+        est = dataclasses.asdict(wilson_interval(n - int(entry["broken"]), n)) if n else None
     if entry is None or not est or est.get("value") is None:
         return Verdict(norm, eps, source, None, None, None, None, (), False,
                        f"{head}, no attack ran at this budget, so the audit gives no verdict there; "
-                       f"add it to the sweep (--eps {norm}=…) or run attack.worst_case.")
+                       f"add it to the sweep (--eps {norm}=…).")
     attacks = tuple(entry["attacks"])
     names = " + ".join(attack_name(a, results) for a in attacks)
     needs_aa = norm == "linf" and family in AUTOATTACK_FAMILIES
