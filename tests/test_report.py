@@ -183,4 +183,4 @@ def test_data_section_shows_skipped_images_and_the_class_restriction(demo_copy: 
     html = render_report(demo_copy).read_text()
     provenance = html[html.index('id="provenance"'):html.index('id="clean"')]
     assert "1 could not be decoded and were skipped" in provenance and "val/broken.JPEG" in provenance
-    assert "200 classes of <strong>imagenet-r</strong>" in provenance and "model&#39;s 1000" in provenance
+    assert "200 classes of <strong>imagenet-r</strong>" in provenance and "model's 1000" in provenance
