@@ -1,4 +1,4 @@
-"""Report section 5, input geometry: headline medians by group, Yao's Theorem 1 verdict, Yu's
+"""Report section, input geometry: headline medians by group, Yao's Theorem 1 verdict, Yu's
 indicator, distributions split by correct / robust, decision and loss surfaces, Jacobian heat-maps.
 
 Everything comes from ``results.json`` (summaries and artifacts of the ``geometry.*`` probes), so
