@@ -32,10 +32,10 @@ IMPORTS = [sys.executable, "-c", "import torch, timm"]
 TARGET = 1.5
 
 
-def child_cpu(cmd: list[str]) -> float:
+def child_cpu(cmd: list[str], cwd: Path | None = None) -> float:
     """CPU seconds (user + system) of one run of ``cmd`` as a child process; fails on a non-zero exit."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=cwd)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
@@ -67,7 +67,9 @@ def main() -> None:
             imports.append(child_cpu(IMPORTS))
             renders.append(child_cpu([*ROBAUDIT, "report", str(audit)]))
             if args.baseline_python:
-                baseline.append(child_cpu([str(args.baseline_python), "-m", "robaudit", "report", str(baseline_dir)]))
+                # run outside this checkout, or ``-m robaudit`` would import it from the working directory
+                baseline.append(child_cpu([str(args.baseline_python), "-m", "robaudit", "report", str(baseline_dir)],
+                                          cwd=Path(tmp)))
     label = 'python -c "import torch, timm"'
     print(f"{'command':<44} {'median CPU s':>12} {'ratio':>7}")
     print(f"{label:<44} {statistics.median(imports):>12.2f}")
