@@ -1,6 +1,7 @@
 """The HTML report: self-contained, escaped, sections shown only for probes that ran."""
 from __future__ import annotations
 
+import html as html_module
 import json
 import re
 from pathlib import Path
@@ -75,3 +76,111 @@ def test_the_same_results_render_to_byte_identical_reports(demo_copy: Path) -> N
     second = render_report(demo_copy).read_bytes()
     assert first.count(b"<svg") >= 2
     assert first == second
+
+
+def test_verdict_sentence_states_the_worst_case_at_the_reference_budget_with_its_wilson_interval(demo_run: Path) -> None:
+    """Oracle: the Wilson interval recomputed with scipy from the outcome table's counts at the
+    threat model's reference budget; the sentence prints exactly those numbers and names every attack."""
+    from scipy.stats import binomtest
+
+    from robaudit.report.verdict import attack_name, verdict
+
+    results = json.loads((demo_run / "results.json").read_text())
+    linf = results["threat_model"]["norms"]["linf"]
+    ref = linf["reference"]
+    table = results["attack_outcomes"]
+    entry = next(e for e in table["norms"]["linf"]["by_eps"] if abs(e["eps"] - ref) < 1e-12)
+    robust = table["n"] - entry["broken"]
+    ci = binomtest(robust, table["n"]).proportion_ci(confidence_level=0.95, method="wilson")
+
+    v = verdict(results)
+    assert (v.norm, v.eps, v.budget_source) == ("linf", ref, linf["source"])
+    assert abs(v.value - robust / table["n"]) < 1e-12
+    assert abs(v.low - ci.low) < 1e-9 and abs(v.high - ci.high) < 1e-9
+    numbers = f"{100 * robust / table['n']:.1f} % [{100 * ci.low:.1f}, {100 * ci.high:.1f}]"
+    assert numbers in v.sentence
+    assert set(v.attacks) == set(entry["attacks"])
+    assert " + ".join(attack_name(a, results) for a in entry["attacks"]) in v.sentence
+    assert "reference budget for" in v.sentence and "AutoAttack was not run, so this is an upper bound" in v.sentence
+    html = (demo_run / "report.html").read_text()
+    shown = re.search(r'<p id="verdict"[^>]*>(.*?)</p>', html).group(1)
+    assert numbers in shown
+
+
+def test_verdict_names_a_configured_budget_and_the_autoattack_convention(demo_copy: Path) -> None:
+    """On CIFAR-like data without AutoAttack the sentence says the convention is not met; with a
+    configured list it names the largest configured budget as its source."""
+    from robaudit.report.verdict import format_eps, verdict
+
+    results = json.loads((demo_copy / "results.json").read_text())
+    results["threat_model"]["family"] = "cifar-like"
+    v = verdict(results)
+    assert not v.meets_convention
+    assert "the reference budget for CIFAR-like data" in v.sentence
+    assert "AutoAttack, the field's convention for L∞ on CIFAR/ImageNet, was not run" in v.sentence
+    results["threat_model"]["norms"]["linf"]["source"] = "config"
+    assert "the largest budget you configured with --eps" in verdict(results).sentence
+    assert format_eps(8 / 255, "linf") == "8/255" and format_eps(0.1, "linf") == "0.1"
+    del results["attack_outcomes"]
+    assert verdict(results).sentence.startswith("No attack ran")
+
+
+def test_ranked_indicator_table_follows_the_documented_rule(demo_run: Path) -> None:
+    """Every row's verdict word re-derived from the raw tests (BH p, intervals, partial ρ); the table
+    shows the top five and worst five, and no two indicators share a label."""
+    from robaudit.analysis.ranking import VERDICT_ORDER
+    from robaudit.report.render import ranked_indicators
+
+    results = json.loads((demo_run / "results.json").read_text())
+    analysis = results["analysis"]
+    alpha = analysis["method"]["alpha"]
+    ranked = ranked_indicators(results)
+    rows = ranked["rows"]
+    assert {r["indicator"] for r in rows} == {t["indicator"] for t in analysis["tests"]}
+    for row in rows:
+        tests = [t for t in analysis["tests"] if t["indicator"] == row["indicator"] and t["estimate"]]
+        sig = []
+        for t in tests:
+            null = 0.5 if t["kind"] == "auroc" else 0.0
+            e = t["estimate"]
+            if t["p_adjusted"] is not None and t["p_adjusted"] < alpha and (e["low"] > null or e["high"] < null):
+                sig.append(t)
+        spearman = [t for t in tests if t["kind"] == "spearman"]
+        if not sig:
+            assert row["verdict"] == "does not predict"
+        else:
+            partial = max(spearman, key=lambda t: abs(t["estimate"]["value"]))["partial"]
+            through = partial["value"] is None or partial["low"] <= 0 <= partial["high"]
+            assert row["verdict"] == ("only through confidence" if through else "predicts")
+            best = max(sig, key=lambda t: abs(t["estimate"]["value"] - 0.5) * 2 if t["kind"] == "auroc"
+                       else abs(t["estimate"]["value"]))
+            assert row["outcome"] == best["outcome"]
+    order = [(VERDICT_ORDER.index(r["verdict"]), -r["effect"]) for r in rows]
+    assert order == sorted(order)
+    assert ranked["top"] == rows[:5] and ranked["worst"] == rows[5:][-5:]
+    labels = [r["label"] for r in rows]
+    assert len(set(labels)) == len(labels), labels
+    html = (demo_run / "report.html").read_text()
+    table = html[html.index('id="top-indicators"'):html.index("</table>", html.index('id="top-indicators"'))]
+    for row in ranked["top"] + ranked["worst"]:
+        assert f"<td>{row['label']}</td>" in html_module.unescape(table)
+
+
+def test_every_section_is_numbered_in_order(demo_run: Path) -> None:
+    html = (demo_run / "report.html").read_text()
+    numbers = [int(n) for n in re.findall(r"<h2>(\d+)\. ", html)]
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert len(numbers) == len(re.findall(r"<h2", html))
+    assert re.search(r"<h2>3\. Clean accuracy and calibration</h2>", html)
+
+
+def test_data_section_shows_skipped_images_and_the_class_restriction(demo_copy: Path) -> None:
+    results = json.loads((demo_copy / "results.json").read_text())
+    results["data"]["skipped_images"] = [{"path": "val/broken.JPEG", "reason": "truncated or corrupt (test)"}]
+    results["data"]["class_restriction"] = {"applied": True, "subset": "imagenet-r", "model_classes": 1000,
+                                            "num_classes": 200, "columns": list(range(200)), "synsets": []}
+    (demo_copy / "results.json").write_text(json.dumps(results))
+    html = render_report(demo_copy).read_text()
+    provenance = html[html.index('id="provenance"'):html.index('id="clean"')]
+    assert "1 could not be decoded and were skipped" in provenance and "val/broken.JPEG" in provenance
+    assert "200 classes of <strong>imagenet-r</strong>" in provenance and "model's 1000" in provenance

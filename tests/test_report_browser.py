@@ -36,17 +36,25 @@ def test_report_in_a_real_browser(demo_run: Path, tmp_path: Path) -> None:
     problems: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("request", lambda r: requests.append(r.url))
         page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         page.goto(url, wait_until="load")
         headings = page.locator("h2").all_inner_texts()
+        # the two answers: on the first screen, and above section 3
+        first_screen = {sel: page.locator(sel).bounding_box() for sel in ("#verdict", "#top-indicators")}
+        section3 = page.locator("h2", has_text="3. ").first.bounding_box()
+        page.screenshot(path=str(shot.with_name(shot.stem + "-first-screen.png")))
         svg_count = page.locator("svg").count()
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     assert problems == []
     assert [r for r in requests if not r.startswith("data:")] == [url]
-    assert headings[0].startswith("1. Verdict summary") and any(h.startswith("8. Methods") for h in headings)
+    assert headings[0].startswith("1. Verdict summary") and headings[-1].endswith("Methods")
+    for sel, box in first_screen.items():
+        assert box is not None and box["height"] > 0, sel
+        assert box["y"] + box["height"] <= 1000, (sel, box)
+        assert box["y"] + box["height"] <= section3["y"], (sel, box, section3)
     assert svg_count >= 2
     assert shot.stat().st_size > 50_000

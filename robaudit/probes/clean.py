@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -18,10 +17,13 @@ class CleanAccuracy(Probe):
     largest softmax probability), ``p_true`` (softmax probability of the true class),
     ``loss`` (cross-entropy in nats) and ``logit_margin`` (Yu's decision function
     d(x) = z_y − max_{i≠y} z_i in logit units; positive when correct).
+
+    Artifact ``confusion``: ``{"num_classes": K, "cells": [[true, predicted, count], ...]}``, the
+    nonzero cells of the K×K confusion matrix in row-major order (at most one per sample).
     """
 
     name = "clean"
-    version = "1"
+    version = "2"  # 2: the confusion matrix is stored as its nonzero cells
     description = "clean top-1 accuracy (Wilson CI), per-class accuracy, per-sample loss, confidence and logit margin"
     standard = True
     higher_is_better: ClassVar = {("accuracy",): True, ("mean_loss",): False}
@@ -62,8 +64,9 @@ class CleanAccuracy(Probe):
             mask = y == c
             count = int(mask.sum())
             per_class.append(None if count == 0 else float(correct[mask].double().mean()))
-        confusion = torch.zeros(k, k, dtype=torch.int64)
-        confusion.index_put_((y, pred), torch.ones(n, dtype=torch.int64), accumulate=True)
+        # Sparse: at most n nonzero cells, so a 1,000-class model writes n triples, not 10⁶ zeros.
+        cells, counts = torch.stack([y, pred], 1).unique(dim=0, return_counts=True)
+        confusion = {"num_classes": k, "cells": [[int(t), int(p), int(c)] for (t, p), c in zip(cells.tolist(), counts.tolist())]}
 
         return ProbeResult(
             summary={
@@ -81,5 +84,5 @@ class CleanAccuracy(Probe):
                 "loss": loss.numpy(),
                 "logit_margin": margin.numpy(),
             },
-            artifacts={"confusion_matrix": confusion.numpy().astype(np.int64).tolist()},
+            artifacts={"confusion": confusion},
         )

@@ -19,8 +19,10 @@ from typing import Any
 
 import jinja2
 
+from robaudit.analysis.ranking import distinct_labels, rank_indicators, top_and_worst
 from robaudit.errors import InternalError
 from robaudit.report import figures
+from robaudit.report.verdict import verdict
 from robaudit.results import store
 
 TEMPLATE = "report.html.j2"
@@ -62,6 +64,8 @@ def environment() -> jinja2.Environment:
     )
     env.filters["num"] = format_number
     env.filters["estimate"] = format_estimate
+    env.filters["interval"] = format_interval
+    env.filters["interval_methods"] = interval_methods
     return env
 
 
@@ -90,6 +94,30 @@ def format_estimate(value: Any) -> str:
             text += f" ({pct}CI {format_number(value['low'])}–{format_number(value['high'])}, {value.get('method')})"
         return text
     return format_number(value)
+
+
+def format_interval(value: Any) -> str:
+    """``0.9722 [0.9496, 0.9848]`` for an estimate dict (its level and method go in a header, once:
+    :func:`interval_methods`), else :func:`format_number`."""
+    if isinstance(value, dict) and "value" in value:
+        text = format_number(value["value"])
+        if value.get("low") is not None and value.get("high") is not None:
+            text += f" [{format_number(value['low'])}, {format_number(value['high'])}]"
+        return text
+    return format_number(value)
+
+
+def interval_methods(values: Any) -> str:
+    """``95 % CI, wilson`` (each distinct level and method of the estimates among ``values``, joined
+    by ``; ``): the one place a table states how its bracketed intervals were computed."""
+    seen = []
+    for value in values:
+        if isinstance(value, dict) and value.get("low") is not None and value.get("method"):
+            level = value.get("level")
+            text = f"{round(100 * level)} % CI, {value['method']}" if level else f"CI, {value['method']}"
+            if text not in seen:
+                seen.append(text)
+    return "; ".join(seen)
 
 
 def flatten_summary(summary: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
@@ -126,8 +154,9 @@ def build_context(results: dict[str, Any]) -> dict[str, Any]:
     figs: dict[str, str] = {}
     if "calibration" in ok and ok["calibration"]["artifacts"].get("reliability_diagram"):
         figs["reliability"] = figures.reliability_diagram(ok["calibration"]["artifacts"]["reliability_diagram"])
-    if "clean" in ok and ok["clean"]["artifacts"].get("confusion_matrix"):
-        figs["confusion"] = figures.confusion_matrix(ok["clean"]["artifacts"]["confusion_matrix"])
+    confusion = confusion_summary(ok["clean"]["artifacts"]) if "clean" in ok else None
+    if confusion and confusion["dense"] is not None:
+        figs["confusion"] = figures.confusion_matrix(confusion["dense"])
     severities = {"error": 0, "warning": 0, "info": 0}
     for flag in results.get("flags", []):
         severities[flag["severity"]] = severities.get(flag["severity"], 0) + 1
@@ -136,12 +165,74 @@ def build_context(results: dict[str, Any]) -> dict[str, Any]:
         "plugin_sections": plugin_sections(results),
         "probes": probes,
         "ok": ok,
-        "summaries": {name: flatten_summary(p.get("summary", {})) for name, p in probes.items()},
+        "summaries": {name: flatten_summary(_readable_summary(name, p.get("summary", {}))) for name, p in probes.items()},
         "sections": sections,
         "figures": figs,
         "severities": severities,
         "headline": headline_robustness(ok),
+        "confusion": confusion,
+        "per_class": per_class_rows(ok.get("clean", {}).get("summary", {})),
+        "verdict": verdict(results),
+        "ranked": ranked_indicators(results),
     }
+
+
+DENSE_CONFUSION_MAX = 20  # classes; above it the report lists the top confusions instead of a heat-map
+TOP_CONFUSIONS = 20
+
+
+def confusion_summary(artifacts: dict[str, Any]) -> dict[str, Any] | None:
+    """The clean probe's confusion matrix for the report: ``dense`` (K×K lists, K ≤
+    :data:`DENSE_CONFUSION_MAX`, else None), ``top`` (the largest off-diagonal cells as true, predicted,
+    count; at most :data:`TOP_CONFUSIONS`), ``num_classes`` and ``off_diagonal`` (total misclassified).
+    Reads the sparse ``confusion`` artifact (clean v2) or the dense ``confusion_matrix`` (v1)."""
+    if artifacts.get("confusion"):
+        k, cells = artifacts["confusion"]["num_classes"], artifacts["confusion"]["cells"]
+    elif artifacts.get("confusion_matrix"):
+        dense = artifacts["confusion_matrix"]
+        k, cells = len(dense), [[i, j, c] for i, row in enumerate(dense) for j, c in enumerate(row) if c]
+    else:
+        return None
+    off = sorted((c for c in cells if c[0] != c[1]), key=lambda c: (-c[2], c[0], c[1]))
+    dense = None
+    if k <= DENSE_CONFUSION_MAX:
+        dense = [[0] * k for _ in range(k)]
+        for t, p, c in cells:
+            dense[t][p] = c
+    return {"num_classes": k, "dense": dense, "top": off[:TOP_CONFUSIONS], "off_diagonal": sum(c[2] for c in off),
+            "cells": len(cells)}
+
+
+def _readable_summary(name: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """A probe summary for its generic table: the clean probe's per-class list is left out above
+    :data:`DENSE_CONFUSION_MAX` classes (the report lists the worst classes instead)."""
+    if name == "clean" and len(summary.get("per_class_accuracy") or []) > DENSE_CONFUSION_MAX:
+        return {k: v for k, v in summary.items() if k != "per_class_accuracy"}
+    return summary
+
+
+def per_class_rows(summary: dict[str, Any], worst: int = TOP_CONFUSIONS) -> dict[str, Any]:
+    """Per-class accuracy for the report: every class with samples when there are few, else the
+    ``worst`` lowest (class, accuracy) and the count of classes with samples."""
+    values = summary.get("per_class_accuracy") or []
+    present = [(c, a) for c, a in enumerate(values) if a is not None]
+    return {"num_classes": len(values), "with_samples": len(present),
+            "worst": sorted(present, key=lambda ca: (ca[1], ca[0]))[:worst]}
+
+
+def ranked_indicators(results: dict[str, Any], k: int = 5) -> dict[str, Any]:
+    """The ``#top-indicators`` table: the top ``k`` and worst ``k`` indicators of
+    :func:`~robaudit.analysis.ranking.rank_indicators`, with display labels."""
+    analysis = results.get("analysis") or {}
+    rows = rank_indicators(analysis) if analysis.get("tests") else []
+    labels = distinct_labels(analysis.get("labels", {}))
+    for i, row in enumerate(rows, 1):
+        row.update(rank=i, label=labels.get(row["indicator"], row["indicator"]),
+                   outcome_label=labels.get(row["outcome"], row["outcome"]))
+    top, worst = top_and_worst(rows, k)
+    method = analysis.get("method") or {}
+    return {"rows": rows, "top": top, "worst": worst, "hidden": len(rows) - len(top) - len(worst),
+            "alpha": method.get("alpha", 0.05), "level_pct": round(100 * method.get("level", 0.95))}
 
 
 NORM_NAMES = {"linf": "L∞", "l2": "L2"}

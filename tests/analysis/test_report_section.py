@@ -38,23 +38,38 @@ def test_audit_with_an_outcome_fills_the_indicator_section(tmp_path: Path) -> No
     assert "data:image/png;base64," in html
 
 
-def test_auroc_grid_shows_each_binary_test_of_the_demo_audit(demo_run: Path) -> None:
-    """Every attack-success test of the saved analysis appears once in the grid, with its own AUROC
-    and the BH mark; the continuous-outcome verdicts lead the section."""
+def test_auroc_grids_show_each_binary_test_of_the_demo_audit_once(demo_run: Path) -> None:
+    """Every attack-success test of the saved analysis appears once across the per-attack grids (ε
+    across, indicators down), with its own AUROC and the BH mark; the worst case leads; scatter plots
+    and the heat-map cover only ranked indicators."""
+    from robaudit.analysis.ranking import rank_indicators
     from robaudit.report.sections.indicators import build
 
     results = json.loads((demo_run / "results.json").read_text())
     tests = results["analysis"]["tests"]
     ctx = build(results)
-    grid = ctx["auroc_grid"]
+    grids = ctx["auroc_grids"]
     binary = [t for t in tests if t["kind"] == "auroc"]
-    assert len(grid["rows"]) * len(grid["outcomes"]) == len(binary)
     by_pair = {(t["indicator"], t["outcome"]): t for t in binary}
-    for row in grid["rows"]:
-        for outcome, cell in zip(grid["outcomes"], row["cells"]):
-            t = by_pair[(row["indicator"], outcome)]
-            assert cell["value"] == (t["estimate"] or {}).get("value")
-            assert cell["significant"] == (t["p_adjusted"] is not None and t["p_adjusted"] < 0.05)
+    seen = []
+    for grid in grids:
+        assert len(grid["outcomes"]) <= 8  # fits the page: one attack's budgets per table
+        for row in grid["rows"]:
+            for outcome, eps, cell in zip(grid["outcomes"], grid["eps"], row["cells"]):
+                t = by_pair[(row["indicator"], outcome)]
+                assert outcome.endswith(f"eps_{eps}")
+                assert cell["value"] == (t["estimate"] or {}).get("value")
+                assert cell["significant"] == (t["p_adjusted"] is not None and t["p_adjusted"] < 0.05)
+                seen.append((row["indicator"], outcome))
+    assert sorted(seen) == sorted(by_pair)
+    assert grids[0]["attack"].startswith("attack.worst_case")
+    ranked = [r["indicator"] for r in rank_indicators(results["analysis"])]
+    assert [r["indicator"] for r in grids[0]["rows"]] == [i for i in ranked if any(t["indicator"] == i for t in binary)]
     assert {t["outcome"] for t in ctx["headline"]} == {"attack.min_eps/min_eps"}
     html = (demo_run / "report.html").read_text()
     assert "Against attack success at each budget (AUROC)" in html and f"All {len(tests)} tests" in html
+    # the verdict lines are collapsed: they sit inside a <details> block
+    section = html[html.index('id="indicators"'):]
+    first_line = ctx["headline"][0]["verdict"]
+    at = section.index(first_line.split(" (")[0].replace("'", "&#39;"))
+    assert section.rfind("<details", 0, at) > section.rfind("</details>", 0, at)

@@ -65,7 +65,9 @@ class InputGradients(Probe):
         "decision_grad_l1": Column("decision-gradient norm ‖∇x d‖₁", "indicator", "logits per L∞ pixel", False),
         "linear_margin_l2": Column("linearised L2 margin d/‖∇x d‖₂", "indicator", "L2 pixels", True),
         "linear_margin_linf": Column("linearised L∞ margin d/‖∇x d‖₁", "indicator", "L∞ pixels", True),
-        "jacobian_sparsity_*": Column("Jacobian sparsity of ∇x d", "indicator", "fraction", True),
+        "jacobian_sparsity_*": Column("Jacobian sparsity of ∇x d at threshold t", "indicator", "fraction", True),
+        **{sparsity_column(t): Column(f"Jacobian sparsity of ∇x d, |∂d/∂xᵢ| < {t:g}·max", "indicator", "fraction", True)
+           for t in (1e-3, 1e-2, 1e-1)},  # the default thresholds: distinct labels in verdicts and tables
     }
     higher_is_better: ClassVar = {
         ("linear_margin_linf", "correct", "median"): True,

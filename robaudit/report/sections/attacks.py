@@ -107,8 +107,9 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for name, p in sweeps.items():
         s = p["summary"]
-        for key, e in zip(_keys(s), s["eps"]):
+        for i, (key, e) in enumerate(zip(_keys(s), s["eps"])):
             rows.append({
+                "span": len(s["eps"]) if i == 0 else 0,  # the probe and its settings: one cell per attack
                 "probe": name, "norm": NORM_TITLES.get(s["norm"], s["norm"]), "eps": _eps_label(e, s["norm"]),
                 "robust": s["robust_accuracy"][key], "robust_cc": s["robust_accuracy_clean_correct"][key],
                 "noise": (s.get("noise_accuracy") or {}).get(key),

@@ -1,4 +1,4 @@
-"""Report section 5, input geometry: headline medians by group, Yao's Theorem 1 verdict, Yu's
+"""Report section, input geometry: headline medians by group, Yao's Theorem 1 verdict, Yu's
 indicator, distributions split by correct / robust, decision and loss surfaces, Jacobian heat-maps.
 
 Everything comes from ``results.json`` (summaries and artifacts of the ``geometry.*`` probes), so
@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from robaudit.analysis.ranking import rank_indicators
 from robaudit.report import figures
 
 GRADIENTS = "geometry.gradients"
@@ -66,10 +67,12 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
         "histograms": [], "spectrum_svg": None, "surfaces": [], "boundary": None,
         "surface_direction": None, "surface_clip": False,
     }
+    featured = featured_indicators(results)
     for name, p in sorted(probes.items()):
         for key, hist in p.get("artifacts", {}).get("histograms", {}).items():
             if hist.get("edges"):
-                ctx["histograms"].append({"key": key, "probe": name, "svg": _histogram_svg(hist, _label(key))})
+                ctx["histograms"].append({"key": key, "probe": name, "svg": _histogram_svg(hist, _label(key)),
+                                          "featured": f"{name}/{key}" in featured})
     if HESSIAN in probes:
         s = probes[HESSIAN]["summary"]
         ctx["theorem1"] = s.get("theorem1")
@@ -97,6 +100,13 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
         ctx["surface_direction"] = art.get("direction")
         ctx["surface_clip"] = bool(art.get("clip"))
     return ctx
+
+
+def featured_indicators(results: dict[str, Any], k: int = 3) -> list[str]:
+    """The per-sample columns of the top ``k`` rows of the report's ranked indicator table: their
+    histograms stay open, the rest go into a collapsed block."""
+    analysis = results.get("analysis") or {}
+    return [row["indicator"] for row in rank_indicators(analysis)[:k]] if analysis.get("tests") else []
 
 
 def _label(key: str) -> str:
