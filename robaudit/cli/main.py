@@ -26,6 +26,7 @@ from robaudit.cli.options import (
 )
 from robaudit.config import find_config_file, read_config_file
 from robaudit.cli.signals import Terminated, sigterm_as_interrupt
+from robaudit.cli.summary import print_summary
 from robaudit.errors import RobauditError, UsageError
 from robaudit.exitcodes import ExitCode
 from robaudit.results.store import display_path
@@ -126,7 +127,7 @@ def run(ctx: click.Context, **params: Any) -> None:
         how = f" by {exc}" if isinstance(exc, Terminated) else ""
         click.echo(f"robaudit: interrupted{how}; finished probe results are in {display_path(config.out)}/", err=True)
         ctx.exit(int(ExitCode.INTERRUPTED))
-    _print_summary(outcome.results, outcome.out_dir, outcome.report_path, quiet)
+    print_summary(outcome.results, outcome.out_dir, outcome.report_path, quiet)
     code = outcome.exit_code
     if rules is not None:
         code = gate_command.gate_after_run(rules, outcome.out_dir, code, quiet=quiet, render=outcome.report_path is not None)
@@ -210,24 +211,6 @@ def report(results_dir: Path, quiet: bool, debug: bool) -> None:
 
 cli.add_command(gate_command.gate)
 cli.add_command(compare_command.compare)
-
-
-def _print_summary(results: dict[str, Any], out_dir: Path, report_path: Path | None, quiet: bool) -> None:
-    if not quiet:
-        for name, entry in results["probes"].items():
-            line = f"{name:<16} {entry['status']}"
-            acc = entry.get("summary", {}).get("accuracy")
-            if isinstance(acc, dict) and acc.get("value") is not None:
-                line += f"  accuracy {acc['value']:.4f} [{acc['low']:.4f}, {acc['high']:.4f}]"
-            ece = entry.get("summary", {}).get("ece")
-            if isinstance(ece, dict) and ece.get("value") is not None:
-                line += f"  ECE {ece['value']:.4f}"
-            click.echo(line, err=True)
-        for flag in results.get("flags", []):
-            click.echo(f"flag {flag['id']} ({flag['severity']}): {flag['message']}", err=True)
-        click.echo(f"results: {out_dir / 'results.json'}", err=True)
-    if report_path is not None:
-        click.echo(f"report: {report_path}")
 
 
 def main(argv: list[str] | None = None) -> int:
