@@ -128,3 +128,33 @@ def test_a_bad_progress_interval_is_one_line_exit_2(tmp_path: Path, monkeypatch:
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert f"robaudit: error: {INTERVAL_VARIABLE}='soon' is not a positive number" in err
+
+
+def test_outcome_repr_html_shows_the_verdict_and_escapes(console_run: tuple[Path, str]) -> None:
+    from html.parser import HTMLParser
+
+    from robaudit.engine import AuditOutcome
+    from robaudit.exitcodes import ExitCode
+    from robaudit.report.verdict import verdict_sentence
+
+    out, err = console_run
+    results = json.loads((out / "results.json").read_text())
+    hostile = "attack.<script>alert(1)</script>"
+    results["probes"][hostile] = copy.deepcopy(results["probes"]["attack.fgsm"])
+    html = AuditOutcome(out, results, ExitCode.OK)._repr_html_()
+    assert "<script>" not in html and "&lt;script&gt;" in html
+
+    class Cells(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.text: list[str] = []
+
+        def handle_data(self, data: str) -> None:
+            self.text.append(data)
+
+    parser = Cells()
+    parser.feed(html)
+    assert verdict_sentence(results) in parser.text
+    assert hostile in parser.text  # unescaped back to the name, shown as text
+    fgsm_line = next(line for line in err.splitlines() if line.startswith("attack.fgsm"))
+    assert fgsm_line.split("ok", 1)[1].strip() in parser.text  # the same headline as the console

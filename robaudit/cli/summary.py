@@ -70,6 +70,31 @@ def render_summary(results: dict[str, Any], width: int = 120) -> str:
     return buffer.getvalue()
 
 
+def summary_html(results: dict[str, Any]) -> str:
+    """The verdict and the two summary tables as an HTML fragment (every value escaped), for
+    :meth:`robaudit.engine.AuditOutcome._repr_html_` in Jupyter."""
+    from html import escape
+
+    tm = results.get("threat_model") or {}
+    parts = [f'<div class="robaudit-summary"><p id="verdict"><b>{escape(verdict_sentence(results))}</b></p>',
+             "<table><thead><tr><th>probe</th><th>status</th><th>headline</th></tr></thead><tbody>"]
+    for name, entry in results.get("probes", {}).items():
+        status = entry.get("status", "?")
+        detail = headline(entry, tm) if status == "ok" else ((entry.get("error") or {}).get("message") or "")
+        parts.append(f"<tr><td>{escape(name)}</td><td>{escape(status)}</td><td>{escape(detail)}</td></tr>")
+    parts.append("</tbody></table>")
+    rows = worst_case_rows(results)
+    if rows:
+        parts.append("<table><caption>worst-case robust accuracy (95 % CI, Wilson)</caption><thead><tr><th>norm</th>"
+                     "<th>ε</th><th>robust acc</th><th>attacks</th></tr></thead><tbody>")
+        for r in rows:
+            parts.append(f"<tr><td>{escape(NORM_LABELS.get(r['norm'], r['norm']))}</td><td>{r['eps']:.4g}</td>"
+                         f"<td>{escape(_pct(r['estimate']))}</td><td>{escape(' + '.join(r['attacks']))}</td></tr>")
+        parts.append("</tbody></table>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
 def _pct(est: dict[str, Any]) -> str:
     text = f"{100 * est['value']:.1f} %"
     if est.get("low") is not None and est.get("high") is not None:

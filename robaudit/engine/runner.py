@@ -84,6 +84,12 @@ class AuditOutcome:
     report_path: Path | None = None
     probe_results: dict[str, ProbeResult] = field(default_factory=dict)
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the verdict sentence and the summary tables (escaped HTML)."""
+        from robaudit.cli.summary import summary_html
+
+        return summary_html(self.results)
+
 
 @dataclass
 class _Selected:
