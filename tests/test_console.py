@@ -128,6 +128,7 @@ def test_a_bad_progress_interval_is_one_line_exit_2(tmp_path: Path, monkeypatch:
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert f"robaudit: error: {INTERVAL_VARIABLE}='soon' is not a positive number" in err
+    assert not (tmp_path / "a" / "results.json").exists()  # refused before anything was written
 
 
 def test_outcome_repr_html_shows_the_verdict_and_escapes(console_run: tuple[Path, str]) -> None:

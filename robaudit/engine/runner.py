@@ -40,7 +40,7 @@ from robaudit.data.audit_data import AuditData
 from robaudit.data.class_subset import restrict_classes
 from robaudit.engine.model_guard import ModelGuard
 from robaudit.engine.plan import probe_inputs, run_order
-from robaudit.engine.progress import AuditProgress
+from robaudit.engine.progress import AuditProgress, progress_interval
 from robaudit.errors import ConfigError, InternalError, OutputError, ProbeError, RobauditError, UsageError
 from robaudit.exitcodes import ExitCode
 from robaudit.models import ModelRequest, load_model
@@ -205,6 +205,7 @@ def run_audit(config: AuditConfig, registry: ProbeRegistry | None = None, *, qui
 def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bool,
                command: list[str] | None) -> AuditOutcome:
     registry = registry or ProbeRegistry()
+    interval = progress_interval()  # a bad ROBAUDIT_PROGRESS_INTERVAL stops the run before anything is written
     broken: list[tuple[str, ProbeError]] = []
     selected = select_probes(config, registry, broken=broken)
     out_dir = Path(config.out)
@@ -254,7 +255,7 @@ def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bo
     ctx_cache: dict[str, Any] = {}
     run.write()
     try:
-        with AuditProgress(len(selected), quiet=quiet) as progress:
+        with AuditProgress(len(selected), quiet=quiet, interval=interval) as progress:
             for index, sel in enumerate(selected, start=1):
                 progress.start_probe(index, sel.name)
                 inputs = {u: run.persisted[u] for u in sel.inputs if u in run.persisted}
