@@ -21,11 +21,14 @@ from robaudit.cli.options import (
     config_from_cli,
     file_defaults_for_click,
     make_registry,
+    OUTPUT_PARAMS,
     model_and_data_options,
+    output_options,
     plugin_options,
 )
 from robaudit.config import find_config_file, read_config_file
 from robaudit.cli.signals import Terminated, sigterm_as_interrupt
+from robaudit.cli.summary import print_summary
 from robaudit.errors import RobauditError, UsageError
 from robaudit.exitcodes import ExitCode
 from robaudit.results.store import display_path
@@ -84,23 +87,37 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     """robaudit: audit the adversarial robustness of PyTorch models, and why."""
     path = config_path or find_config_file()
     file_values = read_config_file(path) if path is not None else {"run": {}, "probe_config": {}}
-    ctx.obj = {"config_path": path, "file": file_values}
+    ctx.obj = {"config_path": path, "config_given": config_path, "file": file_values}
     defaults = file_defaults_for_click(file_values["run"])
-    ctx.default_map = {"run": defaults, "validate": {k: v for k, v in defaults.items() if k not in ("out", "no_report", "overwrite")}}
+    ctx.default_map = {"run": defaults, "validate": defaults}
+
+
+def _subcommand_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """``robaudit run X --config f.toml``: read the file before the other options take their defaults
+    (this option is eager), exactly as ``robaudit --config f.toml run X`` does."""
+    if value is None:
+        return None
+    given = (ctx.obj or {}).get("config_given")
+    if given is not None and Path(given) != value:
+        raise UsageError(f"--config is given twice, as {given} and {value}", fix="pass one --config")
+    file_values = read_config_file(value)
+    ctx.obj.update(config_path=value, config_given=value, file=file_values)
+    ctx.default_map = file_defaults_for_click(file_values["run"])
+    return value
+
+
+def config_option(func: Any) -> Any:
+    """--config after the subcommand (run, validate)."""
+    return click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, is_eager=True,
+                        expose_value=False, callback=_subcommand_config,
+                        help="Config file (also accepted before the subcommand) [default: ./robaudit.toml, or "
+                             "[tool.robaudit] in ./pyproject.toml].")(func)
 
 
 @cli.command(epilog=RUN_EPILOG)
 @model_and_data_options
-@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("audit"), show_default=True,
-              help="Results directory: results.json, per_sample.csv, report.html.")
-@click.option("--resume", type=click.Path(path_type=Path), default=None, metavar="DIR",
-              help="Continue the audit in DIR, skipping probes that finished with the same settings.")
-@click.option("--overwrite/--no-overwrite", default=False, show_default=True,
-              help="If --out holds an earlier audit, move its files into OUT/previous-<UTC time>/ first "
-                   "(nothing is deleted). Without it such a directory is refused.")
-@click.option("--no-report", is_flag=True, default=False, help="Skip the HTML report.")
-@click.option("--gate", "gate_rules", type=click.Path(path_type=Path), default=None, metavar="FILE",
-              help="After the audit, gate the results on the rules in FILE (exit 1 if a rule fails; docs/ci-gate.md).")
+@output_options
+@config_option
 @common_options
 @click.pass_context
 def run(ctx: click.Context, **params: Any) -> None:
@@ -126,7 +143,7 @@ def run(ctx: click.Context, **params: Any) -> None:
         how = f" by {exc}" if isinstance(exc, Terminated) else ""
         click.echo(f"robaudit: interrupted{how}; finished probe results are in {display_path(config.out)}/", err=True)
         ctx.exit(int(ExitCode.INTERRUPTED))
-    _print_summary(outcome.results, outcome.out_dir, outcome.report_path, quiet)
+    print_summary(outcome.results, outcome.out_dir, outcome.report_path, quiet)
     code = outcome.exit_code
     if rules is not None:
         code = gate_command.gate_after_run(rules, outcome.out_dir, code, quiet=quiet, render=outcome.report_path is not None)
@@ -135,14 +152,22 @@ def run(ctx: click.Context, **params: Any) -> None:
 
 @cli.command()
 @model_and_data_options
+@output_options
+@config_option
 @common_options
 @click.pass_context
 def validate(ctx: click.Context, **params: Any) -> None:
-    """Check a model/data/config triple without running probes: load, match, preflight."""
+    """Check a model/data/config triple without running probes: load, match, preflight.
+
+    Takes every option of 'run' (swap the command word to check a run's command line first); the
+    output ones (--out, --resume, --overwrite, --no-report, --gate) are accepted and ignored.
+    """
     from robaudit.engine.runner import prepare, select_probes
     from robaudit.preflight import run_preflight
 
     _setup_logging(params["quiet"], params["debug"])
+    for key in OUTPUT_PARAMS:
+        params.pop(key, None)
     registry = make_registry(params)
     config = config_from_cli(params, ctx.obj["file"]["probe_config"])
     selected = select_probes(config, registry)
@@ -174,27 +199,52 @@ def _with_plugin_options(func: Any) -> Any:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, default=False, help="Print as JSON.")
+@click.argument("name", required=False, default=None)
+@click.option("--json", "as_json", is_flag=True, default=False,
+              help="Print as JSON: a list of probes, each with its knobs (name, type, default, unit, description).")
 @_with_plugin_options
 @common_options
-def probes(as_json: bool, quiet: bool, debug: bool, **plugin_params: Any) -> None:
-    """List the registered probes with their versions."""
+def probes(name: str | None, as_json: bool, quiet: bool, debug: bool, **plugin_params: Any) -> None:
+    """List the registered probes with their versions; with NAME, that probe's knobs (--set NAME.KNOB=VALUE)."""
     import json
 
-    infos = make_registry(plugin_params).describe()
+    from robaudit.cli.probe_knobs import knob_rows
+
+    registry = make_registry(plugin_params)
+    infos = registry.describe()
+    if name is not None:
+        registry.get(name)  # an unknown name: one line with the closest names, exit 2
+        infos = [info for info in infos if info.name == name]
+    listed = []
+    for info in infos:
+        cls = registry.get_or_skip(info.name)
+        listed.append({**info.__dict__, "knobs": knob_rows(cls.Config) if cls is not None else []})
     if as_json:
-        click.echo(json.dumps([info.__dict__ for info in infos], indent=2))
+        click.echo(json.dumps(listed, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
+    console = Console(width=max(100, Console().width))
+    if name is not None:
+        entry = listed[0]
+        console.print(f"{entry['name']} {entry['version']} ({entry['distribution']} {entry['distribution_version']}): "
+                      f"{entry['description']}", highlight=False)
+        knobs = Table(title=f"knobs (--set {name}.KNOB=VALUE)", title_justify="left")
+        for col in ("knob", "type", "default", "unit", "description"):
+            knobs.add_column(col, no_wrap=col in ("knob", "type"), overflow="fold")
+        for k in entry["knobs"]:
+            knobs.add_row(k["name"], k["type"], json.dumps(k["default"]), k["unit"], k["description"])
+        console.print(knobs)
+        return
     table = Table(title="registered probes", title_justify="left")
     for col in ("name", "version", "distribution", "standard", "description"):
         table.add_column(col)
     for info in infos:
         table.add_row(info.name, info.version, f"{info.distribution} {info.distribution_version}",
                       "yes" if info.standard else "", info.description)
-    Console(width=max(100, Console().width)).print(table)
+    console.print(table)
+    console.print("robaudit probes NAME shows a probe's knobs.")
 
 
 @cli.command()
@@ -210,24 +260,6 @@ def report(results_dir: Path, quiet: bool, debug: bool) -> None:
 
 cli.add_command(gate_command.gate)
 cli.add_command(compare_command.compare)
-
-
-def _print_summary(results: dict[str, Any], out_dir: Path, report_path: Path | None, quiet: bool) -> None:
-    if not quiet:
-        for name, entry in results["probes"].items():
-            line = f"{name:<16} {entry['status']}"
-            acc = entry.get("summary", {}).get("accuracy")
-            if isinstance(acc, dict) and acc.get("value") is not None:
-                line += f"  accuracy {acc['value']:.4f} [{acc['low']:.4f}, {acc['high']:.4f}]"
-            ece = entry.get("summary", {}).get("ece")
-            if isinstance(ece, dict) and ece.get("value") is not None:
-                line += f"  ECE {ece['value']:.4f}"
-            click.echo(line, err=True)
-        for flag in results.get("flags", []):
-            click.echo(f"flag {flag['id']} ({flag['severity']}): {flag['message']}", err=True)
-        click.echo(f"results: {out_dir / 'results.json'}", err=True)
-    if report_path is not None:
-        click.echo(f"report: {report_path}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -141,6 +141,30 @@ def model_and_data_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+OUTPUT_PARAMS = ("out", "resume", "overwrite", "no_report", "gate_rules")
+"""The parameters of :func:`output_options`: ``run`` uses them, ``validate`` accepts and ignores them."""
+
+
+def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Where ``run`` writes (``validate`` takes them too, so that swapping the command word works)."""
+    decorators = [
+        click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("audit"), show_default=True,
+                     help="Results directory: results.json, per_sample.csv, report.html."),
+        click.option("--resume", type=click.Path(path_type=Path), default=None, metavar="DIR",
+                     help="Continue the audit in DIR, skipping probes that finished with the same settings."),
+        click.option("--overwrite/--no-overwrite", default=False, show_default=True,
+                     help="If --out holds an earlier audit, move its files into OUT/previous-<UTC time>/ first "
+                          "(nothing is deleted). Without it such a directory is refused."),
+        click.option("--no-report", is_flag=True, default=False, help="Skip the HTML report."),
+        click.option("--gate", "gate_rules", type=click.Path(path_type=Path), default=None, metavar="FILE",
+                     help="After the audit, gate the results on the rules in FILE (exit 1 if a rule fails; "
+                          "docs/ci-gate.md)."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
 def plugin_options() -> list[Any]:
     """--no-plugin-autoload, -p/--plugin and --block-plugin (run, validate, probes)."""
     return [

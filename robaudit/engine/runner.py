@@ -40,7 +40,7 @@ from robaudit.data.audit_data import AuditData
 from robaudit.data.class_subset import restrict_classes
 from robaudit.engine.model_guard import ModelGuard
 from robaudit.engine.plan import probe_inputs, run_order
-from robaudit.engine.progress import make_progress
+from robaudit.engine.progress import AuditProgress, progress_interval
 from robaudit.errors import ConfigError, InternalError, OutputError, ProbeError, RobauditError, UsageError
 from robaudit.exitcodes import ExitCode
 from robaudit.models import ModelRequest, load_model
@@ -83,6 +83,12 @@ class AuditOutcome:
     exit_code: ExitCode
     report_path: Path | None = None
     probe_results: dict[str, ProbeResult] = field(default_factory=dict)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the verdict sentence and the summary tables (escaped HTML)."""
+        from robaudit.cli.summary import summary_html
+
+        return summary_html(self.results)
 
 
 @dataclass
@@ -199,6 +205,7 @@ def run_audit(config: AuditConfig, registry: ProbeRegistry | None = None, *, qui
 def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bool,
                command: list[str] | None) -> AuditOutcome:
     registry = registry or ProbeRegistry()
+    interval = progress_interval()  # a bad ROBAUDIT_PROGRESS_INTERVAL stops the run before anything is written
     broken: list[tuple[str, ProbeError]] = []
     selected = select_probes(config, registry, broken=broken)
     out_dir = Path(config.out)
@@ -245,32 +252,33 @@ def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bo
         run.entries[name] = _broken_entry(name, error, registry)
         results["probe_order"].append(name)
         exit_code = ExitCode.INTERNAL
-    progress = make_progress(quiet)
     ctx_cache: dict[str, Any] = {}
     run.write()
     try:
-        for sel in selected:
-            inputs = {u: run.persisted[u] for u in sel.inputs if u in run.persisted}
-            digest = _inputs_digest(results["threat_model"], inputs)
-            reason = run.stale_reason(sel, digest)
-            if reason is None:
-                run.reuse(sel.name)
-                log.info("probe %s: reused from %s", sel.name, out_dir)
+        with AuditProgress(len(selected), quiet=quiet, interval=interval) as progress:
+            for index, sel in enumerate(selected, start=1):
+                progress.start_probe(index, sel.name)
+                inputs = {u: run.persisted[u] for u in sel.inputs if u in run.persisted}
+                digest = _inputs_digest(results["threat_model"], inputs)
+                reason = run.stale_reason(sel, digest)
+                if reason is None:
+                    run.reuse(sel.name)
+                    log.info("probe %s: reused from %s", sel.name, out_dir)
+                    _test_stop_hook(sel.name)
+                    continue
+                if sel.name in run.carried:
+                    log.info("probe %s: re-running, the saved result is stale (%s)", sel.name, reason)
+                outcomes = build_outcome_table({u: r for u, r in inputs.items() if u in run.providers}, len(data))
+                entry, result = _run_one(sel, config, registry, model, data, device, preflight, inputs,
+                                         progress.track, ctx_cache, threat_model, outcomes)
+                entry["inputs"] = {"probes": list(inputs), "digest": digest}
+                run.finish(sel.name, entry, result)
+                if result is not None:
+                    probe_results[sel.name] = result
+                if entry["status"] == "failed":
+                    exit_code = max(exit_code, ExitCode.INTERNAL if entry["error"]["internal"] else ExitCode.USAGE)
+                run.write()
                 _test_stop_hook(sel.name)
-                continue
-            if sel.name in run.carried:
-                log.info("probe %s: re-running, the saved result is stale (%s)", sel.name, reason)
-            outcomes = build_outcome_table({u: r for u, r in inputs.items() if u in run.providers}, len(data))
-            entry, result = _run_one(sel, config, registry, model, data, device, preflight, inputs, progress,
-                                     ctx_cache, threat_model, outcomes)
-            entry["inputs"] = {"probes": list(inputs), "digest": digest}
-            run.finish(sel.name, entry, result)
-            if result is not None:
-                probe_results[sel.name] = result
-            if entry["status"] == "failed":
-                exit_code = max(exit_code, ExitCode.INTERNAL if entry["error"]["internal"] else ExitCode.USAGE)
-            run.write()
-            _test_stop_hook(sel.name)
     except KeyboardInterrupt:
         results["status"] = "interrupted"
         run.write()

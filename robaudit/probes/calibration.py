@@ -1,7 +1,7 @@
 """Calibration: does the model's confidence match its accuracy?"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -55,13 +55,13 @@ class Calibration(Probe):
     class Config:
         """Knobs of the calibration probe."""
 
-        bins: int = 15
+        bins: int = field(default=15, metadata={"unit": "bins"})
         """Number of equal-width confidence bins."""
-        bootstrap_resamples: int = 1000
+        bootstrap_resamples: int = field(default=1000, metadata={"unit": "resamples"})
         """Bootstrap resamples for the ECE interval (percentile method)."""
-        ci_level: float = 0.95
+        ci_level: float = field(default=0.95, metadata={"unit": "probability (two-sided coverage)"})
         """Coverage of the ECE interval."""
-        overconfidence_threshold: float = 0.1
+        overconfidence_threshold: float = field(default=0.1, metadata={"unit": "probability (confidence − accuracy)"})
         """Raise the ``overconfident`` flag when mean confidence − accuracy exceeds this."""
 
         def __post_init__(self) -> None:

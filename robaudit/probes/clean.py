@@ -1,7 +1,7 @@
 """Clean accuracy: how often the model is right on the unperturbed audit samples."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -41,7 +41,7 @@ class CleanAccuracy(Probe):
     class Config:
         """Knobs of the clean-accuracy probe."""
 
-        ci_level: float = 0.95
+        ci_level: float = field(default=0.95, metadata={"unit": "probability (two-sided coverage)"})
         """Coverage of the Wilson interval on accuracy."""
 
         def __post_init__(self) -> None:

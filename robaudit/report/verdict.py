@@ -55,6 +55,29 @@ class Verdict:
     sentence: str
 
 
+def worst_case_rows(results: dict[str, Any], level: float = 0.95) -> list[dict[str, Any]]:
+    """Worst-case robust accuracy per (norm, ε) over every attack that ran at that budget.
+
+    A sample counts as robust at ε when it is clean-correct and no attack broke it within ε
+    (``results["attack_outcomes"]``), so the value is ``(n − broken) / n`` with a Wilson interval.
+
+    Returns:
+        One dict per (norm, ε) in the order of the outcome table: ``norm``, ``eps`` (pixels in [0, 1]
+        images, in that norm), ``estimate`` (value/low/high, fractions in [0, 1]) and ``attacks``.
+    """
+    table = results.get("attack_outcomes") or {}
+    n = int(table.get("n") or 0)
+    rows = []
+    for norm, block in (table.get("norms") or {}).items():
+        for entry in block.get("by_eps", []):
+            if n == 0:
+                continue
+            estimate = wilson_interval(n - int(entry["broken"]), n, level)
+            rows.append({"norm": norm, "eps": float(entry["eps"]), "attacks": list(entry.get("attacks", [])),
+                         "estimate": {"value": estimate.value, "low": estimate.low, "high": estimate.high}})
+    return rows
+
+
 def format_eps(eps: float, norm: str) -> str:
     """``8/255`` for an L∞ budget that is a whole number of 8-bit levels, else ``0.1``."""
     level = Fraction(eps).limit_denominator(255)

@@ -1,0 +1,2 @@
+"""pytester drives pytest sessions that use robaudit's pytest plugin."""
+pytest_plugins = ["pytester"]

@@ -1,0 +1,79 @@
+"""robaudit's pytest plugin, through real pytest sessions (pytester): the entry point registers it,
+a passing rule passes, a failing rule fails with the gate's table, a NaN value is an error."""
+from __future__ import annotations
+
+import json
+import math
+from importlib.metadata import distribution
+from pathlib import Path
+
+import pytest
+
+import robaudit
+from demo import DEMO_ARCH, DEMO_CHECKPOINT
+
+ACCURACY = ["probes", "clean", "summary", "accuracy"]
+OPTIONS = f'arch={DEMO_ARCH!r}, probes="clean", n_samples=30, report=False'
+
+
+def _test_file(pytester: pytest.Pytester, body: str) -> None:
+    pytester.makepyfile(test_model=f"""
+from robaudit.pytest_plugin import assert_robust
+
+{body}
+""")
+
+
+def test_the_plugin_is_registered_through_pytest11() -> None:
+    eps = [e for e in distribution("robaudit").entry_points if e.group == "pytest11"]
+    assert [(e.name, e.value) for e in eps] == [("robaudit", "robaudit.pytest_plugin")]
+
+
+def test_a_passing_rule_passes_and_a_failing_rule_fails_with_the_table(pytester: pytest.Pytester) -> None:
+    _test_file(pytester, f"""
+def test_passes(tmp_path):
+    outcome = assert_robust({str(DEMO_CHECKPOINT)!r}, "digits", {OPTIONS}, out=tmp_path / "a",
+                            rules={{"rule": [{{"id": "clean floor", "metric": {ACCURACY!r}, "threshold": 0.5}}]}})
+    assert outcome.results["probes"]["clean"]["status"] == "ok"
+
+def test_fails(robaudit_audit):
+    robaudit_audit({str(DEMO_CHECKPOINT)!r}, "digits", {OPTIONS},
+                   rules={{"rule": [{{"id": "impossible floor", "metric": {ACCURACY!r}, "threshold": 0.999}}]}})
+""")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    text = result.stdout.str()
+    assert "robaudit gate failed" in text
+    assert "impossible floor" in text and "0.999" in text  # the rule's row of the gate table
+    assert "clean floor" not in text  # the passing test prints nothing
+
+
+def test_rules_from_a_toml_file(pytester: pytest.Pytester) -> None:
+    rules = pytester.path / "gate.toml"
+    rules.write_text(f'[[rule]]\nid = "floor"\nmetric = {json.dumps(ACCURACY)}\nthreshold = 0.999\n')
+    _test_file(pytester, f"""
+def test_fails(robaudit_audit):
+    robaudit_audit({str(DEMO_CHECKPOINT)!r}, "digits", {OPTIONS}, rules={str(rules)!r})
+""")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    assert "robaudit gate failed" in result.stdout.str() and "floor" in result.stdout.str()
+
+
+def test_a_nan_value_is_an_error_not_a_pass(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    baseline = tmp_path / "baseline"
+    robaudit.audit(model=str(DEMO_CHECKPOINT), arch=DEMO_ARCH, probes=["clean"], n_samples=30, report=False,
+                   out=baseline)
+    raw = json.loads((baseline / "results.json").read_text())
+    raw["probes"]["clean"]["summary"]["accuracy"]["value"] = math.nan
+    (baseline / "results.json").write_text(json.dumps(raw))
+    _test_file(pytester, f"""
+def test_regression(robaudit_audit):
+    robaudit_audit({str(DEMO_CHECKPOINT)!r}, "digits", {OPTIONS}, baseline={str(baseline)!r},
+                   rules={{"rule": [{{"id": "no regression", "metric": {ACCURACY!r}, "max-regression": 0.02}}]}})
+""")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    text = result.stdout.str()
+    assert "holds NaN" in text and str(baseline / "results.json") in text
+    assert "robaudit gate failed" not in text  # an error, not a comparison that failed
