@@ -29,6 +29,8 @@ from robaudit.probes.seeding import derive_seed
 from robaudit.probes.attacks.sweep import clean_correct
 from robaudit.probes.attacks.verify import predicts_correctly, project_per_sample
 from robaudit.probes.base import ATTACK_OUTCOMES, Column, Probe, ProbeContext, ProbeResult, check_level, wilson_interval
+from robaudit.probes.cost import Cost
+from robaudit.threat_model import ThreatModel
 
 
 UNIT = "pixels, in the probe's norm (summary › norm: L∞ or L2)"
@@ -91,12 +93,27 @@ class MinEpsProbe(Probe):
                 raise ValueError(f"tolerance must be positive, got {self.tolerance}")
             check_level(self.ci_level, "ci_level")
 
+    @staticmethod
+    def search_plan(config: "MinEpsProbe.Config", threat_model: ThreatModel) -> tuple[float, float, int]:
+        """(ε_max, tolerance, bisection rounds) in pixel units of ``config.norm``."""
+        budget = threat_model.norms[config.norm]
+        eps_max = config.eps_max if config.eps_max is not None else budget.search_max
+        tol = config.tolerance if config.tolerance is not None else budget.tolerance
+        rounds = max(0, math.ceil(math.log2(eps_max / tol))) if tol < eps_max else 0
+        return eps_max, tol, rounds
+
+    @classmethod
+    def estimate_cost(cls, config: "MinEpsProbe.Config", n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset()) -> Cost:
+        """One PGD run (``steps`` forward+backward passes) and one re-check forward per sample at
+        ε_max and in every bisection round: an upper bound (only clean-correct samples are attacked,
+        and only those broken at ε_max are bisected)."""
+        _, _, rounds = cls.search_plan(config, threat_model)
+        return Cost(forward=1, backward=config.steps) * ((rounds + 1) * n_samples)
+
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config
-        budget = ctx.threat_model.norms[cfg.norm]
-        eps_max = cfg.eps_max if cfg.eps_max is not None else budget.search_max
-        tol = cfg.tolerance if cfg.tolerance is not None else budget.tolerance
-        rounds = max(0, math.ceil(math.log2(eps_max / tol))) if tol < eps_max else 0
+        eps_max, tol, rounds = self.search_plan(cfg, ctx.threat_model)
         fraction = cfg.step_fraction if cfg.step_fraction is not None else 2.5 / cfg.steps
         correct = clean_correct(ctx)
         n = len(correct)
