@@ -184,3 +184,16 @@ def test_run_prints_and_records_the_estimate(tmp_path: Path) -> None:
     n_eps = len(results["threat_model"]["norms"]["linf"]["eps"])
     assert record["probes"]["attack.fgsm"]["backward"] == 16 * n_eps
     assert record["probes"]["attack.fgsm"]["forward"] == 16 * 2 * n_eps
+
+
+def test_min_eps_bound_holds_when_started_from_the_sweep_brackets() -> None:
+    """With a selected sweep the declared bound shrinks to the sweep's widest gap, and still holds."""
+    net_model, data, _, _ = linear_problem(n=20)
+    counter = Counting(net_model.net)
+    model = audit_model(counter, 4)
+    with torch.enable_grad():
+        sweep = PGDLinfProbe(build_probe_config(PGDLinfProbe, {"steps": 5})).run(context(model, data))
+    measured, declared = count(MinEpsProbe, model, data, counter, previous={"attack.pgd_linf": sweep}, steps=3)
+    _, alone = count(MinEpsProbe, model, data, counter, steps=3)
+    assert declared.backward < alone.backward
+    assert measured.forward <= declared.forward and measured.backward <= declared.backward
