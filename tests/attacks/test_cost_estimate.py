@@ -24,7 +24,7 @@ from robaudit.probes.attacks.iterative import BIMProbe, PGDL2Probe, PGDLinfProbe
 from robaudit.probes.attacks.min_eps import MinEpsProbe
 from robaudit.probes.attacks.single_step import FGSMProbe, L2GradProbe
 from robaudit.probes.attacks.worst_case import WorstCaseProbe
-from robaudit.probes.cost import Cost, estimate_audit_cost
+from robaudit.probes.cost import Cost, estimate_audit_cost, time_fwd_bwd
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -197,3 +197,13 @@ def test_min_eps_bound_holds_when_started_from_the_sweep_brackets() -> None:
     _, alone = count(MinEpsProbe, model, data, counter, steps=3)
     assert declared.backward < alone.backward
     assert measured.forward <= declared.forward and measured.backward <= declared.backward
+
+
+def test_timing_survives_a_model_without_an_input_gradient() -> None:
+    """A detached model (preflight flags it, attacks are skipped) must not crash the estimate."""
+    class Detached(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([x.flatten(1)[:, :2], x.flatten(1)[:, :1]], dim=1).detach()
+
+    x = torch.rand(4, *SHAPE)
+    assert time_fwd_bwd(audit_model(Detached(), 3), x, torch.zeros(4, dtype=torch.long)) >= 0
