@@ -52,3 +52,23 @@ def test_brackets_off_is_the_full_search(linear: tuple) -> None:
     for key in ("min_eps", "min_eps_lower", "min_eps_found"):
         np.testing.assert_array_equal(off.per_sample[key], alone.per_sample[key])
     assert off.summary["rounds"] == alone.summary["rounds"] == int(np.ceil(np.log2(0.4 / 0.01)))
+
+
+def test_clean_misclassified_samples_are_not_searched_from_the_table(linear: tuple) -> None:
+    """The outcome table counts a clean-misclassified sample as broken at every ε; the search must
+    still leave it out (min_eps 0) and count found samples among the clean-correct only."""
+    from attack_models import subset
+    from helpers import audit_data
+
+    model, data, _, _ = linear
+    y = data.y.clone()
+    y[:3] = (y[:3] + 1) % 4  # three samples the model now gets wrong
+    wrong = subset(data, len(y))
+    wrong = audit_data(wrong.x, y, 4)
+    sweep = run_probe(PGDLinfProbe, model, wrong, eps=[0.05, 0.1, 0.15, 0.2], steps=10)
+    result = run_probe(MinEpsProbe, model, wrong, previous={"attack.pgd_linf": sweep}, steps=5, eps_max=0.4,
+                       tolerance=0.01)
+    assert result.summary["clean_correct"] == len(y) - 3
+    assert result.summary["found_fraction"].n == len(y) - 3
+    assert result.summary["found_fraction"].value <= 1.0
+    np.testing.assert_array_equal(result.per_sample["min_eps"][:3], 0.0)

@@ -171,6 +171,7 @@ class MinEpsProbe(Probe):
         correct = clean_correct(ctx)
         n = len(correct)
         lower, upper, found = sweep_brackets(ctx.outcomes if cfg.brackets else None, cfg.norm, eps_max, n)
+        found &= correct  # the table counts clean-misclassified samples as broken; they are not searched
         from_sweep = found.copy()
         steps_spent = 0
 
