@@ -14,6 +14,8 @@ Sections:
 - **the probe contract** — :class:`Probe` and what ``run`` receives and returns, the error a probe
   raises for bad input or settings (:class:`ProbeError`), and the contract checks a plugin's tests
   can call (:func:`validate_probe_class`, :func:`column_meta`, :func:`undeclared_summary_keys`);
+- **the cost model** — :class:`Cost` (per-sample forward, forward+backward and Hessian-vector
+  passes) that :meth:`Probe.estimate_cost` returns, and :func:`estimate_audit_cost`;
 - **numbers** — the one Wilson interval (:func:`wilson_interval`), the one seed hash
   (:func:`derive_seed`) and the confidence-level check of ``ci_level`` knobs;
 - **the audit model** — :class:`AuditModel` (type of ``ctx.model``), :func:`working_model` (a
@@ -54,6 +56,7 @@ from robaudit.probes.base import (
     validate_probe_class,
     wilson_interval,
 )
+from robaudit.probes.cost import FORWARD_SHARE, HVP_FACTOR, AuditCost, Cost, estimate_audit_cost, time_fwd_bwd
 from robaudit.probes.curvature.audit_net import no_autocast
 from robaudit.probes.curvature.eigen import WHICH, EigenPairs, topk
 from robaudit.probes.curvature.operator import HessianOperator
@@ -88,6 +91,8 @@ __all__ = [
     # the probe contract
     "Column", "Estimate", "Flag", "Probe", "ProbeContext", "ProbeError", "ProbeResult", "Severity",
     "column_meta", "undeclared_summary_keys", "validate_probe_class", "Requirement", "ATTACK_OUTCOMES",
+    # the cost model
+    "Cost", "AuditCost", "estimate_audit_cost", "time_fwd_bwd", "FORWARD_SHARE", "HVP_FACTOR",
     # numbers
     "check_level", "derive_seed", "wilson_interval",
     # the audit model

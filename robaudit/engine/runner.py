@@ -57,6 +57,7 @@ from robaudit.probes.base import (
     column_meta,
 )
 from robaudit.probes.registry import ProbeRegistry
+from robaudit.probes.cost import estimate_audit_cost, time_fwd_bwd
 from robaudit.probes.seeding import derive_seed
 from robaudit.results import store
 from robaudit.results.outdir import claim_out_dir
@@ -242,6 +243,7 @@ def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bo
         "analysis": None,
         "gate": None,
     }
+    results["cost_estimate"] = _cost_estimate(selected, model, data, device, config.batch_size, threat_model)
     run = _RunState(out_dir, results, data, flags,
                     _carried(previous, results, data, out_dir) if previous else {},
                     [s.name for s in selected if ATTACK_OUTCOMES in s.cls.provides])
@@ -303,6 +305,21 @@ def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bo
     run.write()
     report_path = _render_quietly(out_dir, config)
     return AuditOutcome(out_dir, results, ExitCode(exit_code), report_path, probe_results)
+
+
+def _cost_estimate(selected: list[_Selected], model: AuditModel, data: AuditData, device: torch.device,
+                   batch_size: int, threat_model: ThreatModel) -> dict[str, Any]:
+    """Estimate the audit's passes per probe, time one forward+backward on a real batch, log one
+    INFO line per probe and the total, and return the record for ``results.json``."""
+    seconds = 0.0
+    for _rows, x, y in data.batches(batch_size):  # the first batch only
+        seconds = time_fwd_bwd(model, x.to(device), y.to(device))
+        break
+    estimate = estimate_audit_cost([s.probe for s in selected], len(data), threat_model, seconds,
+                                   names=[s.name for s in selected])
+    for line in estimate.lines():
+        log.info("%s", line)
+    return to_jsonable(estimate.to_json())
 
 
 def _threat_model(config: AuditConfig, data: AuditData) -> ThreatModel:

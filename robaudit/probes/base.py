@@ -22,6 +22,7 @@ from robaudit.threat_model import ThreatModel, resolve_threat_model
 
 if TYPE_CHECKING:
     from robaudit.attack_outcomes import OutcomeTable
+    from robaudit.probes.cost import Cost
     from robaudit.data.audit_data import AuditData
     from robaudit.models.audit_model import AuditModel
 
@@ -280,6 +281,21 @@ class Probe:
 
     def run(self, ctx: ProbeContext) -> ProbeResult:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @classmethod
+    def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset()) -> "Cost | None":
+        """The model passes ``run`` will make, in per-sample units (:class:`~robaudit.probes.cost.Cost`:
+        forward-only passes, forward+backward passes, Hessian-vector products), from the probe's
+        ``config``, the sample count and the run's threat model, before anything runs.
+
+        ``selected`` names every probe of the audit (a probe that reuses another's result costs less
+        when that one runs too). Count the shared clean forward (``ctx.clean_logits()``) nowhere: the
+        audit counts it once. Where the work depends on the data, return the upper bound (every sample
+        clean-correct, none broken early). The default, ``None``, means "not declared": the estimate
+        lists the probe as unknown and leaves it out of the total.
+        """
+        return None
 
     @classmethod
     def report_context(cls, entry: Mapping[str, Any], results: Mapping[str, Any]) -> dict[str, Any]:

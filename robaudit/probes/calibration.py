@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch.nn.functional as F
 from scipy.stats import bootstrap
 
+from robaudit.probes.cost import Cost
+from robaudit.threat_model import ThreatModel
 from robaudit.probes.base import Column, Estimate, Flag, Probe, ProbeContext, ProbeResult, Severity, check_level
 
 
@@ -70,6 +72,12 @@ class Calibration(Probe):
             if self.bootstrap_resamples < 10:
                 raise ValueError(f"bootstrap_resamples must be at least 10, got {self.bootstrap_resamples}")
             check_level(self.ci_level, "ci_level")
+
+    @classmethod
+    def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset()) -> Cost:
+        """No model pass of its own: it reads the shared clean logits."""
+        return Cost()
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config

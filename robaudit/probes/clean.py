@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from robaudit.probes.cost import Cost
+from robaudit.threat_model import ThreatModel
 from robaudit.probes.base import Column, Probe, ProbeContext, ProbeResult, check_level, wilson_interval
 
 
@@ -46,6 +48,12 @@ class CleanAccuracy(Probe):
 
         def __post_init__(self) -> None:
             check_level(self.ci_level, "ci_level")
+
+    @classmethod
+    def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset()) -> Cost:
+        """No model pass of its own: it reads the shared clean logits."""
+        return Cost()
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         logits = ctx.clean_logits().double()

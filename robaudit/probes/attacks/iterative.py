@@ -17,6 +17,7 @@ from robaudit.probes.seeding import derive_seed
 from robaudit.probes.attacks.sweep import SweepAttack, SweepConfig, sweep_columns
 from robaudit.probes.attacks.verify import predicts_correctly, project
 from robaudit.probes.base import Requirement
+from robaudit.probes.cost import Cost
 
 
 def _check_steps(steps: int, step_fraction: float | None, restarts: int = 1) -> None:
@@ -63,6 +64,11 @@ class BIMProbe(SweepAttack):
     def settings(self) -> dict[str, Any]:
         return {"steps": self.config.steps, "step_fraction": self._fraction(), "random_start": False}
 
+    @classmethod
+    def attack_cost(cls, config: Any) -> Cost:
+        """k steps: k forward+backward passes per sample."""
+        return Cost(backward=config.steps)
+
 
 class _PGDBase(SweepAttack):
     iterative = True
@@ -90,6 +96,12 @@ class _PGDBase(SweepAttack):
     def settings(self) -> dict[str, Any]:
         return {"steps": self.config.steps, "step_fraction": self._fraction(),
                 "random_start": self.config.random_start, "restarts": self.config.restarts}
+
+    @classmethod
+    def attack_cost(cls, config: Any) -> Cost:
+        """``steps`` forward+backward passes per restart, and a check forward before each later
+        restart; later restarts attack only survivors, so this is an upper bound."""
+        return Cost(forward=config.restarts - 1, backward=config.steps * config.restarts)
 
 
 @dataclass

@@ -1,23 +1,28 @@
 """Per-sample minimal adversarial ε by bisection on PGD — the outcome the indicator tests correlate with.
 
-For each clean-correct sample: PGD at ε_max first (samples it cannot break are *censored*:
-``min_eps`` NaN, ``min_eps_found`` False); then ⌈log₂(ε_max / tolerance)⌉ rounds of bisection,
-each running PGD at the midpoint of the sample's bracket [lower, upper]. ``min_eps`` is the
-final upper end — a budget at which PGD produced a verified adversarial example — so the true
-minimal distance PGD can reach lies in (``min_eps_lower``, ``min_eps``], an interval no wider
-than the tolerance. Clean-misclassified samples have ``min_eps`` = 0.
+Each clean-correct sample starts from a bracket [lower, upper]. With ``brackets`` on (the default)
+and earlier attacks in the audit, it is the one the attack-outcome table gives: a sample first
+broken at budget ε_{i+1} (a verified adversarial example) starts from [ε_i, ε_{i+1}]; a sample no
+attack broke starts from [largest budget, ε_max]. Otherwise it is [0, ε_max]. Samples without a
+verified adversarial example get PGD at ε_max first (those it cannot break are *censored*:
+``min_eps`` NaN, ``min_eps_found`` False); then each round runs PGD at the midpoint of every live
+bracket, and a sample stops once its bracket is no wider than the tolerance. ``min_eps`` is the
+final upper end — a budget with a verified adversarial example — so the true minimal distance the
+attacks can reach lies in (``min_eps_lower``, ``min_eps``], an interval no wider than the tolerance.
+Clean-misclassified samples have ``min_eps`` = 0.
 
 Every round attacks all live samples together, each at its own midpoint, with torchattacks'
 PGD extended to per-sample budgets (:func:`~robaudit.probes.attacks.torchattacks_adapter.pgd_per_sample`).
-The default is 10 PGD steps per run (step 2.5·ε/10): a run at ε_max plus 7 bisection rounds
-costs 80 attack steps per clean-correct sample. Bisection assumes success is monotone in ε,
-which PGD approximates.
+The default is 10 PGD steps per run (step 2.5·ε/10). From [0, ε_max] a run at ε_max plus 7
+bisection rounds costs 80 attack steps per clean-correct sample (digits L∞); from the standard
+sweep's brackets (gaps of 0.05, 0.1 and 0.2 up to ε_max 0.5) at most 6 rounds, and 4 for a sample
+broken inside the sweep. Bisection assumes success is monotone in ε, which PGD approximates.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,7 +33,14 @@ from robaudit.probes.attacks.distance import QUANTILES, histogram, quantiles
 from robaudit.probes.seeding import derive_seed
 from robaudit.probes.attacks.sweep import clean_correct
 from robaudit.probes.attacks.verify import predicts_correctly, project_per_sample
-from robaudit.probes.base import ATTACK_OUTCOMES, Column, Probe, ProbeContext, ProbeResult, check_level, wilson_interval
+from robaudit.probes.base import (
+    ATTACK_OUTCOMES, Column, Probe, ProbeContext, ProbeResult, Requirement, check_level, wilson_interval,
+)
+from robaudit.probes.cost import Cost
+from robaudit.threat_model import ThreatModel
+
+if TYPE_CHECKING:
+    from robaudit.attack_outcomes import OutcomeTable
 
 
 UNIT = "pixels, in the probe's norm (summary › norm: L∞ or L2)"
@@ -36,15 +48,51 @@ UNIT = "pixels, in the probe's norm (summary › norm: L∞ or L2)"
 it generically; ``summary › norm`` says which."""
 
 
+_SWEEPS = {"linf": frozenset({"attack.fgsm", "attack.bim", "attack.pgd_linf"}),
+           "l2": frozenset({"attack.l2grad", "attack.pgd_l2"})}
+"""The built-in fixed-budget sweeps per norm, whose outcomes bracket the search (cost estimate only)."""
+
+
+def _rounds(width: float, tol: float) -> int:
+    """Bisection rounds that shrink a bracket of ``width`` to at most ``tol``."""
+    return max(0, math.ceil(math.log2(width / tol))) if tol < width else 0
+
+
+def sweep_brackets(outcomes: "OutcomeTable | None", norm: str, eps_max: float,
+                   n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-sample starting brackets from the attack-outcome table: (lower, upper, found), each (N,).
+
+    A sample first broken at budget ε_{i+1} ≤ ε_max (a verified adversarial example of some attack)
+    starts from [ε_i, ε_{i+1}] (ε_0 = 0), found; a sample no attack broke at any budget ≤ ε_max
+    starts from [largest such budget, ε_max], not yet found. Without a table for ``norm``: [0, ε_max].
+    """
+    lower, upper, found = np.zeros(n), np.full(n, eps_max), np.zeros(n, dtype=bool)
+    table = outcomes.norms.get(norm) if outcomes is not None else None
+    if table is None:
+        return lower, upper, found
+    keep = [k for k, e in enumerate(table.eps) if e <= eps_max]
+    if not keep:
+        return lower, upper, found
+    eps = np.asarray([table.eps[k] for k in keep])
+    broken = np.asarray(table.broken)[keep]
+    found = broken.any(axis=0)
+    first = broken.argmax(axis=0)
+    upper = np.where(found, eps[first], eps_max)
+    below = np.concatenate([[0.0], eps])  # below[first] = the budget just under the first broken one
+    lower = np.where(found, below[first], eps[-1])
+    return lower, upper, found
+
+
 class MinEpsProbe(Probe):
     """Minimal adversarial ε per sample, by bisection on PGD (L∞ or L2) to a stated tolerance."""
 
     name = "attack.min_eps"
-    version = "1"
+    version = "2"
     description = "per-sample minimal adversarial eps by bisection on PGD (L∞ or L2), to a stated tolerance"
     standard = True
     needs_grad = True
     provides = (ATTACK_OUTCOMES,)
+    requires = (Requirement(ATTACK_OUTCOMES, optional=True),)
     higher_is_better: ClassVar = {("min_eps_quantiles",): True, ("found_fraction",): False}
     summary_keys: ClassVar = (
         ("n",), ("norm",), ("clean_correct",), ("found_fraction",), ("eps_max",), ("rounds",), ("tolerance",),
@@ -76,6 +124,10 @@ class MinEpsProbe(Probe):
         """Width of the final bracket in pixel units; ``None`` is the threat model's tolerance (1/255 on digits L∞)."""
         ci_level: float = 0.95
         """Coverage of the Wilson interval on the found fraction."""
+        brackets: bool = True
+        """Start each sample's bisection from the bracket the audit's earlier attacks found (robust at
+        ε_i, broken at ε_{i+1}, from the attack-outcome table) instead of [0, ε_max]; ``False`` is
+        the version-1 search."""
 
         def __post_init__(self) -> None:
             self.norm = check_norm(self.norm)
@@ -91,17 +143,36 @@ class MinEpsProbe(Probe):
                 raise ValueError(f"tolerance must be positive, got {self.tolerance}")
             check_level(self.ci_level, "ci_level")
 
+    @staticmethod
+    def search_plan(config: "MinEpsProbe.Config", threat_model: ThreatModel) -> tuple[float, float, int]:
+        """(ε_max, tolerance, bisection rounds from the full bracket [0, ε_max]) in pixel units of ``config.norm``."""
+        budget = threat_model.norms[config.norm]
+        eps_max = config.eps_max if config.eps_max is not None else budget.search_max
+        tol = config.tolerance if config.tolerance is not None else budget.tolerance
+        return eps_max, tol, _rounds(eps_max, tol)
+
+    @classmethod
+    def estimate_cost(cls, config: "MinEpsProbe.Config", n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset()) -> Cost:
+        """One PGD run (``steps`` forward+backward passes) and one re-check forward per sample at
+        ε_max and in every bisection round. An upper bound: only clean-correct samples are attacked,
+        only those broken are bisected, and with ``brackets`` and a selected sweep of this norm (at
+        the threat model's budgets) each sample bisects at most the widest gap of that sweep."""
+        eps_max, tol, rounds = cls.search_plan(config, threat_model)
+        if config.brackets and selected & _SWEEPS[config.norm]:
+            grid = sorted({0.0, eps_max, *(e for e in threat_model.norms[config.norm].eps if e < eps_max)})
+            rounds = _rounds(max(b - a for a, b in zip(grid, grid[1:])), tol)
+        return Cost(forward=1, backward=config.steps) * ((rounds + 1) * n_samples)
+
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config
-        budget = ctx.threat_model.norms[cfg.norm]
-        eps_max = cfg.eps_max if cfg.eps_max is not None else budget.search_max
-        tol = cfg.tolerance if cfg.tolerance is not None else budget.tolerance
-        rounds = max(0, math.ceil(math.log2(eps_max / tol))) if tol < eps_max else 0
+        eps_max, tol, full_rounds = self.search_plan(cfg, ctx.threat_model)
         fraction = cfg.step_fraction if cfg.step_fraction is not None else 2.5 / cfg.steps
         correct = clean_correct(ctx)
         n = len(correct)
-        lower = np.zeros(n)
-        upper = np.full(n, eps_max)
+        lower, upper, found = sweep_brackets(ctx.outcomes if cfg.brackets else None, cfg.norm, eps_max, n)
+        found &= correct  # the table counts clean-misclassified samples as broken; they are not searched
+        from_sweep = found.copy()
         steps_spent = 0
 
         with ta.attack_session(ctx.model, ctx.device) as target:
@@ -121,15 +192,18 @@ class MinEpsProbe(Probe):
                     steps_spent += cfg.steps * len(part)
                 return out
 
-            attacked = np.flatnonzero(correct)
-            found = np.zeros(n, dtype=bool)
-            for stage in ctx.progress(range(rounds + 1), self.name, rounds + 1):
-                if stage == 0:
-                    ok = broken(attacked, upper[attacked], 0)
-                    found[attacked[ok]] = True
-                    lower[attacked[~ok]] = eps_max
-                    continue
-                live = np.flatnonzero(found)
+            # stage 0: PGD at ε_max for the clean-correct samples no earlier attack bracketed
+            attacked = np.flatnonzero(correct & ~found & (lower < eps_max))
+            ok = broken(attacked, upper[attacked], 0)
+            found[attacked[ok]] = True
+            lower[attacked[~ok]] = eps_max
+            live_width = (upper - lower)[correct & found]
+            rounds = _rounds(float(live_width.max()), tol) if len(live_width) else 0
+            for stage in ctx.progress(range(1, rounds + 1), self.name, rounds):
+                # each sample stops once its bracket is no wider than the tolerance
+                live = np.flatnonzero(correct & found & (upper - lower > tol))
+                if not len(live):
+                    break
                 mid = (lower[live] + upper[live]) / 2
                 ok = broken(live, mid, stage)
                 upper[live[ok]] = mid[ok]
@@ -141,12 +215,14 @@ class MinEpsProbe(Probe):
         n_correct = int(correct.sum())
         summary: dict[str, Any] = {
             "norm": cfg.norm, "eps_max": eps_max, "tolerance": tol, "rounds": rounds,
-            "settings": {"steps": cfg.steps, "step_fraction": fraction, "random_start": cfg.random_start},
+            "settings": {"steps": cfg.steps, "step_fraction": fraction, "random_start": cfg.random_start,
+                         "brackets": cfg.brackets},
             "n": n, "clean_correct": n_correct,
             "found_fraction": wilson_interval(int(found.sum()), n_correct, cfg.ci_level),
             "min_eps_quantiles": quantiles(censored[correct]),
             "min_eps_quantiles_all_samples": quantiles(censored),
-            "cost": {"attack_steps": steps_spent,
+            "cost": {"attack_steps": steps_spent, "bracketed_by_earlier_attacks": int((from_sweep & correct).sum()),
+                     "rounds_from_full_bracket": full_rounds,
                      "attack_steps_per_attacked_sample": steps_spent / n_correct if n_correct else 0.0,
                      "pgd_runs_per_attacked_sample": (steps_spent / n_correct / cfg.steps) if n_correct else 0.0},
         }

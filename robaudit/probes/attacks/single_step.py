@@ -9,6 +9,7 @@ import torch
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import check_eps_list
 from robaudit.probes.attacks.sweep import SweepAttack, SweepConfig, sweep_columns
+from robaudit.probes.cost import Cost
 
 
 class FGSMProbe(SweepAttack):
@@ -35,6 +36,11 @@ class FGSMProbe(SweepAttack):
     def settings(self) -> dict[str, Any]:
         return {"steps": 1, "step_size": "eps"}
 
+    @classmethod
+    def attack_cost(cls, config: Any) -> Cost:
+        """One gradient step: one forward+backward per sample."""
+        return Cost(backward=1)
+
 
 class L2GradProbe(SweepAttack):
     """L2GRAD: x + ε·g/‖g‖₂ (g = ∇ₓ CE), clipped to [0, 1], at every L2 budget of the sweep."""
@@ -58,3 +64,8 @@ class L2GradProbe(SweepAttack):
 
     def settings(self) -> dict[str, Any]:
         return {"steps": 1, "step_size": "eps"}
+
+    @classmethod
+    def attack_cost(cls, config: Any) -> Cost:
+        """One gradient step: one forward+backward per sample."""
+        return Cost(backward=1)

@@ -30,6 +30,8 @@ from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import Budgets, eps_key, known_eps_keys, probe_budgets, sanity_eps
 from robaudit.probes.seeding import derive_seed, generator
 from robaudit.probes.attacks.verify import forward_logits, predicts_correctly, project, score_logits
+from robaudit.probes.cost import Cost
+from robaudit.threat_model import ThreatModel
 from robaudit.probes.base import (
     ATTACK_OUTCOMES,
     Column,
@@ -151,6 +153,32 @@ class SweepAttack(Probe):
     def settings(self) -> dict[str, Any]:
         """The effective attack settings, echoed in the summary."""
         return {}
+
+    @classmethod
+    def attack_cost(cls, config: Any) -> Cost | None:
+        """Passes per sample of one :meth:`attack` call at one ε (an upper bound where restarts
+        attack only survivors); ``None``: not declared, and :meth:`estimate_cost` declares none."""
+        return None
+
+    @classmethod
+    def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset()) -> Cost | None:
+        """Per ε: the attack and one re-check forward of its output; with ``sanity_checks``, one
+        noise-baseline forward, and for iterative attacks the single-step comparison (free when the
+        peer probe is selected: its result is reused) and the box-covering re-attack of the
+        survivors at the largest ε (counted for every sample: an upper bound)."""
+        step = cls.attack_cost(config)
+        if step is None:
+            return None
+        n_eps = len(probe_budgets(config.eps, cls.norm, threat_model).eps)
+        per_sample = n_eps * (step + Cost(forward=1))
+        if config.sanity_checks:
+            per_sample = per_sample + Cost(forward=n_eps)
+            if cls.iterative:
+                if cls.single_step_peer is not None and cls.single_step_peer not in selected:
+                    per_sample = per_sample + n_eps * Cost(forward=1, backward=1)
+                per_sample = per_sample + step + Cost(forward=1)
+        return per_sample * n_samples
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from robaudit.probes.cost import Cost
+from robaudit.threat_model import ThreatModel
 from robaudit.probes.attacks.budgets import NORMS, eps_key
 from robaudit.probes.attacks.sweep import accuracy_by_eps, clean_correct, eps_columns
 from robaudit.probes.base import ATTACK_OUTCOMES, Column, Probe, ProbeContext, ProbeResult, Requirement, check_level
@@ -56,6 +58,12 @@ class WorstCaseProbe(Probe):
 
         def __post_init__(self) -> None:
             check_level(self.ci_level, "ci_level")
+
+    @classmethod
+    def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset()) -> Cost:
+        """No model pass of its own: it reads the outcome table and the shared clean logits."""
+        return Cost()
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         correct = clean_correct(ctx)
