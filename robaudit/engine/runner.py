@@ -61,7 +61,12 @@ from robaudit.probes.cost import estimate_audit_cost, time_fwd_bwd
 from robaudit.probes.seeding import derive_seed
 from robaudit.results import store
 from robaudit.results.outdir import claim_out_dir
-from robaudit.results.environment import describe_environment, resolve_device
+from robaudit.results.environment import (
+    cuda_peak_memory,
+    describe_environment,
+    make_cuda_reproducible,
+    resolve_device,
+)
 from robaudit.results.serialise import to_jsonable
 from robaudit.threat_model import ThreatModel, resolve_threat_model
 
@@ -168,6 +173,8 @@ def prepare(config: AuditConfig, selected: list[_Selected]) -> tuple[torch.devic
         torch.set_num_threads(config.threads)
     threads = torch.get_num_threads()
     device = resolve_device(config.device)
+    if device.type == "cuda":
+        make_cuda_reproducible()
     data_request = DataRequest(
         source=config.dataset, data_dir=config.data_dir, download=config.download, split=config.split,
         n_samples=config.n_samples, seed=config.seed, convert_channels=config.convert_channels, resize=config.resize,
@@ -302,6 +309,7 @@ def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bo
     if exit_code == ExitCode.OK and "ok" not in statuses:
         exit_code = ExitCode.NOTHING_RAN
     results["status"] = "complete" if all(s == "ok" for s in statuses) else "partial"
+    results["environment"].update(cuda_peak_memory(device))
     run.write()
     report_path = _render_quietly(out_dir, config)
     return AuditOutcome(out_dir, results, ExitCode(exit_code), report_path, probe_results)

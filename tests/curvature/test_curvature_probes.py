@@ -57,12 +57,12 @@ def test_probe_is_deterministic_json_and_leaves_the_model_alone(oracle: Oracle, 
 
 
 def test_topk_summary_and_per_sample_curvature_match_the_dense_hessian(oracle: Oracle) -> None:
-    result = _run(CurvatureTopK, oracle, {"dtype": "float64", "k": 5})
+    result = _run(CurvatureTopK, oracle, {"dtype": "float64", "k": 5, "tol": 1e-8})  # default tol 9e-4: ~1e-6 accurate
     spectrum = result.summary["sets"]["audit"]["full"]
     ref = top_by_magnitude(oracle.eigenvalues, 5).numpy()
     assert np.allclose(spectrum["eigenvalues"], ref, rtol=1e-6)
     assert result.summary["lambda_1"] == pytest.approx(ref[0], rel=1e-6)
-    assert spectrum["certified"] and spectrum["hvps"]["certificate"] == 5 and spectrum["n"] == len(oracle.data)
+    assert spectrum["certified"] and spectrum["hvps"]["certificate"] == 1 and spectrum["n"] == len(oracle.data)
     assert spectrum["checks"]["symmetric"] and spectrum["checks"]["deterministic"]
     assert result.summary["operator"]["parameters"] == oracle.hessian.shape[0]
     # per-sample curvature along v1: its mean is λ1, and sample 0 matches its own dense Hessian
