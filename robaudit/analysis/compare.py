@@ -176,7 +176,11 @@ def compare(paths: list[Path], seed: int = 0) -> dict[str, Any]:
     """
     if len(paths) < 2:
         raise UsageError("compare needs at least two results directories", fix="pass two or more RUN_DIRs")
-    runs = load_runs(paths)
+    return compare_runs(load_runs(paths), seed)
+
+
+def compare_runs(runs: list[Run], seed: int = 0) -> dict[str, Any]:
+    """The cross-model analysis of loaded runs (``robaudit compare`` and ``robaudit zoo`` both use it)."""
     metrics = model_metrics(runs)
     warnings = _warnings(runs)
     rng = np.random.default_rng(seed)

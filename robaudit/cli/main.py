@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from robaudit import __version__
-from robaudit.cli import compare_command, gate_command
+from robaudit.cli import compare_command, gate_command, zoo_command
 from robaudit.cli.options import (
     config_from_cli,
     file_defaults_for_click,
@@ -210,6 +210,7 @@ def report(results_dir: Path, quiet: bool, debug: bool) -> None:
 
 cli.add_command(gate_command.gate)
 cli.add_command(compare_command.compare)
+cli.add_command(zoo_command.zoo)
 
 
 def _print_summary(results: dict[str, Any], out_dir: Path, report_path: Path | None, quiet: bool) -> None:
