@@ -5,13 +5,14 @@ indicator (λ1^θ, Hessian trace, the median of a per-sample indicator) rank the
 way their robust accuracy does? With few models, only rank statistics with exact
 permutation p-values are honest (Kendall τ and Spearman ρ; exact up to 8 models).
 
-Model-level metrics are read from saved results only (no recomputation):
+Model-level metrics are read from saved results only (no recomputation), and only where the
+probe declares them (:func:`model_metrics`), so settings such as a batch size or a solver tolerance
+are never correlated:
 
-* robustness: every Estimate in an ``attack.*`` probe's summary marked higher-is-better,
-  one per (probe, summary key, ε);
-* indicators: the numeric (non-Estimate) leaves of ``curvature.*`` and ``geometry.*``
-  summaries, and the median over clean-correct samples of every per-sample column whose
-  role is ``indicator``;
+* robustness: the Estimates at each probe's ``outcome_keys`` (robust accuracy per ε);
+* indicators: the values at each probe's ``indicator_keys`` (λ1 and the trace of *every* Hessian
+  set, train and audit apart), and the median over clean-correct samples of every per-sample column
+  whose role is ``indicator``;
 * headline: the clean accuracy.
 
 Indicators that change when logits are rescaled z → αz (which changes no decision) are
@@ -29,11 +30,12 @@ import numpy as np
 
 from robaudit.analysis import stats as st
 from robaudit.errors import UsageError
+from robaudit.probes.base import Probe, summary_key_matches
+from robaudit.probes.registry import ProbeRegistry
 from robaudit.results import store
 from robaudit.threat_model import eps_key
 
 CURVE_PROBE_PREFIX = "attack."
-INDICATOR_PROBE_PREFIXES = ("curvature.", "geometry.")
 
 
 @dataclass
@@ -87,27 +89,34 @@ def pick_run(run_dirs: tuple[Path, ...] | list[Path], which: str) -> tuple[str, 
 
 
 def _leaves(node: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """Every leaf of a summary with its key path; an Estimate is one leaf, list positions are keys "0", "1", ..."""
     if isinstance(node, dict) and "value" in node and "low" in node:
         return [(path, node)]
     if isinstance(node, dict):
         return [leaf for k, v in node.items() for leaf in _leaves(v, (*path, str(k)))]
+    if isinstance(node, list):
+        return [leaf for k, v in enumerate(node) for leaf in _leaves(v, (*path, str(k)))]
     return [(path, node)]
 
 
-def _hib(entry: dict[str, Any], path: tuple[str, ...]) -> bool | None:
-    node: Any = entry.get("higher_is_better", {})
-    for key in path:
-        if isinstance(node, bool):
-            return node
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node if isinstance(node, bool) else None
+def probe_classes(names: set[str], registry: ProbeRegistry | None = None) -> dict[str, type[Probe]]:
+    """The registered probe classes behind ``names`` (a probe no longer installed is left out: its
+    summary values are then neither indicators nor outcomes)."""
+    registry = registry or ProbeRegistry()
+    found = {name: registry.get_or_skip(name) for name in sorted(names)}
+    return {name: cls for name, cls in found.items() if cls is not None}
 
 
-def model_metrics(runs: list[Run]) -> list[Metric]:
-    """Every model-level metric present in at least one run, in a stable order."""
+def model_metrics(runs: list[Run], registry: ProbeRegistry | None = None) -> list[Metric]:
+    """The model-level metrics the cross-model tests use, present in at least one run, in a stable order.
+
+    Only what the probes declare is read: the summary values matching a probe's ``indicator_keys``
+    (one indicator per Hessian set: train and audit sets are separate) and ``outcome_keys`` (the
+    robustness outcomes), the median over clean-correct samples of every per-sample column whose role is
+    ``indicator``, and the clean accuracy. Settings, counts and diagnostics are never correlated.
+    """
     found: dict[str, Metric] = {}
+    classes = probe_classes({n for r in runs for n in r.results.get("probes", {})}, registry)
 
     def put(run_index: int, metric_id: str, label: str, kind: str, value: float, **extra: Any) -> None:
         metric = found.setdefault(metric_id, Metric(metric_id, label, kind, [math.nan] * len(runs), **extra))
@@ -118,14 +127,19 @@ def model_metrics(runs: list[Run]) -> list[Metric]:
         for name, entry in probes.items():
             if entry.get("status") != "ok":
                 continue
+            cls = classes.get(name)
+            indicator_keys = getattr(cls, "indicator_keys", ())
+            outcome_keys = getattr(cls, "outcome_keys", ())
             for path, leaf in _leaves(entry.get("summary", {})):
                 label = f"{name} {' › '.join(path)}"
                 if name == "clean" and path == ("accuracy",):
                     put(i, "clean.accuracy", "clean accuracy", "headline", _num(leaf))
-                elif name.startswith(CURVE_PROBE_PREFIX) and isinstance(leaf, dict) and _hib(entry, path):
+                elif isinstance(leaf, dict) and any(summary_key_matches(k, path) for k in outcome_keys):
                     put(i, label, label, "robustness", _num(leaf))
-                elif name.startswith(INDICATOR_PROBE_PREFIXES) and _is_number(leaf):
-                    put(i, label, label, "indicator", float(leaf),
+                elif any(summary_key_matches(k, path) for k in indicator_keys) and (
+                        _is_number(leaf) or isinstance(leaf, dict)):
+                    value = _num(leaf) if isinstance(leaf, dict) else float(leaf)
+                    put(i, label, label, "indicator", value,
                         reparametrisation_invariant=not name.startswith("curvature."))
             for column, meta in entry.get("columns", {}).items():
                 if meta.get("role") == "indicator" and column in run.columns:
