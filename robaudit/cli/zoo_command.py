@@ -31,6 +31,8 @@ Exit codes: 0 every model audited (and passed --gate); otherwise the most severe
               help="Continue the sweep in --out: skip models finished with the same settings, re-run the rest.")
 @click.option("--gate", "gate_rules", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Gate every model on the rules in FILE; exit 1 if any model fails (docs/ci-gate.md).")
+@click.option("--dry-run", is_flag=True, default=False,
+              help="Expand the models and validate each (load, match, preflight) without probes; print a table.")
 @click.option("--timm", "timm_pattern", default=None, metavar="PATTERN",
               help="Instead of a manifest: every timm model matching PATTERN (timm.list_models).")
 @click.option("--torchvision", "tv_pattern", default=None, metavar="PATTERN",
@@ -43,7 +45,8 @@ Exit codes: 0 every model audited (and passed --gate); otherwise the most severe
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the cross-model bootstrap/permutations.")
 @click.option("-q", "--quiet", is_flag=True, default=False, help="No per-model progress lines.")
 @click.option("--debug", is_flag=True, default=False, help="Show tracebacks.")
-def zoo(manifest: Path | None, out: Path, workers: int, resume: bool, gate_rules: Path | None, timm_pattern: str | None,
+def zoo(manifest: Path | None, out: Path, workers: int, resume: bool, gate_rules: Path | None, dry_run: bool,
+        timm_pattern: str | None,
         tv_pattern: str | None, pretrained: bool, dataset: str | None, data_dir: Path | None, n_samples: str | None,
         probes: str | None, seed: int, quiet: bool, debug: bool) -> None:
     """Audit every model of MANIFEST (ZOO.toml) or of a --timm/--torchvision pattern, one process per model."""
@@ -71,6 +74,10 @@ def zoo(manifest: Path | None, out: Path, workers: int, resume: bool, gate_rules
         spec = expand_registry(*patterns[0], audit, pretrained)
     if gate_rules is not None:
         gate_command.prepare_run_gate(gate_rules)  # bad rules fail before any model runs
+    if dry_run:
+        from robaudit.zoo.sweep import thread_share
+
+        click.get_current_context().exit(_print_dry_run(spec, thread_share(1)))
     check_out_dir(out, resume)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -99,6 +106,27 @@ def zoo(manifest: Path | None, out: Path, workers: int, resume: bool, gate_rules
                 click.echo(f"zoo: {record.name} {record.status} (exit {record.exit_code}): {record.reason}", err=True)
     click.echo(f"zoo: {path}")
     click.get_current_context().exit(int(outcome.exit_code))
+
+
+def _print_dry_run(spec: Any, threads: int) -> int:
+    """Print the dry-run table; the exit code is 0 when every model is valid, else the most severe model's."""
+    from robaudit.zoo.dry_run import dry_run
+    from robaudit.zoo.sweep import zoo_exit_code
+    from robaudit.zoo.task import TaskRecord
+
+    rows = dry_run(spec, threads)
+    click.echo(f"{'model':<24} {'status':<7} {'parameters':>12} {'fwd+bwd s':>10} {'pass s':>9}")
+    for r in rows:
+        if r["status"] == "ok":
+            click.echo(f"{r['name']:<24} {'ok':<7} {r['parameters']:>12,} {r['forward_backward_s']:>10.4f} {r['pass_s']:>9.3f}")
+        else:
+            click.echo(f"{r['name']:<24} {'failed':<7} exit {r['exit_code']}: {r['reason']}")
+    ok = [r for r in rows if r["status"] == "ok"]
+    click.echo(f"{'zoo total':<24} {len(ok)}/{len(rows)} valid {sum(r['parameters'] for r in ok):>10,} "
+               f"{sum(r['forward_backward_s'] for r in ok):>10.4f} {sum(r['pass_s'] for r in ok):>9.3f}")
+    click.echo("fwd+bwd s: one forward+backward pass of a batch; pass s: one such pass over the model's audit samples")
+    records = [TaskRecord(r["name"], "", r["status"], r["exit_code"], r.get("reason", "")) for r in rows]
+    return int(zoo_exit_code(records))
 
 
 def _n_samples(text: str | None) -> int | str | None:

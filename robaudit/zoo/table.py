@@ -114,7 +114,9 @@ def _parameters(results: dict[str, Any]) -> int | None:
 def zoo_document(manifest: Manifest, out: Path, records: dict[str, TaskRecord], seed: int = 0) -> dict[str, Any]:
     """The content of ``zoo.json``: rows, the cross-model analysis over finished models, and the tag groups."""
     rows, runs = build_rows(manifest, out, records)
-    analysis = compare_runs(runs, seed) if len(runs) >= 2 else None
+    parameters = {"parameter count": [float(r["parameters"]) if r["parameters"] is not None else math.nan
+                                      for r in rows if r["name"] in {run.name for run in runs}]}
+    analysis = compare_runs(runs, seed, parameters) if len(runs) >= 2 else None
     groups = {}
     for key in sorted({k for m in manifest.models for k in m.tags}):
         for value in sorted({json.dumps(m.tags[key]) for m in manifest.models if key in m.tags}):

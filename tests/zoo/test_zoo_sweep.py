@@ -19,7 +19,7 @@ from zoo_fixtures import BROKEN_ARCH, make_zoo, variant
 
 from robaudit.zoo.sweep import thread_share
 
-VOLATILE = {"created", "started", "duration_s", "command"}
+VOLATILE = {"created", "started", "duration_s", "command", "notes"}  # notes carry timings ("0.79 s")
 
 
 def _strip(node: Any) -> Any:
@@ -41,7 +41,8 @@ def test_each_model_equals_a_single_robaudit_run(swept: tuple[Path, Path, Any], 
     assert list(rows) == ["bs16", "bs32", "bs64"]
     for name in rows:
         single = tmp_path / name
-        proc = robaudit("run", f"runs/{name}/model.pt", "--arch", "models.py:M1", "--dataset", "digits",
+        source = str(manifest.parent / "runs" / name / "model.pt")  # the zoo resolves it from the manifest
+        proc = robaudit("run", source, "--arch", "models.py:M1", "--arch-kwargs", '{"num_classes": 10}', "--dataset", "digits",
                         "--probes", "clean,attack.fgsm,curvature.topk", "--n-samples", "40",
                         "--threads", str(thread_share(WORKERS)), "--out", str(single), "-q", cwd=manifest.parent)
         assert proc.returncode == 0, proc.stderr
@@ -155,3 +156,41 @@ def test_a_bad_manifest_is_one_line_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "used twice" in proc.stderr
     assert not (tmp_path / "zoo").exists()
+
+
+def test_dry_run_validates_every_model_and_writes_nothing(tmp_path: Path) -> None:
+    import importlib.util
+
+    manifest = make_zoo(tmp_path, n_models=2)
+    with manifest.open("a", encoding="utf-8") as f:
+        f.write('[[model]]\nname = "missing"\nsource = "nowhere.pt"\narch = "models.py:M1"\n')
+    proc = robaudit("zoo", str(manifest), "--out", "zoo", "--dry-run", cwd=tmp_path)
+    spec = importlib.util.spec_from_file_location("digits_cnn", tmp_path / "digits_cnn.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parameters = sum(p.numel() for p in module.DigitsCNN(10).parameters())
+    lines = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.strip()}
+    assert proc.returncode == 2, proc.stderr
+    for name in ("bs16", "bs32"):
+        assert lines[name][1] == "ok" and int(lines[name][2].replace(",", "")) == parameters
+        assert float(lines[name][3]) > 0
+    assert lines["missing"][1:4] == ["failed", "exit", "2:"] and "does not exist" in proc.stdout
+    assert "2/3 valid" in proc.stdout
+    assert not (tmp_path / "zoo").exists()
+
+
+def test_gate_over_a_zoo_lists_failures_and_exits_1(tmp_path: Path) -> None:
+    manifest = make_zoo(tmp_path, n_models=1)
+    (tmp_path / "rules.toml").write_text('[[rule]]\nmetric = ["probes", "clean", "summary", "accuracy"]\n'
+                                         "threshold = 0.999\n", encoding="utf-8")
+    (tmp_path / "bad.toml").write_text('[[rule]]\nmetric = ["probes", "clean", "summary", "accuracy"]\n', encoding="utf-8")
+    bad = robaudit("zoo", str(manifest), "--out", "bad-zoo", "--gate", "bad.toml", cwd=tmp_path)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "bad-zoo").exists()  # bad rules fail before any model runs
+    proc = robaudit("zoo", str(manifest), "--out", "zoo", "--gate", "rules.toml", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    row = json.loads((tmp_path / "zoo" / "zoo.json").read_text())["models"][0]
+    assert row["status"] == "gate_failed" and row["exit_code"] == 1
+    results = _results(tmp_path / "zoo" / "models" / "bs16")
+    assert results["gate"] is not None and results["probes"]["clean"]["summary"]["accuracy"]["value"] < 0.999
+    assert "zoo: bs16 gate_failed (exit 1)" in proc.stderr
