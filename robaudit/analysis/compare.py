@@ -5,13 +5,14 @@ indicator (λ1^θ, Hessian trace, the median of a per-sample indicator) rank the
 way their robust accuracy does? With few models, only rank statistics with exact
 permutation p-values are honest (Kendall τ and Spearman ρ; exact up to 8 models).
 
-Model-level metrics are read from saved results only (no recomputation):
+Model-level metrics are read from saved results only (no recomputation), and only where the
+probe declares them (:func:`model_metrics`), so settings such as a batch size or a solver tolerance
+are never correlated:
 
-* robustness: every Estimate in an ``attack.*`` probe's summary marked higher-is-better,
-  one per (probe, summary key, ε);
-* indicators: the numeric (non-Estimate) leaves of ``curvature.*`` and ``geometry.*``
-  summaries, and the median over clean-correct samples of every per-sample column whose
-  role is ``indicator``;
+* robustness: the Estimates at each probe's ``outcome_keys`` (robust accuracy per ε);
+* indicators: the values at each probe's ``indicator_keys`` (λ1 and the trace of *every* Hessian
+  set, train and audit apart), and the median over clean-correct samples of every per-sample column
+  whose role is ``indicator``;
 * headline: the clean accuracy.
 
 Indicators that change when logits are rescaled z → αz (which changes no decision) are
@@ -29,11 +30,12 @@ import numpy as np
 
 from robaudit.analysis import stats as st
 from robaudit.errors import UsageError
+from robaudit.probes.base import Probe, summary_key_matches
+from robaudit.probes.registry import ProbeRegistry
 from robaudit.results import store
 from robaudit.threat_model import eps_key
 
 CURVE_PROBE_PREFIX = "attack."
-INDICATOR_PROBE_PREFIXES = ("curvature.", "geometry.")
 
 
 @dataclass
@@ -87,27 +89,34 @@ def pick_run(run_dirs: tuple[Path, ...] | list[Path], which: str) -> tuple[str, 
 
 
 def _leaves(node: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """Every leaf of a summary with its key path; an Estimate is one leaf, list positions are keys "0", "1", ..."""
     if isinstance(node, dict) and "value" in node and "low" in node:
         return [(path, node)]
     if isinstance(node, dict):
         return [leaf for k, v in node.items() for leaf in _leaves(v, (*path, str(k)))]
+    if isinstance(node, list):
+        return [leaf for k, v in enumerate(node) for leaf in _leaves(v, (*path, str(k)))]
     return [(path, node)]
 
 
-def _hib(entry: dict[str, Any], path: tuple[str, ...]) -> bool | None:
-    node: Any = entry.get("higher_is_better", {})
-    for key in path:
-        if isinstance(node, bool):
-            return node
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node if isinstance(node, bool) else None
+def probe_classes(names: set[str], registry: ProbeRegistry | None = None) -> dict[str, type[Probe]]:
+    """The registered probe classes behind ``names`` (a probe no longer installed is left out: its
+    summary values are then neither indicators nor outcomes)."""
+    registry = registry or ProbeRegistry()
+    found = {name: registry.get_or_skip(name) for name in sorted(names)}
+    return {name: cls for name, cls in found.items() if cls is not None}
 
 
-def model_metrics(runs: list[Run]) -> list[Metric]:
-    """Every model-level metric present in at least one run, in a stable order."""
+def model_metrics(runs: list[Run], registry: ProbeRegistry | None = None) -> list[Metric]:
+    """The model-level metrics the cross-model tests use, present in at least one run, in a stable order.
+
+    Only what the probes declare is read: the summary values matching a probe's ``indicator_keys``
+    (one indicator per Hessian set: train and audit sets are separate) and ``outcome_keys`` (the
+    robustness outcomes), the median over clean-correct samples of every per-sample column whose role is
+    ``indicator``, and the clean accuracy. Settings, counts and diagnostics are never correlated.
+    """
     found: dict[str, Metric] = {}
+    classes = probe_classes({n for r in runs for n in r.results.get("probes", {})}, registry)
 
     def put(run_index: int, metric_id: str, label: str, kind: str, value: float, **extra: Any) -> None:
         metric = found.setdefault(metric_id, Metric(metric_id, label, kind, [math.nan] * len(runs), **extra))
@@ -118,14 +127,19 @@ def model_metrics(runs: list[Run]) -> list[Metric]:
         for name, entry in probes.items():
             if entry.get("status") != "ok":
                 continue
+            cls = classes.get(name)
+            indicator_keys = getattr(cls, "indicator_keys", ())
+            outcome_keys = getattr(cls, "outcome_keys", ())
             for path, leaf in _leaves(entry.get("summary", {})):
                 label = f"{name} {' › '.join(path)}"
                 if name == "clean" and path == ("accuracy",):
                     put(i, "clean.accuracy", "clean accuracy", "headline", _num(leaf))
-                elif name.startswith(CURVE_PROBE_PREFIX) and isinstance(leaf, dict) and _hib(entry, path):
+                elif isinstance(leaf, dict) and any(summary_key_matches(k, path) for k in outcome_keys):
                     put(i, label, label, "robustness", _num(leaf))
-                elif name.startswith(INDICATOR_PROBE_PREFIXES) and _is_number(leaf):
-                    put(i, label, label, "indicator", float(leaf),
+                elif any(summary_key_matches(k, path) for k in indicator_keys) and (
+                        _is_number(leaf) or isinstance(leaf, dict)):
+                    value = _num(leaf) if isinstance(leaf, dict) else float(leaf)
+                    put(i, label, label, "indicator", value,
                         reparametrisation_invariant=not name.startswith("curvature."))
             for column, meta in entry.get("columns", {}).items():
                 if meta.get("role") == "indicator" and column in run.columns:
@@ -176,8 +190,20 @@ def compare(paths: list[Path], seed: int = 0) -> dict[str, Any]:
     """
     if len(paths) < 2:
         raise UsageError("compare needs at least two results directories", fix="pass two or more RUN_DIRs")
-    runs = load_runs(paths)
+    return compare_runs(load_runs(paths), seed)
+
+
+def compare_runs(runs: list[Run], seed: int = 0, controls: dict[str, list[float]] | None = None) -> dict[str, Any]:
+    """The cross-model analysis of loaded runs (``robaudit compare`` and ``robaudit zoo`` both use it).
+
+    Each (indicator, outcome) row has Kendall τ and Spearman ρ with permutation p, Spearman's paired
+    bootstrap 95 % interval (models resampled), and the partial Spearman ρ (with its bootstrap interval)
+    controlling for the clean accuracy and for each of ``controls`` (name → one value per run, e.g. the
+    parameter count), where at least four models have the control and it varies.
+    """
     metrics = model_metrics(runs)
+    clean = next((m.values for m in metrics if m.id == "clean.accuracy"), [math.nan] * len(runs))
+    all_controls = {"clean accuracy": clean, **(controls or {})}
     warnings = _warnings(runs)
     rng = np.random.default_rng(seed)
     correlations = []
@@ -187,13 +213,17 @@ def compare(paths: list[Path], seed: int = 0) -> dict[str, Any]:
             x, y = np.array(indicator.values), np.array(outcome.values)
             ok = np.isfinite(x) & np.isfinite(y)
             row: dict[str, Any] = {"indicator": indicator.id, "outcome": outcome.id, "n_models": int(ok.sum()),
-                                   "kendall_tau": None, "kendall_p": None, "spearman_rho": None, "spearman_p": None}
+                                   "kendall_tau": None, "kendall_p": None, "spearman_rho": None, "spearman_p": None,
+                                   "spearman_low": None, "spearman_high": None}
             if ok.sum() >= 3 and np.ptp(x[ok]) > 0 and np.ptp(y[ok]) > 0:
                 for method in ("kendall", "spearman"):
                     value, p = st.rank_correlation_exact(x[ok], y[ok], method, rng)
                     key = "kendall_tau" if method == "kendall" else "spearman_rho"
                     row[key] = value
                     row[f"{method}_p"] = None if math.isnan(p) else p
+                ci = st.spearman_ci(x[ok], y[ok], rng)
+                row["spearman_low"], row["spearman_high"] = _finite_or_none(ci.low), _finite_or_none(ci.high)
+            row["partial"] = _partials(x, y, all_controls, rng)
             row["caveats"] = _caveats(indicator)
             correlations.append(row)
     return {
@@ -206,8 +236,28 @@ def compare(paths: list[Path], seed: int = 0) -> dict[str, Any]:
         "correlations": correlations,
         "curves": robust_curves(runs),
         "warnings": warnings,
-        "method": "Kendall τ-b and Spearman ρ across models; two-sided permutation p, exact up to 8 models",
+        "method": "Kendall τ-b and Spearman ρ across models; two-sided permutation p, exact up to 8 models; "
+                  "Spearman ρ and partial Spearman ρ with paired percentile-bootstrap 95 % intervals over models",
     }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _partials(x: np.ndarray, y: np.ndarray, controls: dict[str, list[float]],
+              rng: np.random.Generator) -> dict[str, dict[str, float | None]]:
+    """Partial Spearman ρ of x and y controlling for each control, where ≥ 4 models have all three and each varies."""
+    out = {}
+    for name, values in controls.items():
+        z = np.asarray(values, dtype=np.float64)
+        ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
+        if ok.sum() < 4 or min(np.ptp(x[ok]), np.ptp(y[ok]), np.ptp(z[ok])) == 0:
+            continue
+        ci = st.partial_spearman_ci(x[ok], y[ok], z[ok], rng)
+        out[name] = {"rho": _finite_or_none(ci.value), "low": _finite_or_none(ci.low), "high": _finite_or_none(ci.high),
+                     "n_models": int(ok.sum())}
+    return out
 
 
 def _caveats(metric: Metric) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from robaudit import __version__
-from robaudit.cli import compare_command, gate_command
+from robaudit.cli import compare_command, gate_command, zoo_command
 from robaudit.cli.options import (
     config_from_cli,
     file_defaults_for_click,
@@ -260,6 +260,7 @@ def report(results_dir: Path, quiet: bool, debug: bool) -> None:
 
 cli.add_command(gate_command.gate)
 cli.add_command(compare_command.compare)
+cli.add_command(zoo_command.zoo)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -241,6 +241,13 @@ class Probe:
             any one key (an ε, a norm, a class, a list position) and a final ``"**"`` for any
             subtree (diagnostic records). The gate refuses a rule whose path the probe does not
             declare. ``None`` means undeclared, and the gate cannot check rules on this probe.
+        indicator_keys: the summary paths (patterns as in ``summary_keys``; a list position is a
+            key such as ``"0"``) whose values are *model-level indicators*: numbers that might
+            predict robustness across models (λ1 of each Hessian set, its trace). Settings, counts
+            and diagnostics are not. Only these (and the medians of per-sample columns whose role
+            is ``indicator``) are tested by ``robaudit compare`` and ``robaudit zoo``.
+        outcome_keys: the summary paths whose values are robustness *outcomes* (Estimates, higher is
+            better: robust accuracy per ε) that the indicators are correlated with.
         standard: whether the probe is in the default audit set.
         requires: the results this probe reads (:class:`Requirement`: probe names or capabilities).
             The engine runs them first (a topological order; the listed order breaks ties), hands
@@ -265,6 +272,8 @@ class Probe:
     needs_input_grad: ClassVar[bool | None] = None
     higher_is_better: ClassVar[Mapping[tuple[str, ...], bool]] = {}
     summary_keys: ClassVar[tuple[tuple[str, ...], ...] | None] = None
+    indicator_keys: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    outcome_keys: ClassVar[tuple[tuple[str, ...], ...]] = ()
     standard: ClassVar[bool] = False
     requires: ClassVar[tuple[Requirement, ...]] = ()
     provides: ClassVar[tuple[str, ...]] = ()

@@ -73,6 +73,7 @@ class DistanceAttack(Probe):
     provides = (ATTACK_OUTCOMES,)
     higher_is_better: ClassVar = {("robust_accuracy",): True, ("robust_accuracy_clean_correct",): True,
                                   ("distance_quantiles",): True}
+    outcome_keys: ClassVar = (("robust_accuracy", "*"),)
     summary_keys: ClassVar = (
         ("clean_accuracy",), ("n",), ("norm",), ("eps", "*"), ("eps_source",), ("found_fraction",),
         ("invalid_adversarials",), ("robust_accuracy", "*"), ("robust_accuracy_clean_correct", "*"),

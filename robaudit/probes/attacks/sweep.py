@@ -140,6 +140,7 @@ class SweepAttack(Probe):
     provides = (ATTACK_OUTCOMES,)
     higher_is_better: ClassVar = {("robust_accuracy",): True, ("robust_accuracy_clean_correct",): True,
                                   ("noise_accuracy",): True}
+    outcome_keys: ClassVar = (("robust_accuracy", "*"),)
     summary_keys: ClassVar = (
         ("clean_accuracy",), ("n",), ("norm",), ("eps", "*"), ("eps_source",), ("robust_accuracy", "*"),
         ("robust_accuracy_clean_correct", "*"), ("noise_accuracy", "*"), ("mean_loss", "*"),

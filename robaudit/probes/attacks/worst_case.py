@@ -37,6 +37,7 @@ class WorstCaseProbe(Probe):
         ("linf", "robust_accuracy"): True, ("linf", "robust_accuracy_clean_correct"): True,
         ("l2", "robust_accuracy"): True, ("l2", "robust_accuracy_clean_correct"): True,
     }
+    outcome_keys: ClassVar = tuple((norm, "robust_accuracy", "*") for norm in NORMS)
     summary_keys: ClassVar = (
         ("sources", "*"),
         *((norm, key, "*") for norm in NORMS for key in ("robust_accuracy", "robust_accuracy_clean_correct", "eps")),

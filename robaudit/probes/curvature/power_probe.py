@@ -33,6 +33,7 @@ class CurvaturePower(CurvatureProbe):
     requires = (Requirement("curvature.topk", optional=True),)  # compared against its Lanczos pairs
     higher_is_better: ClassVar = {("lambda_1",): False}
     summary_keys: ClassVar = (("lambda_1",), ("lambda_1_set",), ("k",), ("mode",), ("tol",), ("preset",), ("sets", "**"))
+    indicator_keys: ClassVar = (("sets", "*", "*", "eigenvalues", "0"),)  # λ1 of every Hessian set
 
     @dataclass
     class Config(EigenKnobs):

@@ -40,6 +40,7 @@ class CurvatureTopK(CurvatureProbe):
     higher_is_better: ClassVar = {("lambda_1",): False}
     summary_keys: ClassVar = (("lambda_1",), ("lambda_1_set",), ("k",), ("which",), ("preset",), ("operator", "**"),
                               ("sets", "**"))
+    indicator_keys: ClassVar = (("sets", "*", "*", "eigenvalues", "0"),)  # λ1 of every Hessian set
     columns: ClassVar = {
         "v1_curvature": Column("curvature along v1, v1ᵀ∇²_θ CE_i v1", role="indicator",
                                unit="nats per unit² parameter step", scale_invariant=False),

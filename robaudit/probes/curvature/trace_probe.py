@@ -27,6 +27,7 @@ class CurvatureTrace(CurvatureProbe):
     standard = False
     higher_is_better: ClassVar = {("trace",): False}
     summary_keys: ClassVar = (("trace",), ("trace_set",), ("sets", "**"))
+    indicator_keys: ClassVar = (("sets", "*", "*", "trace"),)  # the trace of every Hessian set
 
     @dataclass
     class Config(CurvatureKnobs):

@@ -1,0 +1,95 @@
+"""``robaudit zoo --dry-run``: validate every model (load, match, preflight: what ``robaudit validate``
+does), count its parameters and time one forward+backward pass, without running any probe.
+
+Each model is inspected in its own child process (``python -m robaudit.zoo.dry_run TASK.toml SOURCE``),
+for the same isolation as the sweep. The table gives the cost unit every probe is built from: one
+forward+backward pass of a batch, and one such pass over all the audit samples (``pass_s``). A
+per-probe cost model (how many passes and HVPs each probe's settings imply) is not part of robaudit
+yet; multiplying ``pass_s`` by those counts is where it plugs in.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from robaudit.exitcodes import ExitCode
+from robaudit.zoo.manifest import Manifest, ZooModel
+from robaudit.zoo.task import to_toml, task_settings
+
+
+def inspect_model(config_path: Path, source: str) -> dict[str, Any]:
+    """Load, match and preflight-check one model as ``robaudit validate`` does; count its parameters and time
+    one forward+backward pass of a batch (seconds). Errors become ``{"status": "failed", ...}``."""
+    from robaudit.config import config_from_mapping, read_config_file
+    from robaudit.engine.runner import prepare, select_probes
+    from robaudit.errors import RobauditError
+    from robaudit.preflight import run_preflight
+    from robaudit.probes.registry import ProbeRegistry
+
+    try:
+        file_values = read_config_file(config_path)
+        config = config_from_mapping({**file_values["run"], "model": source,
+                                      "probe_config": file_values["probe_config"]})
+        selected = select_probes(config, ProbeRegistry())
+        device, _, model, data = prepare(config, selected)
+        preflight = run_preflight(model, data, device, any(s.cls.needs_double_backward for s in selected))
+    except RobauditError as exc:
+        return {"status": "failed", "exit_code": int(exc.exit_code), "reason": exc.one_line()}
+    import torch
+
+    errors = [f.message for f in preflight.flags if f.severity.value == "error"]
+    x = data.x[: config.batch_size].to(device)
+    y = data.y[: config.batch_size].to(device)
+    seconds = math.inf
+    for _ in range(2):  # the first pass pays one-off allocations and kernel selection: keep the second
+        model.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+    model.zero_grad(set_to_none=True)
+    return {"status": "failed" if errors else "ok", "exit_code": int(ExitCode.USAGE if errors else ExitCode.OK),
+            "reason": "; ".join(errors), "parameters": sum(p.numel() for p in model.parameters()),
+            "forward_backward_s": seconds, "batch": int(len(x)), "samples": len(data),
+            "pass_s": seconds * math.ceil(len(data) / max(1, len(x)))}
+
+
+def dry_run(manifest: Manifest, threads: int) -> list[dict[str, Any]]:
+    """Inspect every model of ``manifest`` in a child process; one dict per model (manifest order).
+    Nothing is written under ``--out`` (the task configs live in a temporary folder)."""
+    with tempfile.TemporaryDirectory(prefix="robaudit-zoo-dry-run-") as tmp:
+        return [_inspect_in_child(manifest, model, Path(tmp), threads) for model in manifest.models]
+
+
+def _inspect_in_child(manifest: Manifest, model: ZooModel, task_dir: Path, threads: int) -> dict[str, Any]:
+    config = task_dir / f"{model.name}.toml"
+    config.write_text(to_toml(task_settings(manifest.audit, model)), encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.run([sys.executable, "-m", "robaudit.zoo.dry_run", str(config.resolve()), model.source],
+                          cwd=manifest.base_dir, env=env, capture_output=True, text=True)
+    try:
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        tail = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        row = {"status": "failed", "exit_code": int(ExitCode.INTERNAL),
+               "reason": tail[-1] if tail else f"the inspection process ended with {proc.returncode}"}
+    return {"name": model.name, "source": model.source, **row}
+
+
+def main() -> None:  # pragma: no cover - the child process
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    print(json.dumps(inspect_model(Path(sys.argv[1]), sys.argv[2])))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Audit one zoo model in its own ``robaudit run`` process, and record what happened.
+
+Each model runs through the CLI exactly as a user would run it (``robaudit --config TASK.toml run
+SOURCE --out zoo/models/<name>/``), so a zoo audit and a single audit share one code path, and a
+model that crashes, leaks memory or is killed takes only its own process down. The child dies with
+the driver (``PR_SET_PDEATHSIG``), so a killed sweep leaves no orphan writing into ``--out``.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robaudit.exitcodes import ExitCode
+from robaudit.zoo.manifest import ZooModel
+
+OOM_MARKERS = ("out of memory", "outofmemoryerror")
+
+
+@dataclass
+class TaskRecord:
+    """The outcome of one model's audit, as kept in ``zoo/tasks/<name>.json``.
+
+    Attributes:
+        exit_code: the ``robaudit run`` exit code (3 when the process was killed by a signal).
+        reason: the one-line error the audit printed (empty when it succeeded).
+        wall_s: seconds, every attempt included.
+        retried_batch_size: the halved batch size of the out-of-memory retry, when one ran.
+    """
+
+    name: str
+    digest: str
+    status: str  # "ok" | "gate_failed" | "failed"
+    exit_code: int
+    reason: str = ""
+    wall_s: float = 0.0
+    attempts: int = 1
+    retried_batch_size: int | None = None
+    signal: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def to_toml(table: dict[str, Any]) -> str:
+    """``table`` as TOML, every value inline (strings, numbers, booleans, lists and tables)."""
+    return "".join(f"{_key(k)} = {_value(v)}\n" for k, v in table.items())
+
+
+def _key(key: str) -> str:
+    return key if key.replace("-", "").replace("_", "").isalnum() else json.dumps(key)
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, str)):
+        return json.dumps(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_key(str(k))} = {_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, Path):
+        return json.dumps(str(value))
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def task_settings(audit: dict[str, Any], model: ZooModel) -> dict[str, Any]:
+    """The model's ``robaudit.toml``: the shared ``[audit]`` keys, overridden by the model's own."""
+    merged = {k.replace("_", "-"): v for k, v in audit.items()}
+    merged.update({k.replace("_", "-"): v for k, v in model.settings.items()})
+    return merged
+
+
+def task_digest(settings: dict[str, Any], model: ZooModel) -> str:
+    """sha256 of what decides a model's audit: its settings, its source, and the checkpoint's bytes."""
+    h = hashlib.sha256(json.dumps({"settings": settings, "source": model.source}, sort_keys=True,
+                                  default=str).encode())
+    path = Path(model.source)
+    if path.is_file():
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def run_task(model: ZooModel, settings: dict[str, Any], out_dir: Path, task_dir: Path, base_dir: Path, *,
+             resume: bool, threads: int, gate: Path | None, digest: str) -> TaskRecord:
+    """Audit ``model`` into ``out_dir`` in a child ``robaudit run``; on an out-of-memory failure retry
+    once with half the batch size (resuming, so finished probes are kept).
+
+    Args:
+        settings: the model's ``robaudit.toml`` keys (written to ``task_dir/<name>.toml``).
+        base_dir: the child's working directory (the manifest's folder: relative paths resolve there).
+        resume: continue an earlier audit in ``out_dir`` when it has results.
+        threads: torch threads for the child (its share of the machine).
+    """
+    start = time.perf_counter()
+    task_dir.mkdir(parents=True, exist_ok=True)
+    attempts, retried = 0, None
+    while True:
+        attempts += 1
+        config = task_dir / f"{model.name}.toml"
+        config.write_text(to_toml(settings), encoding="utf-8")
+        cmd = [sys.executable, "-m", "robaudit", "--config", str(config.resolve()), "run", model.source,
+               "--no-overwrite", "-q"]
+        if resume and (out_dir / "results.json").is_file():
+            cmd += ["--resume", str(out_dir.resolve())]
+        else:
+            cmd += ["--out", str(out_dir.resolve())]
+        if gate is not None:
+            cmd += ["--gate", str(gate.resolve())]
+        if "threads" not in settings:
+            cmd += ["--threads", str(threads)]
+        env = {**os.environ, "OMP_NUM_THREADS": str(settings.get("threads", threads))}
+        proc = subprocess.run(cmd, cwd=base_dir, env=env, capture_output=True, text=True,
+                              preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        code, sig = proc.returncode, None
+        if code < 0:
+            sig, code = -code, int(ExitCode.INTERNAL)
+        reason = _reason(proc.stderr, sig, out_dir)
+        if code in (ExitCode.OK, ExitCode.GATE_FAILED) or retried is not None or not _is_oom(proc.stderr, out_dir, sig):
+            break
+        batch = int(settings.get("batch-size", 128))
+        retried = max(1, batch // 2)
+        settings = {**settings, "batch-size": retried}
+        resume = True
+    status = "ok" if code == ExitCode.OK else "gate_failed" if code == ExitCode.GATE_FAILED else "failed"
+    return TaskRecord(model.name, digest, status, code, "" if status == "ok" else reason,
+                      round(time.perf_counter() - start, 3), attempts, retried, sig)
+
+
+def _reason(stderr: str, sig: int | None, out_dir: Path) -> str:
+    """The one line that says why the audit failed: the CLI's error line, else the first failed probe's error."""
+    if sig is not None:
+        return f"the audit process was killed by signal {signal.Signals(sig).name}"
+    lines = [ln for ln in stderr.splitlines()
+             if ln.startswith("robaudit:") and any(w in ln.lower() for w in ("error", "interrupted"))]
+    cli_lines = [ln for ln in lines if ln.startswith(("robaudit: error:", "robaudit: internal error:"))]
+    if cli_lines:
+        return cli_lines[-1].removeprefix("robaudit: ")
+    for name, probe in _probes(out_dir).items():
+        error = probe.get("error")
+        if probe.get("status") == "failed" and isinstance(error, dict):
+            return f"probe {name} failed: {error.get('message', '')}".strip()
+    if lines:
+        return lines[-1].removeprefix("robaudit: ")
+    rest = [ln for ln in stderr.splitlines() if ln.strip()]
+    return rest[-1] if rest else ""
+
+
+def _probes(out_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((out_dir / "results.json").read_text(encoding="utf-8")).get("probes", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def _is_oom(stderr: str, out_dir: Path, sig: int | None) -> bool:
+    """An out-of-memory failure: torch's error in the output or in a failed probe, or the kernel's SIGKILL."""
+    if sig == signal.SIGKILL:
+        return True
+    text = stderr.lower() + json.dumps([p.get("error") for p in _probes(out_dir).values()]).lower()
+    return any(marker in text for marker in OOM_MARKERS)
+
+
+def record_json(record: TaskRecord) -> dict[str, Any]:
+    """The record as stored in ``zoo/tasks/<name>.json``."""
+    return asdict(record)
