@@ -9,6 +9,10 @@ import torch
 
 from demo import DEMO_ARCH, DEMO_CHECKPOINT, THREADS
 
+# pytester drives the pytest sessions of tests/pytest_plugin (robaudit's own pytest plugin); pytest
+# accepts pytest_plugins only in a top-level conftest.
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(autouse=True)
 def _pin_threads() -> None:

@@ -68,7 +68,7 @@ def check_out_dir(out: Path, resume: bool) -> None:
     """Refuse to start a fresh sweep over an earlier one (``--resume`` continues it)."""
     if not resume and ((out / MODELS_DIR).exists() or (out / TASKS_DIR).exists()):
         raise UsageError(f"{out} already holds a zoo sweep",
-                         fix=f"pass --resume to continue it, or choose a new --out")
+                         fix="pass --resume to continue it, or choose a new --out")
 
 
 def zoo_exit_code(records: list[TaskRecord]) -> ExitCode:

@@ -1,2 +1,0 @@
-"""pytester drives pytest sessions that use robaudit's pytest plugin."""
-pytest_plugins = ["pytester"]
