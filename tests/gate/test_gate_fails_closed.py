@@ -135,7 +135,7 @@ def test_wrongly_typed_candidate_value_is_a_rule_error(candidate: Path, baseline
     assert gate["counts"]["error"] == 2
     assert out.splitlines()[0].startswith("robaudit gate ERROR: 2 in error")
     html = (candidate / "report.html").read_text(encoding="utf-8")
-    verdict = html[html.index('<section id="verdict">'):html.index('<section id="provenance">')]
+    verdict = html[html.index('<section id="summary">'):html.index('<section id="provenance">')]
     assert 'sev-error">error</div>' in verdict and "2 in error (not a finite number)" in verdict
     assert "Gate rule <strong>floor</strong> could not be decided" in verdict
 
@@ -202,7 +202,7 @@ def _break(run: Path, how: str) -> str:
         return "probes › calibration › error is the string 'boom', not an object"
     if how == "truncated":
         path.write_bytes(path.read_bytes()[:200])
-        return "is not valid JSON (Unterminated string starting at, line "
+        return "is not valid JSON ("  # the parser's own reason (where the cut fell) follows
     if how == "not-utf8":
         path.write_bytes(b'{"schema_version": "1.0", "x": "\xff\xfe"}')
         return "is not UTF-8 text"

@@ -105,7 +105,7 @@ def test_results_record_validates_and_hashes_the_baseline(gated: tuple[int, str,
 
 def test_report_shows_the_gate_at_the_top(gated: tuple[int, str, Path], candidate: Path) -> None:
     html = (candidate / "report.html").read_text()
-    verdict = html[html.index('<section id="verdict">'):html.index('<section id="provenance">')]
+    verdict = html[html.index('<section id="summary">'):html.index('<section id="provenance">')]
     assert '<div class="v sev-error">failed</div>' in verdict
     assert "1 of 4 rule(s) failed, 1 skipped" in verdict
     assert "Gate rule <strong>no regression</strong> failed" in verdict
