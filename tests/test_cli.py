@@ -43,7 +43,9 @@ def test_probes_lists_builtins_with_versions(capsys: pytest.CaptureFixture[str])
     code, out, _ = _cli(["probes", "--json"], capsys)
     assert code == 0
     listed = {p["name"]: p for p in json.loads(out)}
-    assert listed["clean"]["version"] == "1" and listed["clean"]["distribution"] == "robaudit"
+    from robaudit.probes.clean import CleanAccuracy
+
+    assert listed["clean"]["version"] == CleanAccuracy.version and listed["clean"]["distribution"] == "robaudit"
     assert listed["calibration"]["standard"] is True
 
 
