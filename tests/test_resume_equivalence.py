@@ -41,7 +41,7 @@ ARGS = [str(DEMO_CHECKPOINT), "--arch", DEMO_ARCH, "--dataset", "digits", "--n-s
         *[arg for knob, value in KNOBS.items() for arg in ("--set", f"{knob}={value}")]]
 
 # what may differ between an uninterrupted and a resumed run: timings and the command line
-VOLATILE_KEYS = {"created", "started", "duration_s", "command"}
+VOLATILE_KEYS = {"created", "started", "duration_s", "command", "seconds", "seconds_per_fwd_bwd"}  # timings
 VOLATILE_CONFIG = {"out", "resume"}
 TIMING = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)? ?(?:ms|s)\b")
 
