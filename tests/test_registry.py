@@ -27,7 +27,9 @@ def test_builtin_probes_come_from_robaudits_own_entry_points() -> None:
     standard = registry.standard_set()  # by name; the engine orders them by their requirements
     assert standard == sorted(standard) and {"clean", "calibration", "attack.worst_case"} <= set(standard)
     info = {i.name: i for i in registry.describe()}
-    assert info["clean"].distribution == "robaudit" and info["clean"].version == "1"
+    from robaudit.probes.clean import CleanAccuracy
+
+    assert info["clean"].distribution == "robaudit" and info["clean"].version == CleanAccuracy.version
 
 
 def test_duplicate_name_from_two_distributions_names_both() -> None:
