@@ -328,11 +328,15 @@ def test_masked_models_finish_with_error_flags_and_skipped_gradient_probes(
         assert flags[flag_id]["severity"] == "error" and flags[flag_id]["source"] == "preflight"
         assert "disconnected" in flags[flag_id]["message"]
     statuses = {name: entry["status"] for name, entry in results["probes"].items()}
-    assert statuses == {**dict.fromkeys(probes, "ok"), **dict.fromkeys(INPUT_GRADIENT_PROBES, "skipped")}
+    # attack.worst_case requires attack outcomes, and every attack was skipped: it is skipped too, saying why
+    assert statuses == {**dict.fromkeys(probes, "ok"), **dict.fromkeys(INPUT_GRADIENT_PROBES, "skipped"),
+                        "attack.worst_case": "skipped"}
     for name in INPUT_GRADIENT_PROBES:
         error = results["probes"][name]["error"]
         assert error["type"] == "NoInputGradient" and error["internal"] is False
         assert "needs input gradients" in error["message"] and "disconnected" in error["message"]
+    worst = results["probes"]["attack.worst_case"]["error"]
+    assert worst["type"] == "MissingInput" and worst["internal"] is False
     assert results["status"] == "partial"
     jsonschema.validate(results, json.loads(schema_text()))
     assert (out / "report.html").is_file() and stdout.strip() == f"report: {out / 'report.html'}"
