@@ -19,7 +19,8 @@ from zoo_fixtures import BROKEN_ARCH, make_zoo, variant
 
 from robaudit.zoo.sweep import thread_share
 
-VOLATILE = {"created", "started", "duration_s", "command", "resume", "notes"}  # notes carry timings ("0.79 s")
+VOLATILE = {"created", "started", "duration_s", "command", "resume", "notes",  # notes carry timings ("0.79 s")
+            "seconds", "seconds_per_fwd_bwd"}  # the cost estimate's timings
 
 
 def _strip(node: Any) -> Any:
