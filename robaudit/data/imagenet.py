@@ -89,6 +89,12 @@ def imagenet_synsets() -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=1)
+def imagenet_synset_index() -> dict[str, int]:
+    """Each ImageNet-1k synset's class index (the position in :func:`imagenet_synsets`)."""
+    return {s: i for i, s in enumerate(imagenet_synsets())}
+
+
+@lru_cache(maxsize=1)
 def imagenet_class_names() -> tuple[str, ...]:
     """The 1,000 class descriptions in class-index order (``ImageNetInfo().index_to_description``)."""
     from timm.data import ImageNetInfo
@@ -108,7 +114,7 @@ def variant_synsets(variant: str) -> tuple[str, ...]:
 
 def variant_subset(variant: str) -> ClassSubset:
     """The restriction of a 1,000-class model to the 200 classes of ``variant``."""
-    index = {s: i for i, s in enumerate(imagenet_synsets())}
+    index = imagenet_synset_index()
     columns = sorted(index[s] for s in variant_synsets(variant))
     names = imagenet_class_names()
     return ClassSubset(variant, tuple(columns), tuple(imagenet_synsets()[c] for c in columns),
@@ -167,7 +173,7 @@ def _open_synset_folders(root: Path, subdirs: list[str], synset_dirs: list[str])
     if others:
         raise DataError(f"ImageNet folder {root} mixes synset folders with other folders ({', '.join(others[:3])})",
                         fix="keep only the synset folders (n01440764/ …) in it")
-    index = {s: i for i, s in enumerate(imagenet_synsets())}
+    index = imagenet_synset_index()
     unknown = [d for d in synset_dirs if d not in index]
     if unknown:
         raise DataError(f"{len(unknown)} synset folders in {root} are not ImageNet-1k classes "
@@ -207,7 +213,7 @@ def _open_flat(root: Path) -> ImageNetListing:
             )
         wnid_of = _solution_labels(solution)
         layout, ground_truth = "loc_val_solution", [str(solution)]
-    index = {s: i for i, s in enumerate(imagenet_synsets())}
+    index = imagenet_synset_index()
     missing = [n for n in numbers if n not in wnid_of]
     if missing:
         raise DataError(f"the ground truth {ground_truth[-1]} has no label for {len(missing)} images "

@@ -199,16 +199,30 @@ def write_outputs(outcome: GateOutcome, *, junit: Path | None, markdown_path: Pa
     if markdown_path is not None:
         store.atomic_write_text(Path(markdown_path), md)
         written["markdown"] = Path(markdown_path)
+    summary = _append_step_summary(md, strict=True)
+    if summary is not None:
+        written["github"] = summary
+    return written
+
+
+def _append_step_summary(md: str, *, strict: bool) -> Path | None:
+    """Append ``md`` to ``$GITHUB_STEP_SUMMARY`` when it is set; the path written, else ``None``.
+
+    ``strict``: an unwritable summary is the user's error (exit 2); otherwise it is only logged.
+    """
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
-        try:
-            with open(summary, "a", encoding="utf-8") as fh:
-                fh.write(md + "\n")
-        except OSError as exc:
+    if not summary:
+        return None
+    try:
+        with open(summary, "a", encoding="utf-8") as fh:
+            fh.write(md + "\n")
+    except OSError as exc:
+        if strict:
             raise UsageError(f"cannot append the gate summary to $GITHUB_STEP_SUMMARY ({summary}): {exc.strerror}",
                              fix="point GITHUB_STEP_SUMMARY at a writable file, or unset it") from None
-        written["github"] = Path(summary)
-    return written
+        log.debug("could not append to $GITHUB_STEP_SUMMARY: %s", exc)
+        return None
+    return Path(summary)
 
 
 def write_stopped_outputs(line: str, *, status: str, results_dir: Path, junit: Path | None,
@@ -245,10 +259,4 @@ def write_stopped_outputs(line: str, *, status: str, results_dir: Path, junit: P
                 store.atomic_write_text(Path(path), text)
             except (OSError, UsageError) as exc:
                 log.debug("could not write %s: %s", path, exc)
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
-        try:
-            with open(summary, "a", encoding="utf-8") as fh:
-                fh.write(md + "\n")
-        except OSError as exc:
-            log.debug("could not append to $GITHUB_STEP_SUMMARY: %s", exc)
+    _append_step_summary(md, strict=False)
