@@ -143,19 +143,21 @@ class InputHessian(Probe):
     def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
                       selected: frozenset[str] = frozenset(), *, num_classes: int | None = None) -> Cost | Unknown:
         """Per sample: the Jacobian (:func:`~robaudit.probes.geometry.gradient_probe.jacobian_cost`);
-        per check vector one input HVP (and one Jacobian-vector product pair, counted as a
-        forward+backward, when m < K); and the Lanczos fallback for samples where H·v ≠ GGN·v:
-        min(``lanczos_steps``, D) HVPs on the loss and as many on d(x) with ``decision_hessian``.
-        An upper bound: the fallback is counted for every sample (a piecewise-linear net needs it
-        for none)."""
+        the loss gradient with its graph (one forward+backward), then per check vector one input HVP
+        (a second backward through that graph; and one Jacobian-vector product pair, counted as a
+        forward+backward, when m < K); and the Lanczos fallback for samples where H·v ≠ GGN·v: the
+        gradient graph again (and ∇x d's with ``decision_hessian``), min(``lanczos_steps``, D) HVPs
+        on the loss and as many on d(x). An upper bound: the fallback is counted for every sample
+        (a piecewise-linear net needs it for none)."""
         from robaudit.probes.geometry.gradient_probe import jacobian_cost
 
         if num_classes is None:
             return class_count_unknown()
         m = resolve_top_m(num_classes, config.top_m, config.max_full_classes)
-        checks = Cost(hvp=1, backward=0 if m == num_classes else 1) * config.check_vectors
+        checks = Cost(backward=1) + Cost(hvp=1, backward=0 if m == num_classes else 1) * config.check_vectors
         dim = math.prod(threat_model.image_shape)
-        fallback = Cost(hvp=min(config.lanczos_steps, dim) * (2 if config.decision_hessian else 1))
+        graphs = 2 if config.decision_hessian else 1
+        fallback = Cost(backward=graphs, hvp=min(config.lanczos_steps, dim) * graphs)
         return n_samples * (jacobian_cost(config, num_classes) + checks + fallback)
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
