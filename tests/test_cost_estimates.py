@@ -14,13 +14,6 @@ knobs, more where the declared count is the cap of an adaptive loop (each factor
 """
 from __future__ import annotations
 
-import dataclasses
-import math
-import re
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -31,7 +24,6 @@ from robaudit.probes.cost import Cost, Unknown, declares_estimate, estimate_audi
 from robaudit.probes.curvature.operator import HessianOperator
 from robaudit.probes.registry import ProbeRegistry
 
-REPO = Path(__file__).resolve().parents[1]
 SHAPE = (1, 4, 4)
 K = 4
 N = 12

@@ -52,7 +52,7 @@ class CWL2Probe(DistanceAttack):
 
     @classmethod
     def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
-                      selected: frozenset[str] = frozenset()) -> Cost | Unknown:
+                      selected: frozenset[str] = frozenset()) -> Cost:
         """Per sample: ``binary_search_steps`` rounds of ``steps`` Adam steps (one forward+backward
         each) and one re-check forward of the result. An upper bound: a sample stops its round
         early once its loss stalls (Carlini's criterion, checked every ``steps // 10`` steps)."""
