@@ -15,7 +15,9 @@ Sections:
   raises for bad input or settings (:class:`ProbeError`), and the contract checks a plugin's tests
   can call (:func:`validate_probe_class`, :func:`column_meta`, :func:`undeclared_summary_keys`);
 - **the cost model** — :class:`Cost` (per-sample forward, forward+backward and Hessian-vector
-  passes) that :meth:`Probe.estimate_cost` returns, and :func:`estimate_audit_cost`;
+  passes) that :meth:`Probe.estimate_cost` returns (or :class:`Unknown` with the reason), and
+  :func:`estimate_audit_cost`; :func:`probe_budgets` (a sweep's ε list) and
+  :func:`lanczos_hvp_bound` (the product cap of :func:`topk`) for estimates;
 - **numbers** — the one Wilson interval (:func:`wilson_interval`), the one seed hash
   (:func:`derive_seed`) and the confidence-level check of ``ci_level`` knobs;
 - **the audit model** — :class:`AuditModel` (type of ``ctx.model``), :func:`working_model` (a
@@ -56,7 +58,17 @@ from robaudit.probes.base import (
     validate_probe_class,
     wilson_interval,
 )
-from robaudit.probes.cost import FORWARD_SHARE, HVP_FACTOR, AuditCost, Cost, estimate_audit_cost, time_fwd_bwd
+from robaudit.probes.attacks.budgets import probe_budgets
+from robaudit.probes.cost import (
+    FORWARD_SHARE,
+    HVP_FACTOR,
+    AuditCost,
+    Cost,
+    Unknown,
+    class_count_unknown,
+    estimate_audit_cost,
+    time_fwd_bwd,
+)
 from robaudit.probes.curvature.audit_net import no_autocast
 from robaudit.probes.curvature.eigen import WHICH, EigenPairs, topk
 from robaudit.probes.curvature.operator import HessianOperator
@@ -69,6 +81,7 @@ from robaudit.probes.curvature.probe_base import (
     negative_flag,
 )
 from robaudit.probes.curvature.samples import SampleSet
+from robaudit.probes.curvature.topk_probe import lanczos_hvp_bound
 from robaudit.probes.geometry.common import batch_rows, check_precision, second_order_error, working_model
 from robaudit.probes.geometry.jacobian import logit_geometry
 from robaudit.probes.geometry.spectrum import ce_hessian_factor
@@ -92,7 +105,8 @@ __all__ = [
     "Column", "Estimate", "Flag", "Probe", "ProbeContext", "ProbeError", "ProbeResult", "Severity",
     "column_meta", "undeclared_summary_keys", "validate_probe_class", "Requirement", "ATTACK_OUTCOMES",
     # the cost model
-    "Cost", "AuditCost", "estimate_audit_cost", "time_fwd_bwd", "FORWARD_SHARE", "HVP_FACTOR",
+    "Cost", "Unknown", "AuditCost", "estimate_audit_cost", "time_fwd_bwd", "FORWARD_SHARE", "HVP_FACTOR",
+    "class_count_unknown", "probe_budgets", "lanczos_hvp_bound",
     # numbers
     "check_level", "derive_seed", "wilson_interval",
     # the audit model

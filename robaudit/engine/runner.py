@@ -324,7 +324,7 @@ def _cost_estimate(selected: list[_Selected], model: AuditModel, data: AuditData
         seconds = time_fwd_bwd(model, x.to(device), y.to(device))
         break
     estimate = estimate_audit_cost([s.probe for s in selected], len(data), threat_model, seconds,
-                                   names=[s.name for s in selected])
+                                   names=[s.name for s in selected], num_classes=int(model.num_classes))
     for line in estimate.lines():
         log.info("%s", line)
     return to_jsonable(estimate.to_json())

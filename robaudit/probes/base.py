@@ -299,10 +299,15 @@ class Probe:
         ``config``, the sample count and the run's threat model, before anything runs.
 
         ``selected`` names every probe of the audit (a probe that reuses another's result costs less
-        when that one runs too). Count the shared clean forward (``ctx.clean_logits()``) nowhere: the
-        audit counts it once. Where the work depends on the data, return the upper bound (every sample
-        clean-correct, none broken early). The default, ``None``, means "not declared": the estimate
-        lists the probe as unknown and leaves it out of the total.
+        when that one runs too). A probe whose passes scale with the class count K may also take a
+        keyword ``num_classes`` (the audit passes the model's K to every ``estimate_cost`` that
+        accepts it). Count the shared clean forward (``ctx.clean_logits()``) nowhere: the audit
+        counts it once. Where the work depends on the data or an adaptive loop (a tolerance, early
+        stopping, bisection), return the upper bound (every sample clean-correct, none broken early,
+        every loop at its cap) and say so in the docstring. Return
+        :class:`~robaudit.probes.cost.Unknown` with the reason where the cost cannot be known before
+        the run. The default, ``None``, means "not declared": the estimate lists the probe as
+        unknown, leaves it out of the total and says "estimate omits" it.
         """
         return None
 

@@ -13,13 +13,18 @@ The time estimate multiplies by one timed forward+backward of the model on this 
 gradient of the cross-entropy on a real batch, the pass an attack step makes), with a forward-only
 pass counted as :data:`FORWARD_SHARE` of it and a Hessian-vector product as :data:`HVP_FACTOR`.
 
-A probe declares its cost with :meth:`robaudit.probes.base.Probe.estimate_cost`; the default
-(``None``) means "not declared": such a probe is listed as unknown and left out of the total.
-Probes whose work depends on the data (restarts on survivors, bisection on broken samples) declare
-an **upper bound**: every sample clean-correct and never broken early.
+A probe declares its cost with :meth:`robaudit.probes.base.Probe.estimate_cost`. It returns
+:class:`Unknown` (with the reason) when the cost cannot be known before the run, e.g. a sample set
+whose size is only known once it is read; the default (``None``) means "not declared". Either way
+the probe is listed as unknown, left out of the total, and the total's line says "estimate omits
+NAME", so no probe is ever silently missing from the estimate. Probes whose work depends on the
+data (restarts on survivors, bisection on broken samples, Lanczos to a tolerance, early stopping)
+declare an **upper bound**: every sample clean-correct, never broken early, every adaptive loop
+run to its iteration cap.
 """
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -71,6 +76,21 @@ class Cost:
                 "fwd_bwd_equivalents": self.fwd_bwd_equivalents()}
 
 
+@dataclass(frozen=True)
+class Unknown:
+    """A cost that cannot be estimated before the run.
+
+    Attributes:
+        reason: why, in words (ends up in the log line and in ``results.json``).
+    """
+
+    reason: str
+
+
+NOT_DECLARED = "the probe declares no estimate_cost"
+"""The :class:`Unknown` reason of a probe whose ``estimate_cost`` returns ``None``."""
+
+
 @dataclass
 class AuditCost:
     """An audit's estimated cost.
@@ -78,27 +98,32 @@ class AuditCost:
     Attributes:
         n_samples: the audit's sample count N.
         seconds_per_fwd_bwd: seconds of one forward+backward of one sample on this device.
-        per_probe: each selected probe's cost (``None``: the probe declares none), plus the
-            :data:`SHARED` clean forward.
+        per_probe: each selected probe's cost (:class:`Unknown` where it cannot be estimated),
+            plus the :data:`SHARED` clean forward.
     """
 
     n_samples: int
     seconds_per_fwd_bwd: float
-    per_probe: dict[str, Cost | None] = field(default_factory=dict)
+    per_probe: dict[str, Cost | Unknown] = field(default_factory=dict)
 
     @property
     def total(self) -> Cost:
-        """The sum over every declared cost."""
+        """The sum over every known cost."""
         out = Cost()
         for cost in self.per_probe.values():
-            if cost is not None:
+            if isinstance(cost, Cost):
                 out = out + cost
         return out
 
     @property
+    def omitted(self) -> dict[str, str]:
+        """Probes whose cost is unknown (left out of :attr:`total`), with the reason."""
+        return {name: cost.reason for name, cost in self.per_probe.items() if isinstance(cost, Unknown)}
+
+    @property
     def undeclared(self) -> list[str]:
-        """Probes that declare no cost (left out of :attr:`total`)."""
-        return [name for name, cost in self.per_probe.items() if cost is None]
+        """The names of :attr:`omitted`."""
+        return list(self.omitted)
 
     def seconds(self, cost: Cost) -> float:
         """Estimated seconds of ``cost`` on this device."""
@@ -111,26 +136,27 @@ class AuditCost:
             "n_samples": self.n_samples,
             "seconds_per_fwd_bwd": self.seconds_per_fwd_bwd,
             "forward_share": FORWARD_SHARE, "hvp_factor": HVP_FACTOR,
-            "probes": {name: (None if cost is None else {**cost.to_json(), "seconds": self.seconds(cost)})
+            "probes": {name: ({**cost.to_json(), "seconds": self.seconds(cost)} if isinstance(cost, Cost) else None)
                        for name, cost in self.per_probe.items()},
             "total": {**self.total.to_json(), "seconds": self.seconds(self.total),
                       "per_sample_fwd_bwd_equivalents": (self.total.fwd_bwd_equivalents() / self.n_samples
                                                          if self.n_samples else 0.0)},
             "undeclared": self.undeclared,
+            "omitted": self.omitted,
         }
 
     def lines(self) -> list[str]:
         """One line per probe and one for the total, for the log."""
         out = []
         for name, cost in self.per_probe.items():
-            if cost is None:
-                out.append(f"cost estimate {name}: not declared by the probe")
+            if isinstance(cost, Unknown):
+                out.append(f"cost estimate {name}: unknown ({cost.reason})")
             else:
                 out.append(f"cost estimate {name}: {cost.forward:.0f} forward, {cost.backward:.0f} forward+backward, "
                            f"{cost.hvp:.0f} HVP passes ≈ {self.seconds(cost):.1f} s")
         total = self.total
         per = total.fwd_bwd_equivalents() / self.n_samples if self.n_samples else 0.0
-        note = f" ({len(self.undeclared)} probe(s) without a declared cost left out)" if self.undeclared else ""
+        note = f"; estimate omits {', '.join(self.undeclared)}" if self.undeclared else ""
         out.append(f"cost estimate total: {total.forward:.0f} forward, {total.backward:.0f} forward+backward, "
                    f"{total.hvp:.0f} HVP passes = {per:.0f} forward+backward-equivalents per sample "
                    f"≈ {self.seconds(total):.1f} s{note}")
@@ -138,7 +164,8 @@ class AuditCost:
 
 
 def estimate_audit_cost(probes: Sequence["Probe"], n_samples: int, threat_model: "ThreatModel",
-                        seconds_per_fwd_bwd: float, names: Sequence[str] | None = None) -> AuditCost:
+                        seconds_per_fwd_bwd: float, names: Sequence[str] | None = None,
+                        num_classes: int | None = None) -> AuditCost:
     """The estimated cost of running ``probes`` (instances, with their configs) on ``n_samples`` samples.
 
     Args:
@@ -147,17 +174,44 @@ def estimate_audit_cost(probes: Sequence["Probe"], n_samples: int, threat_model:
         threat_model: the run's ε budgets.
         seconds_per_fwd_bwd: seconds per sample of one forward+backward (:func:`time_fwd_bwd`).
         names: the registry names of ``probes`` (default: each class's ``name``).
+        num_classes: K, the model's class count, handed to every probe whose ``estimate_cost``
+            takes a ``num_classes`` keyword (Jacobian rows, FAB's per-class gradients).
 
     Returns:
-        per-probe costs (``None`` where a probe declares none) and the shared clean forward.
+        per-probe costs (:class:`Unknown` where a probe declares none or cannot know it) and the
+        shared clean forward.
     """
     names = list(names) if names is not None else [type(p).name for p in probes]
     selected = frozenset(names)
     audit = AuditCost(n_samples, seconds_per_fwd_bwd)
     audit.per_probe[SHARED] = Cost(forward=float(n_samples))
     for name, probe in zip(names, probes):
-        audit.per_probe[name] = type(probe).estimate_cost(probe.config, n_samples, threat_model, selected)
+        estimate = type(probe).estimate_cost
+        extra = {"num_classes": num_classes} if takes_num_classes(estimate) else {}
+        cost = estimate(probe.config, n_samples, threat_model, selected, **extra)
+        audit.per_probe[name] = Unknown(NOT_DECLARED) if cost is None else cost
     return audit
+
+
+def takes_num_classes(estimate: Any) -> bool:
+    """Whether an ``estimate_cost`` accepts the ``num_classes`` keyword (older plugins' do not)."""
+    try:
+        params = inspect.signature(estimate).parameters
+    except (TypeError, ValueError):
+        return False
+    return "num_classes" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def declares_estimate(probe_cls: type["Probe"]) -> bool:
+    """Whether ``probe_cls`` overrides :meth:`Probe.estimate_cost` (the base's returns ``None``)."""
+    from robaudit.probes.base import Probe
+
+    return getattr(probe_cls.estimate_cost, "__func__", None) is not Probe.estimate_cost.__func__
+
+
+def class_count_unknown() -> Unknown:
+    """The :class:`Unknown` of a probe whose passes scale with K when no class count was given."""
+    return Unknown("the model's class count was not given")
 
 
 def time_fwd_bwd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

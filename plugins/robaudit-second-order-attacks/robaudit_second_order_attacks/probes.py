@@ -30,6 +30,7 @@ from scipy.stats import binomtest
 
 from robaudit.plugin import (
     Column,
+    Cost,
     Flag,
     ProbeContext,
     ProbeError,
@@ -38,12 +39,16 @@ from robaudit.plugin import (
     Severity,
     SweepAttack,
     SweepConfig,
+    ThreatModel,
+    Unknown,
     batch_rows,
     check_eps_list,
     check_precision,
+    class_count_unknown,
     clean_correct,
     derive_seed,
     eps_key,
+    probe_budgets,
     project,
     score,
     second_order_error,
@@ -223,6 +228,50 @@ class _NewtonAttack(SweepAttack):
     def report_context(cls, entry: Any, results: Any) -> dict[str, Any]:
         """The section's tables, built from the saved ``results.json`` entry only (``robaudit report`` redraws it)."""
         return section_context(entry, results)
+
+    @classmethod
+    def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset(), *, num_classes: int | None = None) -> Cost | Unknown:
+        """Per sample: the clean-point Newton solve (shared by every ε) and, with ``check_hessian``, one
+        input HVP and one Gauss–Newton product; per ε, ``steps`` − 1 further solves, the sweep's
+        re-check forward and (``sanity_checks``) its noise forward, the gradient comparison attack
+        (``steps`` forward+backward passes and a re-check forward; free when its peer probe is
+        selected and can be reused) and (``gradient_control``) the control's ``steps`` − 1 gradients
+        and re-check, plus its clean-point gradient; for ``steps`` > 1 with ``sanity_checks`` the
+        large-ε re-attack of the survivors (counted for every sample).
+
+        A solve is, for ``exact``, one forward for the class count, one forward and K backward
+        passes (the Jacobian); for ``cg``, the operator's forward and gradient, then at most
+        ``cg_max_iter`` (2K + 10) + 2 products, each a forward+backward and a forward
+        (Gauss–Newton: a JVP and a VJP) or an HVP (``curvature = hessian``). An upper bound: CG
+        stops at ``cg_tol``."""
+        if num_classes is None:
+            return class_count_unknown()
+        method = config.method
+        if method == "auto":
+            method = "exact" if config.curvature == "ggn" and num_classes <= config.max_exact_classes else "cg"
+        if method == "exact":
+            solve = Cost(forward=2, backward=num_classes)
+        else:
+            products = (config.cg_max_iter if config.cg_max_iter is not None else 2 * num_classes + 10) + 2
+            product = Cost(hvp=1) if config.curvature == "hessian" else Cost(forward=1, backward=1)
+            solve = Cost(forward=1, backward=1) + products * product
+        check = Cost(hvp=1, forward=2, backward=2) if config.check_hessian else Cost()
+        clean = solve + check
+        steps = config.steps
+        n_eps = len(probe_budgets(config.eps, cls.norm, threat_model).eps)
+        per_eps = (steps - 1) * solve + Cost(forward=1)
+        if config.sanity_checks:
+            per_eps = per_eps + Cost(forward=1)
+        peer = cls.gradient_peers["single" if steps == 1 else "iterated"]
+        if not (steps == 1 and config.eps is None and peer in selected):
+            per_eps = per_eps + Cost(forward=1, backward=steps)
+        total = clean + n_eps * per_eps
+        if config.gradient_control:
+            total = total + Cost(backward=1) + n_eps * Cost(forward=1, backward=steps - 1)
+        if steps > 1 and config.sanity_checks:
+            total = total + clean + (steps - 1) * solve + Cost(forward=1)
+        return n_samples * total
 
     # -- settings ---------------------------------------------------------------------------
 

@@ -26,6 +26,8 @@ from robaudit.probes.attacks.sweep import (
 )
 from robaudit.probes.attacks.verify import project, score, score_logits
 from robaudit.probes.base import ATTACK_OUTCOMES, Flag, Probe, ProbeContext, ProbeResult, check_level, wilson_interval
+from robaudit.probes.cost import Cost, Unknown, class_count_unknown
+from robaudit.threat_model import ThreatModel
 
 CLEAN_WRONG = -1
 NOT_BROKEN = 0
@@ -84,10 +86,41 @@ class AutoAttackProbe(Probe):
                 raise ValueError(f"square_queries must be at least 1, got {self.square_queries}")
             check_level(self.ci_level, "ci_level")
 
-    def _plan(self) -> tuple[int, int]:
-        preset = ta.AUTOATTACK_PRESETS[self.config.preset]
-        queries = self.config.square_queries if self.config.square_queries is not None else preset["square_queries"]
+    @classmethod
+    def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset(), *, num_classes: int | None = None) -> Cost | Unknown:
+        """Per ε (the reference budget unless ``eps`` is set) and sample: with ``sanity_checks`` a
+        noise forward; APGD-CE (a clean forward, ``steps`` + 1 forward+backward passes); APGD-T for
+        K ≥ 4 (a clean forward, then per target class a logits forward and ``steps`` + 1
+        forward+backward passes); FAB-T (a clean forward, per target class two forwards, ``steps``
+        forward+backward passes and as many prediction forwards, and a re-check forward); Square
+        (at most ``square_queries`` + 3 forwards); and our re-check forward after each component.
+        T = min(9, K − 1) target classes. An upper bound: each component attacks only the
+        samples the earlier ones left robust (so this is attained when no sample breaks), and
+        Square stops querying a broken sample."""
+        if num_classes is None:
+            return class_count_unknown()
+        steps, queries = cls._plan_of(config)
+        targets = max(1, min(ta.AUTOATTACK_TARGETS, num_classes - 1))
+        n_eps = len(probe_budgets(config.eps, config.norm, threat_model, reference_only=True).eps)
+        apgd_ce = Cost(forward=1, backward=steps + 1)
+        apgd_t = Cost(forward=1 + targets, backward=targets * (steps + 1)) if num_classes >= 4 else Cost()
+        fab_t = Cost(forward=1 + targets * (3 + steps), backward=targets * steps)
+        square = Cost(forward=queries + 3)
+        rechecks = Cost(forward=3 + (1 if num_classes >= 4 else 0))
+        noise = Cost(forward=1 if config.sanity_checks else 0)
+        return (n_eps * n_samples) * (noise + apgd_ce + apgd_t + fab_t + square + rechecks)
+
+    @staticmethod
+    def _plan_of(config: Any) -> tuple[int, int]:
+        """(iterations, Square queries) of ``config``'s preset."""
+        preset = ta.AUTOATTACK_PRESETS[config.preset]
+        queries = config.square_queries if config.square_queries is not None else preset["square_queries"]
         return preset["steps"], queries
+
+    def _plan(self) -> tuple[int, int]:
+        return self._plan_of(self.config)
+
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config

@@ -9,6 +9,8 @@ import torch
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import check_eps_list
 from robaudit.probes.attacks.distance import DistanceAttack, DistanceConfig, distance_columns
+from robaudit.probes.cost import Cost
+from robaudit.threat_model import ThreatModel
 
 
 class CWL2Probe(DistanceAttack):
@@ -47,6 +49,14 @@ class CWL2Probe(DistanceAttack):
                 raise ValueError("steps and binary_search_steps must be at least 1")
             if not self.lr > 0:
                 raise ValueError(f"lr must be positive, got {self.lr}")
+
+    @classmethod
+    def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset()) -> Cost:
+        """Per sample: ``binary_search_steps`` rounds of ``steps`` Adam steps (one forward+backward
+        each) and one re-check forward of the result. An upper bound: a sample stops its round
+        early once its loss stalls (Carlini's criterion, checked every ``steps // 10`` steps)."""
+        return n_samples * Cost(forward=1, backward=config.binary_search_steps * config.steps)
 
     def norm(self) -> str:
         return "l2"

@@ -9,6 +9,8 @@ import torch
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import check_eps_list, check_norm
 from robaudit.probes.attacks.distance import DistanceAttack, DistanceConfig, distance_columns
+from robaudit.probes.cost import Cost, Unknown, class_count_unknown
+from robaudit.threat_model import ThreatModel
 
 
 class FABProbe(DistanceAttack):
@@ -36,6 +38,20 @@ class FABProbe(DistanceAttack):
             check_eps_list(self.eps, self.norm)
             if self.steps < 1 or self.restarts < 1:
                 raise ValueError("steps and restarts must be at least 1")
+
+    @classmethod
+    def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset(), *, num_classes: int | None = None) -> Cost | Unknown:
+        """Per sample: a clean forward, and per restart a prediction forward, then per step one
+        forward with K backward passes through it (the gradient of every logit; counted as K
+        forward+backward passes, an upper bound on its one forward) and a prediction forward, and a
+        re-check forward of the restart's result; then our own re-check forward. An upper bound:
+        later restarts attack only the samples not yet broken, and only clean-correct samples are
+        attacked."""
+        if num_classes is None:
+            return class_count_unknown()
+        per_restart = Cost(forward=2 + config.steps, backward=config.steps * num_classes)
+        return n_samples * (Cost(forward=2) + config.restarts * per_restart)
 
     def norm(self) -> str:
         return self.config.norm

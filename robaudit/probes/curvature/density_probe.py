@@ -9,6 +9,8 @@ import numpy as np
 
 from robaudit.probes.base import Flag, ProbeContext, ProbeResult
 from robaudit.probes.curvature import eigenthings
+from robaudit.probes.cost import Cost, Unknown
+from robaudit.threat_model import ThreatModel
 from robaudit.probes.curvature.probe_base import (
     CurvatureKnobs,
     CurvatureProbe,
@@ -53,6 +55,13 @@ class CurvatureDensity(CurvatureProbe):
             if self.sigma is not None and self.sigma <= 0:
                 raise ValueError(f"sigma must be positive, got {self.sigma}")
             check_sets(self.sets)
+
+    @classmethod
+    def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset()) -> Cost | Unknown:
+        """Per set (:meth:`sets_cost`): ``runs`` × ``steps`` Lanczos HVPs (stochastic Lanczos
+        quadrature). An upper bound: a run stops early when its Krylov space is exhausted."""
+        return cls.sets_cost(config, n_samples, config.runs * config.steps)
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config

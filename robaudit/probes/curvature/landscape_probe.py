@@ -21,6 +21,8 @@ from robaudit.probes.curvature.probe_base import (
     check_sets,
 )
 from robaudit.probes.curvature.samples import SampleSet, parse_set
+from robaudit.probes.cost import Cost, Unknown
+from robaudit.threat_model import ThreatModel
 
 
 class CurvatureLandscape(CurvatureProbe):
@@ -94,6 +96,28 @@ class CurvatureLandscape(CurvatureProbe):
             if len(self.interpolation_range) != 2 or self.interpolation_range[0] >= self.interpolation_range[1]:
                 raise ValueError("interpolation_range must be [low, high] with low < high, "
                                  f"got {self.interpolation_range}")
+
+    @classmethod
+    def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset()) -> Cost | Unknown:
+        """The operator on ``hessian_set`` (:meth:`operator_cost`) with the top-2 Lanczos cap
+        (:func:`~robaudit.probes.curvature.topk_probe.lanczos_hvp_bound`) and, with
+        ``random_direction``, one Rayleigh-quotient HVP; then loss forwards: ``points`` per curve
+        set along v1 (and along the random direction, and along the checkpoint path with
+        ``interpolate_to``), ``fit_points`` and, with ``plane``, ``plane_points``² on the Hessian
+        set. An upper bound: Lanczos stops at its tolerance, and a train set holds at most
+        ``train_samples``."""
+        from robaudit.probes.curvature.topk_probe import lanczos_hvp_bound
+
+        sizes = [cls.set_size(spec, n_samples, config.train_samples) for spec in [config.hessian_set, *config.curve_sets]]
+        unknown = next((s for s in sizes if isinstance(s, Unknown)), None)
+        if unknown is not None:
+            return unknown
+        n_h, curves = sizes[0], sum(sizes[1:])
+        matvecs = lanczos_hvp_bound(2, None, None, 5) + (1 if config.random_direction else 0)
+        lines = config.points * (1 + int(config.random_direction) + int(bool(config.interpolate_to)))
+        grid = config.fit_points + (config.plane_points ** 2 if config.plane else 0)
+        return cls.operator_cost(n_h, matvecs, config.check_operator) + Cost(forward=lines * curves + grid * n_h)
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config

@@ -7,6 +7,8 @@ from typing import Any, ClassVar
 from robaudit.probes.base import Flag, ProbeContext, ProbeResult, Requirement, Severity
 from robaudit.probes.curvature.eigen import EigenPairs
 from robaudit.probes.curvature.power import deflated_power
+from robaudit.probes.cost import Cost, Unknown
+from robaudit.threat_model import ThreatModel
 from robaudit.probes.curvature.probe_base import (
     KAMATH,
     CurvatureProbe,
@@ -52,6 +54,13 @@ class CurvaturePower(CurvatureProbe):
             if self.k < 1 or self.max_iter < 2 or self.tol <= 0 or self.certify_tol <= 0:
                 raise ValueError("k ≥ 1, max_iter ≥ 2, tol > 0 and certify_tol > 0 are required")
             check_sets(self.sets)
+
+    @classmethod
+    def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset()) -> Cost | Unknown:
+        """Per set (:meth:`sets_cost`): at most ``max_iter`` power iterations for each of the k pairs
+        and one certificate HVP per pair. An upper bound: iterations stop at ``tol``."""
+        return cls.sets_cost(config, n_samples, config.k * (config.max_iter + 1))
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config

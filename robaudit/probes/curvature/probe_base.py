@@ -23,6 +23,7 @@ from robaudit.probes.curvature.audit_net import parse_dtype
 from robaudit.probes.curvature.eigen import EigenPairs
 from robaudit.probes.curvature.operator import HessianOperator, OperatorChecks
 from robaudit.probes.curvature.samples import SampleSet, parse_set, resolve_sets
+from robaudit.probes.cost import Cost, Unknown
 
 REUSE = ("auto", "always", "never")
 PRESETS = {
@@ -132,6 +133,36 @@ class CurvatureProbe(Probe):
         return operator_class(ctx.model, samples, **extra, dtype=parse_dtype(name),
                               batch_size=cfg.batch_size or ctx.batch_size, device=ctx.device, reuse_graph=reuse,
                               reuse_graph_max_samples=cfg.reuse_graph_max_samples, progress=ctx.progress)
+
+    @staticmethod
+    def set_size(spec: str, n_samples: int, train_samples: int | None) -> int | Unknown:
+        """The size of sample set ``spec`` (at most; the train split may be smaller than asked), or
+        :class:`Unknown` for the whole train split with no ``train_samples`` cap."""
+        base, b_h = parse_set(spec)
+        full: int | None = n_samples if base == "audit" else train_samples
+        if full is None:
+            return b_h if b_h is not None else Unknown(
+                f"set '{spec}' is the whole train split, whose size is read at run time (set train_samples)")
+        return min(full, b_h) if b_h is not None else full
+
+    @staticmethod
+    def operator_cost(n_set: int, matvecs: int, check_operator: bool) -> Cost:
+        """One operator on a set of ``n_set`` samples: the gradient (one forward+backward per sample,
+        the graph that reused HVPs differentiate again), ``matvecs`` products of ``n_set`` per-sample
+        HVPs each, and the 3 of the operator checks. Streamed products recompute the graph; with a
+        reused graph an HVP is a second backward only, so this bounds both."""
+        return Cost(backward=n_set, hvp=n_set * (matvecs + (3 if check_operator else 0)))
+
+    @classmethod
+    def sets_cost(cls, config: Any, n_samples: int, matvecs: int) -> Cost | Unknown:
+        """:meth:`operator_cost` summed over ``config.sets``, ``matvecs`` products on each."""
+        total = Cost()
+        for spec in config.sets:
+            n_set = cls.set_size(spec, n_samples, config.train_samples)
+            if isinstance(n_set, Unknown):
+                return n_set
+            total = total + cls.operator_cost(n_set, matvecs, config.check_operator)
+        return total
 
     def _checks(self, ctx: ProbeContext, op: HessianOperator, spec: str, flags: list[Flag]) -> dict[str, Any] | None:
         if not self.config.check_operator:

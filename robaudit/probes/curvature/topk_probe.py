@@ -21,6 +21,21 @@ from robaudit.probes.curvature.probe_base import (
     put,
 )
 from robaudit.probes.curvature.samples import SampleSet
+from robaudit.probes.cost import Cost, Unknown
+from robaudit.threat_model import ThreatModel
+
+
+def lanczos_hvp_bound(k: int, ncv: int | None, maxiter: int | None, check_steps: int) -> int:
+    """The most operator products :func:`~robaudit.probes.curvature.eigen.topk` (``lanczos``) makes
+    for k pairs: the first solve's cap ``maxiter``·ncv (20·max(2k + 10, 4k) by default), up to three
+    completeness checks of ``check_steps`` products each followed by a full deflated solve, and
+    the certificate products (one, or k after merged solves). Independent of the parameter count
+    P, which only lowers it (ncv ≤ P)."""
+    basis = max(ncv if ncv is not None else max(2 * k + 10, 4 * k), k + 2)
+    cap = (maxiter if maxiter is not None else 20) * basis
+    if not check_steps:
+        return cap + 1
+    return cap + 3 * (check_steps + cap) + k
 
 
 class CurvatureTopK(CurvatureProbe):
@@ -84,6 +99,27 @@ class CurvatureTopK(CurvatureProbe):
                 raise ValueError(f"which must be one of {WHICH}, got {self.which!r}")
             if self.tol < 0 or self.certify_tol <= 0:
                 raise ValueError("tol must be ≥ 0 and certify_tol > 0")
+
+    @classmethod
+    def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset()) -> Cost | Unknown:
+        """Per set (:meth:`sets_cost`): the solver's HVP cap (:func:`lanczos_hvp_bound`; ARPACK's
+        cap scales with the parameter count, so unknown), doubled with ``dtype = auto`` (a set whose
+        float32 pairs fail the certificate is solved again in float64, checks included), and with
+        ``per_sample`` the per-sample curvature along v1 on the audit set (one forward and three
+        nested backward passes per sample, counted as two HVPs). An upper bound: Lanczos usually
+        converges well before its cap."""
+        if config.solver == "arpack":
+            return Unknown("ARPACK's iteration cap scales with the parameter count")
+        cost = cls.sets_cost(config, n_samples, lanczos_hvp_bound(config.k, config.ncv, config.maxiter,
+                                                                  config.check_steps))
+        if isinstance(cost, Unknown):
+            return cost
+        if config.dtype == "auto":
+            cost = 2 * cost
+        if config.per_sample and any(spec in ("audit", "audit:full") for spec in config.sets):
+            cost = cost + Cost(hvp=2 * n_samples)
+        return cost
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config

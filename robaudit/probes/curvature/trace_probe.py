@@ -6,6 +6,8 @@ from typing import Any, ClassVar
 
 from robaudit.probes.base import Estimate, Flag, ProbeContext, ProbeResult
 from robaudit.probes.curvature import eigenthings
+from robaudit.probes.cost import Cost, Unknown
+from robaudit.threat_model import ThreatModel
 from robaudit.probes.curvature.probe_base import (
     CurvatureKnobs,
     CurvatureProbe,
@@ -51,6 +53,12 @@ class CurvatureTrace(CurvatureProbe):
             if self.num_matvecs < (6 if self.method == "hutch++" else 2):
                 raise ValueError(f"num_matvecs is too small for {self.method}: {self.num_matvecs}")
             check_sets(self.sets)
+
+    @classmethod
+    def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset()) -> Cost | Unknown:
+        """Per set (:meth:`sets_cost`): ``num_matvecs`` HVPs (Hutchinson or Hutch++). Exact."""
+        return cls.sets_cost(config, n_samples, config.num_matvecs)
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config

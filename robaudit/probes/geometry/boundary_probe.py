@@ -14,6 +14,8 @@ from robaudit.probes.geometry.groups import sample_groups
 from robaudit.probes.geometry.jacobian import decision_gradient
 from robaudit.probes.geometry.line_search import first_crossing
 from robaudit.probes.geometry.stats import by_group, grouped_keys, histogram
+from robaudit.probes.cost import Cost, Unknown
+from robaudit.threat_model import ThreatModel
 
 # Each norm: how to turn ∇d into a unit descent direction, how to draw a random unit direction, and t_max.
 NORMS = ("l2", "linf")
@@ -107,6 +109,16 @@ class BoundaryDistance(Probe):
                 raise ValueError(f"rtol must be in (0, 1), got {self.rtol}")
             if self.max_refine < 0:
                 raise ValueError(f"max_refine must be non-negative, got {self.max_refine}")
+
+    @classmethod
+    def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset(), *, num_classes: int | None = None) -> Cost | Unknown:
+        """Per sample: d(x) and ∇x d (one forward+backward); for each of the two norms one forward
+        for d(x) and, along each of the 1 + ``random_directions`` directions, at most
+        ``search_points`` grid forwards and ``max_refine`` refinement forwards. An upper bound: the
+        grid stops at the first crossing and refinement at ``rtol``."""
+        per_norm = 1 + (1 + config.random_directions) * (config.search_points + config.max_refine)
+        return n_samples * Cost(backward=1, forward=2 * per_norm)
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config

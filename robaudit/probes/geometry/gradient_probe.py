@@ -13,6 +13,18 @@ from robaudit.probes.geometry.groups import sample_groups
 from robaudit.probes.geometry.jacobian import logit_geometry, resolve_top_m
 from robaudit.probes.geometry.spectrum import jacobian_gram
 from robaudit.probes.geometry.stats import GROUPS, by_group, grouped_keys, histogram
+from robaudit.probes.cost import Cost, Unknown, class_count_unknown
+from robaudit.threat_model import ThreatModel
+
+
+def jacobian_cost(config: common.ClassSubsetConfig, num_classes: int) -> Cost:
+    """Passes per sample of :func:`~robaudit.probes.geometry.jacobian.logit_geometry`: the m kept
+    Jacobian rows (``top_m`` of K, all when K ≤ ``max_full_classes``) as m backward passes through
+    one forward, plus the loss and decision cotangents when m < K, and a float64 logits forward
+    when the working precision is lower."""
+    m = resolve_top_m(num_classes, config.top_m, config.max_full_classes)
+    rows = m if m == num_classes else m + 2
+    return Cost(forward=0 if config.precision == "float64" else 1, backward=rows)
 
 
 def sparsity_column(threshold: float) -> str:
@@ -98,6 +110,15 @@ class InputGradients(Probe):
             super().__post_init__()
             if not self.sparsity_thresholds or not all(0 < t < 1 for t in self.sparsity_thresholds):
                 raise ValueError(f"sparsity_thresholds must be in (0, 1), got {self.sparsity_thresholds}")
+
+    @classmethod
+    def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset(), *, num_classes: int | None = None) -> Cost | Unknown:
+        """Per sample: one forward pass builds the VJP function, then one (vmapped) backward pass
+        per Jacobian row (:func:`jacobian_cost`). Exact."""
+        if num_classes is None:
+            return class_count_unknown()
+        return n_samples * jacobian_cost(config, num_classes)
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -32,6 +33,8 @@ from robaudit.probes.geometry.jacobian import logit_geometry, resolve_top_m
 from robaudit.probes.geometry.lanczos import batched_lanczos
 from robaudit.probes.geometry.spectrum import ce_hessian_factor, exact_spectrum, jacobian_gram, numerical_rank
 from robaudit.probes.geometry.stats import STATISTICS, by_group, describe, grouped_keys, histogram
+from robaudit.probes.cost import Cost, Unknown, class_count_unknown
+from robaudit.threat_model import ThreatModel
 
 METHOD_EXACT = "exact_cxc"
 METHOD_LANCZOS = "lanczos_hvp"
@@ -135,6 +138,27 @@ class InputHessian(Probe):
                 value = getattr(self, name)
                 if value is not None and not 0 < value < 1:
                     raise ValueError(f"{name} must be in (0, 1), got {value}")
+
+    @classmethod
+    def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset(), *, num_classes: int | None = None) -> Cost | Unknown:
+        """Per sample: the Jacobian (:func:`~robaudit.probes.geometry.gradient_probe.jacobian_cost`);
+        the loss gradient with its graph (one forward+backward), then per check vector one input HVP
+        (a second backward through that graph; and one Jacobian-vector product pair, counted as a
+        forward+backward, when m < K); and the Lanczos fallback for samples where H·v ≠ GGN·v: the
+        gradient graph again (and ∇x d's with ``decision_hessian``), min(``lanczos_steps``, D) HVPs
+        on the loss and as many on d(x). An upper bound: the fallback is counted for every sample
+        (a piecewise-linear net needs it for none)."""
+        from robaudit.probes.geometry.gradient_probe import jacobian_cost
+
+        if num_classes is None:
+            return class_count_unknown()
+        m = resolve_top_m(num_classes, config.top_m, config.max_full_classes)
+        checks = Cost(backward=1) + Cost(hvp=1, backward=0 if m == num_classes else 1) * config.check_vectors
+        dim = math.prod(threat_model.image_shape)
+        graphs = 2 if config.decision_hessian else 1
+        fallback = Cost(backward=graphs, hvp=min(config.lanczos_steps, dim) * graphs)
+        return n_samples * (jacobian_cost(config, num_classes) + checks + fallback)
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config

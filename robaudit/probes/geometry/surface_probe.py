@@ -13,6 +13,8 @@ from robaudit.probes.geometry import common
 from robaudit.probes.geometry.groups import SampleGroups, sample_groups
 from robaudit.probes.geometry.grids import downsample, linf_extent, plane_grid
 from robaudit.probes.geometry.jacobian import decision_gradient, loss_gradient
+from robaudit.probes.cost import Cost, Unknown
+from robaudit.threat_model import ThreatModel
 
 DIRECTIONS = ("sign_gradient", "pgd")
 
@@ -124,6 +126,20 @@ class DecisionSurfaces(Probe):
             if self.heatmap_max_side < 4:
                 raise ValueError(f"heatmap_max_side must be at least 4, got {self.heatmap_max_side}")
             common.check_precision(self.precision)
+
+    @classmethod
+    def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset(), *, num_classes: int | None = None) -> Cost | Unknown:
+        """For each drawn sample (``len(sample_ids)`` or ``min(samples, N)``): d(x) and ∇x d (one
+        forward+backward), the adversarial axis (one forward+backward, ``pgd_steps`` for ``pgd``) and
+        the ``resolution``² grid forwards. Choosing the samples costs one forward+backward per audit
+        sample unless ``sample_ids`` is given or ``geometry.gradients`` is selected (its margins
+        are reused). Exact."""
+        drawn = len(config.sample_ids) if config.sample_ids else min(config.samples, n_samples)
+        axis = config.pgd_steps if config.direction == "pgd" else 1
+        per_drawn = Cost(backward=1 + axis, forward=config.resolution ** 2)
+        choice = Cost() if config.sample_ids or "geometry.gradients" in selected else Cost(backward=n_samples)
+        return choice + drawn * per_drawn
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         cfg = self.config

@@ -34,6 +34,7 @@ from robaudit.plugin import (
     KAMATH,
     WHICH,
     Column,
+    Cost,
     CurvatureKnobs,
     CurvatureProbe,
     EigenPairs,
@@ -43,11 +44,14 @@ from robaudit.plugin import (
     ProbeResult,
     SampleSet,
     Severity,
+    ThreatModel,
+    Unknown,
     certificate_flag,
     check_norm,
     check_sets,
     derive_seed,
     eps_key,
+    lanczos_hvp_bound,
     negative_flag,
     topk,
 )
@@ -210,16 +214,55 @@ class AdversarialLandscape(CurvatureProbe):
 
     # -- budgets ------------------------------------------------------------------------------
 
+    @staticmethod
+    def eps_list(config: Any, threat_model: ThreatModel) -> list[float]:
+        """The ε list (ascending, distinct): ``config.eps``, else 0 and the threat model's budgets up to
+        its reference."""
+        if config.eps is not None:
+            return sorted({float(e) for e in config.eps})
+        # the clean loss (ε = 0) and the run's threat-model budgets up to its reference: beyond it a natural
+        # model is broken outright, PGD's δ* saturates the loss and the spectrum stops telling ε apart
+        reference = threat_model.reference(config.norm)
+        return [0.0, *(e for e in threat_model.eps(config.norm) if e <= reference)]
+
+    @classmethod
+    def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
+                      selected: frozenset[str] = frozenset()) -> Cost | Unknown:
+        """Per ε, on the Hessian set (n_H samples): PGD at θ (``steps`` forward+backward passes per
+        sample; ε = 0 none) and its determinism rerun (``check_determinism``); the operator
+        (robaudit's :meth:`operator_cost`: the gradient, the 3 check HVPs and at most
+        :func:`lanczos_hvp_bound` (k, ``ncv``, ``maxiter``) solver HVPs, doubled with ``dtype = auto``
+        for the float64 redo); one forward per sample for the adversarial error. Per consistency ε,
+        on the audit samples: for each direction, each a and both signs, PGD at the shifted θ and
+        two error forwards. An upper bound: Lanczos stops at ``tol``, and the a = 0 row is shared
+        between directions."""
+        n_h = cls.set_size(config.hessian_set, n_samples, config.train_samples)
+        if isinstance(n_h, Unknown):
+            return n_h
+        eps_list = cls.eps_list(config, threat_model)
+        consistency_eps = ([] if not config.consistency else
+                           [e for e in eps_list if e > 0] if config.consistency_eps is None
+                           else [float(e) for e in config.consistency_eps if e > 0])
+        operator = cls.operator_cost(n_h, lanczos_hvp_bound(config.k, config.ncv, config.maxiter, 5),
+                                     config.check_operator)
+        if config.dtype == "auto":
+            operator = 2 * operator
+        pgd = Cost(backward=config.steps)
+        total = Cost()
+        for eps in eps_list:
+            runs = (1 + int(config.check_determinism)) if eps > 0 else 0
+            total = total + operator + n_h * (runs * pgd + Cost(forward=1))
+            if any(math.isclose(eps, c) for c in consistency_eps):
+                sides = len(config.directions) * len(config.a) * 2
+                total = total + (n_samples * sides) * (pgd + Cost(forward=2))
+        return total
+
+
     def budgets(self, ctx: ProbeContext) -> tuple[list[float], str]:
         """The ε list (ascending, distinct) and where it came from."""
         cfg = self.config
-        if cfg.eps is not None:
-            return sorted({float(e) for e in cfg.eps}), "config"
-        # the clean loss (ε = 0) and the run's threat-model budgets up to its reference: beyond it a natural
-        # model is broken outright, PGD's δ* saturates the loss and the spectrum stops telling ε apart
-        tm = ctx.threat_model
-        reference = tm.reference(cfg.norm)
-        return [0.0, *(e for e in tm.eps(cfg.norm) if e <= reference)], f"threat model ({tm.source(cfg.norm)})"
+        source = "config" if cfg.eps is not None else f"threat model ({ctx.threat_model.source(cfg.norm)})"
+        return self.eps_list(cfg, ctx.threat_model), source
 
     def _step_fraction(self) -> float:
         cfg = self.config
