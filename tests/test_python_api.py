@@ -100,12 +100,14 @@ def test_live_module_and_tensors_give_the_results_of_the_cli_on_the_checkpoint_a
     x, y = _digits()
     np.savez(tmp_path / "digits.npz", x=x.numpy(), y=y.numpy())
     code = main(["run", str(DEMO_CHECKPOINT), "--arch", DEMO_ARCH, "--dataset", str(tmp_path / "digits.npz"),
-                 "--n-samples", "80", "--probes", ",".join(PROBES), "--threads", str(THREADS),
+                 "--n-samples", "80", "--probes", ",".join(PROBES), "--set", "attack.pgd_linf.steps=5",
+                 "--threads", str(THREADS),
                  "--out", str(tmp_path / "cli"), "--no-report", "-q"])
     assert code == 0
     mean, std = _demo_normalisation()
     outcome = robaudit.audit(model=_demo_module(), data=(x, y), mean=mean, std=std, n_samples=80, probes=PROBES,
-                             threads=THREADS, out=tmp_path / "api", report=False)
+                             probe_config={"attack.pgd_linf": {"steps": 5}}, threads=THREADS, out=tmp_path / "api",
+                             report=False)
     assert outcome.exit_code == 0
     cli = json.loads((tmp_path / "cli" / "results.json").read_text())
     api = json.loads((tmp_path / "api" / "results.json").read_text())
