@@ -369,3 +369,29 @@ def test_the_outcome_renders_its_verdict_and_summary_table_in_jupyter(tmp_path: 
 
     assert '<p id="verdict">' in html and escape(verdict_sentence(outcome.results)) in html
     assert "<td>clean</td><td>ok</td>" in html and "<td>attack.fgsm</td><td>ok</td>" in html
+
+
+def test_resume_reuses_results_of_the_same_module_and_samples_only(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import robaudit
+    from robaudit.errors import UsageError
+    from robaudit.probes.clean import CleanAccuracy
+
+    x, y = _digits(40)
+    mean, std = _demo_normalisation()
+    common = dict(mean=mean, std=std, probes=["clean"], threads=THREADS, out=tmp_path / "a", report=False)
+    first = robaudit.audit(model=_demo_module(), data=(x, y), **common)
+
+    def not_again(self, ctx):
+        raise AssertionError("the saved result should have been reused")
+
+    monkeypatch.setattr(CleanAccuracy, "run", not_again)
+    again = robaudit.audit(model=_demo_module(), data=(x, y), resume=True, **common)
+    assert again.results["probes"]["clean"] == first.results["probes"]["clean"]
+    other = _demo_module()
+    with torch.no_grad():
+        other.classifier[3].bias.add_(0.1)
+    with pytest.raises(UsageError, match=r"those results were made with a different model"):
+        robaudit.audit(model=other, data=(x, y), resume=True, **common)
+    with pytest.raises(UsageError, match=r"those results cover different samples"):
+        robaudit.audit(model=_demo_module(), data=(x.flip(-1), y), resume=True, **common)
