@@ -34,8 +34,6 @@ logger = logging.getLogger(__name__)
 MEMORY = "memory"
 """The dataset name, split and id prefix of in-memory data."""
 
-_FORMS = "data= takes (x, y) tensors (x: N×C×H×W float in [0, 1], y: N class indices), a torch Dataset or " \
-         "DataLoader yielding (x, y), or a dataset name or path"
 
 
 def is_live_data(data: Any) -> bool:
@@ -92,11 +90,12 @@ def read_live_data(data: Any, n_samples: NSamples, seed: int) -> LiveSamples:
     """
     source = describe_live_data(data)
     if isinstance(data, (tuple, list)):
-        x = _pixels(data[0], "x", batched=True)
+        x = _pixels(data[0], "x", batched=True, check_values=False)
         y = _labels(data[1], "y", len(x))
         selection = select_rows(y.numpy(), n_samples, seed)
         rows = torch.from_numpy(selection.rows)
-        return LiveSamples(_dense(x[rows]), y[rows].clone(), selection.rows, len(y), selection, source)
+        picked = _check_values(x[rows.to(x.device)].detach().cpu(), "x")  # only the audited rows are read
+        return LiveSamples(_dense(picked), y[rows].clone(), selection.rows, len(y), selection, source)
     warnings = []
     if isinstance(data, DataLoader):
         if isinstance(data.sampler, RandomSampler):
@@ -247,8 +246,9 @@ def _pair(item: Any, what: str) -> tuple[Any, Any]:
     raise DataError(f"{what} is {kind}, not an (x, y) pair", fix="make it yield (image, label) pairs")
 
 
-def _pixels(value: Any, what: str, *, batched: bool) -> torch.Tensor:
-    """``value`` as a float tensor of [0, 1] pixels (N×C×H×W, or C×H×W when not ``batched``)."""
+def _pixels(value: Any, what: str, *, batched: bool, check_values: bool = True) -> torch.Tensor:
+    """``value`` as a float tensor of [0, 1] pixels (N×C×H×W, or C×H×W when not ``batched``), on the CPU;
+    without ``check_values`` only its type and shape are checked and it stays where it is."""
     shape = "N×C×H×W" if batched else "C×H×W"
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(value)
@@ -268,7 +268,11 @@ def _pixels(value: Any, what: str, *, batched: bool) -> torch.Tensor:
         raise DataError(f"{what} has shape {tuple(value.shape)}, which looks channels-last; robaudit takes {shape}",
                         fix="permute it to channels-first, e.g. x.permute(0, 3, 1, 2)" if batched
                         else "permute it to channels-first, e.g. x.permute(2, 0, 1)")
-    value = value.detach().cpu()
+    return _check_values(value.detach().cpu(), what) if check_values else value
+
+
+def _check_values(value: torch.Tensor, what: str) -> torch.Tensor:
+    """``value`` if its pixels are finite and in [0, 1]."""
     if value.numel() and not bool(torch.isfinite(value).all()):
         raise DataError(f"{what} holds NaN or infinite values", fix="pass finite pixels in [0, 1]")
     if value.numel():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -63,8 +64,6 @@ def _le_bytes(t: torch.Tensor) -> bytes:
 
 
 def _big_endian() -> bool:
-    import sys
-
     return sys.byteorder == "big"
 
 
