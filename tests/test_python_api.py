@@ -395,3 +395,16 @@ def test_resume_reuses_results_of_the_same_module_and_samples_only(tmp_path: Pat
         robaudit.audit(model=other, data=(x, y), resume=True, **common)
     with pytest.raises(UsageError, match=r"those results cover different samples"):
         robaudit.audit(model=_demo_module(), data=(x.flip(-1), y), resume=True, **common)
+
+
+def test_in_memory_data_has_no_train_split_for_the_curvature_sets(tmp_path: Path) -> None:
+    import robaudit
+
+    x, y = _digits(30)
+    mean, std = _demo_normalisation()
+    outcome = robaudit.audit(model=_demo_module(), data=(x, y), mean=mean, std=std, probes=["curvature.trace"],
+                             probe_config={"curvature.trace": {"sets": ["train"], "num_matvecs": 6}},
+                             threads=THREADS, out=tmp_path / "a", report=False)
+    entry = outcome.results["probes"]["curvature.trace"]
+    assert entry["status"] == "failed" and outcome.exit_code == 2
+    assert "the memory source holds one set of samples; it has no separate train split" in entry["error"]["message"]

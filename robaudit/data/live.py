@@ -35,7 +35,6 @@ MEMORY = "memory"
 """The dataset name, split and id prefix of in-memory data."""
 
 
-
 def is_live_data(data: Any) -> bool:
     """Whether ``data`` is an in-memory form this module reads (not a dataset name or path)."""
     if isinstance(data, (DataLoader, Dataset)):
