@@ -7,6 +7,9 @@ Python API::
                              arch="examples/digits_cnn.py:DigitsCNN", dataset="digits", out="audit")
     outcome.results["probes"]["clean"]["summary"]["accuracy"]["value"]
 
+    # live objects: an nn.Module and (x, y) tensors, a torch Dataset or a DataLoader
+    outcome = robaudit.audit(model=net, data=(x, y), mean=[0.3054], std=[0.3761], out="audit-live")
+
 The same :class:`~robaudit.config.AuditConfig` backs the CLI and this API.
 """
 from __future__ import annotations
@@ -36,32 +39,54 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'robaudit' has no attribute {name!r}")
 
 
-def audit(config: "AuditConfig | None" = None, /, *, config_file: str | Path | None = None, quiet: bool = True,
-          **options: Any) -> "AuditOutcome":
+def audit(config: "AuditConfig | None" = None, /, *, model: Any = None, data: Any = None,
+          config_file: str | Path | None = None, quiet: bool = True, **options: Any) -> "AuditOutcome":
     """Run an audit from Python.
 
     Args:
-        config: a ready :class:`AuditConfig`; or leave it out and pass ``options``.
+        config: a ready :class:`AuditConfig`; or leave it out and pass ``model``, ``data`` and ``options``.
+        model: a live ``torch.nn.Module`` (audited as it is: a copy in eval mode; it is assumed to take
+            [0, 1] pixels unless ``mean=``/``std=`` give its normalisation), or what ``robaudit run MODEL``
+            takes (a checkpoint path, ``timm:NAME``, ``torchvision:NAME``, ``hf-hub:ORG/NAME``).
+        data: ``(x, y)`` tensors (``x`` N×C×H×W float pixels in [0, 1], ``y`` N integer class indices), a
+            torch ``Dataset`` or ``DataLoader`` yielding ``(x, y)``, or what ``--dataset`` takes (a name
+            or a path); ``dataset=`` is the same option. Sample ids of in-memory data are ``memory:<i>``.
         config_file: a ``robaudit.toml`` (or ``pyproject.toml``) whose values act as
             defaults under ``options``, as on the command line.
         quiet: no progress bars.
-        **options: :class:`AuditConfig` fields (``model=``, ``dataset=``, ``probes=`` …).
+        **options: other :class:`AuditConfig` fields (``probes=``, ``n_samples=``, ``out=`` …).
 
     Returns:
-        The :class:`~robaudit.engine.AuditOutcome`; results are also on disk in ``out``.
+        The :class:`~robaudit.engine.AuditOutcome`; results are also on disk in ``out``. A live module
+        is left exactly as it was (mode, ``requires_grad``, weights, device), which is checked.
+
+    Raises:
+        RobauditError: bad input (one line saying what is wrong and how to fix it).
     """
     from robaudit.config import config_from_mapping, read_config_file
     from robaudit.engine import run_audit
 
-    if config is None:
-        merged: dict[str, Any] = {}
-        if config_file is not None:
-            file_values = read_config_file(Path(config_file))
-            merged.update(file_values["run"])
-            if file_values["probe_config"]:
-                merged["probe_config"] = file_values["probe_config"]
-        merged.update(options)
-        config = config_from_mapping(merged)
-    elif options or config_file is not None:
-        raise TypeError("pass either an AuditConfig or keyword options, not both")
-    return run_audit(config, quiet=quiet)
+    if model is not None:
+        options["model"] = model
+    if data is not None:
+        options["data"] = data
+    if config is not None:
+        if options or config_file is not None:
+            raise TypeError("pass either an AuditConfig or keyword options, not both")
+        return run_audit(config, quiet=quiet)
+    from robaudit.live_inputs import split_live_options
+
+    options, live = split_live_options(options)
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        file_values = read_config_file(Path(config_file))
+        merged.update(file_values["run"])
+        if file_values["probe_config"]:
+            merged["probe_config"] = file_values["probe_config"]
+    merged.update(options)
+    config = config_from_mapping(merged)
+    if live is None:
+        return run_audit(config, quiet=quiet)
+    live.check_config(config)
+    with live.guard():
+        return run_audit(config, quiet=quiet, live=live)

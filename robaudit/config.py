@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 import types
 import typing
@@ -92,6 +93,13 @@ class AuditConfig:
     normalisation: str = "check"
 
     def __post_init__(self) -> None:
+        self.model = os.fspath(self.model) if isinstance(self.model, os.PathLike) else self.model
+        self.dataset = os.fspath(self.dataset) if isinstance(self.dataset, os.PathLike) else self.dataset
+        if not isinstance(self.model, str) or not isinstance(self.dataset, str):
+            what = "model" if not isinstance(self.model, str) else "dataset"
+            raise ConfigError(f"AuditConfig.{what} takes a source string, not a {type(getattr(self, what)).__name__}",
+                              fix="pass a live nn.Module, (x, y) tensors, Dataset or DataLoader to "
+                                  "robaudit.audit(model=..., data=...) instead")
         self.out = Path(self.out)
         if self.data_dir is not None:
             self.data_dir = Path(self.data_dir)

@@ -96,3 +96,33 @@ def test_plugins_used_records_distributions_and_versions() -> None:
     registry = ProbeRegistry(entry_point_list=eps)
     assert registry.plugins_used(["clean", "test.counting"]) == [
         {"distribution": "counting-plugin", "version": "9.9", "probes": ["test.counting"]}]
+
+
+def test_every_knob_of_every_registered_probe_states_its_unit() -> None:
+    """The rule of docs/writing-a-probe.md §4: every knob that is not a bool carries a unit, built-in
+    and plugin probes alike, and ``robaudit probes --json`` lists it."""
+    import dataclasses
+    import json
+    import typing
+
+    from click.testing import CliRunner
+
+    from robaudit.cli.main import cli
+
+    registry = ProbeRegistry()
+    names = registry.names()
+    assert {"attack.fhsm", "adv_landscape"} <= set(names)  # both plugins in plugins/ are installed
+    missing = []
+    for name in names:
+        config_cls = registry.get(name).Config
+        hints = typing.get_type_hints(config_cls)
+        missing += [f"{name}.{f.name}" for f in dataclasses.fields(config_cls)
+                    if hints[f.name] is not bool and not str(f.metadata.get("unit", "")).strip()]
+    assert missing == []
+
+    listed = json.loads(CliRunner().invoke(cli, ["probes", "--json"]).output)
+    knobs = {(p["name"], k["name"]): k for p in listed for k in p["knobs"]}
+    assert knobs[("attack.pgd_linf", "eps")]["unit"] == "pixel units ([0, 1])"
+    assert knobs[("attack.pgd_linf", "step_fraction")]["unit"] == "fraction of ε"
+    assert knobs[("attack.fhsm", "cg_max_iter")]["unit"] == "iterations"
+    assert all(k["unit"] or k["type"] == "bool" for k in knobs.values())

@@ -31,13 +31,16 @@ class ModelGuard:
 
     def check(self, probe: str) -> None:
         """Raise :class:`InternalError` naming ``probe`` if the model's state or modes changed."""
+        self.check_by(f"probe '{probe}'")
+
+    def check_by(self, actor: str, *, subject: str = "the audit model",
+                 fix: str = "a probe must work on model.audit_copy() when it needs another mode or weights") -> None:
+        """Raise :class:`InternalError` saying that ``actor`` changed ``subject`` if its state or modes changed."""
         flags, state = self._snapshot()
         if flags != self._before[0]:
             changed = [p for (p, a), (_, b) in zip(flags, self._before[0]) if a != b] or ["(modules differ)"]
-            raise InternalError(f"probe '{probe}' changed the audit model's training mode: "
-                                f"{', '.join(p or 'root' for p in changed[:5])}",
-                                fix="a probe must work on model.audit_copy() when it needs another mode")
+            raise InternalError(f"{actor} changed {subject}'s training mode: "
+                                f"{', '.join(p or 'root' for p in changed[:5])}", fix=fix)
         if state != self._before[1]:
             changed = [b[0] for a, b in zip(state, self._before[1]) if a != b] or ["(keys differ)"]
-            raise InternalError(f"probe '{probe}' changed the audit model's state: {', '.join(changed[:5])}",
-                                fix="a probe must work on model.audit_copy() when it needs to change weights")
+            raise InternalError(f"{actor} changed {subject}'s state: {', '.join(changed[:5])}", fix=fix)

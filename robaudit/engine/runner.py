@@ -26,7 +26,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -69,6 +69,9 @@ from robaudit.results.environment import (
 )
 from robaudit.results.serialise import to_jsonable
 from robaudit.threat_model import ThreatModel, resolve_threat_model
+
+if TYPE_CHECKING:
+    from robaudit.live_inputs import LiveInputs
 
 log = logging.getLogger("robaudit")
 
@@ -163,8 +166,10 @@ def expand_probe_names(requested: list[str] | None, registry: ProbeRegistry) -> 
     return names
 
 
-def prepare(config: AuditConfig, selected: list[_Selected]) -> tuple[torch.device, int, AuditModel, AuditData]:
-    """Set threads, resolve the device, and load the model and the data.
+def prepare(config: AuditConfig, selected: list[_Selected], live: LiveInputs | None = None,
+            ) -> tuple[torch.device, int, AuditModel, AuditData]:
+    """Set threads, resolve the device, and load the model and the data (``live``: the in-memory
+    model and/or data given to :func:`robaudit.audit`, in place of ``config.model``/``config.dataset``).
 
     Returns:
         (device, torch thread count, audit model, audit data).
@@ -175,31 +180,45 @@ def prepare(config: AuditConfig, selected: list[_Selected]) -> tuple[torch.devic
     device = resolve_device(config.device)
     if device.type == "cuda":
         make_cuda_reproducible()
-    data_request = DataRequest(
-        source=config.dataset, data_dir=config.data_dir, download=config.download, split=config.split,
-        n_samples=config.n_samples, seed=config.seed, convert_channels=config.convert_channels, resize=config.resize,
-        skip_bad_images=config.skip_bad_images,
-    )
-    info = describe_dataset(data_request)
-    model_request = ModelRequest(
-        source=config.model, arch=config.arch, arch_kwargs=dict(config.arch_kwargs),
-        trust_checkpoint=config.trust_checkpoint, non_strict=config.non_strict, use_ema=config.ema,
-        mean=config.mean, std=config.std, second_order=any(s.cls.needs_double_backward for s in selected),
-        device=str(device), pretrained=config.pretrained, weights=config.weights, download=config.download,
-        num_classes=config.num_classes, normalisation=config.normalisation,
-    )
-    model = load_model(model_request, info)
-    data = load_data(data_request, model.in_channels, model.data_config)
+    second_order = any(s.cls.needs_double_backward for s in selected)
+    if live is not None:
+        model, data = live.load(config, second_order=second_order, device=str(device))
+    else:
+        request = data_request(config)
+        info = describe_dataset(request)
+        model = load_model(model_request(config, second_order, str(device)), info)
+        data = load_data(request, model.in_channels, model.data_config)
     model, data = restrict_classes(model, data)  # ImageNet-A/R: every probe sees the 200-class model
     return device, threads, model, data
 
 
+def data_request(config: AuditConfig) -> DataRequest:
+    """The :class:`DataRequest` of ``config``'s data options."""
+    return DataRequest(
+        source=config.dataset, data_dir=config.data_dir, download=config.download, split=config.split,
+        n_samples=config.n_samples, seed=config.seed, convert_channels=config.convert_channels, resize=config.resize,
+        skip_bad_images=config.skip_bad_images,
+    )
+
+
+def model_request(config: AuditConfig, second_order: bool, device: str) -> ModelRequest:
+    """The :class:`ModelRequest` of ``config``'s model options, on the resolved ``device``."""
+    return ModelRequest(
+        source=config.model, arch=config.arch, arch_kwargs=dict(config.arch_kwargs),
+        trust_checkpoint=config.trust_checkpoint, non_strict=config.non_strict, use_ema=config.ema,
+        mean=config.mean, std=config.std, second_order=second_order, device=device, pretrained=config.pretrained,
+        weights=config.weights, download=config.download, num_classes=config.num_classes,
+        normalisation=config.normalisation,
+    )
+
+
 def run_audit(config: AuditConfig, registry: ProbeRegistry | None = None, *, quiet: bool = False,
-              command: list[str] | None = None) -> AuditOutcome:
+              command: list[str] | None = None, live: LiveInputs | None = None) -> AuditOutcome:
     """Run one audit end to end and write ``results.json``, the per-sample table and the report.
 
     The results directory is claimed first (created, checked writable, locked, an earlier audit in it
     refused or moved aside: :func:`robaudit.results.outdir.claim_out_dir`) and held until the end.
+    ``live`` carries the in-memory model and/or data of :func:`robaudit.audit` (see :func:`prepare`).
 
     Raises:
         RobauditError: bad input found before probes ran (nothing written then, except on resume);
@@ -207,11 +226,11 @@ def run_audit(config: AuditConfig, registry: ProbeRegistry | None = None, *, qui
         KeyboardInterrupt: after writing every finished probe's result (status ``interrupted``).
     """
     with claim_out_dir(Path(config.out), resume=config.resume, overwrite=config.overwrite):
-        return _run_audit(config, registry, quiet=quiet, command=command)
+        return _run_audit(config, registry, quiet=quiet, command=command, live=live)
 
 
 def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bool,
-               command: list[str] | None) -> AuditOutcome:
+               command: list[str] | None, live: LiveInputs | None) -> AuditOutcome:
     registry = registry or ProbeRegistry()
     interval = progress_interval()  # a bad ROBAUDIT_PROGRESS_INTERVAL stops the run before anything is written
     broken: list[tuple[str, ProbeError]] = []
@@ -219,7 +238,7 @@ def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bo
     out_dir = Path(config.out)
     previous = _previous_results(out_dir) if config.resume else None
 
-    device, threads, model, data = prepare(config, selected)
+    device, threads, model, data = prepare(config, selected, live)
     threat_model = _threat_model(config, data)
     preflight = run_preflight(model, data, device, any(s.cls.needs_double_backward for s in selected))
     flags: list[Flag] = list(preflight.flags)
@@ -584,12 +603,11 @@ def _carried(previous: dict[str, Any], current: dict[str, Any], data: AuditData,
         UsageError: the saved results were made with another model or other samples.
     """
     old_model = previous.get("model", {})
-    if old_model.get("checkpoint_sha256") != current["model"].get("checkpoint_sha256") or \
-            old_model.get("source") != current["model"]["source"]:
+    if any(old_model.get(k) != current["model"].get(k) for k in ("checkpoint_sha256", "state_sha256", "source")):
         raise UsageError(f"--resume {out_dir}: those results were made with a different model",
                          fix="use a new --out directory, or drop --resume")
     ids, cols = store.read_per_sample(out_dir)
-    if ids != data.ids:
+    if ids != data.ids or previous.get("data", {}).get("samples_sha256") != data.provenance.get("samples_sha256"):
         raise UsageError(f"--resume {out_dir}: those results cover different samples (dataset, split, --n-samples or seed)",
                          fix="use a new --out directory, or drop --resume")
     carried = {}

@@ -67,7 +67,8 @@ class LoadReport:
 
     Attributes:
         format: ``state_dict``, ``wrapped_state_dict``, ``safetensors``, ``torchscript``,
-            ``pickled_module`` or ``none`` (no checkpoint: randomly initialised).
+            ``pickled_module``, ``live_module`` (an ``nn.Module`` given to :func:`robaudit.audit`) or
+            ``none`` (no checkpoint: randomly initialised).
         weights_key: the key the state dict was found under (``state_dict``, ``model`` …).
         stripped_prefixes: prefixes removed from keys (``module.``, ``_orig_mod.``).
         missing_keys, unexpected_keys: as reported by ``load_state_dict``.
@@ -119,6 +120,8 @@ class ModelProvenance:
         normalisation_candidates: the normalisations preflight compares when the chosen
             one is a guess (the chosen one first); empty when it was stated.
         normalisation_mode: ``check`` or ``auto`` (``--normalisation``).
+        state_sha256: for a live ``nn.Module`` given to :func:`robaudit.audit`, the sha256 of its state
+            dict (:func:`robaudit.models.live.state_dict_sha256`); ``None`` otherwise.
     """
 
     source: str
@@ -140,6 +143,7 @@ class ModelProvenance:
     weights: dict[str, Any] | None = None
     normalisation_candidates: list[Normalisation] = field(default_factory=list)
     normalisation_mode: str = "check"
+    state_sha256: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The provenance as a JSON-serialisable dict."""

@@ -21,7 +21,7 @@ import hashlib
 import math
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -76,30 +76,30 @@ SIGNIFICANCE = 0.05
 class NewtonConfig(SweepConfig):
     """Knobs shared by FHSM and L2HESS (besides the sweep's ``eps``, ``sanity_checks``, ``ci_level``)."""
 
-    method: str = "auto"
+    method: str = field(default="auto", metadata={"unit": "choice"})
     """Newton solver: ``exact`` (c×c solve on the Gauss–Newton factorisation, float64), ``cg``
     (conjugate gradient with batched curvature-vector products) or ``auto`` (exact when
     ``curvature`` is ``ggn`` and c ≤ ``max_exact_classes``, else cg)."""
-    curvature: str = "ggn"
+    curvature: str = field(default="ggn", metadata={"unit": "choice"})
     """The matrix: ``ggn`` = J_zᵀ(diag p − ppᵀ)J_z, which is H_x for piecewise-linear nets (checked at
     run time) and PSD for every net; ``hessian`` = the full H_x by double backward (cg only)."""
-    damping: float = 1e-3
+    damping: float = field(default=1e-3, metadata={"unit": "fraction of ρ (relative) or nats per pixel unit² (absolute)"})
     """μ of (H_x + μI): with ``damping_mode = relative`` a fraction of ρ = gᵀH_x g/gᵀg (the curvature
     along the gradient, per sample); with ``absolute`` in nats per squared pixel unit."""
-    damping_mode: str = "relative"
+    damping_mode: str = field(default="relative", metadata={"unit": "choice"})
     """``relative`` or ``absolute`` (see ``damping``)."""
-    cg_tol: float = 1e-6
+    cg_tol: float = field(default=1e-6, metadata={"unit": "fraction of ‖g‖"})
     """CG stops for a sample when ‖(H + μI)d − g‖ ≤ cg_tol·‖g‖."""
-    cg_max_iter: int | None = None
+    cg_max_iter: int | None = field(default=None, metadata={"unit": "iterations"})
     """CG iteration cap per solve; ``None`` means 2c + 10 (CG needs at most c in exact arithmetic)."""
-    steps: int = 1
+    steps: int = field(default=1, metadata={"unit": "steps"})
     """Newton steps: 1 is Yao's single-step attack; k > 1 iterates k steps of step_fraction·ε from the
     clean image, projecting onto the ε-ball ∩ [0, 1] after each (like FGSM-10 / BIM)."""
-    step_fraction: float | None = None
+    step_fraction: float | None = field(default=None, metadata={"unit": "fraction of ε"})
     """Step size as a fraction of ε; ``None`` means 1/steps."""
-    precision: str = "float64"
+    precision: str = field(default="float64", metadata={"unit": "choice"})
     """Working precision of the model copy that computes directions (the c×c step is always float64)."""
-    max_exact_classes: int = 100
+    max_exact_classes: int = field(default=100, metadata={"unit": "classes"})
     """Largest class count for which ``method = auto`` picks the exact solver (its Jacobian is c×D per sample)."""
     check_hessian: bool = True
     """Compare H_x·v with the Gauss–Newton product for one random v per sample at the clean point."""

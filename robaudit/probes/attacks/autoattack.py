@@ -11,7 +11,7 @@ torchattacks' reduced 10 iterations.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -63,18 +63,18 @@ class AutoAttackProbe(Probe):
     class Config:
         """Knobs of AutoAttack."""
 
-        eps: list[float] | None = None
+        eps: list[float] | None = field(default=None, metadata={"unit": "pixel units ([0, 1])"})
         """Budgets in pixel units; ``None`` takes the threat model's reference budget of the norm (one ε:
         0.1 digits, 0.3 MNIST, 8/255 CIFAR, 4/255 ImageNet for L∞), since every ε costs a full AutoAttack."""
-        norm: str = "linf"
+        norm: str = field(default="linf", metadata={"unit": "choice"})
         """``linf`` or ``l2``."""
-        preset: str = "reference"
+        preset: str = field(default="reference", metadata={"unit": "choice"})
         """``reference`` (100 iterations, the published standard) or ``fast`` (torchattacks' 10)."""
-        square_queries: int | None = None
+        square_queries: int | None = field(default=None, metadata={"unit": "queries"})
         """Square's query budget; ``None`` takes the preset's 5000."""
         sanity_checks: bool = True
         """Draw the uniform-noise baseline behind ``noise_as_strong_as_attack``."""
-        ci_level: float = 0.95
+        ci_level: float = field(default=0.95, metadata={"unit": "probability (two-sided coverage)"})
         """Coverage of the Wilson intervals."""
 
         def __post_init__(self) -> None:

@@ -1,7 +1,7 @@
 """C&W L2 (corrected): per-sample L2 distances and robust accuracy at L2 budgets."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,15 +27,15 @@ class CWL2Probe(DistanceAttack):
     class Config(DistanceConfig):
         """Knobs of C&W L2."""
 
-        c: float = 1.0
+        c: float = field(default=1.0, metadata={"unit": "dimensionless (weight of the margin loss)"})
         """Initial trade-off constant c (then binary-searched per sample)."""
-        kappa: float = 0.0
+        kappa: float = field(default=0.0, metadata={"unit": "logit units"})
         """Confidence κ: stop pushing once the wrong class leads by κ logits."""
-        steps: int = 100
+        steps: int = field(default=100, metadata={"unit": "steps"})
         """Adam steps per binary-search round (the reference preset's 100)."""
-        lr: float = 0.01
+        lr: float = field(default=0.01, metadata={"unit": "pixel units per step"})
         """Adam learning rate, in pixel units per step."""
-        binary_search_steps: int = 5
+        binary_search_steps: int = field(default=5, metadata={"unit": "rounds"})
         """Rounds of binary search over c."""
 
         def __post_init__(self) -> None:

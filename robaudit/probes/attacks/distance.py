@@ -9,7 +9,7 @@ correct clean and has no verified adversarial example within ε.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -57,9 +57,9 @@ def distance_columns(attack: str, unit: str, norms: tuple[str, ...]) -> dict[str
 class DistanceConfig:
     """Knobs shared by the minimum-distance probes."""
 
-    eps: list[float] | None = None
+    eps: list[float] | None = field(default=None, metadata={"unit": "pixel units ([0, 1])"})
     """Budgets at which to report robust accuracy; ``None`` takes the run's threat model (--eps) for the norm; a list replaces it for this probe."""
-    ci_level: float = 0.95
+    ci_level: float = field(default=0.95, metadata={"unit": "probability (two-sided coverage)"})
     """Coverage of the Wilson intervals."""
 
     def __post_init__(self) -> None:

@@ -1,7 +1,7 @@
 """FAB (untargeted, minimum norm): per-sample L∞ or L2 distances and robust accuracy at budgets."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,11 +25,11 @@ class FABProbe(DistanceAttack):
     class Config(DistanceConfig):
         """Knobs of FAB."""
 
-        norm: str = "linf"
+        norm: str = field(default="linf", metadata={"unit": "choice"})
         """``linf`` or ``l2``."""
-        steps: int = 100
+        steps: int = field(default=100, metadata={"unit": "steps"})
         """Iterations per restart (the reference 100)."""
-        restarts: int = 1
+        restarts: int = field(default=1, metadata={"unit": "restarts"})
         """Restarts (later ones start from a random point)."""
 
         def __post_init__(self) -> None:

@@ -6,7 +6,7 @@ fraction of ε: BIM uses ε/k (Yao's FGSM-10), PGD 2.5·ε/steps (Madry et al.) 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -45,9 +45,9 @@ class BIMProbe(SweepAttack):
     class Config(SweepConfig):
         """Knobs of BIM."""
 
-        steps: int = 10
+        steps: int = field(default=10, metadata={"unit": "steps"})
         """k, the number of steps."""
-        step_fraction: float | None = None
+        step_fraction: float | None = field(default=None, metadata={"unit": "fraction of ε"})
         """Step size as a fraction of ε; ``None`` means 1/steps (k steps of ε/k)."""
 
         def __post_init__(self) -> None:
@@ -106,13 +106,13 @@ class _PGDBase(SweepAttack):
 
 @dataclass
 class _PGDConfig(SweepConfig):
-    steps: int = 20
+    steps: int = field(default=20, metadata={"unit": "steps"})
     """Number of steps per restart."""
-    step_fraction: float | None = None
+    step_fraction: float | None = field(default=None, metadata={"unit": "fraction of ε"})
     """Step size as a fraction of ε; ``None`` means 2.5/steps (Madry et al.)."""
     random_start: bool = True
     """Start from a uniformly random point of the ε-ball (seeded)."""
-    restarts: int = 1
+    restarts: int = field(default=1, metadata={"unit": "restarts"})
     """Independent random restarts; a sample counts as broken if any restart breaks it."""
 
 

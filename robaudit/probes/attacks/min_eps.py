@@ -21,7 +21,7 @@ broken inside the sweep. Bisection assumes success is monotone in ε, which PGD 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -110,19 +110,19 @@ class MinEpsProbe(Probe):
     class Config:
         """Knobs of the minimal-ε bisection."""
 
-        norm: str = "linf"
+        norm: str = field(default="linf", metadata={"unit": "choice"})
         """``linf`` or ``l2``."""
-        steps: int = 10
+        steps: int = field(default=10, metadata={"unit": "steps"})
         """PGD steps per attack (each bisection round runs one PGD attack)."""
-        step_fraction: float | None = None
+        step_fraction: float | None = field(default=None, metadata={"unit": "fraction of ε"})
         """PGD step size as a fraction of ε; ``None`` means 2.5/steps."""
         random_start: bool = True
         """PGD random start (seeded)."""
-        eps_max: float | None = None
+        eps_max: float | None = field(default=None, metadata={"unit": "pixel units ([0, 1])"})
         """Upper end of the search in pixel units; ``None`` is the threat model's search_max."""
-        tolerance: float | None = None
+        tolerance: float | None = field(default=None, metadata={"unit": "pixel units ([0, 1])"})
         """Width of the final bracket in pixel units; ``None`` is the threat model's tolerance (1/255 on digits L∞)."""
-        ci_level: float = 0.95
+        ci_level: float = field(default=0.95, metadata={"unit": "probability (two-sided coverage)"})
         """Coverage of the Wilson interval on the found fraction."""
         brackets: bool = True
         """Start each sample's bisection from the bracket the audit's earlier attacks found (robust at

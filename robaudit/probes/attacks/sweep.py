@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -117,12 +117,12 @@ def sweep_outcomes(eps_list: list[float], robust: np.ndarray, loss: np.ndarray,
 class SweepConfig:
     """Knobs shared by the fixed-budget attack probes."""
 
-    eps: list[float] | None = None
+    eps: list[float] | None = field(default=None, metadata={"unit": "pixel units ([0, 1])"})
     """Budgets in pixel units; ``None`` takes the run's threat model (--eps); a list replaces it for this probe (see docs/attacks.md)."""
     sanity_checks: bool = True
     """Run the extra passes behind the sanity flags: the noise baseline, the single-step
     comparison (iterative attacks) and the box-covering budget (iterative attacks)."""
-    ci_level: float = 0.95
+    ci_level: float = field(default=0.95, metadata={"unit": "probability (two-sided coverage)"})
     """Coverage of the Wilson intervals."""
 
     def __post_init__(self) -> None:

@@ -8,7 +8,7 @@ a valid upper bound on robust accuracy. The probe requires at least one attack i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -54,7 +54,7 @@ class WorstCaseProbe(Probe):
     class Config:
         """Knobs of the worst-case combination."""
 
-        ci_level: float = 0.95
+        ci_level: float = field(default=0.95, metadata={"unit": "probability (two-sided coverage)"})
         """Coverage of the Wilson intervals."""
 
         def __post_init__(self) -> None:

@@ -37,15 +37,15 @@ class CurvatureDensity(CurvatureProbe):
     class Config(CurvatureKnobs):
         """Knobs of ``curvature.density``."""
 
-        runs: int = 2
+        runs: int = field(default=2, metadata={"unit": "runs"})
         """Independent Rademacher start vectors."""
-        steps: int = 40
+        steps: int = field(default=40, metadata={"unit": "Lanczos steps"})
         """Lanczos steps per run (capped at the number of parameters)."""
-        grid_points: int = 200
+        grid_points: int = field(default=200, metadata={"unit": "points"})
         """Points of the stored density curve."""
-        sigma: float | None = None
+        sigma: float | None = field(default=None, metadata={"unit": "eigenvalue units (nats per parameter unit²)"})
         """Gaussian bandwidth in eigenvalue units; ``None``: (largest − smallest Ritz value) / steps."""
-        sets: list[str] = field(default_factory=lambda: ["audit"])
+        sets: list[str] = field(default_factory=lambda: ["audit"], metadata={"unit": "sample-set names"})
         """Sample sets (``audit``, ``train``, ``NAME:B_H``)."""
 
         def __post_init__(self) -> None:

@@ -50,37 +50,37 @@ class CurvatureLandscape(CurvatureProbe):
     class Config(CurvatureKnobs):
         """Knobs of ``curvature.landscape``."""
 
-        hessian_set: str = "audit"
+        hessian_set: str = field(default="audit", metadata={"unit": "sample-set name"})
         """The set whose Hessian gives v1, v2 (and λ1 for the quadratic check)."""
-        curve_sets: list[str] = field(default_factory=lambda: ["audit", "train"])
+        curve_sets: list[str] = field(default_factory=lambda: ["audit", "train"], metadata={"unit": "sample-set names"})
         """Sets whose loss is drawn along v1 (``train`` is skipped with a note when the source has no train split)."""
-        points: int = 21
+        points: int = field(default=21, metadata={"unit": "points"})
         """Points of each 1-D curve."""
-        radius: float | None = None
+        radius: float | None = field(default=None, metadata={"unit": "parameter-norm units"})
         """Half-width of the 1-D/2-D range along v1, v2 (parameter-norm units); ``None``: where
         ½·|λ1|·a² = ``rise``."""
-        rise: float = 1.0
+        rise: float = field(default=1.0, metadata={"unit": "nats"})
         """Loss rise (nats) of the quadratic model at the edge of the automatic range."""
         plane: bool = True
         """Draw the 2-D landscape J(θ + a·v1 + b·v2) on the Hessian set."""
-        plane_points: int = 11
+        plane_points: int = field(default=11, metadata={"unit": "points per axis"})
         """Points per axis of the 2-D landscape."""
         random_direction: bool = True
         """Draw the filter-normalised random 1-D cut."""
-        random_radius: float = 1.0
+        random_radius: float = field(default=1.0, metadata={"unit": "filter-normalised units"})
         """Half-width of the random cut, in filter-normalised units."""
-        fit_rise: float = 1e-4
+        fit_rise: float = field(default=1e-4, metadata={"unit": "nats"})
         """Loss rise (nats) of the quadratic model at the edge of the local fitting range: small enough that
         higher-order terms vanish, large enough to stay above rounding (1e-4 suits float32 and float64)."""
-        fit_points: int = 11
+        fit_points: int = field(default=11, metadata={"unit": "points"})
         """Points of the local quadratic fit along v1."""
-        fit_tolerance: float = 0.02
+        fit_tolerance: float = field(default=0.02, metadata={"unit": "relative (fraction of λ1)"})
         """Relative difference between the locally fitted curvature and λ1 above which a disagreement is noted."""
-        interpolate_to: str | None = None
+        interpolate_to: str | None = field(default=None, metadata={"unit": "checkpoint path"})
         """Another checkpoint of the same architecture: draw J((1 − t)·θ + t·θ') (Yao Fig 5)."""
-        interpolation_range: list[float] = field(default_factory=lambda: [-0.25, 1.25])
+        interpolation_range: list[float] = field(default_factory=lambda: [-0.25, 1.25], metadata={"unit": "t (0 = audit model, 1 = the other)"})
         """t range of the checkpoint path (0 = audit model, 1 = the other)."""
-        train_samples: int | None = 500
+        train_samples: int | None = field(default=500, metadata={"unit": "samples"})
         """How many train-split samples the ``train`` curve uses (stratified, seeded); ``None``: all."""
 
         def __post_init__(self) -> None:

@@ -1,7 +1,7 @@
 """``curvature.power``: Yao et al.'s deflated power iteration — the paper-reproduction mode."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from robaudit.probes.base import Flag, ProbeContext, ProbeResult, Requirement, Severity
@@ -41,11 +41,11 @@ class CurvaturePower(CurvatureProbe):
     class Config(EigenKnobs):
         """Knobs of ``curvature.power``."""
 
-        tol: float = 1e-4
+        tol: float = field(default=1e-4, metadata={"unit": "relative change of λ"})
         """Relative change of the eigenvalue estimate that stops each pair (Yao: 1e-4)."""
-        max_iter: int = 100
+        max_iter: int = field(default=100, metadata={"unit": "iterations"})
         """Iterations per pair before giving up (PyHessian: 100)."""
-        certify_tol: float = 1e-3
+        certify_tol: float = field(default=1e-3, metadata={"unit": "relative residual"})
         """Raise ``eigenpairs_not_certified`` when a relative residual exceeds this."""
 
         def __post_init__(self) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -61,17 +61,17 @@ def put(tree: dict[str, Any], spec: str, value: Any) -> None:
 class CurvatureKnobs:
     """Knobs shared by every curvature probe."""
 
-    dtype: str = "auto"
+    dtype: str = field(default="auto", metadata={"unit": "choice"})
     """Precision of the model copy, the data and the vectors: ``float32``, ``float64`` or ``auto`` (float32;
     ``curvature.topk`` recomputes a set in float64 when its float32 eigenpairs fail the certificate)."""
-    batch_size: int | None = None
+    batch_size: int | None = field(default=None, metadata={"unit": "samples"})
     """Samples per forward pass in HVPs; ``None``: the run's --batch-size."""
-    reuse_graph: str = "auto"
+    reuse_graph: str = field(default="auto", metadata={"unit": "choice"})
     """Keep the whole set's gradient graph for all HVPs: ``auto`` (when the set has at most
     ``reuse_graph_max_samples`` samples), ``always`` or ``never`` (stream batches; memory bounded by one batch)."""
-    reuse_graph_max_samples: int = 2048
+    reuse_graph_max_samples: int = field(default=2048, metadata={"unit": "samples"})
     """Largest set whose gradient graph is kept with ``reuse_graph = auto``."""
-    train_samples: int | None = None
+    train_samples: int | None = field(default=None, metadata={"unit": "samples"})
     """How many train-split samples the ``train`` set holds (stratified, seeded); ``None``: all of them."""
     check_operator: bool = True
     """Check determinism (H·v twice) and symmetry (uᵀHv = vᵀHu) of the operator on each set (3 HVPs)."""
@@ -93,11 +93,11 @@ class CurvatureKnobs:
 class EigenKnobs(CurvatureKnobs):
     """Knobs of the eigenvalue probes: how many eigenpairs, on which sample sets, by preset."""
 
-    preset: str = "standard"
+    preset: str = field(default="standard", metadata={"unit": "choice"})
     """``standard`` (k = 5 on the audit set) or ``paper`` (Yao: k = 20 on train, train:320, train:1 and audit)."""
-    k: int | None = None
+    k: int | None = field(default=None, metadata={"unit": "eigenpairs"})
     """Eigenpairs per set; ``None``: the preset's."""
-    sets: list[str] | None = None
+    sets: list[str] | None = field(default=None, metadata={"unit": "sample-set names"})
     """Sample sets (``audit``, ``train``, ``NAME:B_H``); ``None``: the preset's."""
 
     def _apply_preset(self) -> None:

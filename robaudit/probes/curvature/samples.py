@@ -20,7 +20,7 @@ from robaudit.errors import ProbeError
 from robaudit.probes.base import ProbeContext
 
 BASE_SETS = ("audit", "train")
-_SINGLE_SET_SOURCES = ("imagefolder", "imagenet", "imagenet-a", "imagenet-r", "tensors")
+_SINGLE_SET_SOURCES = ("imagefolder", "imagenet", "imagenet-a", "imagenet-r", "tensors", "memory")
 
 
 @dataclass

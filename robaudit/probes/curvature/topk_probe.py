@@ -1,7 +1,7 @@
 """``curvature.topk``: certified top-k Hessian eigenpairs by restarted Lanczos, per sample set (standard)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -65,22 +65,22 @@ class CurvatureTopK(CurvatureProbe):
     class Config(EigenKnobs):
         """Knobs of ``curvature.topk``."""
 
-        which: str = "LM"
+        which: str = field(default="LM", metadata={"unit": "choice"})
         """``LM``: largest magnitude, signed (what power iteration finds); ``LA``: largest algebraic."""
-        tol: float = 9e-4
+        tol: float = field(default=9e-4, metadata={"unit": "relative residual"})
         """Relative tolerance on the Ritz residuals ‖Hv − λv‖/|λ| (below ``certify_tol``, leaving room for
         the consistency term). The eigenvalue error is about residual²·|λ|/gap: 9e-4 gave 1.6e-6
         relative on a clustered top-20 (docs/curvature.md)."""
-        certify_tol: float = 1e-3
+        certify_tol: float = field(default=1e-3, metadata={"unit": "relative residual"})
         """Raise ``eigenpairs_not_certified`` when a relative residual exceeds this."""
-        solver: str = "lanczos"
+        solver: str = field(default="lanczos", metadata={"unit": "choice"})
         """``lanczos``: thick-restart Lanczos, certificates from the Lanczos relation; ``arpack``: the
         previous path (scipy's eigsh, one certificate HVP per pair)."""
-        ncv: int | None = None
+        ncv: int | None = field(default=None, metadata={"unit": "Lanczos vectors"})
         """Lanczos basis size (``None``: max(2k + 10, 4k) for ``lanczos``, scipy's max(2k + 1, 20) for ``arpack``)."""
-        maxiter: int | None = None
+        maxiter: int | None = field(default=None, metadata={"unit": "iterations"})
         """``lanczos``: at most maxiter·ncv solver HVPs (``None``: 20); ``arpack``: its restart limit."""
-        check_steps: int = 5
+        check_steps: int = field(default=5, metadata={"unit": "Lanczos steps"})
         """Lanczos steps of the completeness check on H deflated by the found pairs (0: off)."""
         per_sample: bool = True
         """Compute ``v1_curvature`` per audit sample (needs forward-mode AD; skipped with a note if unsupported)."""

@@ -35,13 +35,13 @@ class CurvatureTrace(CurvatureProbe):
     class Config(CurvatureKnobs):
         """Knobs of ``curvature.trace``."""
 
-        method: str = "hutch++"
+        method: str = field(default="hutch++", metadata={"unit": "choice"})
         """``hutch++`` (Meyer et al. 2021; lower variance) or ``hutchinson``."""
-        num_matvecs: int = 60
+        num_matvecs: int = field(default=60, metadata={"unit": "HVPs"})
         """HVPs per set."""
-        distribution: str = "rademacher"
+        distribution: str = field(default="rademacher", metadata={"unit": "choice"})
         """Probe vectors for Hutchinson: ``rademacher`` or ``gaussian`` (Hutch++ always uses Rademacher)."""
-        sets: list[str] = field(default_factory=lambda: ["audit"])
+        sets: list[str] = field(default_factory=lambda: ["audit"], metadata={"unit": "sample-set names"})
         """Sample sets (``audit``, ``train``, ``NAME:B_H``)."""
 
         def __post_init__(self) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -88,15 +88,15 @@ class BoundaryDistance(Probe):
     class Config(common.GeometryConfig):
         """Knobs of ``geometry.boundary`` (ε: the robust split and the within-ε count)."""
 
-        precision: str = "float32"
+        precision: str = field(default="float32", metadata={"unit": "choice"})
         """Working precision of the model copy (forward passes only)."""
-        random_directions: int = 4
+        random_directions: int = field(default=4, metadata={"unit": "directions"})
         """Random directions per sample and norm."""
-        search_points: int = 12
+        search_points: int = field(default=12, metadata={"unit": "points"})
         """Geometric grid points in [t_max·1e-3, t_max] that bracket the crossing."""
-        rtol: float = 1e-6
+        rtol: float = field(default=1e-6, metadata={"unit": "fraction of the distance"})
         """Refine the bracket (Illinois regula falsi) until it is narrower than rtol × the distance."""
-        max_refine: int = 40
+        max_refine: int = field(default=40, metadata={"unit": "steps"})
         """Most refinement steps per crossing."""
 
         def __post_init__(self) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -105,12 +105,12 @@ def forward_batch(batch_size: int, dim: int) -> int:
 class GeometryConfig:
     """Knobs every input-geometry probe shares; probe Configs extend it (and call ``super().__post_init__()``)."""
 
-    epsilon: float | None = None
+    epsilon: float | None = field(default=None, metadata={"unit": "pixel units ([0, 1])"})
     """Audit L∞ budget ε in pixel units (robust split, Yu's indicator, ε-ball marks); default: the threat
     model's L∞ reference budget."""
-    precision: str = "float64"
+    precision: str = field(default="float64", metadata={"unit": "choice"})
     """Working precision of the model copy: ``float64`` or ``float32``."""
-    histogram_bins: int = 30
+    histogram_bins: int = field(default=30, metadata={"unit": "bins"})
     """Bins of the report's histograms."""
 
     def __post_init__(self) -> None:
@@ -125,9 +125,9 @@ class GeometryConfig:
 class ClassSubsetConfig(GeometryConfig):
     """:class:`GeometryConfig` plus the class subset of probes whose cost grows with the class count c."""
 
-    top_m: int | None = None
+    top_m: int | None = field(default=None, metadata={"unit": "classes"})
     """Classes kept (the most probable); default all when c ≤ max_full_classes, else 10."""
-    max_full_classes: int = 100
+    max_full_classes: int = field(default=100, metadata={"unit": "classes"})
     """Largest class count for which every class is kept by default."""
 
     def __post_init__(self) -> None:

@@ -103,7 +103,8 @@ class InputGradients(Probe):
         """Knobs of ``geometry.gradients`` (ε: the robust split and the first-order loss gain; top_m: the
         logit-Jacobian rows kept)."""
 
-        sparsity_thresholds: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1])
+        sparsity_thresholds: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1],
+                                                 metadata={"unit": "fraction of max |∂d/∂x|"})
         """Relative thresholds t of the Jacobian sparsity (|∂d/∂x_i| < t · max |∂d/∂x|)."""
 
         def __post_init__(self) -> None:

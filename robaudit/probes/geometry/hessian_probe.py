@@ -1,8 +1,8 @@
 """``geometry.input_hessian``: the input-Hessian spectrum of the CE loss, Yao's Theorem 1 and Yu's indicator."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -114,17 +114,17 @@ class InputHessian(Probe):
         """Knobs of ``geometry.input_hessian`` (ε: Yu's indicator; top_m: the classes of the c×c problem,
         which is float64 whatever the precision)."""
 
-        top_k: int = 10
+        top_k: int = field(default=10, metadata={"unit": "eigenvalues"})
         """Eigenvalues stored per sample as columns lambda_1 … lambda_k (capped by the rank bound)."""
-        check_vectors: int = 2
+        check_vectors: int = field(default=2, metadata={"unit": "vectors"})
         """Random ±1 vectors per sample for the H·v = GGN·v check."""
-        ggn_rtol: float | None = None
+        ggn_rtol: float | None = field(default=None, metadata={"unit": "relative (‖Hv − GGNv‖/‖Hv‖)"})
         """Largest ‖Hv − GGNv‖/‖Hv‖ accepted as piecewise linear; default 1e-6 (float64) or 1e-3 (float32)."""
-        rank_rtol: float | None = None
+        rank_rtol: float | None = field(default=None, metadata={"unit": "fraction of λ1"})
         """Eigenvalues above rank_rtol·λ1 count towards the rank; default 1e-9 (float64) or 1e-5 (float32)."""
-        psd_rtol: float = 1e-6
+        psd_rtol: float = field(default=1e-6, metadata={"unit": "fraction of λ1"})
         """A sample is PSD when λ_min ≥ −psd_rtol·λ1."""
-        lanczos_steps: int = 32
+        lanczos_steps: int = field(default=32, metadata={"unit": "Lanczos steps"})
         """Krylov dimension of the Lanczos fallback (capped at the input dimension)."""
         decision_hessian: bool = True
         """Run Lanczos on ∇²x d too where the net is not piecewise linear (Yu's second-order term)."""

@@ -89,25 +89,25 @@ class DecisionSurfaces(Probe):
     class Config:
         """Knobs of ``geometry.surfaces``."""
 
-        epsilon: float | None = None
+        epsilon: float | None = field(default=None, metadata={"unit": "pixel units ([0, 1])"})
         """Audit L∞ budget ε in pixel units (scale of u and of the ε-ball); default: the threat model's L∞ reference."""
-        samples: int = 4
+        samples: int = field(default=4, metadata={"unit": "samples"})
         """Samples drawn (chosen automatically unless sample_ids is given)."""
-        sample_ids: list[str] = field(default_factory=list)
+        sample_ids: list[str] = field(default_factory=list, metadata={"unit": "sample ids"})
         """Explicit sample ids to draw (e.g. ["test:12"]); overrides samples."""
-        direction: str = "sign_gradient"
+        direction: str = field(default="sign_gradient", metadata={"unit": "choice"})
         """Adversarial axis u: sign_gradient (FGSM) or pgd."""
-        pgd_steps: int = 10
+        pgd_steps: int = field(default=10, metadata={"unit": "steps"})
         """Steps of the PGD direction."""
-        extent: float = 3.0
+        extent: float = field(default=3.0, metadata={"unit": "adversarial steps (multiples of)"})
         """Grid half-width in multiples of the adversarial step (a, b ∈ [−extent, extent])."""
-        resolution: int = 41
+        resolution: int = field(default=41, metadata={"unit": "grid points per axis"})
         """Grid points per axis."""
-        precision: str = "float32"
+        precision: str = field(default="float32", metadata={"unit": "choice"})
         """Working precision of the model copy."""
         clip: bool = False
         """Clamp grid points to [0, 1] as attacks do (default: the unclipped geometry of d, as Yu draw it)."""
-        heatmap_max_side: int = 64
+        heatmap_max_side: int = field(default=64, metadata={"unit": "grid points"})
         """Largest side of the stored heat-maps (average-pooled above it)."""
 
         def __post_init__(self) -> None:

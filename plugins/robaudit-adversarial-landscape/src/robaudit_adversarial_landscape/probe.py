@@ -135,47 +135,47 @@ class AdversarialLandscape(CurvatureProbe):
     class Config(CurvatureKnobs):
         """Knobs of ``adv_landscape`` (plus the shared curvature knobs: dtype, batch_size, reuse_graph …)."""
 
-        eps: list[float] | None = None
+        eps: list[float] | None = field(default=None, metadata={"unit": "pixel units ([0, 1])"})
         """Budgets ε in [0, 1] pixel units, 0 allowed (the clean loss); ``None``: 0 and the run's
         threat-model budgets up to its reference (digits L∞: 0, 0.05, 0.1; CIFAR: 0, 2/255, 0.01, 4/255, 0.02,
         8/255); a list replaces it for this probe."""
-        norm: str = "linf"
+        norm: str = field(default="linf", metadata={"unit": "choice"})
         """Threat model of PGD: ``linf`` or ``l2``."""
-        steps: int = 10
+        steps: int = field(default=10, metadata={"unit": "steps"})
         """PGD steps."""
-        step_fraction: float | None = None
+        step_fraction: float | None = field(default=None, metadata={"unit": "fraction of ε"})
         """PGD step size as a fraction of ε; ``None``: 2.5/steps (Madry et al., robaudit's PGD default)."""
         random_start: bool = True
         """Start PGD from a seeded uniformly random point of the ε-ball."""
-        k: int = 5
+        k: int = field(default=5, metadata={"unit": "eigenpairs"})
         """Eigenpairs per ε."""
-        which: str = "LM"
+        which: str = field(default="LM", metadata={"unit": "choice"})
         """``LM``: largest magnitude, signed (as curvature.topk); ``LA``: largest algebraic."""
-        tol: float = 1e-6
+        tol: float = field(default=1e-6, metadata={"unit": "relative residual"})
         """ARPACK's relative tolerance on Ritz residuals."""
-        certify_tol: float = 1e-3
+        certify_tol: float = field(default=1e-3, metadata={"unit": "relative residual"})
         """Raise ``eigenpairs_not_certified`` above this relative residual (with dtype auto: redo in float64)."""
-        ncv: int | None = None
+        ncv: int | None = field(default=None, metadata={"unit": "Lanczos vectors"})
         """Lanczos basis size (``None``: scipy's)."""
-        maxiter: int | None = None
+        maxiter: int | None = field(default=None, metadata={"unit": "iterations"})
         """ARPACK restart limit (``None``: scipy's)."""
-        hessian_set: str = "audit"
+        hessian_set: str = field(default="audit", metadata={"unit": "sample-set name"})
         """Sample set of the Hessian: ``audit``, ``train`` or ``NAME:B_H`` (curvature.topk's sets). The
         consistency part always uses the audit samples."""
         check_determinism: bool = True
         """Rerun PGD at θ once per ε and compare with the stored δ* (the once-per-θ shortcut relies on it)."""
         consistency: bool = True
         """Run the perturbation-consistency part."""
-        consistency_eps: list[float] | None = None
+        consistency_eps: list[float] | None = field(default=None, metadata={"unit": "pixel units ([0, 1])"})
         """Budgets of the consistency part (each must be in ``eps``); ``None``: every non-zero ε."""
-        a: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.3, 0.5, 1.0])
+        a: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.3, 0.5, 1.0], metadata={"unit": "a_unit (parameter-norm units, or a fraction of ‖θ‖₂)"})
         """Steps a ≥ 0 along each direction, in ``a_unit`` (Liu et al.'s CIFAR table: 0, 0.1, 0.3, 0.5, 1)."""
-        a_unit: str = "absolute"
+        a_unit: str = field(default="absolute", metadata={"unit": "choice"})
         """``absolute``: θ ± a·v with ‖v‖₂ = 1, the step's Euclidean length is a (Liu et al.);
         ``relative``: θ ± a·‖θ‖₂·v, a is a fraction of the parameter norm."""
-        directions: list[str] = field(default_factory=lambda: list(DIRECTIONS))
+        directions: list[str] = field(default_factory=lambda: list(DIRECTIONS), metadata={"unit": "direction names"})
         """Directions: ``eigenvector`` (top eigenvector of ∇²_θ L_ε at that ε) and/or ``random`` (seeded, unit norm)."""
-        per_sample_a: float | None = None
+        per_sample_a: float | None = field(default=None, metadata={"unit": "a_unit"})
         """The a of the per-sample cosine columns and the headline cosines; ``None``: the largest a."""
 
         def __post_init__(self) -> None:
