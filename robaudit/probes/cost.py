@@ -120,11 +120,6 @@ class AuditCost:
         """Probes whose cost is unknown (left out of :attr:`total`), with the reason."""
         return {name: cost.reason for name, cost in self.per_probe.items() if isinstance(cost, Unknown)}
 
-    @property
-    def undeclared(self) -> list[str]:
-        """The names of :attr:`omitted`."""
-        return list(self.omitted)
-
     def seconds(self, cost: Cost) -> float:
         """Estimated seconds of ``cost`` on this device."""
         return cost.fwd_bwd_equivalents() * self.seconds_per_fwd_bwd
@@ -141,7 +136,6 @@ class AuditCost:
             "total": {**self.total.to_json(), "seconds": self.seconds(self.total),
                       "per_sample_fwd_bwd_equivalents": (self.total.fwd_bwd_equivalents() / self.n_samples
                                                          if self.n_samples else 0.0)},
-            "undeclared": self.undeclared,
             "omitted": self.omitted,
         }
 
@@ -156,7 +150,7 @@ class AuditCost:
                            f"{cost.hvp:.0f} HVP passes ≈ {self.seconds(cost):.1f} s")
         total = self.total
         per = total.fwd_bwd_equivalents() / self.n_samples if self.n_samples else 0.0
-        note = f"; estimate omits {', '.join(self.undeclared)}" if self.undeclared else ""
+        note = f"; estimate omits {', '.join(self.omitted)}" if self.omitted else ""
         out.append(f"cost estimate total: {total.forward:.0f} forward, {total.backward:.0f} forward+backward, "
                    f"{total.hvp:.0f} HVP passes = {per:.0f} forward+backward-equivalents per sample "
                    f"≈ {self.seconds(total):.1f} s{note}")

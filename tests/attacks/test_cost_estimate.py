@@ -160,7 +160,7 @@ def test_audit_total_is_the_sum_with_the_shared_clean_forward_and_undeclared_pro
 
     audit = estimate_audit_cost([*probes, Silent()], len(data), tm, seconds_per_fwd_bwd=0.5)
     fgsm = FGSMProbe.estimate_cost(FGSMProbe.Config(), len(data), tm)
-    assert audit.undeclared == ["example.silent"]
+    assert list(audit.omitted) == ["example.silent"]
     assert audit.total == fgsm + Cost(forward=len(data))
     assert audit.seconds(audit.total) == pytest.approx(0.5 * audit.total.fwd_bwd_equivalents())
 
