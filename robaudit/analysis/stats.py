@@ -223,20 +223,3 @@ def benjamini_hochberg(pvalues: list[float]) -> list[float]:
     if ok.any():
         out[ok] = stats.false_discovery_control(p[ok], method="bh")
     return out.tolist()
-
-
-def rank_correlation_exact(x: np.ndarray, y: np.ndarray, method: str, rng: np.random.Generator,
-                           n_resamples: int = 9999) -> tuple[float, float]:
-    """(coefficient, two-sided permutation p) of Kendall's τ-b or Spearman's ρ across few models.
-
-    The permutation distribution is enumerated exactly for up to 8 models, else sampled.
-    """
-    func = {"kendall": lambda a, b: stats.kendalltau(a, b).statistic,
-            "spearman": lambda a, b: stats.spearmanr(a, b).statistic}[method]
-    value = float(func(x, y))
-    if len(x) < 3 or math.isnan(value):
-        return value, math.nan
-    res = stats.permutation_test((x, y), func, permutation_type="pairings", vectorized=False,
-                                 n_resamples=np.inf if len(x) <= 8 else n_resamples,
-                                 alternative="two-sided", rng=rng)
-    return value, float(res.pvalue)

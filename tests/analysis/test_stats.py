@@ -99,15 +99,6 @@ def test_benjamini_hochberg_matches_the_step_up_formula() -> None:
     assert np.isnan(adj[4])
 
 
-def test_kendall_exact_p_matches_enumeration_for_five_models() -> None:
-    x = np.array([0.49, 3.1, 10.2, 44.3, 20.0])
-    y = np.array([0.53, 0.41, 0.30, 0.19, 0.35])
-    tau, p = st.rank_correlation_exact(x, y, "kendall", np.random.default_rng(0))
-    perms = [stats.kendalltau(x, y[list(q)]).statistic for q in itertools.permutations(range(5))]
-    assert tau == pytest.approx(stats.kendalltau(x, y).statistic)
-    assert p == pytest.approx(np.mean(np.abs(perms) >= abs(tau) - 1e-12))
-
-
 def test_weighted_bootstrap_ranks_equal_ranking_every_resample() -> None:
     """The O(R·n) multiplicity path gives the same bootstrap statistics as rankdata on x[idx]."""
     from robaudit.analysis.stats import _weighted_pearson, bootstrap_weights, weighted_ranks
