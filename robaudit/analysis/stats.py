@@ -128,10 +128,13 @@ def permutation_p(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_resa
     rx, ry = stats.rankdata(x), stats.rankdata(y)
     if np.ptp(rx) == 0 or np.ptp(ry) == 0:
         return math.nan
-    exact = len(x) <= 8
+    if len(x) <= 8:  # exact: permute y's order only (n! pairings; permuting both samples would enumerate n!²)
+        res = stats.permutation_test((ry,), lambda b, axis=-1: _pearson_last_axis(rx, b), permutation_type="pairings",
+                                     vectorized=True, n_resamples=np.inf, alternative="two-sided")
+        return float(res.pvalue)
     res = stats.permutation_test(
         (rx, ry), lambda a, b, axis=-1: _pearson_last_axis(a, b), permutation_type="pairings",
-        vectorized=True, n_resamples=np.inf if exact else n_resamples, alternative="two-sided", rng=rng,
+        vectorized=True, n_resamples=n_resamples, alternative="two-sided", rng=rng,
     )
     return float(res.pvalue)
 
