@@ -3,7 +3,8 @@
 Asks Yao's Table 1/7 question of the user's own zoo: across models, does a model-level
 indicator (λ1^θ, Hessian trace, the median of a per-sample indicator) rank the models the
 way their robust accuracy does? With few models, only rank statistics with exact
-permutation p-values are honest (Kendall τ and Spearman ρ; exact up to 8 models).
+p-values are honest (Kendall τ and Spearman ρ; exact up to 8 models: :mod:`robaudit.analysis.cross_model`,
+which computes every test on matrices).
 
 Model-level metrics are read from saved results only (no recomputation), and only where the
 probe declares them (:func:`model_metrics`), so settings such as a batch size or a solver tolerance

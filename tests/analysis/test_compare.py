@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from scipy import stats
 
 from demo import DEMO_ARCH, DEMO_CHECKPOINT, THREADS
 from robaudit.analysis.compare import compare
