@@ -3,7 +3,8 @@
 Asks Yao's Table 1/7 question of the user's own zoo: across models, does a model-level
 indicator (λ1^θ, Hessian trace, the median of a per-sample indicator) rank the models the
 way their robust accuracy does? With few models, only rank statistics with exact
-permutation p-values are honest (Kendall τ and Spearman ρ; exact up to 8 models).
+p-values are honest (Kendall τ and Spearman ρ; exact up to 8 models: :mod:`robaudit.analysis.cross_model`,
+which computes every test on matrices).
 
 Model-level metrics are read from saved results only (no recomputation), and only where the
 probe declares them (:func:`model_metrics`), so settings such as a batch size or a solver tolerance
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from robaudit.analysis import stats as st
+from robaudit.analysis import cross_model
 from robaudit.errors import UsageError
 from robaudit.probes.base import Probe, summary_key_matches
 from robaudit.probes.registry import ProbeRegistry
@@ -196,36 +197,21 @@ def compare(paths: list[Path], seed: int = 0) -> dict[str, Any]:
 def compare_runs(runs: list[Run], seed: int = 0, controls: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """The cross-model analysis of loaded runs (``robaudit compare`` and ``robaudit zoo`` both use it).
 
-    Each (indicator, outcome) row has Kendall τ and Spearman ρ with permutation p, Spearman's paired
-    bootstrap 95 % interval (models resampled), and the partial Spearman ρ (with its bootstrap interval)
-    controlling for the clean accuracy and for each of ``controls`` (name → one value per run, e.g. the
-    parameter count), where at least four models have the control and it varies.
+    Each (indicator, outcome) row has Kendall τ and Spearman ρ with two-sided p (and the method each p came
+    from: :mod:`robaudit.analysis.cross_model`), Spearman's paired bootstrap 95 % interval (models resampled),
+    and the partial Spearman ρ (with its bootstrap interval) controlling for the clean accuracy and for each of
+    ``controls`` (name → one value per run, e.g. the parameter count), where at least four models have the
+    control and it varies.
     """
     metrics = model_metrics(runs)
     clean = next((m.values for m in metrics if m.id == "clean.accuracy"), [math.nan] * len(runs))
-    all_controls = {"clean accuracy": clean, **(controls or {})}
-    warnings = _warnings(runs)
-    rng = np.random.default_rng(seed)
-    correlations = []
+    all_controls = {name: np.asarray(v, dtype=np.float64) for name, v in {"clean accuracy": clean, **(controls or {})}.items()}
+    indicators = [m for m in metrics if m.kind == "indicator"]
     outcomes = [m for m in metrics if m.kind == "robustness"]
-    for indicator in [m for m in metrics if m.kind == "indicator"]:
-        for outcome in outcomes:
-            x, y = np.array(indicator.values), np.array(outcome.values)
-            ok = np.isfinite(x) & np.isfinite(y)
-            row: dict[str, Any] = {"indicator": indicator.id, "outcome": outcome.id, "n_models": int(ok.sum()),
-                                   "kendall_tau": None, "kendall_p": None, "spearman_rho": None, "spearman_p": None,
-                                   "spearman_low": None, "spearman_high": None}
-            if ok.sum() >= 3 and np.ptp(x[ok]) > 0 and np.ptp(y[ok]) > 0:
-                for method in ("kendall", "spearman"):
-                    value, p = st.rank_correlation_exact(x[ok], y[ok], method, rng)
-                    key = "kendall_tau" if method == "kendall" else "spearman_rho"
-                    row[key] = value
-                    row[f"{method}_p"] = None if math.isnan(p) else p
-                ci = st.spearman_ci(x[ok], y[ok], rng)
-                row["spearman_low"], row["spearman_high"] = _finite_or_none(ci.low), _finite_or_none(ci.high)
-            row["partial"] = _partials(x, y, all_controls, rng)
-            row["caveats"] = _caveats(indicator)
-            correlations.append(row)
+    matrix = lambda ms: np.array([m.values for m in ms], dtype=np.float64).reshape(len(ms), len(runs)).T  # noqa: E731
+    tests = cross_model.correlate(matrix(indicators), matrix(outcomes), all_controls, np.random.default_rng(seed))
+    correlations = [{"indicator": indicator.id, "outcome": outcome.id, **tests[i][o], "caveats": _caveats(indicator)}
+                    for i, indicator in enumerate(indicators) for o, outcome in enumerate(outcomes)]
     return {
         "runs": [{"name": r.name, "path": str(r.path), "model": r.results["model"]["source"],
                   "sha256": r.results["model"].get("checkpoint_sha256"), "dataset": r.results["data"]["source"],
@@ -235,29 +221,10 @@ def compare_runs(runs: list[Run], seed: int = 0, controls: dict[str, list[float]
                     for m in metrics],
         "correlations": correlations,
         "curves": robust_curves(runs),
-        "warnings": warnings,
-        "method": "Kendall τ-b and Spearman ρ across models; two-sided permutation p, exact up to 8 models; "
-                  "Spearman ρ and partial Spearman ρ with paired percentile-bootstrap 95 % intervals over models",
+        "warnings": _warnings(runs),
+        "method": cross_model.method_text(),
+        "exact_max_models": cross_model.EXACT_MAX_MODELS,
     }
-
-
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
-def _partials(x: np.ndarray, y: np.ndarray, controls: dict[str, list[float]],
-              rng: np.random.Generator) -> dict[str, dict[str, float | None]]:
-    """Partial Spearman ρ of x and y controlling for each control, where ≥ 4 models have all three and each varies."""
-    out = {}
-    for name, values in controls.items():
-        z = np.asarray(values, dtype=np.float64)
-        ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
-        if ok.sum() < 4 or min(np.ptp(x[ok]), np.ptp(y[ok]), np.ptp(z[ok])) == 0:
-            continue
-        ci = st.partial_spearman_ci(x[ok], y[ok], z[ok], rng)
-        out[name] = {"rho": _finite_or_none(ci.value), "low": _finite_or_none(ci.low), "high": _finite_or_none(ci.high),
-                     "n_models": int(ok.sum())}
-    return out
 
 
 def _caveats(metric: Metric) -> list[str]:

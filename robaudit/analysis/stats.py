@@ -128,10 +128,13 @@ def permutation_p(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_resa
     rx, ry = stats.rankdata(x), stats.rankdata(y)
     if np.ptp(rx) == 0 or np.ptp(ry) == 0:
         return math.nan
-    exact = len(x) <= 8
+    if len(x) <= 8:  # exact: permute y's order only (n! pairings; permuting both samples would enumerate n!²)
+        res = stats.permutation_test((ry,), lambda b, axis=-1: _pearson_last_axis(rx, b), permutation_type="pairings",
+                                     vectorized=True, n_resamples=np.inf, alternative="two-sided")
+        return float(res.pvalue)
     res = stats.permutation_test(
         (rx, ry), lambda a, b, axis=-1: _pearson_last_axis(a, b), permutation_type="pairings",
-        vectorized=True, n_resamples=np.inf if exact else n_resamples, alternative="two-sided", rng=rng,
+        vectorized=True, n_resamples=n_resamples, alternative="two-sided", rng=rng,
     )
     return float(res.pvalue)
 
@@ -223,20 +226,3 @@ def benjamini_hochberg(pvalues: list[float]) -> list[float]:
     if ok.any():
         out[ok] = stats.false_discovery_control(p[ok], method="bh")
     return out.tolist()
-
-
-def rank_correlation_exact(x: np.ndarray, y: np.ndarray, method: str, rng: np.random.Generator,
-                           n_resamples: int = 9999) -> tuple[float, float]:
-    """(coefficient, two-sided permutation p) of Kendall's τ-b or Spearman's ρ across few models.
-
-    The permutation distribution is enumerated exactly for up to 8 models, else sampled.
-    """
-    func = {"kendall": lambda a, b: stats.kendalltau(a, b).statistic,
-            "spearman": lambda a, b: stats.spearmanr(a, b).statistic}[method]
-    value = float(func(x, y))
-    if len(x) < 3 or math.isnan(value):
-        return value, math.nan
-    res = stats.permutation_test((x, y), func, permutation_type="pairings", vectorized=False,
-                                 n_resamples=np.inf if len(x) <= 8 else n_resamples,
-                                 alternative="two-sided", rng=rng)
-    return value, float(res.pvalue)

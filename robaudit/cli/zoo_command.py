@@ -115,16 +115,26 @@ def _print_dry_run(spec: Any, threads: int) -> int:
     from robaudit.zoo.task import TaskRecord
 
     rows = dry_run(spec, threads)
-    click.echo(f"{'model':<24} {'status':<7} {'parameters':>12} {'fwd+bwd s':>10} {'pass s':>9}")
-    for r in rows:
-        if r["status"] == "ok":
-            click.echo(f"{r['name']:<24} {'ok':<7} {r['parameters']:>12,} {r['forward_backward_s']:>10.4f} {r['pass_s']:>9.3f}")
-        else:
-            click.echo(f"{r['name']:<24} {'failed':<7} exit {r['exit_code']}: {r['reason']}")
+    click.echo(f"{'model':<24} {'status':<7} {'parameters':>12} {'fwd+bwd s':>10} {'forward':>10} {'fwd+bwd':>10} "
+               f"{'HVP':>10} {'est. s':>9}")
     ok = [r for r in rows if r["status"] == "ok"]
-    click.echo(f"{'zoo total':<24} {len(ok)}/{len(rows)} valid {sum(r['parameters'] for r in ok):>10,} "
-               f"{sum(r['forward_backward_s'] for r in ok):>10.4f} {sum(r['pass_s'] for r in ok):>9.3f}")
-    click.echo("fwd+bwd s: one forward+backward pass of a batch; pass s: one such pass over the model's audit samples")
+    for r in rows:
+        if r["status"] != "ok":
+            click.echo(f"{r['name']:<24} {'failed':<7} exit {r['exit_code']}: {r['reason']}")
+            continue
+        est = r["cost_estimate"]
+        total = est["total"]
+        note = f"  (no estimate: {', '.join(est['undeclared'])})" if est["undeclared"] else ""
+        click.echo(f"{r['name']:<24} {'ok':<7} {r['parameters']:>12,} {est['seconds_per_fwd_bwd']:>10.2e} "
+                   f"{total['forward']:>10,.0f} {total['backward']:>10,.0f} {total['hvp']:>10,.0f} "
+                   f"{total['seconds']:>9.1f}{note}")
+    totals = [r["cost_estimate"]["total"] for r in ok]
+    click.echo(f"{'zoo total':<24} {len(ok)}/{len(rows)} valid {sum(r['parameters'] for r in ok):>10,} {'':>10} "
+               + " ".join(f"{sum(t[k] for t in totals):>10,.0f}" for k in ("forward", "backward", "hvp"))
+               + f" {sum(t['seconds'] for t in totals):>9.1f}")
+    click.echo("per-sample passes (forward-only, forward+backward, Hessian-vector products) from each probe's settings, "
+               "as 'robaudit run' estimates them; fwd+bwd s: one timed forward+backward of one sample on this device; "
+               "est. s = passes in forward+backward equivalents × fwd+bwd s")
     records = [TaskRecord(r["name"], "", r["status"], r["exit_code"], r.get("reason", "")) for r in rows]
     return int(zoo_exit_code(records))
 

@@ -1,21 +1,19 @@
 """``robaudit zoo --dry-run``: validate every model (load, match, preflight: what ``robaudit validate``
-does), count its parameters and time one forward+backward pass, without running any probe.
+does), count its parameters and estimate its audit's cost, without running any probe.
 
 Each model is inspected in its own child process (``python -m robaudit.zoo.dry_run TASK.toml SOURCE``),
-for the same isolation as the sweep. The table gives the cost unit every probe is built from: one
-forward+backward pass of a batch, and one such pass over all the audit samples (``pass_s``). A
-per-probe cost model (how many passes and HVPs each probe's settings imply) is not part of robaudit
-yet; multiplying ``pass_s`` by those counts is where it plugs in.
+for the same isolation as the sweep. The estimate is the one ``robaudit run`` records as ``cost_estimate``
+(:func:`robaudit.probes.cost.estimate_audit_cost`): per-sample forward, forward+backward and Hessian-vector
+product passes from each probe's settings, and seconds = those passes (in forward+backward equivalents)
+× one timed forward+backward of a sample on this device.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +23,11 @@ from robaudit.zoo.task import to_toml, task_settings
 
 
 def inspect_model(config_path: Path, source: str) -> dict[str, Any]:
-    """Load, match and preflight-check one model as ``robaudit validate`` does; count its parameters and time
-    one forward+backward pass of a batch (seconds). Errors become ``{"status": "failed", ...}``."""
+    """Load, match and preflight-check one model as ``robaudit validate`` does; count its parameters and
+    estimate its audit's cost exactly as ``robaudit run`` does before its probes (the ``cost_estimate`` of
+    ``results.json``). Errors become ``{"status": "failed", ...}``."""
     from robaudit.config import config_from_mapping, read_config_file
-    from robaudit.engine.runner import prepare, select_probes
+    from robaudit.engine.runner import _cost_estimate, _threat_model, prepare, select_probes
     from robaudit.errors import RobauditError
     from robaudit.preflight import run_preflight
     from robaudit.probes.registry import ProbeRegistry
@@ -39,27 +38,15 @@ def inspect_model(config_path: Path, source: str) -> dict[str, Any]:
                                       "probe_config": file_values["probe_config"]})
         selected = select_probes(config, ProbeRegistry())
         device, _, model, data = prepare(config, selected)
+        threat_model = _threat_model(config, data)
         preflight = run_preflight(model, data, device, any(s.cls.needs_double_backward for s in selected))
     except RobauditError as exc:
         return {"status": "failed", "exit_code": int(exc.exit_code), "reason": exc.one_line()}
-    import torch
-
     errors = [f.message for f in preflight.flags if f.severity.value == "error"]
-    x = data.x[: config.batch_size].to(device)
-    y = data.y[: config.batch_size].to(device)
-    seconds = math.inf
-    for _ in range(2):  # the first pass pays one-off allocations and kernel selection: keep the second
-        model.zero_grad(set_to_none=True)
-        start = time.perf_counter()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
-    model.zero_grad(set_to_none=True)
+    estimate = _cost_estimate(selected, model, data, device, config.batch_size, threat_model)
     return {"status": "failed" if errors else "ok", "exit_code": int(ExitCode.USAGE if errors else ExitCode.OK),
             "reason": "; ".join(errors), "parameters": sum(p.numel() for p in model.parameters()),
-            "forward_backward_s": seconds, "batch": int(len(x)), "samples": len(data),
-            "pass_s": seconds * math.ceil(len(data) / max(1, len(x)))}
+            "samples": len(data), "device": str(device), "cost_estimate": estimate}
 
 
 def dry_run(manifest: Manifest, threads: int) -> list[dict[str, Any]]:
