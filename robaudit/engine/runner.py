@@ -101,7 +101,9 @@ class AuditOutcome:
 
 
 @dataclass
-class _Selected:
+class SelectedProbe:
+    """A probe chosen for this audit: its registry name, class and configured instance."""
+
     name: str
     cls: type[Probe]
     probe: Probe
@@ -110,7 +112,7 @@ class _Selected:
 
 
 def select_probes(config: AuditConfig, registry: ProbeRegistry,
-                  broken: list[tuple[str, ProbeError]] | None = None) -> list[_Selected]:
+                  broken: list[tuple[str, ProbeError]] | None = None) -> list[SelectedProbe]:
     """Resolve probe names and build each probe's Config, before any model is loaded.
 
     Args:
@@ -134,7 +136,7 @@ def select_probes(config: AuditConfig, registry: ProbeRegistry,
         if cls is None:
             broken.append((name, registry.broken[name]))
             continue
-        selected.append(_Selected(name, cls, cls(build_probe_config(cls, config.probe_config.get(name, {})))))
+        selected.append(SelectedProbe(name, cls, cls(build_probe_config(cls, config.probe_config.get(name, {})))))
     classes = {s.name: s.cls for s in selected}
     inputs = probe_inputs(list(classes), classes, lambda capability: _providers(registry, capability))
     for sel in selected:
@@ -166,7 +168,7 @@ def expand_probe_names(requested: list[str] | None, registry: ProbeRegistry) -> 
     return names
 
 
-def prepare(config: AuditConfig, selected: list[_Selected], live: LiveInputs | None = None,
+def prepare(config: AuditConfig, selected: list[SelectedProbe], live: LiveInputs | None = None,
             ) -> tuple[torch.device, int, AuditModel, AuditData]:
     """Set threads, resolve the device, and load the model and the data (``live``: the in-memory
     model and/or data given to :func:`robaudit.audit`, in place of ``config.model``/``config.dataset``).
@@ -239,7 +241,7 @@ def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bo
     previous = _previous_results(out_dir) if config.resume else None
 
     device, threads, model, data = prepare(config, selected, live)
-    threat_model = _threat_model(config, data)
+    threat_model = audit_threat_model(config, data)
     preflight = run_preflight(model, data, device, any(s.cls.needs_double_backward for s in selected))
     flags: list[Flag] = list(preflight.flags)
     if model.provenance.load_report.warnings:
@@ -269,7 +271,7 @@ def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bo
         "analysis": None,
         "gate": None,
     }
-    results["cost_estimate"] = _cost_estimate(selected, model, data, device, config.batch_size, threat_model)
+    results["cost_estimate"] = audit_cost_estimate(selected, model, data, device, config.batch_size, threat_model)
     run = _RunState(out_dir, results, data, flags,
                     _carried(previous, results, data, out_dir) if previous else {},
                     [s.name for s in selected if ATTACK_OUTCOMES in s.cls.provides])
@@ -334,7 +336,7 @@ def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bo
     return AuditOutcome(out_dir, results, ExitCode(exit_code), report_path, probe_results)
 
 
-def _cost_estimate(selected: list[_Selected], model: AuditModel, data: AuditData, device: torch.device,
+def audit_cost_estimate(selected: list[SelectedProbe], model: AuditModel, data: AuditData, device: torch.device,
                    batch_size: int, threat_model: ThreatModel) -> dict[str, Any]:
     """Estimate the audit's passes per probe, time one forward+backward on a real batch, log one
     INFO line per probe and the total, and return the record for ``results.json``."""
@@ -349,7 +351,7 @@ def _cost_estimate(selected: list[_Selected], model: AuditModel, data: AuditData
     return to_jsonable(estimate.to_json())
 
 
-def _threat_model(config: AuditConfig, data: AuditData) -> ThreatModel:
+def audit_threat_model(config: AuditConfig, data: AuditData) -> ThreatModel:
     """The run's threat model from ``--eps`` and the data (a usage error when a budget cannot fit)."""
     try:
         return resolve_threat_model(data.info.name, tuple(data.x.shape[1:]), config.eps)
@@ -386,7 +388,7 @@ class _RunState:
         self._columns: dict[str, dict[str, np.ndarray]] = {}
         self.persisted: dict[str, ProbeResult] = {}
 
-    def stale_reason(self, sel: _Selected, digest: str) -> str | None:
+    def stale_reason(self, sel: SelectedProbe, digest: str) -> str | None:
         """Why the saved result of ``sel`` cannot be reused (``None``: it can; "not saved" when absent)."""
         if sel.name not in self.carried:
             return "not saved"
@@ -460,7 +462,7 @@ def _inputs_digest(threat_model: dict[str, Any], inputs: dict[str, ProbeResult])
     return h.hexdigest()
 
 
-def _run_one(sel: _Selected, config: AuditConfig, registry: ProbeRegistry, model: AuditModel, data: AuditData,
+def _run_one(sel: SelectedProbe, config: AuditConfig, registry: ProbeRegistry, model: AuditModel, data: AuditData,
              device: torch.device, preflight: Any, inputs: dict[str, ProbeResult], progress: Any,
              ctx_cache: dict[str, Any], threat_model: ThreatModel, outcomes: Any) -> tuple[dict[str, Any], ProbeResult | None]:
     """Run one probe with seeding, grad mode, the model check and timing; never raises except KeyboardInterrupt."""

@@ -27,7 +27,7 @@ def inspect_model(config_path: Path, source: str) -> dict[str, Any]:
     estimate its audit's cost exactly as ``robaudit run`` does before its probes (the ``cost_estimate`` of
     ``results.json``). Errors become ``{"status": "failed", ...}``."""
     from robaudit.config import config_from_mapping, read_config_file
-    from robaudit.engine.runner import _cost_estimate, _threat_model, prepare, select_probes
+    from robaudit.engine.runner import audit_cost_estimate, audit_threat_model, prepare, select_probes
     from robaudit.errors import RobauditError
     from robaudit.preflight import run_preflight
     from robaudit.probes.registry import ProbeRegistry
@@ -38,12 +38,12 @@ def inspect_model(config_path: Path, source: str) -> dict[str, Any]:
                                       "probe_config": file_values["probe_config"]})
         selected = select_probes(config, ProbeRegistry())
         device, _, model, data = prepare(config, selected)
-        threat_model = _threat_model(config, data)
+        threat_model = audit_threat_model(config, data)
         preflight = run_preflight(model, data, device, any(s.cls.needs_double_backward for s in selected))
     except RobauditError as exc:
         return {"status": "failed", "exit_code": int(exc.exit_code), "reason": exc.one_line()}
     errors = [f.message for f in preflight.flags if f.severity.value == "error"]
-    estimate = _cost_estimate(selected, model, data, device, config.batch_size, threat_model)
+    estimate = audit_cost_estimate(selected, model, data, device, config.batch_size, threat_model)
     return {"status": "failed" if errors else "ok", "exit_code": int(ExitCode.USAGE if errors else ExitCode.OK),
             "reason": "; ".join(errors), "parameters": sum(p.numel() for p in model.parameters()),
             "samples": len(data), "device": str(device), "cost_estimate": estimate}
