@@ -253,6 +253,8 @@ def test_probe_budgets_come_from_the_threat_model_unless_a_knob_replaces_them() 
     (MinEpsProbe, {"norm": "l1"}, "norm"),
     (AutoAttackProbe, {"preset": "quick"}, "preset"),
     (PGDLinfProbe, {"stpes": 10}, "did you mean"),
+    (PGDLinfProbe, {"method": "apgd"}, "apgd-ce, pgd"),
+    (PGDLinfProbe, {"step_fraction": 0.25}, "method = \"pgd\""),
 ])
 def test_bad_knobs_fail_before_anything_runs(cls: type, knobs: dict, message: str) -> None:
     with pytest.raises(ProbeError, match=message):
@@ -265,7 +267,7 @@ def test_step_size_scales_with_eps_unlike_torchattacks_defaults() -> None:
 
     model, data = demo()
     data = subset(data, 120)
-    ours = run_probe(PGDLinfProbe, model, data, eps=[0.1], sanity_checks=False)
+    ours = run_probe(PGDLinfProbe, model, data, eps=[0.1], sanity_checks=False, method="pgd")
     with ta.attack_session(model, torch.device("cpu")) as target:
         torch.manual_seed(0)
         stock = torchattacks.PGD(target, eps=0.1)(data.x, data.y)
