@@ -4,7 +4,7 @@
                         / CPU time of one plain forward+backward of the same model on the same samples
 
 All three are timed in this one process (process CPU time, threads pinned, default 1), on the same
-samples. The per-probe breakdown divides each probe's ``duration_s`` from ``results.json`` (wall time)
+samples, after a small warm-up audit (one-off imports would otherwise land on whichever run is first). The per-probe breakdown divides each probe's ``duration_s`` from ``results.json`` (wall time)
 by the wall time of the same plain forward+backward. Next to each measured number it prints the
 cost model's estimate (``results.json › cost_estimate``; upper bounds where work depends on the data).
 
@@ -97,6 +97,9 @@ def measure(which: str, n: int, threads: int, batch_size: int) -> None:
                 "seed": 0}
         plain_fwd_bwd(base, n, batch_size)  # warm-up: imports, allocator
         fb_cpu, fb_wall = plain_fwd_bwd(base, n, batch_size)
+        # warm-up: a small standard audit first, so that neither timed run pays the one-off imports
+        # (torchattacks, scipy, …: about 1 CPU-s, 100+ passes per sample on the demo at 100 samples)
+        cpu_audit({**base, "n_samples": min(n, 16), "out": str(tmp / "warm-up")})
         clean_cpu, _ = cpu_audit({**base, "probes": ["clean"], "out": str(tmp / "clean")})
         runs = {}
         for label, knobs in (("after", {}), ("before", OLD_PATHS)):
