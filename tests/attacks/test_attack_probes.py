@@ -403,3 +403,16 @@ def test_report_section_copes_with_failed_and_partial_attack_results() -> None:
     assert ctx["failed"] == ["attack.pgd_linf"] and not ctx["rows"] and not ctx["figures"]
     assert ctx["min_eps"]["quantiles"]["q75"] is None and len(ctx["distributions"]) == 1
     assert [f["id"] for f in ctx["flags"]] == ["large_eps_not_broken"]
+
+
+def test_the_report_names_the_default_linf_attack_apgd_ce() -> None:
+    """The verdict sentence names the attack that ran: APGD-CE by default, PGD behind method = "pgd"."""
+    from robaudit.report.verdict import attack_name
+
+    def results(settings: dict) -> dict:
+        return {"probes": {"attack.pgd_linf": {"summary": {"settings": settings}}}}
+
+    assert attack_name("attack.pgd_linf", results({"method": "apgd-ce", "steps": 20})) == "APGD-CE-20"
+    assert attack_name("attack.pgd_linf", results({"method": "pgd", "steps": 20})) == "PGD-20"
+    assert attack_name("attack.pgd_l2", {"probes": {"attack.pgd_l2": {"summary": {"settings": {"steps": 20}}}}}) == \
+        "PGD L2-20"
