@@ -202,20 +202,25 @@ class SweepAttack(Probe):
         grad_seen = False
         ids = ctx.data.ids
 
+        n_batches = max(1, math.ceil(n / ctx.batch_size))
+        slots = [(k, b) for k in range(len(eps_list)) for b in range(n_batches)]
+        standing = np.arange(n)
+        logits: list[torch.Tensor] = []  # an ε's re-check logits stay on the device until it is done
+        n_bad = 0
+
         with ta.attack_session(ctx.model, ctx.device) as target:
-            for k in ctx.progress(range(len(eps_list)), self.name, len(eps_list)):
+            # progress counts batch slots; a slot whose samples were all broken at a smaller ε is free
+            for k, b in ctx.progress(slots, self.name, len(slots)):
                 eps = eps_list[k]
-                # ε-monotone: a sample not robust at ε_{k−1} keeps that verified example (inside the
-                # larger ball) and its loss and margin; only the samples still standing are attacked
-                standing = np.flatnonzero(robust[k - 1]) if cfg.monotone and k > 0 else np.arange(n)
-                if cfg.monotone and k > 0:
+                if b == 0 and k > 0 and cfg.monotone:
+                    # ε-monotone: a sample not robust at ε_{k−1} keeps that verified example (inside the
+                    # larger ball) and its loss and margin; only the samples still standing are attacked
+                    standing = np.flatnonzero(robust[k - 1])
                     carried = ~robust[k - 1]
                     loss[k, carried], margin[k, carried] = loss[k - 1, carried], margin[k - 1, carried]
                 target.check_gradients = k == 0  # the gradient-masking check reads the first budget only
-                logits: list[torch.Tensor] = []  # the batches' re-check logits stay on the device until the ε is done
-                n_bad = 0
-                for start in range(0, len(standing), ctx.batch_size):
-                    part = standing[start:start + ctx.batch_size]
+                part = standing[b * ctx.batch_size:(b + 1) * ctx.batch_size]
+                if len(part):
                     rows = torch.as_tensor(part)
                     xb, yb = ctx.data.x[rows].to(ctx.device), ctx.data.y[rows].to(ctx.device)
                     seeds = sample_seeds(ctx.seed, [ids[i] for i in part], "attack", eps_key(eps))
@@ -226,13 +231,15 @@ class SweepAttack(Probe):
                     if k == 0 and out.first_grad_bad is not None:
                         grad_bad[part] = out.first_grad_bad.numpy()
                         grad_seen = True
-                if len(standing):
-                    scored = score_logits(torch.cat(logits), ctx.data.y[torch.as_tensor(standing)])
-                    robust[k, standing] = correct[standing] & scored.correct.numpy()
-                    loss[k, standing], margin[k, standing] = scored.loss.numpy(), scored.margin.numpy()
-                invalid[eps_key(eps)] = n_bad
-                if cfg.sanity_checks:
-                    noise_robust[k] = correct & self._noise_correct(ctx, eps, k)
+                if b == n_batches - 1:
+                    if len(standing):
+                        scored = score_logits(torch.cat(logits), ctx.data.y[torch.as_tensor(standing)])
+                        robust[k, standing] = correct[standing] & scored.correct.numpy()
+                        loss[k, standing], margin[k, standing] = scored.loss.numpy(), scored.margin.numpy()
+                    invalid[eps_key(eps)] = n_bad
+                    if cfg.sanity_checks:
+                        noise_robust[k] = correct & self._noise_correct(ctx, eps, k)
+                    logits, n_bad = [], 0
             single = large = None
             target.check_gradients = False
             if cfg.sanity_checks and self.iterative:
