@@ -121,7 +121,7 @@ def _paired(bare: Callable[[], Any], ours: Callable[[], Any], repeats: int, min_
 def _bare(make_attack: Callable[[float], Any], model: Any, data: Any, eps_list: tuple[float, ...],
           batch_size: int) -> int:
     """Robust count at each ε with plain torchattacks calls (seeded, one forward to score)."""
-    from robaudit.probes.attacks.seeding import derive_seed
+    from robaudit.probes.seeding import derive_seed
     from robaudit.probes.attacks.torchattacks_adapter import seed_global
 
     correct = 0
@@ -185,16 +185,24 @@ def main(argv: list[str] | None = None) -> int:
     pgd = lambda e: torchattacks.PGD(model, eps=e, alpha=e / 8, steps=20, random_start=True)  # noqa: E731
     pgd2 = lambda e: torchattacks.PGDL2(model, eps=e, alpha=e / 8, steps=20, random_start=True,  # noqa: E731
                                         eps_for_division=L2_DIVISION_FLOOR)
-    off, on = {"sanity_checks": False}, {}
+    apgd = lambda e: torchattacks.APGD(model, norm="Linf", eps=e, steps=20, n_restarts=1, loss="ce",  # noqa: E731
+                                       eot_iter=1, rho=0.75)
+    # matched work: the bare baseline attacks every sample at every ε, so the probes run with
+    # monotone = false (and PGD L∞ with method = "pgd"); the last L∞ rows show the default's skipping
+    off, on = {"sanity_checks": False, "monotone": False}, {"monotone": False}
+    pgd_off, pgd_on = {**off, "method": "pgd", "step_fraction": 0.125}, {**on, "method": "pgd", "step_fraction": 0.125}
     rows: list[tuple[str, Callable[[float], Any], tuple[float, ...], type, dict, dict | None, bool]] = [
         ("FGSM, sanity off", fgsm, linf, FGSMProbe, off, None, True),
         ("FGSM, sanity on", fgsm, linf, FGSMProbe, on, None, True),
         ("FGSM standalone (+clean fwd), sanity off", fgsm, linf, FGSMProbe, off, None, False),
         ("BIM-10, sanity off", bim, linf, BIMProbe, off, None, True),
         ("BIM-10, sanity on (after FGSM)", bim, linf, BIMProbe, on, {"attack.fgsm": fgsm_result}, True),
-        ("PGD-20 L∞, sanity off", pgd, linf, PGDLinfProbe, off, None, True),
-        ("PGD-20 L∞, sanity on (after FGSM)", pgd, linf, PGDLinfProbe, on, {"attack.fgsm": fgsm_result}, True),
-        ("PGD-20 L∞, sanity on (alone)", pgd, linf, PGDLinfProbe, on, None, True),
+        ("PGD-20 L∞, sanity off", pgd, linf, PGDLinfProbe, pgd_off, None, True),
+        ("PGD-20 L∞, sanity on (after FGSM)", pgd, linf, PGDLinfProbe, pgd_on, {"attack.fgsm": fgsm_result}, True),
+        ("PGD-20 L∞, sanity on (alone)", pgd, linf, PGDLinfProbe, pgd_on, None, True),
+        ("APGD-CE-20 L∞, sanity off", apgd, linf, PGDLinfProbe, off, None, True),
+        ("APGD-CE-20 L∞ ε-monotone (default), sanity off", apgd, linf, PGDLinfProbe, {"sanity_checks": False}, None,
+         True),
         ("PGD-20 L2, sanity off", pgd2, l2, PGDL2Probe, off, None, True),
         ("PGD-20 L2, sanity on (after L2GRAD)", pgd2, l2, PGDL2Probe, on, {"attack.l2grad": l2grad_result}, True),
     ]

@@ -6,6 +6,7 @@ reproducible seed per (probe seed, purpose, indices) the same way, independent o
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import torch
 
@@ -19,6 +20,15 @@ def derive_seed(base: int, *parts: object) -> int:
     """
     text = ":".join(str(p) for p in (base, *parts))
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def sample_seeds(base: int, ids: Sequence[str], *parts: object) -> list[int]:
+    """One seed per sample: ``derive_seed(base, *parts, sample id)`` for each of ``ids``.
+
+    A sample's random draws then depend on its id and the purpose alone, never on which other
+    samples share its batch (the attacks' per-sample random starts).
+    """
+    return [derive_seed(base, *parts, sample_id) for sample_id in ids]
 
 
 def generator(base: int, *parts: object) -> torch.Generator:

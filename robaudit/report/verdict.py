@@ -87,11 +87,13 @@ def format_eps(eps: float, norm: str) -> str:
 
 
 def attack_name(probe: str, results: dict[str, Any]) -> str:
-    """A reader's name for an attack probe: ``PGD-20`` for ``attack.pgd_linf`` with 20 steps."""
+    """A reader's name for an attack probe: ``APGD-CE-20`` for ``attack.pgd_linf`` with its default
+    method and 20 steps, ``PGD-20`` with ``method = "pgd"``."""
     if probe in ("attack.pgd_linf", "attack.pgd_l2"):
-        steps = (results.get("probes", {}).get(probe, {}).get("summary", {}).get("settings") or {}).get("steps")
-        norm = "" if probe.endswith("linf") else " L2"
-        return f"PGD{norm}-{steps}" if steps else f"PGD{norm}"
+        settings = results.get("probes", {}).get(probe, {}).get("summary", {}).get("settings") or {}
+        steps = settings.get("steps")
+        name = "APGD-CE" if settings.get("method") == "apgd-ce" else "PGD" + ("" if probe.endswith("linf") else " L2")
+        return f"{name}-{steps}" if steps else name
     return ATTACK_NAMES.get(probe, probe.removeprefix("attack."))
 
 

@@ -253,6 +253,8 @@ def test_probe_budgets_come_from_the_threat_model_unless_a_knob_replaces_them() 
     (MinEpsProbe, {"norm": "l1"}, "norm"),
     (AutoAttackProbe, {"preset": "quick"}, "preset"),
     (PGDLinfProbe, {"stpes": 10}, "did you mean"),
+    (PGDLinfProbe, {"method": "apgd"}, "apgd-ce, pgd"),
+    (PGDLinfProbe, {"step_fraction": 0.25}, "method = \"pgd\""),
 ])
 def test_bad_knobs_fail_before_anything_runs(cls: type, knobs: dict, message: str) -> None:
     with pytest.raises(ProbeError, match=message):
@@ -265,7 +267,7 @@ def test_step_size_scales_with_eps_unlike_torchattacks_defaults() -> None:
 
     model, data = demo()
     data = subset(data, 120)
-    ours = run_probe(PGDLinfProbe, model, data, eps=[0.1], sanity_checks=False)
+    ours = run_probe(PGDLinfProbe, model, data, eps=[0.1], sanity_checks=False, method="pgd")
     with ta.attack_session(model, torch.device("cpu")) as target:
         torch.manual_seed(0)
         stock = torchattacks.PGD(target, eps=0.1)(data.x, data.y)
@@ -401,3 +403,16 @@ def test_report_section_copes_with_failed_and_partial_attack_results() -> None:
     assert ctx["failed"] == ["attack.pgd_linf"] and not ctx["rows"] and not ctx["figures"]
     assert ctx["min_eps"]["quantiles"]["q75"] is None and len(ctx["distributions"]) == 1
     assert [f["id"] for f in ctx["flags"]] == ["large_eps_not_broken"]
+
+
+def test_the_report_names_the_default_linf_attack_apgd_ce() -> None:
+    """The verdict sentence names the attack that ran: APGD-CE by default, PGD behind method = "pgd"."""
+    from robaudit.report.verdict import attack_name
+
+    def results(settings: dict) -> dict:
+        return {"probes": {"attack.pgd_linf": {"summary": {"settings": settings}}}}
+
+    assert attack_name("attack.pgd_linf", results({"method": "apgd-ce", "steps": 20})) == "APGD-CE-20"
+    assert attack_name("attack.pgd_linf", results({"method": "pgd", "steps": 20})) == "PGD-20"
+    assert attack_name("attack.pgd_l2", {"probes": {"attack.pgd_l2": {"summary": {"settings": {"steps": 20}}}}}) == \
+        "PGD L2-20"

@@ -128,11 +128,15 @@ def test_estimate_bounds_the_passes_on_a_breakable_model(cls: type, knobs: dict)
 
 @pytest.mark.parametrize("cls", [FGSMProbe, BIMProbe, PGDLinfProbe, PGDL2Probe])
 def test_sweeps_without_sanity_passes_are_exact_on_any_model(cls: type) -> None:
-    """No restarts and no sanity passes: nothing depends on the data, so the counts are exact."""
+    """No restarts, no sanity passes and no ε-monotone skipping: nothing depends on the data, so the
+    counts are exact; with skipping (the default) they are bounded by the same declaration."""
     net_model, data, _, _ = linear_problem(n=20)
     counter = Counting(net_model.net)
-    measured, declared = count(cls, audit_model(counter, 4), data, counter, sanity_checks=False)
+    measured, declared = count(cls, audit_model(counter, 4), data, counter, sanity_checks=False, monotone=False)
     assert declared == measured
+    skipping, declared_skipping = count(cls, audit_model(counter, 4), data, counter, sanity_checks=False)
+    assert declared_skipping == declared
+    assert skipping.backward < measured.backward and skipping.forward <= measured.forward
 
 
 def test_single_step_peer_result_is_reused_and_not_counted() -> None:

@@ -78,8 +78,8 @@ def test_round_layer_makes_noise_as_strong_as_the_attack(digits: tuple) -> None:
 
 def test_non_differentiable_step_makes_iterative_weaker_than_fgsm() -> None:
     model, data = two_class(KinkStep(eps0=0.1), centred_inputs(12))
-    for cls in (BIMProbe, PGDLinfProbe):
-        result = run_probe(cls, model, data, eps=[0.1])
+    for cls, knobs in ((BIMProbe, {}), (PGDLinfProbe, {"method": "pgd"})):  # APGD-CE's first step is 2ε
+        result = run_probe(cls, model, data, eps=[0.1], **knobs)
         assert "iterative_weaker_than_single_step" in flag_ids(result), cls.name
         row = result.summary["sanity"]["single_step"]["by_eps"]["0.1"]
         assert row == {"robust_iterative": 12, "robust_single_step": 0, "broken_only_by_single_step": 12}
@@ -88,17 +88,21 @@ def test_non_differentiable_step_makes_iterative_weaker_than_fgsm() -> None:
 def test_single_step_results_are_reused_from_an_earlier_fgsm_run() -> None:
     model, data = two_class(KinkStep(eps0=0.1), centred_inputs(12))
     fgsm = run_probe(FGSMProbe, model, data, eps=[0.1])
-    pgd = run_probe(PGDLinfProbe, model, data, eps=[0.1], previous={"attack.fgsm": fgsm})
+    pgd = run_probe(PGDLinfProbe, model, data, eps=[0.1], previous={"attack.fgsm": fgsm}, method="pgd")
     assert pgd.summary["sanity"]["single_step"]["source"] == "previous"
     assert "iterative_weaker_than_single_step" in flag_ids(pgd)
 
 
 def test_periodic_model_makes_accuracy_rise_with_eps() -> None:
     model, data = two_class(Periodic(), centred_inputs(12))
-    result = run_probe(FGSMProbe, model, data, eps=[0.1, 0.2])
+    result = run_probe(FGSMProbe, model, data, eps=[0.1, 0.2], monotone=False)
     assert "accuracy_rises_with_eps" in flag_ids(result)
     assert result.summary["robust_accuracy"]["0.1"].value == 0.0
     assert result.summary["robust_accuracy"]["0.2"].value == 1.0
+    # ε-monotone (the default): the verified example found at 0.1 is inside the 0.2 ball
+    monotone = run_probe(FGSMProbe, model, data, eps=[0.1, 0.2])
+    assert "accuracy_rises_with_eps" not in flag_ids(monotone)
+    assert monotone.summary["robust_accuracy"]["0.2"].value == 0.0
 
 
 def test_hard_threshold_lets_square_beat_the_white_box_components() -> None:

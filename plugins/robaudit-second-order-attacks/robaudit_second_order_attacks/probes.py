@@ -76,6 +76,10 @@ SIGNIFICANCE = 0.05
 class NewtonConfig(SweepConfig):
     """Knobs shared by FHSM and L2HESS (besides the sweep's ``eps``, ``sanity_checks``, ``ci_level``)."""
 
+    monotone: bool = False
+    """The sweep's ε-monotone skipping (robaudit's default) is off here: the clean-point Newton solve
+    is cached per batch and shared by every ε, and the gradient control attacks every sample at
+    every ε, so both sides compare the same samples."""
     method: str = field(default="auto", metadata={"unit": "choice"})
     """Newton solver: ``exact`` (c×c solve on the Gauss–Newton factorisation, float64), ``cg``
     (conjugate gradient with batched curvature-vector products) or ``auto`` (exact when

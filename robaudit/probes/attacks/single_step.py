@@ -16,7 +16,7 @@ class FGSMProbe(SweepAttack):
     """FGSM: x + ε·sign(∇ₓ CE), clipped to [0, 1], at every L∞ budget of the sweep."""
 
     name = "attack.fgsm"
-    version = "1"
+    version = "2"
     description = "FGSM (one signed-gradient step) robust accuracy over an L∞ ε sweep, Wilson CIs, sanity flags"
     standard = True
     norm = "linf"
@@ -30,7 +30,7 @@ class FGSMProbe(SweepAttack):
             super().__post_init__()
             check_eps_list(self.eps, "linf")
 
-    def attack(self, target: ta.AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> ta.AttackOutput:
+    def attack(self, target: ta.AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, seed: ta.Seeds) -> ta.AttackOutput:
         return ta.fgsm(target, x, y, eps, seed)
 
     def settings(self) -> dict[str, Any]:
@@ -46,7 +46,7 @@ class L2GradProbe(SweepAttack):
     """L2GRAD: x + ε·g/‖g‖₂ (g = ∇ₓ CE), clipped to [0, 1], at every L2 budget of the sweep."""
 
     name = "attack.l2grad"
-    version = "1"
+    version = "2"
     description = "L2GRAD (one normalised-gradient step, Yao Table 5) robust accuracy over an L2 ε sweep"
     norm = "l2"
     columns = sweep_columns("L2GRAD", "l2")
@@ -59,7 +59,7 @@ class L2GradProbe(SweepAttack):
             super().__post_init__()
             check_eps_list(self.eps, "l2")
 
-    def attack(self, target: ta.AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> ta.AttackOutput:
+    def attack(self, target: ta.AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, seed: ta.Seeds) -> ta.AttackOutput:
         return ta.l2grad(target, x, y, eps, seed)
 
     def settings(self) -> dict[str, Any]:

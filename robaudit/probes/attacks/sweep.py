@@ -28,7 +28,7 @@ from robaudit.attack_outcomes import success_key
 from robaudit.probes.attacks import sanity
 from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.budgets import Budgets, eps_key, known_eps_keys, probe_budgets, sanity_eps
-from robaudit.probes.seeding import derive_seed, generator
+from robaudit.probes.seeding import derive_seed, generator, sample_seeds
 from robaudit.probes.attacks.verify import forward_logits, predicts_correctly, project, score_logits
 from robaudit.probes.cost import Cost
 from robaudit.threat_model import ThreatModel
@@ -124,6 +124,11 @@ class SweepConfig:
     comparison (iterative attacks) and the box-covering budget (iterative attacks)."""
     ci_level: float = field(default=0.95, metadata={"unit": "probability (two-sided coverage)"})
     """Coverage of the Wilson intervals."""
+    monotone: bool = True
+    """ε-monotone sweep: a sample not robust at a budget counts as broken at every larger one with
+    the same verified example (it lies inside the larger ball), and only the samples still standing
+    are attacked at the next budget (as AutoAttack attacks only survivors). ``False`` attacks every
+    sample at every budget (version 1's work)."""
 
     def __post_init__(self) -> None:
         check_level(self.ci_level, "ci_level")
@@ -147,8 +152,10 @@ class SweepAttack(Probe):
         ("invalid_adversarials", "*"), ("sanity", "**"), ("settings", "**"),
     )
 
-    def attack(self, target: ta.AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> ta.AttackOutput:
-        """Adversarial candidates for one batch at budget ``eps`` (through the adapter)."""
+    def attack(self, target: ta.AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float,
+               seed: ta.Seeds) -> ta.AttackOutput:
+        """Adversarial candidates for one batch at budget ``eps`` (through the adapter); ``seed`` is one
+        seed per sample of the batch (its own random stream) or one for the batch."""
         raise NotImplementedError
 
     def settings(self) -> dict[str, Any]:
@@ -193,38 +200,46 @@ class SweepAttack(Probe):
         invalid = {eps_key(e): 0 for e in eps_list}
         grad_bad = np.zeros(n, dtype=bool)
         grad_seen = False
-        batches = list(enumerate(ctx.data.batches(ctx.batch_size)))
-        jobs = [(k, b, rows, xb, yb) for k in range(len(eps_list)) for b, (rows, xb, yb) in batches]
-        last = len(batches) - 1
-        # per ε, the re-checked batches' logits, invalid masks and noise verdicts stay on the device
-        # and are scored together once the ε is done (one transfer, one vectorised scoring)
-        logits: list[torch.Tensor] = []
-        bad: list[torch.Tensor] = []
-        noisy_ok: list[torch.Tensor] = []
+        ids = ctx.data.ids
+
+        n_batches = max(1, math.ceil(n / ctx.batch_size))
+        slots = [(k, b) for k in range(len(eps_list)) for b in range(n_batches)]
+        standing = np.arange(n)
+        logits: list[torch.Tensor] = []  # an ε's re-check logits stay on the device until it is done
+        n_bad = 0
 
         with ta.attack_session(ctx.model, ctx.device) as target:
-            for k, b, rows, xb, yb in ctx.progress(jobs, self.name, len(jobs)):
+            # progress counts batch slots; a slot whose samples were all broken at a smaller ε is free
+            for k, b in ctx.progress(slots, self.name, len(slots)):
                 eps = eps_list[k]
-                xb, yb = xb.to(ctx.device), yb.to(ctx.device)
+                if b == 0 and k > 0 and cfg.monotone:
+                    # ε-monotone: a sample not robust at ε_{k−1} keeps that verified example (inside the
+                    # larger ball) and its loss and margin; only the samples still standing are attacked
+                    standing = np.flatnonzero(robust[k - 1])
+                    carried = ~robust[k - 1]
+                    loss[k, carried], margin[k, carried] = loss[k - 1, carried], margin[k - 1, carried]
                 target.check_gradients = k == 0  # the gradient-masking check reads the first budget only
-                out = self.attack(target, xb, yb, eps, derive_seed(ctx.seed, "attack", k, b))
-                adv, invalid_rows = project(xb, out.adv, eps, self.norm)
-                logits.append(forward_logits(ctx.model, adv))
-                bad.append(invalid_rows)
-                if k == 0 and out.first_grad_bad is not None:
-                    grad_bad[rows] = out.first_grad_bad.numpy()
-                    grad_seen = True
-                if cfg.sanity_checks:
-                    noisy = noise_like(xb, eps, self.norm, generator(ctx.seed, "noise", k, b))
-                    noisy_ok.append(predicts_correctly(ctx.model, noisy, yb))
-                if b == last:
-                    scored = score_logits(torch.cat(logits), ctx.data.y)
-                    robust[k] = correct & scored.correct.numpy()
-                    loss[k], margin[k] = scored.loss.numpy(), scored.margin.numpy()
-                    invalid[eps_key(eps)] = int(torch.cat(bad).sum())
-                    if noisy_ok:
-                        noise_robust[k] = correct & torch.cat(noisy_ok).cpu().numpy()
-                    logits, bad, noisy_ok = [], [], []
+                part = standing[b * ctx.batch_size:(b + 1) * ctx.batch_size]
+                if len(part):
+                    rows = torch.as_tensor(part)
+                    xb, yb = ctx.data.x[rows].to(ctx.device), ctx.data.y[rows].to(ctx.device)
+                    seeds = sample_seeds(ctx.seed, [ids[i] for i in part], "attack", eps_key(eps))
+                    out = self.attack(target, xb, yb, eps, seeds)
+                    adv, invalid_rows = project(xb, out.adv, eps, self.norm)
+                    logits.append(forward_logits(ctx.model, adv))
+                    n_bad += int(invalid_rows.sum())
+                    if k == 0 and out.first_grad_bad is not None:
+                        grad_bad[part] = out.first_grad_bad.numpy()
+                        grad_seen = True
+                if b == n_batches - 1:
+                    if len(standing):
+                        scored = score_logits(torch.cat(logits), ctx.data.y[torch.as_tensor(standing)])
+                        robust[k, standing] = correct[standing] & scored.correct.numpy()
+                        loss[k, standing], margin[k, standing] = scored.loss.numpy(), scored.margin.numpy()
+                    invalid[eps_key(eps)] = n_bad
+                    if cfg.sanity_checks:
+                        noise_robust[k] = correct & self._noise_correct(ctx, eps, k)
+                    logits, n_bad = [], 0
             single = large = None
             target.check_gradients = False
             if cfg.sanity_checks and self.iterative:
@@ -269,6 +284,16 @@ class SweepAttack(Probe):
 
     # -- sanity passes -------------------------------------------------------------------------
 
+    def _noise_correct(self, ctx: ProbeContext, eps: float, k: int) -> np.ndarray:
+        """N bools: the model is right on every sample plus uniform noise of size ``eps`` (all samples,
+        whatever the attack skipped; one forward pass per batch)."""
+        ok = []
+        for b, (_rows, xb, yb) in enumerate(ctx.data.batches(ctx.batch_size)):
+            xb, yb = xb.to(ctx.device), yb.to(ctx.device)
+            noisy = noise_like(xb, eps, self.norm, generator(ctx.seed, "noise", k, b))
+            ok.append(predicts_correctly(ctx.model, noisy, yb))
+        return torch.cat(ok).cpu().numpy()
+
     def _single_step(self, ctx: ProbeContext, target: ta.AttackTarget, budgets: Budgets,
                      correct: np.ndarray) -> tuple[str, str, np.ndarray] | None:
         """Robustness under the single-step peer at each ε: reused from an earlier probe of this
@@ -304,9 +329,10 @@ class SweepAttack(Probe):
         robust = np.zeros(len(robust_at_max), dtype=bool)
         starts = list(enumerate(range(0, len(idx), ctx.batch_size)))
         for b, start in ctx.progress(starts, f"{self.name}: large-eps check", len(starts)):
-            rows = torch.as_tensor(idx[start:start + ctx.batch_size])
+            part = idx[start:start + ctx.batch_size]
+            rows = torch.as_tensor(part)
             xb, yb = ctx.data.x[rows].to(ctx.device), ctx.data.y[rows].to(ctx.device)
-            out = self.attack(target, xb, yb, big, derive_seed(ctx.seed, "large-eps", b))
+            out = self.attack(target, xb, yb, big, sample_seeds(ctx.seed, [ctx.data.ids[i] for i in part], "large-eps"))
             adv, _ = project(xb, out.adv, big, self.norm)
             robust[rows.numpy()] = predicts_correctly(ctx.model, adv, yb).cpu().numpy()
         flag, details = sanity.large_eps_not_broken(self.name, big, robust, len(robust))

@@ -9,9 +9,11 @@ functions below. What this module guarantees, and why:
 * **Explicit keywords.** Each constructor gets the keywords of the pinned version's signature
   (its docs show some it no longer accepts, e.g. ``iters=``); a test checks them against
   :func:`inspect.signature`.
-* **Seeding.** torchattacks draws random starts from torch's *global* RNG of the input's device, so
-  every call seeds that generator (:func:`seed_global`) right before running; APGD/FAB/Square also
-  get ``seed=``.
+* **Seeding.** torchattacks draws random starts from torch's *global* RNG of the input's device.
+  Given one seed, a call seeds that generator (:func:`seed_global`) right before running (APGD/FAB/
+  Square also get ``seed=``). Given one seed *per sample*, every random draw of the call is made
+  row by row, each row from its sample's own generator (:class:`PerSampleDraws`), so a sample's
+  attack does not depend on which other samples share its batch.
 * **No side effects on the model.** During a session the model's parameters stop requiring
   gradients (FAB calls ``.backward()``, which would otherwise fill ``param.grad``) and every
   module's train/eval flag is restored afterwards; :class:`AttackTarget` is built in eval mode so
@@ -34,11 +36,13 @@ predictions themselves (:mod:`robaudit.probes.attacks.verify`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import numbers
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from robaudit.errors import ProbeError
 
@@ -188,16 +192,106 @@ def seed_global(seed: int, device: torch.device) -> None:
         torch.manual_seed(seed)
 
 
-def _run(attack: object, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, seed: int,
+Seeds = int | Sequence[int]
+"""One seed for the whole call (torch's global generator), or one per sample (:class:`PerSampleDraws`)."""
+
+
+class PerSampleDraws(TorchFunctionMode):
+    """Inside this mode, every random draw whose first dimension is the batch is made row by row,
+    row i from a generator of its own seeded with ``seeds[i]``.
+
+    torchattacks draws random starts from torch's global generator for the whole batch, so sample
+    i's start depends on its position in the batch. Here it depends on its seed alone: a sample's
+    draws equal those of the same attack run on that sample alone with the global generator seeded
+    with ``seeds[i]``. Each sample's generator carries on across the draws of one call. Only the
+    draws torchattacks makes are supported (``rand``, ``randn``, their ``_like`` forms, and in-place
+    ``uniform_`` / ``normal_``); any other random function, or a draw of another first dimension,
+    raises instead of silently using the global generator.
+
+    Args:
+        seeds: one seed per sample (31-bit integers, e.g. from :func:`robaudit.probes.seeding.derive_seed`).
+    """
+
+    _FACTORIES = (torch.rand, torch.randn)
+    _LIKE = {torch.rand_like: torch.rand, torch.randn_like: torch.randn}
+    _IN_PLACE = (torch.Tensor.uniform_, torch.Tensor.normal_)
+    _REFUSED = (torch.randint, torch.randint_like, torch.randperm, torch.bernoulli, torch.multinomial, torch.normal,
+                torch.poisson, torch.Tensor.random_, torch.Tensor.exponential_, torch.Tensor.bernoulli_,
+                torch.Tensor.cauchy_, torch.Tensor.geometric_, torch.Tensor.log_normal_)
+
+    def __init__(self, seeds: Sequence[int]) -> None:
+        super().__init__()
+        self.seeds = [int(s) for s in seeds]
+        self.rows = list(range(len(self.seeds)))
+        self._generators: dict[torch.device, list[torch.Generator]] = {}
+
+    @contextlib.contextmanager
+    def restricted(self, rows: Sequence[int]) -> Iterator[None]:
+        """Draws inside this block have first dimension ``len(rows)`` and belong to those samples."""
+        saved, self.rows = self.rows, [self.rows[int(r)] for r in rows]
+        try:
+            yield
+        finally:
+            self.rows = saved
+
+    def _generator(self, row: int, device: torch.device) -> torch.Generator:
+        if device not in self._generators:
+            self._generators[device] = [torch.Generator(device=device).manual_seed(s) for s in self.seeds]
+        return self._generators[device][self.rows[row]]
+
+    def _check(self, n: int, func: object) -> None:
+        if n != len(self.rows):
+            raise RuntimeError(f"per-sample random draw of first dimension {n} for a batch of {len(self.rows)} "
+                               f"samples ({func}); robaudit cannot tell which sample each row belongs to")
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch protocol
+        kwargs = dict(kwargs or {})
+        if func in self._LIKE:
+            like = args[0]
+            kwargs.setdefault("dtype", like.dtype)
+            kwargs.setdefault("device", like.device)
+            func, args = self._LIKE[func], (tuple(like.shape),)
+        if func in self._FACTORIES:
+            size = tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)) else args
+            device = torch.device(kwargs.get("device") or "cpu")
+            self._check(size[0], func)
+            rows = [func(tuple(size[1:]), generator=self._generator(i, device), **kwargs) for i in range(size[0])]
+            return torch.stack(rows) if rows else func(size, **kwargs)
+        if func in self._IN_PLACE:
+            tensor = args[0]
+            self._check(len(tensor), func)
+            for i in range(len(tensor)):
+                func(tensor[i], *args[1:], generator=self._generator(i, tensor.device), **kwargs)
+            return tensor
+        if func in self._REFUSED:
+            raise RuntimeError(f"{func} has no per-sample stream in robaudit's attack adapter")
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def seeded(seed: Seeds, device: torch.device) -> Iterator[PerSampleDraws | None]:
+    """Random draws inside the block: from the global generator seeded with ``seed`` (one int), or
+    per sample (a sequence: yields the :class:`PerSampleDraws` mode)."""
+    if isinstance(seed, numbers.Integral):
+        seed_global(int(seed), device)
+        yield None
+        return
+    with PerSampleDraws(seed) as draws:
+        yield draws
+
+
+def _run(attack: object, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, seed: Seeds,
          record_gradient: bool = True, float64_logits: bool = True) -> AttackOutput:
-    seed_global(seed, x.device)
     target.float64_logits = float64_logits
     record = record_gradient and target.check_gradients
     if record:
         target.arm()
     else:
         target.disarm()
-    adv = attack(x, y)  # type: ignore[operator]
+    with seeded(seed, x.device) as draws:
+        if draws is not None:
+            attack.draws = draws  # type: ignore[attr-defined] - read by the per-sample APGD
+        adv = attack(x, y)  # type: ignore[operator]
     target.disarm()
     bad = target.first_grad_bad if record else None
     if bad is not None:
@@ -205,14 +299,14 @@ def _run(attack: object, target: AttackTarget, x: torch.Tensor, y: torch.Tensor,
     return AttackOutput(adv.detach(), bad)
 
 
-def fgsm(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> AttackOutput:
+def fgsm(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, seed: Seeds) -> AttackOutput:
     """FGSM, x + ε·sign(∇ₓ CE), clipped to [0, 1] (L∞, one step)."""
     ta = _torchattacks()
     return _run(ta.FGSM(target, eps=eps), target, x, y, seed)
 
 
 def bim(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
-        seed: int) -> AttackOutput:
+        seed: Seeds) -> AttackOutput:
     """BIM / FGSM-k: ``steps`` signed-gradient steps of size ``alpha``, projected onto the L∞ ε-ball
     and [0, 1], from the clean image."""
     ta = _torchattacks()
@@ -220,7 +314,7 @@ def bim(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, alph
 
 
 def pgd_linf(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
-             random_start: bool, seed: int) -> AttackOutput:
+             random_start: bool, seed: Seeds) -> AttackOutput:
     """PGD L∞ (Madry et al.): optional uniform random start in the ε-ball, ``steps`` signed steps of
     ``alpha``, projection onto the ball and [0, 1]; returns the last iterate."""
     ta = _torchattacks()
@@ -229,7 +323,7 @@ def pgd_linf(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float,
 
 
 def pgd_l2(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
-           random_start: bool, seed: int) -> AttackOutput:
+           random_start: bool, seed: Seeds) -> AttackOutput:
     """PGD L2: optional random start in the ε-ball, ``steps`` normalised-gradient steps of length
     ``alpha``, projection onto the L2 ball and [0, 1]; returns the last iterate."""
     ta = _torchattacks()
@@ -306,7 +400,7 @@ def _per_sample_pgd_classes() -> tuple[type, type]:
 
 
 def pgd_per_sample(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, step_fraction: float,
-                   steps: int, random_start: bool, norm: str, seed: int) -> AttackOutput:
+                   steps: int, random_start: bool, norm: str, seed: Seeds) -> AttackOutput:
     """PGD (``linf`` or ``l2``) with a budget per sample: ``eps`` is (N,) in pixel units and the step
     is ``step_fraction``·ε of each sample."""
     linf, l2 = _per_sample_pgd_classes()
@@ -317,7 +411,69 @@ def pgd_per_sample(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: 
     return _run(attack, target, x, y, seed)
 
 
-def l2grad(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> AttackOutput:
+def _per_sample_apgd_class() -> type:
+    ta = _torchattacks()
+
+    class PerSampleAPGD(ta.APGD):
+        """torchattacks' APGD (Croce & Hein's Auto-PGD: momentum, step size halved at checkpoints
+        where the loss stalled, no step-size knob), one restart, with two changes to ``perturb``:
+
+        * with per-sample seeds (:class:`PerSampleDraws`, attached by :func:`_run` as ``draws``) each
+          clean-correct sample's random start comes from its own stream, not from the global
+          generator torchattacks re-seeds with ``seed`` for the whole batch;
+        * a sample it does not break gets its highest-loss iterate back (torchattacks returns the
+          clean image), so the loss and margin recorded after the attack are the attack's.
+
+        ``attack_single_run``, which does the work, is torchattacks' own. The samples it attacked
+        (the clean-correct ones) are left in ``attacked`` for the gradient recorder.
+        """
+
+        draws: PerSampleDraws | None = None
+        attacked: torch.Tensor | None = None
+
+        def perturb(self, x_in: torch.Tensor, y_in: torch.Tensor, best_loss: bool = False,
+                    cheap: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+            x, y = x_in.clone(), y_in.clone()
+            adv = x.clone()
+            acc = self.get_logits(x).max(1)[1] == y
+            idx = acc.nonzero().flatten()
+            self.attacked = idx.cpu()
+            if self.draws is None:
+                torch.random.manual_seed(self.seed)
+                if x.is_cuda:
+                    torch.cuda.random.manual_seed(self.seed)
+            if len(idx):
+                with self.draws.restricted(idx.tolist()) if self.draws is not None else contextlib.nullcontext():
+                    best, acc_curr, _, best_adv = self.attack_single_run(x[idx], y[idx])
+                broken = acc_curr == 0
+                adv[idx] = torch.where(broken.view(-1, *[1] * (x.dim() - 1)), best_adv, best)
+                acc[idx] = ~broken
+            return acc, adv
+
+    return PerSampleAPGD
+
+
+def apgd(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, steps: int,
+         seed: Seeds) -> AttackOutput:
+    """APGD-CE (AutoAttack's first stage; :func:`_per_sample_apgd_class`): ``steps`` iterations on the
+    cross-entropy of the (float64) logits, one restart, random start in the ε-ball of ``norm``.
+
+    Per sample: a broken sample's verified-by-torchattacks adversarial iterate, else its
+    highest-loss iterate; clean-misclassified samples come back unchanged. Costs one forward pass
+    (the clean check) and ``steps + 1`` forward+backward passes per clean-correct sample.
+    """
+    attack = _per_sample_apgd_class()(target, norm=_norm_name(norm), eps=eps, steps=steps, n_restarts=1,
+                                      seed=seed if isinstance(seed, numbers.Integral) else 0, loss="ce",
+                                      eot_iter=1, rho=0.75, verbose=False)
+    out = _run(attack, target, x, y, seed)
+    if out.first_grad_bad is not None and attack.attacked is not None and len(out.first_grad_bad) != len(x):
+        bad = torch.zeros(len(x), dtype=torch.bool)  # recorded for the attacked (clean-correct) rows only
+        bad[attack.attacked] = out.first_grad_bad
+        out = AttackOutput(out.adv, bad)
+    return out
+
+
+def l2grad(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, seed: Seeds) -> AttackOutput:
     """L2GRAD (Yao Table 5): x + ε·g/‖g‖₂ in one step, clipped to [0, 1].
 
     torchattacks has no such class; it is exactly PGDL2 with one step of length ε and no
