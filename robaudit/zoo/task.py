@@ -168,7 +168,7 @@ def run_task(request: TaskRequest, attempt: Runner) -> TaskRecord:
         result = attempt(argv, Path(request.base_dir), task_threads(request), task_dir / f"{request.name}.log")
         cpu += result.cpu_s or 0.0
         code, sig = result.exit_code, result.signal
-        reason = _reason(result.output, sig, out_dir)
+        reason = _reason(result.output, code, sig, out_dir)
         if code in (ExitCode.OK, ExitCode.GATE_FAILED) or retried is not None or not _is_oom(result.output, out_dir, sig):
             break
         retried = max(1, int(settings.get("batch-size", 128)) // 2)
@@ -180,7 +180,7 @@ def run_task(request: TaskRequest, attempt: Runner) -> TaskRecord:
                       first_probe_s=result.first_probe_s, cpu_s=round(cpu, 3))
 
 
-def _reason(stderr: str, sig: int | None, out_dir: Path) -> str:
+def _reason(stderr: str, code: int, sig: int | None, out_dir: Path) -> str:
     """The one line that says why the audit failed: the CLI's error line, else the first failed probe's error."""
     if sig is not None:
         return f"the audit process was killed by signal {signal.Signals(sig).name}"
@@ -196,7 +196,7 @@ def _reason(stderr: str, sig: int | None, out_dir: Path) -> str:
     if lines:
         return lines[-1].removeprefix("robaudit: ")
     rest = [ln for ln in stderr.splitlines() if ln.strip()]
-    return rest[-1] if rest else ""
+    return rest[-1] if rest else f"the audit process exited with code {code} and printed nothing"
 
 
 def _probes(out_dir: Path) -> dict[str, Any]:

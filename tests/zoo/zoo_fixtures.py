@@ -15,6 +15,10 @@ PROBES = ["clean", "attack.fgsm", "curvature.topk"]
 N_SAMPLES = 40
 
 BROKEN_ARCH = '''
+import os
+import signal
+import sys
+
 import torch
 
 from digits_cnn import DigitsCNN
@@ -25,6 +29,23 @@ class RaisesInForward(DigitsCNN):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("this model's forward always fails")
+
+
+class ExitsInForward(DigitsCNN):
+    """The demo CNN, but forward ends its process with sys.exit(7)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sys.exit(7)
+
+
+class KilledOnBatchesOf16(DigitsCNN):
+    """The demo CNN, but a batch of 16 samples (the audit's batch size in the tests) kills its process with
+    SIGKILL, as the kernel's OOM killer would; on other batches (preflight's, the halved retry's) it is the demo CNN."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 16:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().forward(x)
 '''
 
 
