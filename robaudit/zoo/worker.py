@@ -170,8 +170,16 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
         replies.flush()
 
 
+PARENT_ENV = "ROBAUDIT_ZOO_PARENT"
+"""The pid of the process that started the worker: the worker dies with it."""
+
+
 def main() -> None:
-    """``python -m robaudit.zoo.worker``: keep stdout for the replies, send any stray output to stderr."""
+    """``python -m robaudit.zoo.worker``: die with the parent, keep stdout for the replies, send any stray
+    output to stderr."""
+    die_with_parent()  # set here rather than in a preexec_fn, which is unsafe in a threaded parent (Ray's workers)
+    if os.getppid() != int(os.environ.get(PARENT_ENV, os.getppid())):
+        sys.exit("robaudit.zoo.worker: the process that started it has ended")
     replies = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     preload()
@@ -187,12 +195,11 @@ class WorkerClient:
         self.proc = self._start()
 
     def _start(self) -> subprocess.Popen[str]:
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), PARENT_ENV: str(os.getpid())}
         err: Any = open(self.log_path, "a", encoding="utf-8") if self.log_path is not None else None  # noqa: SIM115
         try:
             return subprocess.Popen([sys.executable, "-m", "robaudit.zoo.worker"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=err, env=env, text=True, bufsize=1,
-                                    preexec_fn=die_with_parent)
+                                    stdout=subprocess.PIPE, stderr=err, env=env, text=True, bufsize=1)
         finally:
             if err is not None:
                 err.close()
@@ -205,8 +212,8 @@ class WorkerClient:
     def run(self, request: TaskRequest) -> TaskRecord:
         """Audit one model on this worker; a worker that dies mid-task is recorded as the model's failure.
 
-        Must be called from the thread that created this client, or from one that outlives the worker, since
-        the worker dies with the thread that started it (a restarted worker is started by the caller's thread).
+        A worker dies with the thread that started it (``PR_SET_PDEATHSIG``), and a restarted one is started by
+        the caller's thread: call this from threads that outlive the sweep's work.
         """
         assert self.proc.stdin is not None and self.proc.stdout is not None
         start = time.perf_counter()

@@ -249,3 +249,15 @@ def test_gate_over_a_zoo_lists_failures_and_exits_1(tmp_path: Path) -> None:
     results = _results(tmp_path / "zoo" / "models" / "bs16")
     assert results["gate"] is not None and results["probes"]["clean"]["summary"]["accuracy"]["value"] < 0.999
     assert "zoo: bs16 gate_failed (exit 1)" in proc.stderr
+
+
+def test_ray_without_ray_installed_is_one_line_exit_2(tmp_path: Path) -> None:
+    manifest = make_zoo(tmp_path, n_models=1)
+    shadow = tmp_path / "no-ray"
+    shadow.mkdir()
+    (shadow / "ray.py").write_text('raise ImportError("No module named \'ray\'")\n', encoding="utf-8")
+    env = {"PYTHONPATH": os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")])}
+    proc = robaudit("zoo", str(manifest), "--out", "zoo", "--ray", cwd=tmp_path, env=env)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "pip install 'robaudit[ray]'" in proc.stderr
+    assert not (tmp_path / "zoo").exists()

@@ -61,13 +61,15 @@ def variant(path: Path, seed: int, scale: float) -> Path:
     return path
 
 
-def make_zoo(root: Path, n_models: int = 3) -> Path:
+def make_zoo(root: Path, n_models: int = 3, probes: list[str] | None = None, device: str | None = None) -> Path:
     """Write ``root/zoo.toml`` (the issue's minimal manifest, one [[model]] per variant) with its checkpoints
-    under ``root/runs/bs<k>/model.pt`` and the architecture as ``root/models.py:M1``."""
+    under ``root/runs/bs<k>/model.pt`` and the architecture as ``root/models.py:M1``; ``probes`` replaces
+    :data:`PROBES` and ``device`` sets ``[audit] device``."""
     shutil.copy(DEMO_ARCH_FILE, root / "digits_cnn.py")
     (root / "models.py").write_text("from digits_cnn import DigitsCNN as M1\n", encoding="utf-8")
     lines = ['[audit]                       # shared settings: the same keys as robaudit.toml',
-             'dataset = "digits"', f'probes = {PROBES!r}'.replace("'", '"'), f"n-samples = {N_SAMPLES}", ""]
+             'dataset = "digits"', f'probes = {probes or PROBES!r}'.replace("'", '"'), f"n-samples = {N_SAMPLES}",
+             *([f'device = "{device}"'] if device else []), ""]
     for k in range(n_models):
         bs = 16 * 2 ** k
         (root / "runs" / f"bs{bs}").mkdir(parents=True)
