@@ -52,7 +52,8 @@ Exit codes: 0 every model audited (and passed --gate); otherwise the most severe
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the cross-model bootstrap/permutations.")
 @click.option("-q", "--quiet", is_flag=True, default=False, help="No per-model progress lines.")
 @click.option("--debug", is_flag=True, default=False, help="Show tracebacks.")
-def zoo(manifest: Path | None, out: Path, workers: int | None, ray_address: str | None, resume: bool, gate_rules: Path | None, dry_run: bool,
+def zoo(manifest: Path | None, out: Path, workers: int | None, ray_address: str | None, resume: bool,
+        gate_rules: Path | None, dry_run: bool,
         timm_pattern: str | None,
         tv_pattern: str | None, pretrained: bool, dataset: str | None, data_dir: Path | None, n_samples: str | None,
         probes: str | None, seed: int, quiet: bool, debug: bool) -> None:
@@ -105,7 +106,8 @@ def zoo(manifest: Path | None, out: Path, workers: int | None, ray_address: str 
                    f"remaining {remaining}, ETA {dt.timedelta(seconds=round(eta or 0))}", err=True)
 
     outcome = run_sweep(spec, out, workers=workers, resume=resume, gate=gate_rules, use_ray=ray_address is not None,
-                        ray_address=ray_address or os.environ.get("RAY_ADDRESS") or None, on_finish=progress, after_each=refresh)
+                        ray_address=ray_address or os.environ.get("RAY_ADDRESS") or None, on_finish=progress,
+                        after_each=refresh)
     refresh()
     path = render_zoo(out)
     if not quiet:

@@ -82,8 +82,8 @@ def zoo_exit_code(records: list[TaskRecord]) -> ExitCode:
     return max(codes, key=severity.index, default=ExitCode.OK)
 
 
-def run_sweep(manifest: Manifest, out: Path, *, workers: int | None = None, resume: bool = False, gate: Path | None = None,
-              ray_address: str | None = None, use_ray: bool = False,
+def run_sweep(manifest: Manifest, out: Path, *, workers: int | None = None, resume: bool = False,
+              gate: Path | None = None, use_ray: bool = False, ray_address: str | None = None,
               on_finish: Callable[[TaskRecord, int, int, int, float | None], None] | None = None,
               after_each: Callable[[], None] | None = None) -> SweepOutcome:
     """Audit every model of ``manifest`` into ``out``; a failed model is recorded and the sweep goes on.
@@ -137,8 +137,8 @@ def run_sweep(manifest: Manifest, out: Path, *, workers: int | None = None, resu
     return SweepOutcome(ordered, zoo_exit_code(ordered), skipped)
 
 
-def _request(model: ZooModel, settings: dict[str, Any], digest: str, out: Path, base_dir: Path, resume: bool, threads: int,
-             gate: Path | None) -> TaskRequest:
+def _request(model: ZooModel, settings: dict[str, Any], digest: str, out: Path, base_dir: Path, resume: bool,
+             threads: int, gate: Path | None) -> TaskRequest:
     return TaskRequest(model.name, model.source, settings, str((out / MODELS_DIR / model.name).resolve()),
                        str((out / TASKS_DIR).resolve()), str(base_dir.resolve()), resume, threads,
                        str(gate.resolve()) if gate is not None else None, digest)

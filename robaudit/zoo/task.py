@@ -169,7 +169,8 @@ def run_task(request: TaskRequest, attempt: Runner) -> TaskRecord:
         cpu += result.cpu_s or 0.0
         code, sig = result.exit_code, result.signal
         reason = _reason(result.output, code, sig, out_dir)
-        if code in (ExitCode.OK, ExitCode.GATE_FAILED) or retried is not None or not _is_oom(result.output, out_dir, sig):
+        finished = code in (ExitCode.OK, ExitCode.GATE_FAILED)
+        if finished or retried is not None or not _is_oom(result.output, out_dir, sig):
             break
         retried = max(1, int(settings.get("batch-size", 128)) // 2)
         settings = {**settings, "batch-size": retried}

@@ -54,7 +54,8 @@ def singles(swept: tuple[Path, Path, subprocess.CompletedProcess[str]],
 
 
 @pytest.fixture(scope="session")
-def ray_swept(swept: tuple[Path, Path, subprocess.CompletedProcess[str]]) -> tuple[Path, Path, subprocess.CompletedProcess[str]]:
+def ray_swept(swept: tuple[Path, Path, subprocess.CompletedProcess[str]]
+              ) -> tuple[Path, Path, subprocess.CompletedProcess[str]]:
     """(manifest, zoo out dir, the finished process) of ``robaudit zoo zoo.toml --out zoo-ray --workers 2 --ray``:
     the same manifest as ``swept``, on a local Ray instance of 2 CPUs that the sweep starts and shuts down."""
     manifest, _, _ = swept
