@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, replace
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from robaudit.errors import UsageError
+from robaudit.exitcodes import ExitCode
 from robaudit.zoo.task import TaskRecord, TaskRequest, record_json, task_threads
 
 MAX_RETRIES = 2
@@ -56,8 +57,10 @@ def check_ray() -> None:
     _import_ray()
 
 
-def run_on_ray(todo: list[TaskRequest], address: str | None, workers: int | None) -> Iterator[TaskRecord]:
-    """The records of ``todo`` as Ray finishes them.
+def run_on_ray(todo: list[TaskRequest], address: str | None, workers: int | None,
+               save: Callable[[TaskRecord], None]) -> Iterator[list[TaskRecord]]:
+    """The records of ``todo`` as Ray finishes them, in batches (every record that finished since the last
+    batch); ``save`` is called on each as soon as it comes back.
 
     Args:
         address: a Ray cluster (``ray.init(address=...)``); ``None`` starts a local instance and shuts it down
@@ -87,14 +90,19 @@ def run_on_ray(todo: list[TaskRequest], address: str | None, workers: int | None
             ref = remote.options(max_retries=MAX_RETRIES, **options).remote(asdict(request))
             pending[ref] = request
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+            batch = []
             for ref in ready:
                 request = pending.pop(ref)
                 try:
-                    yield TaskRecord(**ray.get(ref))
+                    record = TaskRecord(**ray.get(ref))
                 except ray.exceptions.RayError as exc:  # retries exhausted: the worker or node kept dying
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    yield TaskRecord(request.name, request.digest, "failed", 3,
-                                     f"the Ray task failed after {MAX_RETRIES} retries: {first}")
+                    record = TaskRecord(request.name, request.digest, "failed", int(ExitCode.INTERNAL),
+                                        f"the Ray task failed after {MAX_RETRIES} retries: {first}")
+                save(record)
+                batch.append(record)
+            yield batch
     finally:
         ray.shutdown()

@@ -116,23 +116,25 @@ def run_sweep(manifest: Manifest, out: Path, *, workers: int | None = None, resu
         todo.append(_request(model, settings, digest, out, manifest.base_dir, resume, threads, gate))
     done = failed = 0
     started = time.perf_counter()
+    def save(record: TaskRecord) -> None:  # as soon as a model finishes: --resume counts on it
+        _save_record(out, record)
+
     if use_ray:
         from robaudit.zoo.ray_backend import run_on_ray
 
-        results = run_on_ray(todo, ray_address, workers)
+        batches = run_on_ray(todo, ray_address, workers, save)
     else:
-        results = _run_local(todo, workers or 1, threads, out / TASKS_DIR)
-    for record in results:
-        _save_record(out, record)
-        records[record.name] = record
-        done += 1
-        failed += record.status == "failed"
-        remaining = len(todo) - done
-        eta = (time.perf_counter() - started) / done * remaining
-        if after_each is not None:
+        batches = _run_local(todo, workers or 1, threads, out / TASKS_DIR, save)
+    for batch in batches:
+        for record in batch:
+            records[record.name] = record
+            done += 1
+            failed += record.status == "failed"
+            remaining = len(todo) - done
+            if on_finish is not None:
+                on_finish(record, done, failed, remaining, (time.perf_counter() - started) / done * remaining)
+        if after_each is not None:  # once per batch: the table's analysis can cost more than a tiny model
             after_each()
-        if on_finish is not None:
-            on_finish(record, done, failed, remaining, eta)
     ordered = [records[m.name] for m in manifest.models]
     return SweepOutcome(ordered, zoo_exit_code(ordered), skipped)
 
@@ -144,8 +146,11 @@ def _request(model: ZooModel, settings: dict[str, Any], digest: str, out: Path, 
                        str(gate.resolve()) if gate is not None else None, digest)
 
 
-def _run_local(todo: list[TaskRequest], workers: int, threads: int, log_dir: Path) -> Iterator[TaskRecord]:
-    """The records of ``todo`` as they finish, on ``workers`` long-lived worker processes of this machine."""
+def _run_local(todo: list[TaskRequest], workers: int, threads: int, log_dir: Path,
+               save: Callable[[TaskRecord], None]) -> Iterator[list[TaskRecord]]:
+    """The records of ``todo`` on ``workers`` long-lived worker processes of this machine, in batches: each
+    batch holds every record that finished since the last. ``save`` is called in the worker's thread as each
+    record arrives, so a record is on disk even while the caller is busy with the previous batch."""
     if not todo:
         return
     from robaudit.zoo.worker import WorkerPool
@@ -154,10 +159,14 @@ def _run_local(todo: list[TaskRequest], workers: int, threads: int, log_dir: Pat
     pool = WorkerPool(n, threads, log_dir)  # started by this thread, which outlives them
     try:
         with ThreadPoolExecutor(max_workers=n) as threads_pool:
-            pending: set[Future[TaskRecord]] = {threads_pool.submit(pool.run, request) for request in todo}
+            def run(request: TaskRequest) -> TaskRecord:
+                record = pool.run(request)
+                save(record)
+                return record
+
+            pending: set[Future[TaskRecord]] = {threads_pool.submit(run, request) for request in todo}
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    yield future.result()
+                yield [future.result() for future in finished]
     finally:
         pool.close()
