@@ -9,8 +9,8 @@ Layout of ``--out``::
     zoo/tasks/<name>.log    what its audit printed (stdout and stderr)
     zoo/zoo.json, zoo.csv, zoo.html
 
-``zoo.json``/``zoo.csv`` are rebuilt from ``tasks/*.json`` after every finished model, one row per
-model of the manifest, so a killed sweep leaves a consistent table and ``--resume`` never adds a row twice.
+Each record is saved as its model finishes; ``zoo.json``/``zoo.csv`` are rebuilt from ``tasks/*.json`` after
+each batch of finished models, one row per model of the manifest, so a killed sweep leaves a consistent table and ``--resume`` never adds a row twice.
 """
 from __future__ import annotations
 
