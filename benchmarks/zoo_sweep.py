@@ -2,15 +2,16 @@
 instance), and the per-model fixed cost of the old subprocess-per-model path vs the worker path.
 
 Eight seeded variants of the demo CNN (``tests/zoo/zoo_fixtures.py``), the issue's minimal manifest with
-``probes = ["clean", "attack.fgsm", "curvature.topk"]`` and ``n-samples = 40``. Each sweep runs once into a
-fresh directory (``--repeats`` times; medians are reported) and prints:
+``probes = ["clean", "attack.fgsm", "curvature.topk"]`` (``--probes`` to change) and ``n-samples = 40``. Each
+sweep runs once into a fresh directory (``--repeats`` times; medians are reported) and prints:
 
-* **wall s** and **tree CPU s**: the sweep command's wall time, and the CPU time of its whole process tree
-  (the driver, the workers, every model's child), from ``getrusage(RUSAGE_CHILDREN)``. Ray's own processes
-  (raylet, GCS, Ray workers) are not children the driver reaps, so for ``--ray`` the tree CPU misses them;
-  **model CPU s** (the sum of each model's child CPU, ``tasks/<name>.json`` › ``cpu_s``) is comparable across
-  all three.
-* **ratio**: the sequential wall time over the setting's (> 1: faster than sequential).
+* **engine wall s**: from the sweep command's start until the last model's record is saved
+  (``tasks/<name>.json``); the driver is then killed (its workers die with it). The zoo table's cross-model
+  analysis and ``zoo.html``, which the driver writes after the models, are not the execution engine's cost and
+  are left out (with eight models the analysis' exact permutation tests take minutes; see ``compare``).
+* **model CPU s**: the sum of each model's child CPU (``tasks/<name>.json`` › ``cpu_s``, from ``wait4``),
+  comparable across the three (Ray's own processes are not in it).
+* **ratio**: the sequential engine wall time over the setting's (> 1: faster than sequential).
 * **Ray's overhead per task**: ``((wall of --ray) - (wall of --workers 2) - (ray.init + ray.shutdown of a
   local instance, timed here)) × 2 / 8``: the seconds of a worker slot that Ray adds to each task, with the
   same concurrency; Ray's start-up is printed apart.
@@ -21,13 +22,14 @@ its probe time (``results.json`` › probes › clean › duration_s; tiny next 
 * *old path*: ``python -m robaudit run MODEL --probes clean`` in a fresh process, as the zoo ran each model
   before the workers (process start and the imports of torch/timm/robaudit included);
 * *worker path*: a ``--workers 1`` sweep of eight such models; each model's child CPU/wall (the worker
-  forks it with everything imported) minus its probe time; the worker's one-off start is printed apart
-  (the sweep's tree CPU minus the models' children).
+  forks it with everything imported) minus its probe time; the worker's one-off start (``python`` + the
+  worker's imports, ``robaudit.zoo.worker.preload``) is timed apart.
 
 Not a timed test: run it by hand and read the table; torch runs one thread per worker
 (``OMP_NUM_THREADS=1``, the thread split of ``--workers``)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/zoo_sweep.py [--repeats 1] [--modes 1,2,ray] [--no-fixed]
+        [--probes clean,attack.fgsm,curvature.topk]
 
 **On a GPU** (not run in CI): ``--device cuda`` sets ``device = "cuda"`` in the manifest; choose ``--modes`` so
 that the workers fit the GPU's memory (each model's child holds its own CUDA context, about 0.5 GiB, plus the
@@ -41,6 +43,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -77,20 +80,43 @@ def _probe_s(results: dict[str, Any]) -> float:
 
 
 def sweep(mode: str, probes: list[str] | None, device: str | None) -> dict[str, Any]:
-    """One sweep of eight models; ``mode`` is a worker count or ``ray`` (a local instance with 2 CPU slots)."""
+    """One sweep of eight models, until the last record is saved; ``mode`` is a worker count or ``ray`` (a local
+    instance with 2 CPU slots)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         manifest = make_zoo(root, n_models=N_MODELS, probes=probes, device=device)
         cmd = [sys.executable, "-m", "robaudit", "zoo", str(manifest), "--out", str(root / "zoo"), "-q"]
         cmd += ["--workers", "2", "--ray"] if mode == "ray" else ["--workers", mode]
-        wall, cpu = _run(cmd, root, RAY_ENV if mode == "ray" else None)
+        t0 = time.perf_counter()
+        driver = subprocess.Popen(cmd, cwd=root, env={**os.environ, **(RAY_ENV if mode == "ray" else {})},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        names = [f"bs{16 * 2 ** k}" for k in range(N_MODELS)]
+        while not all((root / "zoo" / "tasks" / f"{n}.json").is_file() for n in names):
+            if driver.poll() is not None:
+                raise SystemExit(f"the sweep ended early (exit {driver.returncode}): {driver.stderr.read()[-2000:]}")
+            time.sleep(0.1)
+        wall = time.perf_counter() - t0
+        if mode == "ray":  # let the driver shut its local Ray instance down
+            driver.wait()
+        else:
+            driver.send_signal(signal.SIGKILL)
+            driver.wait()
         models = []
-        for name in (r["name"] for r in json.loads((root / "zoo" / "zoo.json").read_text())["models"]):
+        for name in names:
             record = json.loads((root / "zoo" / "tasks" / f"{name}.json").read_text())
             results = json.loads((root / "zoo" / "models" / name / "results.json").read_text())
+            if record["status"] != "ok":
+                raise SystemExit(f"model {name} failed: {record['reason']}")
             models.append({"cpu_s": record["cpu_s"], "wall_s": record["wall_s"], "probe_s": _probe_s(results),
                            "worker": record["worker_pid"]})
-        return {"wall": wall, "tree_cpu": cpu, "model_cpu": sum(m["cpu_s"] for m in models), "models": models}
+        return {"wall": wall, "model_cpu": sum(m["cpu_s"] for m in models), "models": models}
+
+
+def worker_start() -> tuple[float, float]:
+    """(CPU s, wall s) of starting a zoo worker: Python and the worker's imports, in a fresh process."""
+    cmd = [sys.executable, "-c", "from robaudit.zoo.worker import preload; preload()"]
+    cpu_wall = _run(cmd, Path(__file__).resolve().parents[1])
+    return cpu_wall[1], cpu_wall[0]
 
 
 def old_path_fixed_cost() -> tuple[float, float]:
@@ -120,24 +146,26 @@ def main() -> None:
                                                           "the reference of the ratios")
     parser.add_argument("--device", default=None, help="the manifest's device (e.g. cuda); default: robaudit's")
     parser.add_argument("--no-fixed", action="store_true", help="skip the per-model fixed cost")
+    parser.add_argument("--probes", default=None, help="comma-separated probes of the sweeps (default: "
+                                                       "clean,attack.fgsm,curvature.topk)")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)
     modes = args.modes.split(",")
-    print(f"{N_MODELS} digits models, clean + attack.fgsm + curvature.topk, {N_SAMPLES} samples each; "
+    probes = args.probes.split(",") if args.probes else None
+    print(f"{N_MODELS} digits models, {args.probes or 'clean,attack.fgsm,curvature.topk'}, {N_SAMPLES} samples each; "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, torch threads per worker = CPUs / workers "
           f"(this machine: {len(os.sched_getaffinity(0))} CPUs); device {args.device or 'default'}")
     rows = {}
     for mode in modes:
-        runs = [sweep(mode, None, args.device) for _ in range(args.repeats)]
-        rows[mode] = {k: statistics.median(r[k] for r in runs) for k in ("wall", "tree_cpu", "model_cpu")}
+        runs = [sweep(mode, probes, args.device) for _ in range(args.repeats)]
+        rows[mode] = {k: statistics.median(r[k] for r in runs) for k in ("wall", "model_cpu")}
     ref = rows[modes[0]]
-    print(f"{'mode':>10} {'wall s':>8} {'tree CPU s':>11} {'model CPU s':>12} {'wall ratio':>11}")
+    print(f"{'mode':>10} {'engine wall s':>14} {'model CPU s':>12} {'wall ratio':>11}")
     for mode, r in rows.items():
         label = "ray (2)" if mode == "ray" else f"workers {mode}"
-        print(f"{label:>10} {r['wall']:>8.1f} {r['tree_cpu']:>11.1f} {r['model_cpu']:>12.1f} "
-              f"{ref['wall'] / r['wall']:>11.2f}")
+        print(f"{label:>10} {r['wall']:>14.1f} {r['model_cpu']:>12.1f} {ref['wall'] / r['wall']:>11.2f}", flush=True)
     if "ray" in rows and "2" in rows:
         start = statistics.median(ray_start_stop() for _ in range(args.repeats))
         per_task = (rows["ray"]["wall"] - rows["2"]["wall"] - start) * 2 / N_MODELS
@@ -149,13 +177,13 @@ def main() -> None:
     new = sweep("1", ["clean"], args.device)
     fixed_cpu = [m["cpu_s"] - m["probe_s"] for m in new["models"]]
     fixed_wall = [m["wall_s"] - m["probe_s"] for m in new["models"]]
-    one_off = new["tree_cpu"] - new["model_cpu"]
+    one_off = statistics.median(worker_start()[0] for _ in range(3))
     old_cpu, old_wall = statistics.median(o[0] for o in old), statistics.median(o[1] for o in old)
     print(f"per-model fixed cost of a --probes clean audit ({N_SAMPLES} samples), median:")
     print(f"  old path (a process per model): {old_cpu:.2f} CPU s, {old_wall:.2f} wall s")
     print(f"  worker path (a forked child):   {statistics.median(fixed_cpu):.2f} CPU s, "
-          f"{statistics.median(fixed_wall):.2f} wall s; paid once per sweep: driver + worker start {one_off:.2f} CPU s "
-          f"({len({m['worker'] for m in new['models']})} worker)")
+          f"{statistics.median(fixed_wall):.2f} wall s; paid once per worker: its start, {one_off:.2f} CPU s "
+          f"({len({m['worker'] for m in new['models']})} worker for the 8 models)")
     print(f"  ratio old / worker (CPU): {old_cpu / statistics.median(fixed_cpu):.1f}")
 
 
