@@ -12,9 +12,10 @@ sweep runs once into a fresh directory (``--repeats`` times; medians are reporte
 * **model CPU s**: the sum of each model's child CPU (``tasks/<name>.json`` › ``cpu_s``, from ``wait4``),
   comparable across the three (Ray's own processes are not in it).
 * **ratio**: the sequential engine wall time over the setting's (> 1: faster than sequential).
-* **Ray's overhead per task**: ``((wall of --ray) - (wall of --workers 2) - (ray.init + ray.shutdown of a
-  local instance, timed here)) × 2 / 8``: the seconds of a worker slot that Ray adds to each task, with the
-  same concurrency; Ray's start-up is printed apart.
+* **Ray's overhead per task**: ``((engine wall of --ray) - (engine wall of --workers 2)) × 2 / 8``: the
+  seconds of a worker slot that Ray adds to each task at the same concurrency, its start-up included (the
+  local sweep starts its two workers in that time too); ``ray.init`` + ``ray.shutdown`` of a local instance is
+  timed apart.
 
 **Per-model fixed cost** (``--fixed``, on by default): a ``--probes clean`` audit of one tiny model, minus
 its probe time (``results.json`` › probes › clean › duration_s; tiny next to the rest), CPU and wall:
@@ -168,9 +169,9 @@ def main() -> None:
         print(f"{label:>10} {r['wall']:>14.1f} {r['model_cpu']:>12.1f} {ref['wall'] / r['wall']:>11.2f}", flush=True)
     if "ray" in rows and "2" in rows:
         start = statistics.median(ray_start_stop() for _ in range(args.repeats))
-        per_task = (rows["ray"]["wall"] - rows["2"]["wall"] - start) * 2 / N_MODELS
-        print(f"Ray: local start + shutdown {start:.1f} s; overhead per task {per_task:.2f} s "
-              f"(vs --workers 2, start-up excluded)")
+        per_task = (rows["ray"]["wall"] - rows["2"]["wall"]) * 2 / N_MODELS
+        print(f"Ray: overhead per task {per_task:.2f} s (vs --workers 2, its start-up included); a local "
+              f"ray.init + ray.shutdown alone takes {start:.1f} s")
     if args.no_fixed:
         return
     old = [old_path_fixed_cost() for _ in range(max(3, args.repeats))]
