@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ ZOO_EPILOG = """
 \b
 Examples:
   robaudit zoo zoo.toml --out zoo/ --workers 2
+  robaudit zoo zoo.toml --out zoo/ --ray                  # a local Ray instance
+  robaudit zoo zoo.toml --out /shared/zoo --ray ray://head:10001   # a Ray cluster; --out on a shared filesystem
   robaudit zoo zoo.toml --out zoo/ --resume          # after an interruption: finished models are kept
   robaudit zoo --timm 'resnet1*' --pretrained --dataset imagenet:PATH --n-samples 200 --out zoo/
 \b
@@ -25,8 +28,12 @@ Exit codes: 0 every model audited (and passed --gate); otherwise the most severe
 @click.argument("manifest", required=False, type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("zoo"), show_default=True,
               help="Zoo directory: models/<name>/, zoo.json, zoo.csv, zoo.html.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Models audited at once, each in its own process; the CPU threads are split between them.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Models audited at once: long-lived worker processes, each model in its own forked child; the "
+                   "CPU threads are split between them [default: 1; with a local --ray, the machine's CPUs].")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="Run the models as Ray tasks: on the cluster at ADDRESS (or $RAY_ADDRESS), else on a local "
+                   "Ray instance. Needs pip install 'robaudit[ray]'.")
 @click.option("--resume", is_flag=True, default=False,
               help="Continue the sweep in --out: skip models finished with the same settings, re-run the rest.")
 @click.option("--gate", "gate_rules", type=click.Path(path_type=Path), default=None, metavar="FILE",
@@ -45,7 +52,8 @@ Exit codes: 0 every model audited (and passed --gate); otherwise the most severe
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the cross-model bootstrap/permutations.")
 @click.option("-q", "--quiet", is_flag=True, default=False, help="No per-model progress lines.")
 @click.option("--debug", is_flag=True, default=False, help="Show tracebacks.")
-def zoo(manifest: Path | None, out: Path, workers: int, resume: bool, gate_rules: Path | None, dry_run: bool,
+def zoo(manifest: Path | None, out: Path, workers: int | None, ray_address: str | None, resume: bool,
+        gate_rules: Path | None, dry_run: bool,
         timm_pattern: str | None,
         tv_pattern: str | None, pretrained: bool, dataset: str | None, data_dir: Path | None, n_samples: str | None,
         probes: str | None, seed: int, quiet: bool, debug: bool) -> None:
@@ -74,6 +82,10 @@ def zoo(manifest: Path | None, out: Path, workers: int, resume: bool, gate_rules
         spec = expand_registry(*patterns[0], audit, pretrained)
     if gate_rules is not None:
         gate_command.prepare_run_gate(gate_rules)  # bad rules fail before any model runs
+    if ray_address is not None and not dry_run:
+        from robaudit.zoo.ray_backend import check_ray
+
+        check_ray()  # without Ray installed: one line, exit 2, before any model runs
     if dry_run:
         from robaudit.zoo.sweep import thread_share
 
@@ -93,7 +105,8 @@ def zoo(manifest: Path | None, out: Path, workers: int, resume: bool, gate_rules
         click.echo(f"zoo: {record.name} {what}{retry} in {record.wall_s:.1f}s | done {done}, failed {failed}, "
                    f"remaining {remaining}, ETA {dt.timedelta(seconds=round(eta or 0))}", err=True)
 
-    outcome = run_sweep(spec, out, workers=workers, resume=resume, gate=gate_rules, on_finish=progress,
+    outcome = run_sweep(spec, out, workers=workers, resume=resume, gate=gate_rules, use_ray=ray_address is not None,
+                        ray_address=ray_address or os.environ.get("RAY_ADDRESS") or None, on_finish=progress,
                         after_each=refresh)
     refresh()
     path = render_zoo(out)

@@ -1,14 +1,16 @@
-"""Run the zoo: one task per model on ``--workers`` concurrent processes, resumable, with CI-friendly progress.
+"""Run the zoo: one task per model on ``--workers`` long-lived worker processes (:mod:`robaudit.zoo.worker`)
+or on Ray (:mod:`robaudit.zoo.ray_backend`), resumable, with CI-friendly progress.
 
 Layout of ``--out``::
 
     zoo/models/<name>/      the model's own audit (results.json, per_sample.csv, report.html)
     zoo/tasks/<name>.toml   the config its audit ran with
-    zoo/tasks/<name>.json   what happened (status, exit code, reason, wall time, retry)
+    zoo/tasks/<name>.json   what happened (status, exit code, reason, wall time, retry, worker pid)
+    zoo/tasks/<name>.log    what its audit printed (stdout and stderr)
     zoo/zoo.json, zoo.csv, zoo.html
 
-``zoo.json``/``zoo.csv`` are rebuilt from ``tasks/*.json`` after every finished model, one row per
-model of the manifest, so a killed sweep leaves a consistent table and ``--resume`` never adds a row twice.
+Each record is saved as its model finishes; ``zoo.json``/``zoo.csv`` are rebuilt from ``tasks/*.json`` after
+each batch of finished models, one row per model of the manifest, so a killed sweep leaves a consistent table and ``--resume`` never adds a row twice.
 """
 from __future__ import annotations
 
@@ -19,12 +21,12 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from robaudit.errors import UsageError
 from robaudit.exitcodes import ExitCode
 from robaudit.zoo.manifest import Manifest, ZooModel
-from robaudit.zoo.task import TaskRecord, record_json, run_task, task_digest, task_settings
+from robaudit.zoo.task import TaskRecord, TaskRequest, record_json, task_digest, task_settings
 
 log = logging.getLogger("robaudit")
 
@@ -80,7 +82,8 @@ def zoo_exit_code(records: list[TaskRecord]) -> ExitCode:
     return max(codes, key=severity.index, default=ExitCode.OK)
 
 
-def run_sweep(manifest: Manifest, out: Path, *, workers: int = 1, resume: bool = False, gate: Path | None = None,
+def run_sweep(manifest: Manifest, out: Path, *, workers: int | None = None, resume: bool = False,
+              gate: Path | None = None, use_ray: bool = False, ray_address: str | None = None,
               on_finish: Callable[[TaskRecord, int, int, int, float | None], None] | None = None,
               after_each: Callable[[], None] | None = None) -> SweepOutcome:
     """Audit every model of ``manifest`` into ``out``; a failed model is recorded and the sweep goes on.
@@ -89,15 +92,18 @@ def run_sweep(manifest: Manifest, out: Path, *, workers: int = 1, resume: bool =
     digest is skipped; every other model runs again, continuing its own audit (``robaudit run --resume``).
 
     Args:
+        workers: models audited at once (worker processes, default 1; with Ray, the local instance's CPU slots,
+            default the machine's CPUs, each task then running one thread).
+        use_ray: submit the tasks to Ray, at ``ray_address`` (``None``: a local instance).
         on_finish: called as each model finishes with (record, done, failed, remaining, ETA seconds or None).
         after_each: called after each record is saved (rewrites the zoo table).
     """
     check_out_dir(out, resume)
     (out / TASKS_DIR).mkdir(parents=True, exist_ok=True)
     (out / MODELS_DIR).mkdir(parents=True, exist_ok=True)
-    threads = thread_share(workers)
+    threads = thread_share(workers or 1) if workers or not use_ray else 1
     records: dict[str, TaskRecord] = {}
-    todo: list[tuple[ZooModel, dict[str, Any], str]] = []
+    todo: list[TaskRequest] = []
     skipped = []
     for model in manifest.models:
         settings = task_settings(manifest.audit, model)
@@ -107,29 +113,60 @@ def run_sweep(manifest: Manifest, out: Path, *, workers: int = 1, resume: bool =
             records[model.name] = saved
             skipped.append(model.name)
             continue
-        todo.append((model, settings, digest))
+        todo.append(_request(model, settings, digest, out, manifest.base_dir, resume, threads, gate))
     done = failed = 0
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending: dict[Future[TaskRecord], str] = {
-            pool.submit(run_task, model, settings, out / MODELS_DIR / model.name, out / TASKS_DIR, manifest.base_dir,
-                        resume=resume, threads=threads, gate=gate, digest=digest): model.name
-            for model, settings, digest in todo}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                pending.pop(future)
-                record = future.result()
-                _save_record(out, record)
-                records[record.name] = record
-                done += 1
-                failed += record.status == "failed"
-                remaining = len(todo) - done
-                elapsed = time.perf_counter() - started
-                eta = elapsed / done * remaining
-                if after_each is not None:
-                    after_each()
-                if on_finish is not None:
-                    on_finish(record, done, failed, remaining, eta)
+    def save(record: TaskRecord) -> None:  # as soon as a model finishes: --resume counts on it
+        _save_record(out, record)
+
+    if use_ray:
+        from robaudit.zoo.ray_backend import run_on_ray
+
+        batches = run_on_ray(todo, ray_address, workers, save)
+    else:
+        batches = _run_local(todo, workers or 1, threads, out / TASKS_DIR, save)
+    for batch in batches:
+        for record in batch:
+            records[record.name] = record
+            done += 1
+            failed += record.status == "failed"
+            remaining = len(todo) - done
+            if on_finish is not None:
+                on_finish(record, done, failed, remaining, (time.perf_counter() - started) / done * remaining)
+        if after_each is not None:  # once per batch: the table's analysis can cost more than a tiny model
+            after_each()
     ordered = [records[m.name] for m in manifest.models]
     return SweepOutcome(ordered, zoo_exit_code(ordered), skipped)
+
+
+def _request(model: ZooModel, settings: dict[str, Any], digest: str, out: Path, base_dir: Path, resume: bool,
+             threads: int, gate: Path | None) -> TaskRequest:
+    return TaskRequest(model.name, model.source, settings, str((out / MODELS_DIR / model.name).resolve()),
+                       str((out / TASKS_DIR).resolve()), str(base_dir.resolve()), resume, threads,
+                       str(gate.resolve()) if gate is not None else None, digest)
+
+
+def _run_local(todo: list[TaskRequest], workers: int, threads: int, log_dir: Path,
+               save: Callable[[TaskRecord], None]) -> Iterator[list[TaskRecord]]:
+    """The records of ``todo`` on ``workers`` long-lived worker processes of this machine, in batches: each
+    batch holds every record that finished since the last. ``save`` is called in the worker's thread as each
+    record arrives, so a record is on disk even while the caller is busy with the previous batch."""
+    if not todo:
+        return
+    from robaudit.zoo.worker import WorkerPool
+
+    n = max(1, min(workers, len(todo)))
+    pool = WorkerPool(n, threads, log_dir)  # started by this thread, which outlives them
+    try:
+        with ThreadPoolExecutor(max_workers=n) as threads_pool:
+            def run(request: TaskRequest) -> TaskRecord:
+                record = pool.run(request)
+                save(record)
+                return record
+
+            pending: set[Future[TaskRecord]] = {threads_pool.submit(run, request) for request in todo}
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield [future.result() for future in finished]
+    finally:
+        pool.close()

@@ -1,24 +1,20 @@
-"""Audit one zoo model in its own ``robaudit run`` process, and record what happened.
+"""One zoo model's audit as a task: what it runs with, the out-of-memory retry, and the record of what happened.
 
-Each model runs through the CLI exactly as a user would run it (``robaudit --config TASK.toml run
-SOURCE --out zoo/models/<name>/``), so a zoo audit and a single audit share one code path, and a
-model that crashes, leaks memory or is killed takes only its own process down. The child dies with
-the driver (``PR_SET_PDEATHSIG``), so a killed sweep leaves no orphan writing into ``--out``.
+Each model runs ``robaudit --config TASK.toml run SOURCE --out zoo/models/<name>/`` through the CLI entry,
+exactly as a user would run it, so a zoo audit and a single audit share one code path. *Where* an attempt
+runs is the caller's: :mod:`robaudit.zoo.worker` runs it in a child forked from a long-lived worker process,
+so a model that crashes, leaks memory or is killed takes only its own child down.
 """
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from robaudit.exitcodes import ExitCode
 from robaudit.zoo.manifest import ZooModel
@@ -47,6 +43,54 @@ class TaskRecord:
     retried_batch_size: int | None = None
     signal: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    worker_pid: int | None = None
+    first_probe_s: float | None = None
+    cpu_s: float | None = None
+
+
+@dataclass
+class TaskRequest:
+    """What a worker needs to audit one model (JSON-able: it crosses a pipe, or Ray's object store).
+
+    Attributes:
+        settings: the model's ``robaudit.toml`` keys (written to ``task_dir/<name>.toml``).
+        out_dir: ``zoo/models/<name>/``; task_dir: ``zoo/tasks/``; base_dir: the manifest's folder, where the
+            audit runs (relative paths resolve there). All absolute.
+        resume: continue an earlier audit in ``out_dir`` when it has results.
+        threads: torch threads for the audit (its share of the machine), unless ``settings`` sets ``threads``.
+        gate: absolute path of the ``--gate`` rules, or ``None``.
+    """
+
+    name: str
+    source: str
+    settings: dict[str, Any]
+    out_dir: str
+    task_dir: str
+    base_dir: str
+    resume: bool
+    threads: int
+    gate: str | None
+    digest: str
+
+
+@dataclass
+class Attempt:
+    """How one attempt ended: the exit code (or the killing signal), what it printed, and its timings.
+
+    Attributes:
+        first_probe_s: seconds from the start of the attempt to its first probe (``None`` if none started).
+        cpu_s: CPU seconds (user + system) of the attempt.
+    """
+
+    exit_code: int
+    signal: int | None
+    output: str
+    first_probe_s: float | None = None
+    cpu_s: float | None = None
+
+
+Runner = Callable[[list[str], Path, int, Path], Attempt]
+"""Runs one attempt: (the ``robaudit`` arguments, working directory, torch threads, log file) -> :class:`Attempt`."""
 
 
 def to_toml(table: dict[str, Any]) -> str:
@@ -95,60 +139,49 @@ def task_digest(settings: dict[str, Any], model: ZooModel) -> str:
     return h.hexdigest()
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+def task_threads(request: TaskRequest) -> int:
+    """The torch threads of the model's audit: its ``threads`` setting, else its share of the machine."""
+    return int(request.settings.get("threads", request.threads))
 
 
-def run_task(model: ZooModel, settings: dict[str, Any], out_dir: Path, task_dir: Path, base_dir: Path, *,
-             resume: bool, threads: int, gate: Path | None, digest: str) -> TaskRecord:
-    """Audit ``model`` into ``out_dir`` in a child ``robaudit run``; on an out-of-memory failure retry
-    once with half the batch size (resuming, so finished probes are kept).
-
-    Args:
-        settings: the model's ``robaudit.toml`` keys (written to ``task_dir/<name>.toml``).
-        base_dir: the child's working directory (the manifest's folder: relative paths resolve there).
-        resume: continue an earlier audit in ``out_dir`` when it has results.
-        threads: torch threads for the child (its share of the machine).
-    """
+def run_task(request: TaskRequest, attempt: Runner) -> TaskRecord:
+    """Audit ``request``'s model with ``attempt``; on an out-of-memory failure retry once with half the batch
+    size (resuming, so finished probes are kept). The attempt's output goes to ``task_dir/<name>.log``."""
     start = time.perf_counter()
+    task_dir, out_dir = Path(request.task_dir), Path(request.out_dir)
     task_dir.mkdir(parents=True, exist_ok=True)
-    attempts, retried = 0, None
+    settings, resume = dict(request.settings), request.resume
+    attempts, retried, cpu = 0, None, 0.0
     while True:
         attempts += 1
-        config = task_dir / f"{model.name}.toml"
+        config = task_dir / f"{request.name}.toml"
         config.write_text(to_toml(settings), encoding="utf-8")
-        cmd = [sys.executable, "-m", "robaudit", "--config", str(config.resolve()), "run", model.source,
-               "--no-overwrite", "-q"]
+        argv = ["--config", str(config), "run", request.source, "--no-overwrite", "-q"]
         if resume and (out_dir / "results.json").is_file():
-            cmd += ["--resume", str(out_dir.resolve())]
+            argv += ["--resume", str(out_dir)]
         else:
-            cmd += ["--out", str(out_dir.resolve())]
-        if gate is not None:
-            cmd += ["--gate", str(gate.resolve())]
+            argv += ["--out", str(out_dir)]
+        if request.gate is not None:
+            argv += ["--gate", request.gate]
         if "threads" not in settings:
-            cmd += ["--threads", str(threads)]
-        env = {**os.environ, "OMP_NUM_THREADS": str(settings.get("threads", threads))}
-        proc = subprocess.run(cmd, cwd=base_dir, env=env, capture_output=True, text=True,
-                              preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-        code, sig = proc.returncode, None
-        if code < 0:
-            sig, code = -code, int(ExitCode.INTERNAL)
-        reason = _reason(proc.stderr, sig, out_dir)
-        if code in (ExitCode.OK, ExitCode.GATE_FAILED) or retried is not None or not _is_oom(proc.stderr, out_dir, sig):
+            argv += ["--threads", str(request.threads)]
+        result = attempt(argv, Path(request.base_dir), task_threads(request), task_dir / f"{request.name}.log")
+        cpu += result.cpu_s or 0.0
+        code, sig = result.exit_code, result.signal
+        reason = _reason(result.output, code, sig, out_dir)
+        finished = code in (ExitCode.OK, ExitCode.GATE_FAILED)
+        if finished or retried is not None or not _is_oom(result.output, out_dir, sig):
             break
-        batch = int(settings.get("batch-size", 128))
-        retried = max(1, batch // 2)
+        retried = max(1, int(settings.get("batch-size", 128)) // 2)
         settings = {**settings, "batch-size": retried}
         resume = True
     status = "ok" if code == ExitCode.OK else "gate_failed" if code == ExitCode.GATE_FAILED else "failed"
-    return TaskRecord(model.name, digest, status, code, "" if status == "ok" else reason,
-                      round(time.perf_counter() - start, 3), attempts, retried, sig)
+    return TaskRecord(request.name, request.digest, status, code, "" if status == "ok" else reason,
+                      round(time.perf_counter() - start, 3), attempts, retried, sig,
+                      first_probe_s=result.first_probe_s, cpu_s=round(cpu, 3))
 
 
-def _reason(stderr: str, sig: int | None, out_dir: Path) -> str:
+def _reason(stderr: str, code: int, sig: int | None, out_dir: Path) -> str:
     """The one line that says why the audit failed: the CLI's error line, else the first failed probe's error."""
     if sig is not None:
         return f"the audit process was killed by signal {signal.Signals(sig).name}"
@@ -164,7 +197,7 @@ def _reason(stderr: str, sig: int | None, out_dir: Path) -> str:
     if lines:
         return lines[-1].removeprefix("robaudit: ")
     rest = [ln for ln in stderr.splitlines() if ln.strip()]
-    return rest[-1] if rest else ""
+    return rest[-1] if rest else f"the audit process exited with code {code} and printed nothing"
 
 
 def _probes(out_dir: Path) -> dict[str, Any]:

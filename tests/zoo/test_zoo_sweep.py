@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -16,8 +15,6 @@ import pytest
 
 from conftest import WORKERS, robaudit
 from zoo_fixtures import BROKEN_ARCH, make_zoo, variant
-
-from robaudit.zoo.sweep import thread_share
 
 VOLATILE = {"created", "started", "duration_s", "command", "resume", "notes",  # notes carry timings ("0.79 s")
             "seconds", "seconds_per_fwd_bwd"}  # the cost estimate's timings
@@ -36,18 +33,12 @@ def _results(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
 
 
-def test_each_model_equals_a_single_robaudit_run(swept: tuple[Path, Path, Any], tmp_path: Path) -> None:
-    manifest, zoo, _ = swept
+def assert_rows_match_single_runs(zoo: Path, singles: dict[str, Path]) -> None:
+    """Each model's results.json in ``zoo`` equals its single run's (every leaf but timings), and so does its row."""
     rows = {r["name"]: r for r in json.loads((zoo / "zoo.json").read_text())["models"]}
     assert list(rows) == ["bs16", "bs32", "bs64"]
     for name in rows:
-        single = tmp_path / name
-        source = str(manifest.parent / "runs" / name / "model.pt")  # the zoo resolves it from the manifest
-        proc = robaudit("run", source, "--arch", "models.py:M1", "--arch-kwargs", '{"num_classes": 10}', "--dataset", "digits",
-                        "--probes", "clean,attack.fgsm,curvature.topk", "--n-samples", "40",
-                        "--threads", str(thread_share(WORKERS)), "--out", str(single), "-q", cwd=manifest.parent)
-        assert proc.returncode == 0, proc.stderr
-        zoo_results, single_results = _results(zoo / "models" / name), _results(single)
+        zoo_results, single_results = _results(zoo / "models" / name), _results(singles[name])
         assert _strip(zoo_results) == _strip(single_results)
         row = rows[name]
         assert row["status"] == "ok" and row["exit_code"] == 0
@@ -61,6 +52,19 @@ def test_each_model_equals_a_single_robaudit_run(swept: tuple[Path, Path, Any], 
         lam = single_results["probes"]["curvature.topk"]["summary"]["sets"]["audit"]["full"]["eigenvalues"][0]
         assert row["indicators"]["curvature.topk sets › audit › full › eigenvalues › 0"] == lam
         assert row["tags"] == {"batch_size": int(name[2:]), "lr": 0.01}
+
+
+def test_each_model_equals_a_single_robaudit_run(swept: tuple[Path, Path, Any], singles: dict[str, Path]) -> None:
+    assert_rows_match_single_runs(swept[1], singles)
+
+
+def test_on_ray_each_model_equals_a_single_robaudit_run(ray_swept: tuple[Path, Path, Any],
+                                                        singles: dict[str, Path]) -> None:
+    _, zoo, proc = ray_swept
+    assert_rows_match_single_runs(zoo, singles)
+    records = [json.loads((zoo / "tasks" / f"{n}.json").read_text()) for n in ("bs16", "bs32", "bs64")]
+    assert all(r["worker_pid"] for r in records)
+    assert len({r["worker_pid"] for r in records}) <= WORKERS  # a zoo worker per Ray worker, reused across models
 
 
 def test_only_declared_indicators_are_correlated(swept: tuple[Path, Path, Any]) -> None:
@@ -90,25 +94,52 @@ def test_zoo_json_follows_the_published_schema(swept: tuple[Path, Path, Any]) ->
 
 
 def test_failed_models_are_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    """One worker (the default), five models: each failure ends only its own child, and the worker goes on."""
     manifest = make_zoo(tmp_path, n_models=1)
     (tmp_path / "broken.py").write_text(BROKEN_ARCH, encoding="utf-8")
-    variant(tmp_path / "raises.pt", seed=5, scale=0.0)
+    variant(tmp_path / "demo.pt", seed=5, scale=0.0)
     with manifest.open("a", encoding="utf-8") as f:
-        f.write('[[model]]\nname = "raises"\nsource = "raises.pt"\narch = "broken.py:RaisesInForward"\n\n'
-                '[[model]]\nname = "missing"\nsource = "runs/nowhere/model.pt"\narch = "models.py:M1"\n')
+        f.write('[[model]]\nname = "raises"\nsource = "demo.pt"\narch = "broken.py:RaisesInForward"\n\n'
+                '[[model]]\nname = "missing"\nsource = "runs/nowhere/model.pt"\narch = "models.py:M1"\n\n'
+                '[[model]]\nname = "exits"\nsource = "demo.pt"\narch = "broken.py:ExitsInForward"\n\n'
+                '[[model]]\nname = "oom"\nsource = "demo.pt"\narch = "broken.py:KilledOnBatchesOf16"\n'
+                'batch-size = 16\n')
     proc = robaudit("zoo", str(manifest), "--out", "zoo", cwd=tmp_path)
     rows = {r["name"]: r for r in json.loads((tmp_path / "zoo" / "zoo.json").read_text())["models"]}
     assert rows["bs16"]["status"] == "ok"
     assert (tmp_path / "zoo" / "models" / "bs16" / "results.json").is_file()
-    for name in ("raises", "missing"):
+    for name in ("raises", "missing", "exits"):
         assert rows[name]["status"] == "failed"
         assert rows[name]["reason"] and "\n" not in rows[name]["reason"]
     assert rows["missing"]["exit_code"] == 2 and "does not exist" in rows["missing"]["reason"]
     assert "forward always fails" in rows["raises"]["reason"]
-    codes = {row["exit_code"] for row in rows.values()}
-    assert proc.returncode == (3 if 3 in codes else 2)  # the most severe model's code (docs/zoo.md)
+    assert rows["exits"]["exit_code"] == 7  # as a `robaudit run` process whose model calls sys.exit(7) exits
+    # SIGKILL (the OOM killer's signal) on batches of 16: retried once with 8, which finishes
+    assert rows["oom"]["status"] == "ok", rows["oom"]
+    assert rows["oom"]["cost"]["attempts"] == 2 and rows["oom"]["cost"]["retried_batch_size"] == 8
+    assert _strip(_results(tmp_path / "zoo" / "models" / "oom"))["probes"]["clean"]["summary"] == \
+        _strip(_results(tmp_path / "zoo" / "models" / "bs16"))["probes"]["clean"]["summary"]  # same weights
+    records = {n: json.loads((tmp_path / "zoo" / "tasks" / f"{n}.json").read_text()) for n in rows}
+    assert records["oom"]["signal"] is None  # the retry finished: the record is the last attempt's
+    assert len({r["worker_pid"] for r in records.values()}) == 1  # the worker outlived every failed child
+    assert proc.returncode == 3  # the most severe model's code (docs/zoo.md): exit 7 counts as internal
     assert "Traceback" not in proc.stderr
     assert "zoo: missing failed (exit 2)" in proc.stderr
+    assert "oom ok (retried with batch size 8)" in proc.stderr
+
+
+def test_imports_are_paid_once_per_worker(tmp_path: Path) -> None:
+    """--workers 1, three models: one worker process audits them all, each in a child that starts with torch
+    and robaudit already imported (its first probe starts within its wall time, after loading model and data)."""
+    manifest = make_zoo(tmp_path)
+    proc = robaudit("zoo", str(manifest), "--out", "zoo", "--workers", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads((tmp_path / "zoo" / "tasks" / f"{n}.json").read_text()) for n in ("bs16", "bs32", "bs64")]
+    pids = {r["worker_pid"] for r in records}
+    assert len(pids) == 1 and None not in pids
+    for r in records:
+        assert 0 < r["first_probe_s"] < r["wall_s"] and r["cpu_s"] > 0
+    assert not Path(f"/proc/{pids.pop()}").exists()  # the worker ended with the sweep
 
 
 def test_sigkill_then_resume_equals_an_uninterrupted_sweep(tmp_path: Path) -> None:
@@ -129,6 +160,12 @@ def test_sigkill_then_resume_equals_an_uninterrupted_sweep(tmp_path: Path) -> No
     driver.wait()
     finished = {p.stem for p in (out / "tasks").glob("*.json")}
     assert 0 < len(finished) < 3
+    workers = {json.loads((out / "tasks" / f"{n}.json").read_text())["worker_pid"] for n in finished}
+    time.sleep(1.0)  # the kernel delivers the parent-death SIGKILLs: worker, then the model children
+    assert not [pid for pid in workers if _alive(pid)]
+    before = _snapshot(out)
+    time.sleep(3.0)
+    assert _snapshot(out) == before  # no orphan writes into --out after the kill
     created = {n: _results(out / "models" / n)["created"] for n in finished}
     proc = robaudit("zoo", str(manifest), "--out", str(out), "--workers", str(WORKERS), "--resume", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -142,6 +179,19 @@ def test_sigkill_then_resume_equals_an_uninterrupted_sweep(tmp_path: Path) -> No
     assert rows(out) == rows(uninterrupted)
     for name in ("bs16", "bs32", "bs64"):
         assert _strip(_results(out / "models" / name)) == _strip(_results(uninterrupted / "models" / name))
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (a zombie, already dead and waiting to be reaped, is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime in ns) of every file under ``root``."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
 def test_a_fresh_sweep_refuses_an_earlier_one(swept: tuple[Path, Path, Any]) -> None:
@@ -198,3 +248,15 @@ def test_gate_over_a_zoo_lists_failures_and_exits_1(tmp_path: Path) -> None:
     results = _results(tmp_path / "zoo" / "models" / "bs16")
     assert results["gate"] is not None and results["probes"]["clean"]["summary"]["accuracy"]["value"] < 0.999
     assert "zoo: bs16 gate_failed (exit 1)" in proc.stderr
+
+
+def test_ray_without_ray_installed_is_one_line_exit_2(tmp_path: Path) -> None:
+    manifest = make_zoo(tmp_path, n_models=1)
+    shadow = tmp_path / "no-ray"
+    shadow.mkdir()
+    (shadow / "ray.py").write_text('raise ImportError("No module named \'ray\'")\n', encoding="utf-8")
+    env = {"PYTHONPATH": os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")])}
+    proc = robaudit("zoo", str(manifest), "--out", "zoo", "--ray", cwd=tmp_path, env=env)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "pip install 'robaudit[ray]'" in proc.stderr
+    assert not (tmp_path / "zoo").exists()

@@ -15,6 +15,10 @@ PROBES = ["clean", "attack.fgsm", "curvature.topk"]
 N_SAMPLES = 40
 
 BROKEN_ARCH = '''
+import os
+import signal
+import sys
+
 import torch
 
 from digits_cnn import DigitsCNN
@@ -25,6 +29,23 @@ class RaisesInForward(DigitsCNN):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("this model's forward always fails")
+
+
+class ExitsInForward(DigitsCNN):
+    """The demo CNN, but forward ends its process with sys.exit(7)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sys.exit(7)
+
+
+class KilledOnBatchesOf16(DigitsCNN):
+    """The demo CNN, but a batch of 16 samples (the audit's batch size in the tests) kills its process with
+    SIGKILL, as the kernel's OOM killer would; on other batches (preflight's, the halved retry's) it is the demo CNN."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 16:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().forward(x)
 '''
 
 
@@ -40,13 +61,15 @@ def variant(path: Path, seed: int, scale: float) -> Path:
     return path
 
 
-def make_zoo(root: Path, n_models: int = 3) -> Path:
+def make_zoo(root: Path, n_models: int = 3, probes: list[str] | None = None, device: str | None = None) -> Path:
     """Write ``root/zoo.toml`` (the issue's minimal manifest, one [[model]] per variant) with its checkpoints
-    under ``root/runs/bs<k>/model.pt`` and the architecture as ``root/models.py:M1``."""
+    under ``root/runs/bs<k>/model.pt`` and the architecture as ``root/models.py:M1``; ``probes`` replaces
+    :data:`PROBES` and ``device`` sets ``[audit] device``."""
     shutil.copy(DEMO_ARCH_FILE, root / "digits_cnn.py")
     (root / "models.py").write_text("from digits_cnn import DigitsCNN as M1\n", encoding="utf-8")
     lines = ['[audit]                       # shared settings: the same keys as robaudit.toml',
-             'dataset = "digits"', f'probes = {PROBES!r}'.replace("'", '"'), f"n-samples = {N_SAMPLES}", ""]
+             'dataset = "digits"', f'probes = {probes or PROBES!r}'.replace("'", '"'), f"n-samples = {N_SAMPLES}",
+             *([f'device = "{device}"'] if device else []), ""]
     for k in range(n_models):
         bs = 16 * 2 ** k
         (root / "runs" / f"bs{bs}").mkdir(parents=True)
