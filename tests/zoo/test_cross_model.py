@@ -88,7 +88,7 @@ def test_dry_run_estimates_each_model_as_its_run_recorded(swept, tmp_path: Path)
     for row in rows:
         recorded = json.loads((out / "models" / row["name"] / "results.json").read_text())["cost_estimate"]
         estimate = row["cost_estimate"]
-        assert estimate["n_samples"] == recorded["n_samples"] and estimate["undeclared"] == recorded["undeclared"]
+        assert estimate["n_samples"] == recorded["n_samples"] and estimate["omitted"] == recorded["omitted"]
         assert set(estimate["probes"]) == set(recorded["probes"])
         for probe, cost in recorded["probes"].items():
             mine = estimate["probes"][probe]
