@@ -3,8 +3,10 @@
 The default solver (``solver="lanczos"``) is a thick-restart Lanczos (Wu & Simon 2000) with full
 reorthogonalisation, in float64 torch on the operator's device. Its certificates are read from the
 Lanczos relation H Vᵀ = Vᵀ T + r e_mᵀ: a Ritz pair (θ, Vᵀs) has ‖H y − θ y‖ = ‖r‖·|s_m| exactly,
-so they cost no HVP. The relative residual r_i = ‖H v_i − λ_i v_i‖ / |λ_i| bounds the relative
-distance from λ_i to *some* eigenvalue of H (H is symmetric).
+so they cost no HVP. Nor do the starts: after :meth:`HessianOperator.check`, its random unit vectors
+v and u, whose products it computed, start the solver and the first completeness check. The
+relative residual r_i = ‖H v_i − λ_i v_i‖ / |λ_i| bounds the relative distance from λ_i to *some*
+eigenvalue of H (H is symmetric).
 
 A residual cannot show that an eigenvalue was missed (one the Krylov space never resolved, e.g. a
 copy of a repeated eigenvalue, or a member of a tight cluster when the basis is too small: small
