@@ -8,7 +8,7 @@ count. Printed: the median CPU seconds of each, the median of the per-pair ratio
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/report_render.py AUDIT_DIR [--repeats 3]
+    OMP_NUM_THREADS=1 python benchmarks/report_render.py AUDIT_DIR [--repeats 3] [--baseline-src OLD_CHECKOUT]
 
 ``AUDIT_DIR`` is a finished audit (``results.json``); re-rendering rewrites its ``report.html``
 from the same results, so use a copy if the original must stay untouched. Without ``AUDIT_DIR``
@@ -32,10 +32,11 @@ IMPORTS = [sys.executable, "-c", "import torch, timm"]
 TARGET = 1.5
 
 
-def child_cpu(cmd: list[str], cwd: Path | None = None) -> float:
+def child_cpu(cmd: list[str], cwd: Path | None = None, pythonpath: Path | None = None) -> float:
     """CPU seconds (user + system) of one run of ``cmd`` as a child process; fails on a non-zero exit."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **({"PYTHONPATH": str(pythonpath)} if pythonpath else {})}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=cwd)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env, cwd=cwd)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
@@ -55,21 +56,25 @@ def main() -> None:
     parser.add_argument("--baseline-python", type=Path,
                         help="also time 'PYTHON -m robaudit report' of another installation (e.g. an older "
                              "checkout's .venv/bin/python) on a copy of the same results, interleaved")
+    parser.add_argument("--baseline-src", type=Path,
+                        help="a checkout of older robaudit sources (e.g. 'git worktree add /tmp/old COMMIT'): time "
+                             "'robaudit report' from them (PYTHONPATH=DIR, this Python) on a copy of the same results")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         audit = args.audit_dir or demo_audit(Path(tmp) / "audit")
         baseline_dir = Path(tmp) / "baseline"
-        if args.baseline_python:
+        if args.baseline_python or args.baseline_src:
             shutil.copytree(audit, baseline_dir)
         child_cpu(IMPORTS)  # warm the file cache for both sides
         imports, renders, baseline = [], [], []
         for _ in range(args.repeats):
             imports.append(child_cpu(IMPORTS))
             renders.append(child_cpu([*ROBAUDIT, "report", str(audit)]))
-            if args.baseline_python:
+            if args.baseline_python or args.baseline_src:
                 # run outside this checkout, or ``-m robaudit`` would import it from the working directory
-                baseline.append(child_cpu([str(args.baseline_python), "-m", "robaudit", "report", str(baseline_dir)],
-                                          cwd=Path(tmp)))
+                python = str(args.baseline_python or sys.executable)
+                baseline.append(child_cpu([python, "-m", "robaudit", "report", str(baseline_dir)], cwd=Path(tmp),
+                                          pythonpath=args.baseline_src))
     label = 'python -c "import torch, timm"'
     print(f"{'command':<44} {'median CPU s':>12} {'ratio':>7}")
     print(f"{label:<44} {statistics.median(imports):>12.2f}")

@@ -45,7 +45,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from scipy.stats import binomtest
+from scipy.special import bdtrc, ndtr  # binomial and normal tails; scipy.stats would import scipy.sparse
 
 from robaudit.data.audit_data import AuditData
 from robaudit.errors import PreflightError
@@ -186,8 +186,7 @@ def _check_normalisation(model: AuditModel, data: AuditData, device: torch.devic
     for cand, (right, nll) in zip(candidates, scored):
         gained = int((right & ~base).sum())
         lost = int((base & ~right).sum())
-        p = 1.0 if cand is chosen or gained + lost == 0 else float(binomtest(gained, gained + lost, 0.5,
-                                                                            alternative="greater").pvalue)
+        p = 1.0 if cand is chosen or gained + lost == 0 else float(bdtrc(gained - 1, gained + lost, 0.5))
         p_lr = 1.0 if cand is chosen else _vuong_p(base_nll - nll)
         by_accuracy = gained > lost and p < alpha
         by_likelihood = (gained >= lost and p_lr < NORMALISATION_LIKELIHOOD_ALPHA
@@ -242,13 +241,11 @@ def _scores_under(model: AuditModel, norm: Normalisation, x: torch.Tensor, y: to
 def _vuong_p(diff: torch.Tensor) -> float:
     """One-sided p of Vuong's paired likelihood-ratio test that the mean of ``diff`` (the guess's
     per-sample cross-entropy minus the alternative's, nats) is positive: z = √n · mean / sd."""
-    from scipy.stats import norm
-
     d = diff.double()
     sd = float(d.std(unbiased=True)) if len(d) > 1 else 0.0
     if not sd > 0:
         return 0.0 if float(d.mean()) > 0 else 1.0
-    return float(norm.sf(float(d.mean()) / sd * len(d) ** 0.5))
+    return float(ndtr(-float(d.mean()) / sd * len(d) ** 0.5))
 
 
 def _evidence(row: dict[str, Any], guess: dict[str, Any]) -> str:

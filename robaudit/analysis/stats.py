@@ -12,7 +12,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+
+# scipy.stats (which imports scipy.sparse) is imported inside the functions that use it, so that
+# `robaudit validate` and `--version` never load it.
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ def weighted_residual(r: np.ndarray, z: np.ndarray, w: np.ndarray) -> np.ndarray
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman's ρ (average ranks for ties); NaN when either variable is constant."""
+    from scipy import stats
     return float(_pearson_last_axis(stats.rankdata(x), stats.rankdata(y)))
 
 
@@ -125,6 +128,7 @@ def spearman_ci(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_resamp
 
 def permutation_p(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_resamples: int = 2000) -> float:
     """Two-sided permutation p-value of Spearman's ρ (pairings permuted; exact for n ≤ 8)."""
+    from scipy import stats
     rx, ry = stats.rankdata(x), stats.rankdata(y)
     if np.ptp(rx) == 0 or np.ptp(ry) == 0:
         return math.nan
@@ -151,6 +155,7 @@ def _residualise(r: np.ndarray, z: np.ndarray) -> np.ndarray:
 def partial_spearman(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:
     """Spearman's ρ between x and y controlling for z: the correlation of rank residuals after
     regressing the ranks of x and of y on the ranks of z."""
+    from scipy import stats
     rz = stats.rankdata(z)
     return float(_pearson_last_axis(_residualise(stats.rankdata(x), rz), _residualise(stats.rankdata(y), rz)))
 
@@ -180,6 +185,7 @@ def auroc_ci(score: np.ndarray, label: np.ndarray, rng: np.random.Generator, n_r
 
 def auroc(score: np.ndarray, label: np.ndarray) -> float:
     """AUROC of ``score`` for the positive class of binary ``label`` (NaN when a class is empty)."""
+    from scipy import stats
     label = label.astype(bool)
     n_pos, n_neg = int(label.sum()), int((~label).sum())
     if n_pos == 0 or n_neg == 0:
@@ -212,6 +218,7 @@ def auroc_replicates(score: np.ndarray, label: np.ndarray, w: np.ndarray) -> np.
 
 def auroc_p(score: np.ndarray, label: np.ndarray) -> float:
     """Two-sided p-value of AUROC ≠ 0.5 (Mann–Whitney U test, exact for small samples)."""
+    from scipy import stats
     label = label.astype(bool)
     if label.all() or not label.any():
         return math.nan
@@ -220,6 +227,7 @@ def auroc_p(score: np.ndarray, label: np.ndarray) -> float:
 
 def benjamini_hochberg(pvalues: list[float]) -> list[float]:
     """Benjamini–Hochberg adjusted p-values (false-discovery rate); NaNs stay NaN."""
+    from scipy import stats
     p = np.asarray(pvalues, dtype=float)
     out = np.full_like(p, np.nan)
     ok = np.isfinite(p)

@@ -27,8 +27,8 @@ from robaudit.results import store
 
 log = logging.getLogger("robaudit.gate")
 
-JUNIT_FILE = "gate-junit.xml"
-MARKDOWN_FILE = "gate-summary.md"
+JUNIT_FILE = store.JUNIT_FILE
+MARKDOWN_FILE = store.MARKDOWN_FILE
 STATUS_WORD = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
 STATUS_ICON = {"passed": "✅", "failed": "❌", "skipped": "⏭️", "error": "❌"}
 VERDICT = {"passed": "passed", "failed": "FAILED", "error": "ERROR", "nothing_to_gate": "had nothing to gate"}

@@ -6,7 +6,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch.nn.functional as F
-from scipy.stats import bootstrap
 
 from robaudit.probes.cost import Cost
 from robaudit.threat_model import ThreatModel
@@ -80,6 +79,8 @@ class Calibration(Probe):
         return Cost()
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
+        from scipy.stats import bootstrap  # here: scipy.stats imports scipy.sparse, which `robaudit validate` must not
+
         cfg = self.config
         logits = ctx.clean_logits().double()
         y = ctx.data.y

@@ -29,7 +29,6 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from robaudit.errors import UsageError
-from robaudit.gate.outputs import JUNIT_FILE, MARKDOWN_FILE
 from robaudit.results import store
 
 log = logging.getLogger("robaudit")
@@ -37,7 +36,7 @@ log = logging.getLogger("robaudit")
 LOCK_FILE = ".robaudit.lock"
 PREVIOUS_PREFIX = "previous-"
 # The files an audit (and a gate on it) writes into its directory; --overwrite moves exactly these.
-AUDIT_FILES = (store.RESULTS_FILE, store.PER_SAMPLE_FILE, store.REPORT_FILE, JUNIT_FILE, MARKDOWN_FILE)
+AUDIT_FILES = (store.RESULTS_FILE, store.PER_SAMPLE_FILE, store.REPORT_FILE, store.JUNIT_FILE, store.MARKDOWN_FILE)
 
 
 @contextmanager

@@ -28,6 +28,8 @@ from robaudit.probes.base import Flag, ProbeResult, Severity
 RESULTS_FILE = "results.json"
 PER_SAMPLE_FILE = "per_sample.csv"
 REPORT_FILE = "report.html"
+JUNIT_FILE = "gate-junit.xml"  # written by robaudit.gate.outputs
+MARKDOWN_FILE = "gate-summary.md"
 SCHEMA_VERSION = "1.0"
 
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)

@@ -75,6 +75,22 @@ def test_digits_split_sizes_and_balance() -> None:
     assert test.y.tolist() == y.tolist()
 
 
+@pytest.mark.parametrize("split", ["test", "train"])
+def test_digits_split_is_sklearns(split: str) -> None:
+    """The stored split and the file read without scikit-learn give exactly scikit-learn's
+    ``load_digits`` + ``train_test_split(test_size=360, stratify=y, random_state=0)``."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    train_idx, test_idx = train_test_split(np.arange(1797), test_size=360, stratify=bunch.target, random_state=0)
+    want = np.sort(test_idx if split == "test" else train_idx)
+    x, y, idx = digits_split(split)
+    assert idx.tolist() == want.tolist()
+    assert np.array_equal(x, (bunch.images.astype(np.float32) / 16.0)[want, None])
+    assert x.dtype == np.float32 and y.dtype == np.int64 and y.tolist() == bunch.target[want].tolist()
+
+
 def test_digits_subsample_provenance() -> None:
     audit = load_data(DataRequest("digits", n_samples=100, seed=4))
     prov = audit.provenance

@@ -26,7 +26,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from scipy.stats import binomtest
 
 from robaudit.plugin import (
     Column,
@@ -659,6 +658,8 @@ class _NewtonAttack(SweepAttack):
 def _paired(keys: list[str], robust_a: np.ndarray, robust_b: np.ndarray, a: str, b: str) -> dict[str, Any]:
     """Per ε: samples only attack ``a`` breaks, only ``b`` breaks, the exact McNemar p on them, which
     breaks more, and whether that is significant at :data:`SIGNIFICANCE`."""
+    from scipy.stats import binomtest  # here, not at import: the registry imports this module for `robaudit validate`
+
     out: dict[str, Any] = {f"broken_only_by_{a}": {}, f"broken_only_by_{b}": {}, "mcnemar_p": {}, "stronger": {},
                            "significant": {}}
     for k, key in enumerate(keys):

@@ -3,8 +3,10 @@
 The default solver (``solver="lanczos"``) is a thick-restart Lanczos (Wu & Simon 2000) with full
 reorthogonalisation, in float64 torch on the operator's device. Its certificates are read from the
 Lanczos relation H Vᵀ = Vᵀ T + r e_mᵀ: a Ritz pair (θ, Vᵀs) has ‖H y − θ y‖ = ‖r‖·|s_m| exactly,
-so they cost no HVP. The relative residual r_i = ‖H v_i − λ_i v_i‖ / |λ_i| bounds the relative
-distance from λ_i to *some* eigenvalue of H (H is symmetric).
+so they cost no HVP. Nor do the starts: after :meth:`HessianOperator.check`, its random unit vectors
+v and u, whose products it computed, start the solver and the first completeness check. The
+relative residual r_i = ‖H v_i − λ_i v_i‖ / |λ_i| bounds the relative distance from λ_i to *some*
+eigenvalue of H (H is symmetric).
 
 A residual cannot show that an eigenvalue was missed (one the Krylov space never resolved, e.g. a
 copy of a repeated eigenvalue, or a member of a tight cluster when the basis is too small: small
@@ -178,7 +180,7 @@ def _ritz(t: torch.Tensor, beta: float, k: int, which: str,
 
 def thick_restart_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], size: int, k: int, *, which: str,
                           tol: float, ncv: int, max_hvps: int, start: torch.Tensor,
-                          locked: torch.Tensor | None = None) -> RitzPairs:
+                          locked: torch.Tensor | None = None, start_product: torch.Tensor | None = None) -> RitzPairs:
     """The k wanted eigenpairs of a symmetric operator, restricted to the complement of ``locked``.
 
     Thick-restart Lanczos with full reorthogonalisation, in float64 on ``start``'s device. The basis
@@ -193,9 +195,11 @@ def thick_restart_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], size: 
         which: ``LM`` (largest |λ|) or ``LA`` (largest λ).
         tol: stop when each of the k has residual ≤ tol·|θ|.
         ncv: the largest basis (> k).
-        max_hvps: stop (``converged = False``) after this many products (≥ 1).
+        max_hvps: stop (``converged = False``) after this many products (≥ 1; ≥ 0 with ``start_product``).
         start: the start vector (P,).
         locked: (L, P) orthonormal rows; the search runs on A = (I − LᵀL) H (I − LᵀL).
+        start_product: H·start when it is already known (``start`` must then be orthogonal to
+            ``locked``): the first step uses it and costs no product.
     """
     dev, dt = start.device, torch.float64
     locked = torch.zeros(0, size, dtype=dt, device=dev) if locked is None else locked.to(dev, dt)
@@ -203,16 +207,22 @@ def thick_restart_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], size: 
     ncv = max(min(ncv, room), 1)
     pending = start.to(dev, dt).clone().reshape(-1)
     _orthogonalise(pending, locked)
-    pending /= pending.norm()
+    norm = pending.norm()
+    pending /= norm
+    known = None if start_product is None else start_product.to(dev, dt).reshape(-1) / norm
+    limit = max_hvps if known is not None else max(max_hvps, 1)
     basis = torch.zeros(0, size, dtype=dt, device=dev)
     t = torch.zeros(0, 0, dtype=dt)  # the projected matrix (CPU)
     hvps, beta = 0, 0.0
     while True:
         invariant = False
-        while hvps < max(max_hvps, 1):
+        while known is not None or hvps < limit:
             basis = torch.cat([basis, pending[None]])
-            w = matvec(pending).to(dev, dt).reshape(-1)
-            hvps += 1
+            if known is not None:
+                w, known = known, None
+            else:
+                w = matvec(pending).to(dev, dt).reshape(-1)
+                hvps += 1
             _orthogonalise(w, locked)
             h = _orthogonalise(w, basis).cpu()
             beta = float(w.norm())
@@ -279,22 +289,35 @@ def _lanczos(op: HessianOperator, k: int, *, which: str, tol: float, seed: int, 
     gen = torch.Generator().manual_seed(seed)
     dev = op.device
     first_start = torch.randn(op.size, generator=gen, dtype=torch.float64)
+    # the operator check's products (random unit vectors u, v with H·u, H·v) start the solver and
+    # the first completeness check, so that they cost no HVP of their own
+    known = list(getattr(op, "checked_products", ())) if start is None else []
+    first_product = None
     if start is not None:
         first_start = start.to(torch.float64).reshape(-1).cpu()
+    elif known:
+        first_start, first_product = known.pop(0)
     ncv = min(max(ncv if ncv is not None else max(2 * k + 10, 4 * k), k + 2), op.size)
     budget = (maxiter if maxiter is not None else 20) * ncv
     tol = max(tol, 1e-14)
     first = thick_restart_lanczos(op.matvec, op.size, k, which=which, tol=tol, ncv=ncv, max_hvps=budget,
-                                  start=first_start.to(dev))
+                                  start=first_start.to(dev),
+                                  start_product=None if first_product is None else first_product.to(dev))
     values, vectors, residuals = first.values[:k], first.vectors[:k], first.residuals[:k]
     converged, solver_hvps, rounds = first.converged, first.hvps, []
     check_hvps = 0
     for _ in range(3):  # completeness: does H, deflated by the found vectors, have anything beyond λ_k?
         if not check_steps or len(values) < k or k + len(vectors) >= op.size:
             break
+        check_start, check_product = torch.randn(op.size, generator=gen, dtype=torch.float64).to(dev), None
+        if known and not rounds:  # H·(u − Yᵀc), c = Y u, from H·u and the Lanczos relation H Yᵀ = Yᵀ Θ + tails
+            u, hu = (t.to(dev, torch.float64) for t in known.pop(0))
+            c = vectors @ u
+            check_start = u - c @ vectors
+            check_product = hu - (c * values) @ vectors - c @ first.tails[:k]
         probe = thick_restart_lanczos(op.matvec, op.size, 1, which=which, tol=tol, ncv=check_steps,
-                                      max_hvps=check_steps, locked=vectors,
-                                      start=torch.randn(op.size, generator=gen, dtype=torch.float64).to(dev))
+                                      max_hvps=check_steps - (check_product is not None), locked=vectors,
+                                      start=check_start, start_product=check_product)
         check_hvps += probe.hvps
         top, last = float(probe.values[0]), float(values[-1])
         missed = _beats(top, last, which)

@@ -92,6 +92,8 @@ class HessianOperator:
         size: P, the number of parameters (length of every vector).
         hvps: Hessian-vector products computed so far.
         hvp_seconds: wall time spent in them.
+        checked_products: the (v, H·v) pairs of the last :meth:`check` (float64, CPU; unit v), which
+            :func:`~robaudit.probes.curvature.eigen.topk` reuses as its start vectors.
     """
 
     def __init__(
@@ -135,6 +137,7 @@ class HessianOperator:
         self.reuse_graph = bool(reuse_graph) if reuse_graph is not None else local <= reuse_graph_max_samples
 
         self.hvps = 0
+        self.checked_products: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
         self.hvp_seconds = 0.0
         self.unused: list[str] | None = None
         self._graph_checked = False
@@ -320,6 +323,7 @@ class HessianOperator:
         det = float((hv - hv2).norm()) / scale if scale > 0 else float((hv - hv2).norm())
         denom = float(hu.norm() + hv.norm())
         sym = abs(float(u @ hv) - float(v @ hu)) / denom if denom > 0 else 0.0
+        self.checked_products = ((v, hv), (u, hu))
         tol = CHECK_TOL[self.dtype]
         return OperatorChecks(det, sym, det <= tol["determinism"], sym <= tol["symmetry"])
 

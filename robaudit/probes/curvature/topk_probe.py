@@ -48,7 +48,7 @@ class CurvatureTopK(CurvatureProbe):
     """
 
     name = "curvature.topk"
-    version = "3"
+    version = "4"
     description = ("top-k eigenvalues of the parameter Hessian (restarted Lanczos, residual certificates), "
                    "per sample set")
     standard = True

@@ -56,6 +56,7 @@ def curve_figure(curves: list[dict[str, Any]], norm: str) -> str:
     """SVG: robust accuracy (all samples) vs ε per attack, with 95 % Wilson bands."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=100)
+    figures.fixed_layout(fig)
     for i, c in enumerate(curves):
         colour = "black" if c.get("worst") else COLOURS[i % len(COLOURS)]
         ax.fill_between(c["eps"], [v if v is not None else 0 for v in c["low"]],
@@ -74,6 +75,7 @@ def histogram_figure(dist: dict[str, Any], xlabel: str, note: str) -> str:
     """SVG bar chart of a stored histogram (edges, counts)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 2.8), dpi=100)
+    figures.fixed_layout(fig, left=0.7, top=0.3)
     edges, counts = dist["edges"], dist["counts"]
     widths = [b - a for a, b in zip(edges[:-1], edges[1:])]
     ax.bar(edges[:-1], counts, width=widths, align="edge", color="#4c72b0", edgecolor="white", lw=0.5)

@@ -105,6 +105,7 @@ def _spectrum_svg(sets: list[tuple[str, dict[str, Any]]], solver: str) -> str:
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(5.2, 3.2), dpi=100)
+    figures.fixed_layout(fig, left=0.9, top=0.3)
     for (label, e), colour in zip(sets, COLOURS * 4):
         values = e.get("eigenvalues") or []
         idx = list(range(1, len(values) + 1))
@@ -128,6 +129,7 @@ def _density_svg(curves: list[tuple[str, dict[str, Any]]]) -> str:
     """SLQ density on a log scale (as Ghorbani et al. draw it)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 3.0), dpi=100)
+    figures.fixed_layout(fig, left=0.9)
     for (label, c), colour in zip(curves, COLOURS * 4):
         dens = [max(d, 1e-12) for d in c["density"]]
         ax.plot(c["grid"], dens, color=colour, lw=1.2, label=label)
@@ -165,6 +167,7 @@ def _line_svg(lines: dict[str, Any], random: dict[str, Any] | None, s: dict[str,
     plt = _plt()
     panels = 2 if random else 1
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.0), dpi=100, squeeze=False)
+    figures.fixed_layout(fig, left=0.75, top=0.3, gap=0.8)
     ax = axes[0][0]
     lam1 = s.get("lambda_1")
     fit = s.get("quadratic_fit") or {}
@@ -194,6 +197,7 @@ def _fit_svg(points: dict[str, Any], fit: dict[str, Any], j0: float | None) -> s
     """The local quadratic fit along v1: the loss minus its fitted linear part, against ½·c2·a² and ½·λ1·a²."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(3.8, 2.8), dpi=100)
+    figures.fixed_layout(fig, left=1.0)
     xs, ys = points["alphas"], points["losses"]
     c0 = fit.get("intercept", j0 if j0 is not None else ys[len(ys) // 2])
     slope = fit.get("slope") or 0.0
@@ -202,6 +206,9 @@ def _fit_svg(points: dict[str, Any], fit: dict[str, Any], j0: float | None) -> s
     ax.plot(xs, [0.5 * fit["curvature"] * x * x for x in xs], "-", color=COLOURS[1],
             label=f"½·c2·a², c2 = {fit['curvature']:.5g}")
     ax.plot(xs, [0.5 * fit["lambda_1"] * x * x for x in xs], ":", color="#000", label=f"½·λ1·a², λ1 = {fit['lambda_1']:.5g}")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4))  # labels such as −0.0005 need the room
     ax.set_xlabel("a (along unit v1)")
     ax.set_ylabel("curvature part of the loss (nats)")
     ax.legend(fontsize=7, frameon=False)
@@ -212,6 +219,7 @@ def _plane_svg(plane: dict[str, Any]) -> str:
     """Yao Fig 3: contours of J(θ + a·v1 + b·v2)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.0, 3.4), dpi=100)
+    figures.fixed_layout(fig, left=0.8, top=0.3, right=0.3)
     cs = ax.contourf(plane["alphas"], plane["betas"], plane["losses"], levels=14, cmap="viridis")
     ax.contour(plane["alphas"], plane["betas"], plane["losses"], levels=14, colors="white", linewidths=0.3)
     fig.colorbar(cs, ax=ax, label="J (nats)")

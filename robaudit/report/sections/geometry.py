@@ -162,6 +162,7 @@ def _histogram_svg(hist: dict[str, Any], title: str) -> str:
     plt = _plt()
     edges = np.asarray(hist["edges"], dtype=float)
     fig, ax = plt.subplots(figsize=(3.4, 2.4), dpi=100)
+    figures.fixed_layout(fig, left=0.6, bottom=0.45, right=0.12, top=0.1)
     for g in GROUP_ORDER:
         counts = hist["counts"].get(g)
         if g == "all" or not counts or sum(counts) == 0:
@@ -180,6 +181,7 @@ def _histogram_svg(hist: dict[str, Any], title: str) -> str:
 def _spectrum_svg(spectrum: dict[str, Any], groups: list[str]) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(3.4, 2.4), dpi=100)
+    figures.fixed_layout(fig, left=0.7, bottom=0.45, right=0.12, top=0.1)
     idx = spectrum["index"]
     for g in groups:
         vals = [v if v is not None and v > 0 else np.nan for v in spectrum.get(g, [])]
@@ -203,6 +205,7 @@ def _surface_png(surf: dict[str, Any], heat: dict[str, Any] | None, direction: s
     ball = np.asarray(surf["linf_over_epsilon"], dtype=float)
     panels = 4 if heat else 2
     fig, axes = plt.subplots(1, panels, figsize=(3.0 * panels, 2.8), dpi=100)
+    figures.fixed_layout(fig, left=0.5, bottom=0.45, right=0.5, top=0.25, gap=0.85)
     axis_u = "PGD δ" if direction == "pgd" else "ε·sign ∇x J"
     for ax, grid, title, cmap in ((axes[0], dec, "decision surface d", "RdBu"),
                                   (axes[1], loss, "CE-loss surface", "viridis")):
@@ -237,5 +240,4 @@ def _surface_png(surf: dict[str, Any], heat: dict[str, Any] | None, direction: s
         for ax in axes[2:]:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.tight_layout()
     return figures.png_data_uri(fig, dpi=90)  # filled contours and images: far smaller as PNG than as SVG

@@ -4,6 +4,7 @@ of the top indicators against the robustness outcome, and every verdict line and
 (from ``analysis``). The ranked table itself sits in section 1 (``robaudit.analysis.ranking``)."""
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -98,6 +99,8 @@ def _matrix_svg(matrix: dict[str, Any], labels: dict[str, str]) -> str:
     rho = np.array([[np.nan if v is None else v for v in row] for row in matrix["rho"]], dtype=float)
     size = 2.5 + 0.55 * len(names)
     fig, ax = plt.subplots(figsize=(size + 1.5, size), dpi=100)
+    wide = figures.text_width(fig, names, 9)  # the tick labels are indicator names, of any length
+    figures.fixed_layout(fig, left=wide + 0.2, bottom=wide * 0.643 + 0.35, right=0.9, top=0.1)  # sin 40°
     im = ax.imshow(rho, cmap="RdBu_r", vmin=-1, vmax=1)
     ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=9)
     ax.set_yticks(range(len(names)), names, fontsize=9)
@@ -120,15 +123,16 @@ def _scatter_png(scatter: dict[str, Any], labels: dict[str, str], top: list[str]
     series = {k: scatter["series"][k] for k in top if k in scatter["series"]} or dict(list(scatter["series"].items())[:SCATTERS])
     cols = len(series)
     fig, axes = plt.subplots(1, cols, figsize=(4.6 * cols, 3.8), dpi=100, squeeze=False)
+    figures.fixed_layout(fig, left=0.95, bottom=0.75, top=0.15, gap=1.0)
     for ax, (name, pts) in zip(axes.flat, series.items()):
         x, y = np.asarray(pts["x"]), np.asarray(pts["y"])
         ax.scatter(x, y, s=6, alpha=0.5, color="#2f5da8", linewidths=0)
         if len(x) and np.all(x > 0) and x.max() / max(x.min(), 1e-300) > 100:
             ax.set_xscale("log")  # heavy-tailed indicators spread over decades
-        ax.set_xlabel(labels.get(name, name), fontsize=10)
-        ax.set_ylabel(labels.get(scatter["outcome"], scatter["outcome"]), fontsize=10)
+        # wrapped to the fixed margins (a label longer than the panel would leave the canvas)
+        ax.set_xlabel(textwrap.fill(labels.get(name, name), 56), fontsize=10)
+        ax.set_ylabel(textwrap.fill(labels.get(scatter["outcome"], scatter["outcome"]), 40), fontsize=10)
         ax.tick_params(labelsize=9)
     for ax in list(axes.flat)[len(series):]:
         ax.axis("off")
-    fig.tight_layout()
     return figures.png_data_uri(fig)
