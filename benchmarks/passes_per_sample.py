@@ -31,7 +31,6 @@ Target (issue #17): ≤ 200 per sample. The machine it was measured on is shared
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
