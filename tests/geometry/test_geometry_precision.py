@@ -35,7 +35,7 @@ def _confident_setup(count: int = 6):
 def test_float32_model_matches_float64_on_confident_samples():
     model, ctx = _confident_setup()
     r64 = run_probe(InputHessian(InputHessian.Config(precision="float64", top_k=3)), ctx)
-    r32 = run_probe(InputHessian(InputHessian.Config(precision="float32", top_k=3)), ctx)
+    r32 = run_probe(InputHessian(InputHessian.Config(precision="mixed", top_k=3)), ctx)
     assert (r64.per_sample["method_exact"] == 1).all() and (r32.per_sample["method_exact"] == 1).all()
     for k in (1, 2, 3):
         np.testing.assert_allclose(r32.per_sample[f"lambda_{k}"], r64.per_sample[f"lambda_{k}"], rtol=1e-5)
