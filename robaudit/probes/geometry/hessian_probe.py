@@ -66,7 +66,8 @@ class InputHessian(Probe):
     """
 
     name = "geometry.input_hessian"
-    version = "2"  # 2: the robust split reads the attack-outcome table (distance attacks count at any ε)
+    version = "3"  # 3: float64 H·v check in every precision; batches sized by memory (other check vectors)
+    # 2: the robust split reads the attack-outcome table (distance attacks count at any ε)
     description = ("input-Hessian spectrum of the CE loss (exact c×c method in float64, checked at run time; "
                    "Lanczos fallback), PSD/rank test of Yao's Theorem 1, Yu's robustness indicator")
     needs_grad = True
@@ -154,12 +155,18 @@ class InputHessian(Probe):
         m = resolve_top_m(c, cfg.top_m, cfg.max_full_classes)
         rank_bound = c - 1 if m == c else m
         k = max(1, min(cfg.top_k, rank_bound, dim))
-        per_sample_bytes = (m + 4 + cfg.check_vectors) * dim * 8 * 3
+        # outputs, plus the larger of the Jacobian phase (vmapped VJP: K + 1 activation copies in the working
+        # dtype) and the float64 check (forward, backward with graph, double backward, JVP: about 4 copies)
+        x1 = ctx.data.x[:1].to(ctx.device)
+        act = common.activation_bytes(model, x1)
+        act64 = common.activation_bytes(model64, x1) if model64 is not None else act
+        per_sample_bytes = (m + 4 + cfg.check_vectors) * dim * 8 * 3 + max((m + 3) * act, 4 * act64)
+        budget = common.working_budget(ctx.device)
 
         columns: dict[str, np.ndarray] = {}
         top = np.full((n, k), np.nan)
-        rows_iter = common.batch_rows(n, ctx.batch_size, per_sample_bytes)
-        total = common.n_batches(n, ctx.batch_size, per_sample_bytes)
+        rows_iter = common.batch_rows(n, ctx.batch_size, per_sample_bytes, budget)
+        total = common.n_batches(n, ctx.batch_size, per_sample_bytes, budget)
         for rows in ctx.progress(rows_iter, "input Hessian", total):
             out = self._batch(ctx, model, model64, rows, m, k, eps, ggn_rtol, rank_rtol, dim)
             for key, values in out.columns.items():
@@ -260,7 +267,9 @@ class InputHessian(Probe):
             else:
                 d_hess[idx] = float("nan")
 
-        noise = rounding_floor(spectral_sq, torch.ones_like(spectral_sq), xd.dtype).cpu()
+        # eigenvalue noise: the Jacobian's dtype for the c×c method, float64 for the Lanczos fallback
+        noise = torch.where(exact, rounding_floor(spectral_sq, torch.ones_like(spectral_sq), xd.dtype),
+                            rounding_floor(spectral_sq, torch.ones_like(spectral_sq), torch.float64)).cpu()
         psd = lam_min >= -(cfg.psd_rtol * lam1.clamp_min(0) + noise)
         d = geo.decision.cpu()
         dg1 = geo.decision_grad.double().abs().sum(dim=1).cpu()
