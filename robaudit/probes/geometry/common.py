@@ -59,44 +59,6 @@ def logits_model(model: AuditModel, precision: str) -> AuditModel | None:
     return working_model(model, "float64") if precision != "float64" else None
 
 
-# Working memory of one Jacobian-probe batch on the CPU (bytes): activations of the vmapped VJPs and the
-# double-backward graph included, so peak RSS does not grow with the batch size up to --batch-size.
-CPU_WORKING_BUDGET = 256 << 20
-
-
-def working_budget(device: torch.device) -> int:
-    """Bytes one Jacobian-probe batch may hold: :data:`CPU_WORKING_BUDGET` on the CPU, an eighth of the
-    device's memory on CUDA (where larger batches buy throughput)."""
-    if device.type == "cuda":
-        return int(torch.cuda.get_device_properties(device).total_memory) // 8
-    return CPU_WORKING_BUDGET
-
-
-def activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """Bytes autograd saves per sample in one forward pass of ``model`` (its dtype) on inputs like ``x[:1]``.
-
-    Measured with ``saved_tensors_hooks`` on batches of one and two samples: the difference is what each
-    sample adds (parameters, saved once per batch, cancel). A backward through the graph, vmapped over K
-    cotangents, holds about K + 1 times this per sample.
-    """
-    dtype = next((p.dtype for p in model.parameters()), x.dtype)
-
-    def saved(batch: torch.Tensor) -> int:
-        storages: dict[int, int] = {}
-
-        def pack(t: torch.Tensor) -> torch.Tensor:
-            storage = t.untyped_storage()
-            storages[storage.data_ptr()] = storage.nbytes()
-            return t
-
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            model(batch.detach().to(dtype).requires_grad_(True))
-        return sum(storages.values())
-
-    one = x[:1].repeat(2, *([1] * (x.dim() - 1)))
-    return max(0, saved(one) - saved(one[:1]))
-
-
 def batch_rows(n: int, batch_size: int, bytes_per_sample: int, budget: int = MEMORY_BUDGET) -> Iterator[slice]:
     """Row slices of at most ``batch_size`` samples whose working tensors fit in ``budget`` bytes."""
     size = max(1, min(batch_size, budget // max(1, bytes_per_sample)))

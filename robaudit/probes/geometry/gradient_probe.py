@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from robaudit.probes.base import ATTACK_OUTCOMES, Column, Flag, Probe, ProbeContext, ProbeResult, Requirement, Severity
+from robaudit.probes import memory
 from robaudit.probes.geometry import common
 from robaudit.probes.geometry.groups import sample_groups
 from robaudit.probes.geometry.jacobian import logit_geometry, resolve_top_m
@@ -111,9 +112,9 @@ class InputGradients(Probe):
         m = resolve_top_m(c, cfg.top_m, cfg.max_full_classes)
         thresholds = list(cfg.sparsity_thresholds)
         # outputs (K = m + 2 rows) plus the vmapped VJP's working memory (K + 1 activation copies)
-        act = common.activation_bytes(model, ctx.data.x[:1].to(ctx.device))
+        act = memory.activation_bytes(model, ctx.data.x[:1].to(ctx.device))
         per_sample_bytes = (m + 2) * (dim * common.dtype_bytes(cfg.precision) * 3 + act) + act
-        budget = common.working_budget(ctx.device)
+        budget = memory.working_budget(ctx.device)
 
         cols: dict[str, np.ndarray] = {k: np.full(n, np.nan) for k in (
             "decision", "loss_grad_l2", "loss_grad_l1", "logit_jacobian_fro", "logit_jacobian_spectral",

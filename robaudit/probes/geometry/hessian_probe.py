@@ -18,6 +18,7 @@ from robaudit.probes.base import (
     Severity,
     wilson_interval,
 )
+from robaudit.probes import memory
 from robaudit.probes.geometry import common
 from robaudit.probes.geometry.curvature import (
     InputCurvature,
@@ -158,10 +159,10 @@ class InputHessian(Probe):
         # outputs, plus the larger of the Jacobian phase (vmapped VJP: K + 1 activation copies in the working
         # dtype) and the float64 check (forward, backward with graph, double backward, JVP: about 4 copies)
         x1 = ctx.data.x[:1].to(ctx.device)
-        act = common.activation_bytes(model, x1)
-        act64 = common.activation_bytes(model64, x1) if model64 is not None else act
+        act = memory.activation_bytes(model, x1)
+        act64 = memory.activation_bytes(model64, x1) if model64 is not None else act
         per_sample_bytes = (m + 4 + cfg.check_vectors) * dim * 8 * 3 + max((m + 3) * act, 4 * act64)
-        budget = common.working_budget(ctx.device)
+        budget = memory.working_budget(ctx.device)
 
         columns: dict[str, np.ndarray] = {}
         top = np.full((n, k), np.nan)
