@@ -14,6 +14,18 @@ from demo import DEMO_ARCH, DEMO_CHECKPOINT, THREADS
 pytest_plugins = ["pytester"]
 
 
+GPU_SKIP_REASON = "needs a CUDA device (marked gpu; benchmarks/gpu_check.sh runs these on a GPU machine)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` are skipped, with one clear reason, where CUDA is absent: the only allowed skip."""
+    if torch.cuda.is_available():
+        return
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(pytest.mark.skip(reason=GPU_SKIP_REASON))
+
+
 @pytest.fixture(autouse=True)
 def _pin_threads() -> None:
     torch.set_num_threads(THREADS)

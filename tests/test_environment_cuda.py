@@ -22,7 +22,6 @@ def test_cpu_environment_records_no_cuda_section() -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_same_seed_same_results_on_cuda(tmp_path: Path) -> None:
     outs = []
     for name in ("a", "b"):

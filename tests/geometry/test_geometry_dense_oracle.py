@@ -73,6 +73,20 @@ def test_exact_spectrum_matches_dense_hessian(relu_run):
     assert res.summary["methods"]["lanczos_hvp"] == 0 and not res.flags
 
 
+def test_mixed_precision_spectrum_matches_dense_hessian_to_1e_6(relu_run):
+    """precision = mixed: float32 Jacobian, float64 c×c solve and check. λ1 and the trace to 1e-6
+    relative, every eigenvalue within 1e-6·λ1, and the same Theorem 1 verdict (the check is float64)."""
+    model, ctx, _ = relu_run
+    res = run_probe(InputHessian(InputHessian.Config(precision="mixed")), ctx)
+    for i in range(N):
+        ev = torch.linalg.eigvalsh(_dense(model, ctx.data.x[i], ctx.data.y[i])).flip(0).numpy()
+        got = np.array([res.per_sample[f"lambda_{k}"][i] for k in range(1, 10)])
+        assert got[0] == pytest.approx(ev[0], rel=1e-6)
+        np.testing.assert_allclose(got, ev[:9], rtol=0, atol=1e-6 * ev[0])
+        assert res.per_sample["trace"][i] == pytest.approx(ev.sum(), rel=1e-6)
+    assert (res.per_sample["method_exact"] == 1).all() and res.summary["theorem1"]["holds"]
+
+
 def test_relu_decision_hessian_is_zero(relu_run):
     model, ctx, res = relu_run
     h = _dense(model, ctx.data.x[0], ctx.data.y[0], what="decision")
@@ -81,10 +95,11 @@ def test_relu_decision_hessian_is_zero(relu_run):
 
 
 @pytest.mark.slow
-def test_gelu_net_is_detected_and_lanczos_matches_dense_top_k():
+@pytest.mark.parametrize("precision", ["float64", "mixed"])  # mixed: the check and Lanczos still run in float64
+def test_gelu_net_is_detected_and_lanczos_matches_dense_top_k(precision: str):
     model = digits_model("gelu")
     ctx = digits_context(model, 6, start=40)
-    res = run_probe(InputHessian(InputHessian.Config(lanczos_steps=40, top_k=5)), ctx)
+    res = run_probe(InputHessian(InputHessian.Config(lanczos_steps=40, top_k=5, precision=precision)), ctx)
     assert (res.per_sample["method_exact"] == 0).all()
     assert (res.per_sample["ggn_residual"] > 1e-3).all()
     assert res.summary["methods"] == {**res.summary["methods"], "exact_cxc": 0, "lanczos_hvp": 6}

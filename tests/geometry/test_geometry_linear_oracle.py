@@ -34,21 +34,26 @@ def _closed_form(ctx, w, b):
     return z, p, y, j, d, dgrad, lgrad
 
 
-def test_gradients_match_closed_forms():
+# float64: to rounding; mixed (the default): float32 Jacobian rows, float64 logits, to 1e-6 relative
+PRECISION_RTOL = [("float64", 1e-10), ("mixed", 1e-6)]
+
+
+@pytest.mark.parametrize(("precision", "rtol"), PRECISION_RTOL)
+def test_gradients_match_closed_forms(precision: str, rtol: float):
     model, ctx, w, b = linear_setup()
-    res = run_probe(InputGradients(), ctx)
+    res = run_probe(InputGradients(InputGradients.Config(precision=precision)), ctx)
     z, p, y, j, d, dgrad, lgrad = _closed_form(ctx, w, b)
     ps = res.per_sample
-    np.testing.assert_allclose(ps["decision"], d.numpy(), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(ps["loss_grad_l2"], lgrad.norm(dim=1).numpy(), rtol=1e-10)
-    np.testing.assert_allclose(ps["loss_grad_l1"], lgrad.abs().sum(1).numpy(), rtol=1e-10)
-    np.testing.assert_allclose(ps["decision_grad_l1"], dgrad.abs().sum(1).numpy(), rtol=1e-10)
-    np.testing.assert_allclose(ps["decision_grad_l2"], dgrad.norm(dim=1).numpy(), rtol=1e-10)
-    np.testing.assert_allclose(ps["logit_jacobian_fro"], np.full(len(y), torch.linalg.norm(w).item()), rtol=1e-10)
+    np.testing.assert_allclose(ps["decision"], d.numpy(), rtol=1e-12, atol=1e-12)  # float64 logits in both
+    np.testing.assert_allclose(ps["loss_grad_l2"], lgrad.norm(dim=1).numpy(), rtol=rtol)
+    np.testing.assert_allclose(ps["loss_grad_l1"], lgrad.abs().sum(1).numpy(), rtol=rtol)
+    np.testing.assert_allclose(ps["decision_grad_l1"], dgrad.abs().sum(1).numpy(), rtol=rtol)
+    np.testing.assert_allclose(ps["decision_grad_l2"], dgrad.norm(dim=1).numpy(), rtol=rtol)
+    np.testing.assert_allclose(ps["logit_jacobian_fro"], np.full(len(y), torch.linalg.norm(w).item()), rtol=rtol)
     np.testing.assert_allclose(ps["logit_jacobian_spectral"], np.full(len(y), torch.linalg.matrix_norm(w, 2).item()),
-                               rtol=1e-10)
-    np.testing.assert_allclose(ps["linear_margin_linf"], (d / dgrad.abs().sum(1)).numpy(), rtol=1e-10)
-    np.testing.assert_allclose(ps["linear_margin_l2"], (d / dgrad.norm(dim=1)).numpy(), rtol=1e-10)
+                               rtol=rtol)
+    np.testing.assert_allclose(ps["linear_margin_linf"], (d / dgrad.abs().sum(1)).numpy(), rtol=rtol)
+    np.testing.assert_allclose(ps["linear_margin_l2"], (d / dgrad.norm(dim=1)).numpy(), rtol=rtol)
     mag = dgrad.abs()
     for t in (1e-3, 1e-2, 1e-1):
         expect = (mag < t * mag.max(1, keepdim=True).values).double().mean(1)
@@ -57,17 +62,18 @@ def test_gradients_match_closed_forms():
     assert res.summary["jacobian_classes"] == 5
 
 
-def test_top_m_gradients_ride_along_exactly():
+@pytest.mark.parametrize(("precision", "rtol"), PRECISION_RTOL)
+def test_top_m_gradients_ride_along_exactly(precision: str, rtol: float):
     """With top_m < c the loss and decision gradients come from extra cotangents; still exact."""
     model, ctx, w, b = linear_setup(c=12, seed=3)
-    res = run_probe(InputGradients(InputGradients.Config(top_m=3)), ctx)
+    res = run_probe(InputGradients(InputGradients.Config(top_m=3, precision=precision)), ctx)
     _, p, y, j, d, dgrad, lgrad = _closed_form(ctx, w, b)
-    np.testing.assert_allclose(res.per_sample["loss_grad_l2"], lgrad.norm(dim=1).numpy(), rtol=1e-10)
-    np.testing.assert_allclose(res.per_sample["decision_grad_l1"], dgrad.abs().sum(1).numpy(), rtol=1e-10)
+    np.testing.assert_allclose(res.per_sample["loss_grad_l2"], lgrad.norm(dim=1).numpy(), rtol=rtol)
+    np.testing.assert_allclose(res.per_sample["decision_grad_l1"], dgrad.abs().sum(1).numpy(), rtol=rtol)
     top = p.argsort(1, descending=True)[:, :3]
     wm = w[top]  # N×3×D
     expect = torch.linalg.matrix_norm(wm, 2)
-    np.testing.assert_allclose(res.per_sample["logit_jacobian_spectral"], expect.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(res.per_sample["logit_jacobian_spectral"], expect.numpy(), rtol=rtol)
     assert res.summary["jacobian_classes"] == 3 and res.notes
 
 

@@ -35,7 +35,7 @@ def _confident_setup(count: int = 6):
 def test_float32_model_matches_float64_on_confident_samples():
     model, ctx = _confident_setup()
     r64 = run_probe(InputHessian(InputHessian.Config(precision="float64", top_k=3)), ctx)
-    r32 = run_probe(InputHessian(InputHessian.Config(precision="float32", top_k=3)), ctx)
+    r32 = run_probe(InputHessian(InputHessian.Config(precision="mixed", top_k=3)), ctx)
     assert (r64.per_sample["method_exact"] == 1).all() and (r32.per_sample["method_exact"] == 1).all()
     for k in (1, 2, 3):
         np.testing.assert_allclose(r32.per_sample[f"lambda_{k}"], r64.per_sample[f"lambda_{k}"], rtol=1e-5)
@@ -59,3 +59,18 @@ def test_naive_float32_cxc_step_fails_on_the_same_samples():
     ref = torch.linalg.eigvalsh(geo64.jacobian.transpose(1, 2) @ h64 @ geo64.jacobian).flip(-1)[:, 0]
     rel = ((naive - ref).abs() / ref).numpy()
     assert rel.max() > 1e-2, rel
+
+
+def test_float32_precision_knob_is_refused_with_a_pointer_to_mixed(tmp_path, capsys):
+    """The Jacobian probes' precisions are mixed / float64; float32 gets one line and exit 2 through the CLI."""
+    from demo import DEMO_ARCH, DEMO_CHECKPOINT
+    from robaudit.cli.main import main
+
+    code = main(["run", str(DEMO_CHECKPOINT), "--arch", DEMO_ARCH, "--dataset", "digits", "--probes",
+                 "geometry.gradients", "--set", "geometry.gradients.precision=float32", "--out", str(tmp_path / "out"),
+                 "-q"])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, err
+    assert "Traceback" not in err and any("precision" in ln and "'mixed'" in ln for ln in lines), err
+    assert not (tmp_path / "out" / "results.json").exists()

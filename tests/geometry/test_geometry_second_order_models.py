@@ -25,7 +25,7 @@ from robaudit.probes.geometry.hessian_probe import InputHessian
 
 TINY_VIT = {"img_size": 16, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
 INFO = DatasetInfo(name="tensors", num_classes=10, channels=3, image_size=(16, 16))
-CONFIG = InputHessian.Config(precision="float32", lanczos_steps=24, decision_hessian=False)
+CONFIG = InputHessian.Config(precision="mixed", lanczos_steps=24, decision_hessian=False)
 MOBILENET = {"width_mult": 0.25, "reduced_tail": True}
 
 
@@ -66,7 +66,7 @@ def test_mobilenet_v3_through_the_exact_module_swap():
     assert swaps and all("→ ReLU6Hard" in s for s in swaps)
     assert not any(type(m).__name__ in ("Hardsigmoid", "Hardswish") for m in model.modules())
     ctx = _ctx(model, 1)
-    res = run_probe(InputHessian(InputHessian.Config(precision="float32", lanczos_steps=4, check_vectors=1,
+    res = run_probe(InputHessian(InputHessian.Config(precision="mixed", lanczos_steps=4, check_vectors=1,
                                                      decision_hessian=False)), ctx)
     assert res.summary["theorem1"]["module_swaps"] == len(swaps)
     assert any("module swaps" in note for note in res.notes)

@@ -37,6 +37,7 @@ from robaudit.probes.curvature.audit_net import (
     second_order_error,
 )
 from robaudit.probes.curvature.samples import SampleSet
+from robaudit.probes import memory
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +80,10 @@ class HessianOperator:
         batch_size: samples per forward pass.
         device: where to compute (default: the model's device).
         reuse_graph: keep the gradient graph of all of S and reuse it for every product
-            (fast; memory grows with N). ``None`` decides by ``reuse_graph_max_samples``.
-        reuse_graph_max_samples: with ``reuse_graph=None``, reuse when this rank's share of S has
+            (fast; memory grows with N). ``None`` reuses it when this rank's share of S has at most
+            ``reuse_graph_max_samples`` samples and its graph (about 3× the activations autograd saves)
+            fits :func:`robaudit.probes.memory.working_budget`; otherwise each product streams batches.
+        reuse_graph_max_samples: with ``reuse_graph=None``, reuse only when this rank's share of S has
             at most this many samples.
         group: a ``torch.distributed`` process group (or ``None`` for the default group when one is
             initialised); each rank processes a contiguous shard and the sums are all-reduced.
@@ -134,7 +137,10 @@ class HessianOperator:
         shard = np.array_split(np.arange(self.n_total), self.world)[self.rank]
         self.lo, self.hi = (int(shard[0]), int(shard[-1]) + 1) if len(shard) else (0, 0)
         local = self.hi - self.lo
-        self.reuse_graph = bool(reuse_graph) if reuse_graph is not None else local <= reuse_graph_max_samples
+        if reuse_graph is None:  # auto: keep the graph only while it fits the working budget (memory flat in N)
+            graph_bytes = 3 * local * memory.activation_bytes(self.net, samples.x[:1].to(self.device)) if local else 0
+            reuse_graph = local <= reuse_graph_max_samples and graph_bytes <= memory.working_budget(self.device)
+        self.reuse_graph = bool(reuse_graph)
 
         self.hvps = 0
         self.checked_products: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()

@@ -68,7 +68,8 @@ class CurvatureKnobs:
     """Samples per forward pass in HVPs; ``None``: the run's --batch-size."""
     reuse_graph: str = field(default="auto", metadata={"unit": "choice"})
     """Keep the whole set's gradient graph for all HVPs: ``auto`` (when the set has at most
-    ``reuse_graph_max_samples`` samples), ``always`` or ``never`` (stream batches; memory bounded by one batch)."""
+    ``reuse_graph_max_samples`` samples and its graph fits the working memory budget of
+    :mod:`robaudit.probes.memory`), ``always`` or ``never`` (stream batches; memory bounded by one batch)."""
     reuse_graph_max_samples: int = field(default=2048, metadata={"unit": "samples"})
     """Largest set whose gradient graph is kept with ``reuse_graph = auto``."""
     train_samples: int | None = field(default=None, metadata={"unit": "samples"})

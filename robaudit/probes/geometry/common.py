@@ -13,6 +13,10 @@ from robaudit.threat_model import ThreatModel
 
 PRECISIONS: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32}
 
+JACOBIAN_PRECISIONS = ("mixed", "float64")
+"""The precisions of the probes built on the logit Jacobian (:class:`ClassSubsetConfig`). ``mixed`` runs
+the Jacobian and the H·v check on a float32 copy, the logits, probabilities and the c×c solve in float64."""
+
 # Working memory one geometry batch may hold for its largest tensor (bytes).
 MEMORY_BUDGET = 1 << 30
 
@@ -36,12 +40,13 @@ def check_precision(precision: str) -> None:
 
 
 def working_model(model: AuditModel, precision: str) -> AuditModel:
-    """A private copy of ``model`` in ``precision`` with frozen parameters (the audit model is untouched).
+    """A private copy of ``model`` in ``precision`` (``mixed``: float32) with frozen parameters (the audit
+    model is untouched).
 
     Frozen parameters keep autograd from building parameter-gradient graphs: every geometry
     quantity is a derivative with respect to the input only.
     """
-    copy = model.audit_copy().to(PRECISIONS[precision])
+    copy = model.audit_copy().to(PRECISIONS["float32" if precision == "mixed" else precision])
     for p in copy.parameters():
         p.requires_grad_(False)
     copy.eval()
@@ -49,7 +54,8 @@ def working_model(model: AuditModel, precision: str) -> AuditModel:
 
 
 def logits_model(model: AuditModel, precision: str) -> AuditModel | None:
-    """A float64 working copy for the logits when the working precision is lower, else ``None``."""
+    """A float64 working copy for the logits (and, in ``mixed``, the Lanczos fallback) when the working
+    precision is lower, else ``None``."""
     return working_model(model, "float64") if precision != "float64" else None
 
 
@@ -109,14 +115,20 @@ class GeometryConfig:
     """Audit L∞ budget ε in pixel units (robust split, Yu's indicator, ε-ball marks); default: the threat
     model's L∞ reference budget."""
     precision: str = field(default="float64", metadata={"unit": "choice"})
-    """Working precision of the model copy: ``float64`` or ``float32``."""
+    """Working precision of the model copy: ``float64`` or ``float32`` (``mixed`` for the Jacobian probes)."""
     histogram_bins: int = field(default=30, metadata={"unit": "bins"})
     """Bins of the report's histograms."""
 
     def __post_init__(self) -> None:
         if self.epsilon is not None and not self.epsilon > 0:
             raise ValueError(f"epsilon must be positive, got {self.epsilon}")
-        check_precision(self.precision)
+        if isinstance(self, ClassSubsetConfig):
+            if self.precision not in JACOBIAN_PRECISIONS:
+                raise ValueError(f"precision must be one of {', '.join(JACOBIAN_PRECISIONS)}, got {self.precision!r}"
+                                 + (" (float32 Jacobians always come with float64 logits and c×c solve here: that "
+                                    "is 'mixed')" if self.precision == "float32" else ""))
+        else:
+            check_precision(self.precision)
         if self.histogram_bins < 2:
             raise ValueError(f"histogram_bins must be at least 2, got {self.histogram_bins}")
 
@@ -125,6 +137,9 @@ class GeometryConfig:
 class ClassSubsetConfig(GeometryConfig):
     """:class:`GeometryConfig` plus the class subset of probes whose cost grows with the class count c."""
 
+    precision: str = field(default="mixed", metadata={"unit": "choice"})
+    """``mixed``: float32 logit Jacobian and H·v check, float64 logits, probabilities and c×c solve (and
+    Lanczos fallback); ``float64``: everything in float64 (about twice the CPU time on conv nets)."""
     top_m: int | None = field(default=None, metadata={"unit": "classes"})
     """Classes kept (the most probable); default all when c ≤ max_full_classes, else 10."""
     max_full_classes: int = field(default=100, metadata={"unit": "classes"})

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from robaudit.probes.base import ATTACK_OUTCOMES, Column, Flag, Probe, ProbeContext, ProbeResult, Requirement, Severity
+from robaudit.probes import memory
 from robaudit.probes.geometry import common
 from robaudit.probes.geometry.groups import sample_groups
 from robaudit.probes.geometry.jacobian import logit_geometry, resolve_top_m
@@ -60,7 +61,8 @@ class InputGradients(Probe):
     """
 
     name = "geometry.gradients"
-    version = "2"  # 2: the robust split reads the attack-outcome table (distance attacks count at any ε)
+    version = "3"  # 3: precision mixed by default (float32 Jacobian, float64 logits); batches sized by memory
+    # 2: the robust split reads the attack-outcome table (distance attacks count at any ε)
     description = ("input gradients: ‖∇x J‖₁/₂, logit-Jacobian norms, Yu's d(x) and ∇x d, linearised margins, "
                    "Jacobian sparsity")
     needs_grad = True
@@ -131,14 +133,17 @@ class InputGradients(Probe):
         dim = int(np.prod(ctx.data.x.shape[1:]))
         m = resolve_top_m(c, cfg.top_m, cfg.max_full_classes)
         thresholds = list(cfg.sparsity_thresholds)
-        per_sample_bytes = (m + 2) * dim * common.dtype_bytes(cfg.precision) * 3
+        # outputs (K = m + 2 rows) plus the vmapped VJP's working memory (K + 1 activation copies)
+        act = memory.activation_bytes(model, ctx.data.x[:1].to(ctx.device))
+        per_sample_bytes = (m + 2) * (dim * common.dtype_bytes(cfg.precision) * 3 + act) + act
+        budget = memory.working_budget(ctx.device)
 
         cols: dict[str, np.ndarray] = {k: np.full(n, np.nan) for k in (
             "decision", "loss_grad_l2", "loss_grad_l1", "logit_jacobian_fro", "logit_jacobian_spectral",
             "decision_grad_l2", "decision_grad_l1")}
         sparsity = np.full((n, len(thresholds)), np.nan)
-        rows_iter = common.batch_rows(n, ctx.batch_size, per_sample_bytes)
-        total = common.n_batches(n, ctx.batch_size, per_sample_bytes)
+        rows_iter = common.batch_rows(n, ctx.batch_size, per_sample_bytes, budget)
+        total = common.n_batches(n, ctx.batch_size, per_sample_bytes, budget)
         for rows in ctx.progress(rows_iter, "input gradients", total):
             x = ctx.data.x[rows].to(ctx.device)
             y = ctx.data.y[rows].to(ctx.device)
