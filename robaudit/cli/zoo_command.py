@@ -137,7 +137,7 @@ def _print_dry_run(spec: Any, threads: int) -> int:
             continue
         est = r["cost_estimate"]
         total = est["total"]
-        note = f"  (no estimate: {', '.join(est['undeclared'])})" if est["undeclared"] else ""
+        note = f"  (no estimate: {', '.join(est['omitted'])})" if est["omitted"] else ""
         click.echo(f"{r['name']:<24} {'ok':<7} {r['parameters']:>12,} {est['seconds_per_fwd_bwd']:>10.2e} "
                    f"{total['forward']:>10,.0f} {total['backward']:>10,.0f} {total['hvp']:>10,.0f} "
                    f"{total['seconds']:>9.1f}{note}")
