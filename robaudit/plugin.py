@@ -17,7 +17,7 @@ Sections:
 - **the cost model** — :class:`Cost` (per-sample forward, forward+backward and Hessian-vector
   passes) that :meth:`Probe.estimate_cost` returns (or :class:`Unknown` with the reason), and
   :func:`estimate_audit_cost`; :func:`probe_budgets` (a sweep's ε list) and
-  :func:`lanczos_hvp_bound` (the product cap of :func:`topk`) for estimates;
+  :func:`lanczos_hvp_estimate` (the typical product count of :func:`topk`) for estimates;
 - **numbers** — the one Wilson interval (:func:`wilson_interval`), the one seed hash
   (:func:`derive_seed`) and the confidence-level check of ``ci_level`` knobs;
 - **the audit model** — :class:`AuditModel` (type of ``ctx.model``), :func:`working_model` (a
@@ -81,7 +81,7 @@ from robaudit.probes.curvature.probe_base import (
     negative_flag,
 )
 from robaudit.probes.curvature.samples import SampleSet
-from robaudit.probes.curvature.topk_probe import lanczos_hvp_bound
+from robaudit.probes.curvature.topk_probe import lanczos_hvp_estimate
 from robaudit.probes.geometry.common import batch_rows, check_precision, second_order_error, working_model
 from robaudit.probes.geometry.jacobian import logit_geometry
 from robaudit.probes.geometry.spectrum import ce_hessian_factor
@@ -106,7 +106,7 @@ __all__ = [
     "column_meta", "undeclared_summary_keys", "validate_probe_class", "Requirement", "ATTACK_OUTCOMES",
     # the cost model
     "Cost", "Unknown", "AuditCost", "estimate_audit_cost", "time_fwd_bwd", "FORWARD_SHARE", "HVP_FACTOR",
-    "class_count_unknown", "probe_budgets", "lanczos_hvp_bound",
+    "class_count_unknown", "probe_budgets", "lanczos_hvp_estimate",
     # numbers
     "check_level", "derive_seed", "wilson_interval",
     # the audit model

@@ -69,3 +69,26 @@ def test_every_figure_keeps_its_text_inside_the_canvas(demo_copy: Path, monkeypa
     render_report(demo_copy)
     assert len(seen) >= 20
     assert not overflow, {seen[i - 1]: sides for i, sides in overflow.items()}
+
+
+def test_the_correlation_matrix_grows_around_long_labels_of_few_indicators(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two indicators with long names (a plugin's): fixed margins wider than the default canvas once
+    raised matplotlib's 'left cannot be >= right' (exit 3); now the canvas grows and every label fits."""
+    from robaudit.report.sections import indicators
+
+    boxes: list[tuple[float, float, float, float, float, float]] = []
+    original = figures._svg
+
+    def svg(fig: Figure) -> str:
+        fig.canvas.draw()
+        box = fig.get_tightbbox(fig.canvas.get_renderer())
+        boxes.append((box.x0, box.y0, box.x1, box.y1, *fig.get_size_inches()))
+        return original(fig)
+
+    monkeypatch.setattr(figures, "_svg", svg)
+    names = ["adversarial-loss Hessian λ1 at ε = 0.05 (adv_landscape, Danskin approximation)",
+             "perturbation consistency along v1 at a = 0.2 (adv_landscape)"]
+    out = indicators._matrix_svg({"columns": names, "rho": [[1.0, -0.3], [-0.3, 1.0]]}, {})
+    assert out.lstrip().startswith("<svg") or "<svg" in out[:500]
+    x0, y0, x1, y1, width, height = boxes[0]
+    assert min(x0, y0) > -0.01 and x1 < width + 0.01 and y1 < height + 0.01

@@ -18,9 +18,11 @@ A probe declares its cost with :meth:`robaudit.probes.base.Probe.estimate_cost`.
 whose size is only known once it is read; the default (``None``) means "not declared". Either way
 the probe is listed as unknown, left out of the total, and the total's line says "estimate omits
 NAME", so no probe is ever silently missing from the estimate. Probes whose work depends on the
-data (restarts on survivors, bisection on broken samples, Lanczos to a tolerance, early stopping)
-declare an **upper bound**: every sample clean-correct, never broken early, every adaptive loop
-run to its iteration cap.
+data (restarts on survivors, bisection on broken samples, early stopping) declare an **upper
+bound**: every sample clean-correct, never broken early, every adaptive loop run to its iteration
+cap. Krylov eigensolvers are the exception: their caps are 10–100× what they use, so they declare
+the typical count, one Krylov basis (:func:`~robaudit.probes.curvature.topk_probe.lanczos_hvp_estimate`),
+and say in their docstrings what it leaves out.
 """
 from __future__ import annotations
 

@@ -101,20 +101,20 @@ class CurvatureLandscape(CurvatureProbe):
     def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
                       selected: frozenset[str] = frozenset()) -> Cost | Unknown:
         """The operator on ``hessian_set`` (:meth:`operator_cost`) with the top-2 Lanczos cap
-        (:func:`~robaudit.probes.curvature.topk_probe.lanczos_hvp_bound`) and, with
+        (:func:`~robaudit.probes.curvature.topk_probe.lanczos_hvp_estimate` with three bases: its tolerance
+        1e-6 typically takes restarts; typical, not a bound) and, with
         ``random_direction``, one Rayleigh-quotient HVP; then loss forwards: ``points`` per curve
         set along v1 (and along the random direction, and along the checkpoint path with
         ``interpolate_to``), ``fit_points`` and, with ``plane``, ``plane_points``² on the Hessian
-        set. An upper bound: Lanczos stops at its tolerance, and a train set holds at most
-        ``train_samples``."""
-        from robaudit.probes.curvature.topk_probe import lanczos_hvp_bound
+        set. A train set holds at most ``train_samples``."""
+        from robaudit.probes.curvature.topk_probe import lanczos_hvp_estimate
 
         sizes = [cls.set_size(spec, n_samples, config.train_samples) for spec in [config.hessian_set, *config.curve_sets]]
         unknown = next((s for s in sizes if isinstance(s, Unknown)), None)
         if unknown is not None:
             return unknown
         n_h, curves = sizes[0], sum(sizes[1:])
-        matvecs = lanczos_hvp_bound(2, None, None, 5) + (1 if config.random_direction else 0)
+        matvecs = lanczos_hvp_estimate(2, None, 5, bases=3) + (1 if config.random_direction else 0)
         lines = config.points * (1 + int(config.random_direction) + int(bool(config.interpolate_to)))
         grid = config.fit_points + (config.plane_points ** 2 if config.plane else 0)
         return cls.operator_cost(n_h, matvecs, config.check_operator) + Cost(forward=lines * curves + grid * n_h)

@@ -100,7 +100,11 @@ def _matrix_svg(matrix: dict[str, Any], labels: dict[str, str]) -> str:
     size = 2.5 + 0.55 * len(names)
     fig, ax = plt.subplots(figsize=(size + 1.5, size), dpi=100)
     wide = figures.text_width(fig, names, 9)  # the tick labels are indicator names, of any length
-    figures.fixed_layout(fig, left=wide + 0.2, bottom=wide * 0.643 + 0.35, right=0.9, top=0.1)  # sin 40°
+    left, bottom, right, top = wide + 0.2, wide * 0.643 + 0.35, 0.9, 0.1  # sin 40°
+    # the cells keep their size whatever the labels' length: the canvas grows around them
+    fig.set_size_inches(max(size + 1.5, left + right + 0.55 * len(names) + 1.0),
+                        max(size, bottom + top + 0.55 * len(names) + 0.5))
+    figures.fixed_layout(fig, left=left, bottom=bottom, right=right, top=top)
     im = ax.imshow(rho, cmap="RdBu_r", vmin=-1, vmax=1)
     ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=9)
     ax.set_yticks(range(len(names)), names, fontsize=9)

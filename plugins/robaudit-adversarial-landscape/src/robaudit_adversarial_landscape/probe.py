@@ -51,7 +51,7 @@ from robaudit.plugin import (
     check_sets,
     derive_seed,
     eps_key,
-    lanczos_hvp_bound,
+    lanczos_hvp_estimate,
     negative_flag,
     topk,
 )
@@ -230,12 +230,11 @@ class AdversarialLandscape(CurvatureProbe):
                       selected: frozenset[str] = frozenset()) -> Cost | Unknown:
         """Per ε, on the Hessian set (n_H samples): PGD at θ (``steps`` forward+backward passes per
         sample; ε = 0 none) and its determinism rerun (``check_determinism``); the operator
-        (robaudit's :meth:`operator_cost`: the gradient, the 3 check HVPs and at most
-        :func:`lanczos_hvp_bound` (k, ``ncv``, ``maxiter``) solver HVPs, doubled with ``dtype = auto``
-        for the float64 redo); one forward per sample for the adversarial error. Per consistency ε,
+        (robaudit's :meth:`operator_cost`: the gradient, the 3 check HVPs and
+        :func:`lanczos_hvp_estimate` (k, ``ncv``) solver HVPs, the typical count without restarts or the
+        ``dtype = auto`` float64 redo); one forward per sample for the adversarial error. Per consistency ε,
         on the audit samples: for each direction, each a and both signs, PGD at the shifted θ and
-        two error forwards. An upper bound: Lanczos stops at ``tol``, and the a = 0 row is shared
-        between directions."""
+        two error forwards. The a = 0 row is shared between directions, so that part is an upper bound."""
         n_h = cls.set_size(config.hessian_set, n_samples, config.train_samples)
         if isinstance(n_h, Unknown):
             return n_h
@@ -243,10 +242,7 @@ class AdversarialLandscape(CurvatureProbe):
         consistency_eps = ([] if not config.consistency else
                            [e for e in eps_list if e > 0] if config.consistency_eps is None
                            else [float(e) for e in config.consistency_eps if e > 0])
-        operator = cls.operator_cost(n_h, lanczos_hvp_bound(config.k, config.ncv, config.maxiter, 5),
-                                     config.check_operator)
-        if config.dtype == "auto":
-            operator = 2 * operator
+        operator = cls.operator_cost(n_h, lanczos_hvp_estimate(config.k, config.ncv, 5), config.check_operator)
         pgd = Cost(backward=config.steps)
         total = Cost()
         for eps in eps_list:
