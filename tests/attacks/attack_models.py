@@ -187,3 +187,29 @@ def run_probe(cls: type, model: AuditModel, data: AuditData, seed: int = 0, batc
 def flag_ids(result) -> set[str]:
     """The ids of the flags a probe result raised."""
     return {f.id for f in result.flags}
+
+
+def foolbox_success(model: nn.Module, data: AuditData, attack: object, eps: list[float],
+                    device: str = "cpu") -> np.ndarray:
+    """Foolbox's attack on ``data`` at each ε, on ``device``, with matched settings (float64 logits, as
+    robaudit's attacks see them): success per (ε, sample), shape (len(eps), N), bool."""
+    import foolbox as fb
+
+    class Float64Logits(nn.Module):
+        def __init__(self, net: nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x).double()
+
+    fmodel = fb.PyTorchModel(Float64Logits(model).eval(), bounds=(0.0, 1.0), device=device)
+    x, y = data.x.to(device), data.y.to(device)
+    _, clipped, _ = attack(fmodel, x, y, epsilons=eps)
+    out = []
+    for adv in clipped:
+        assert adv.device.type == torch.device(device).type
+        with torch.no_grad():
+            out.append((model(adv).argmax(dim=1) != y).cpu().numpy())
+    return np.stack(out)
+

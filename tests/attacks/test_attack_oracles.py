@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from attack_models import demo, linear_problem, run_probe, subset
+from attack_models import demo, foolbox_success, linear_problem, run_probe, subset
 from robaudit.probes.attacks.autoattack import AutoAttackProbe
 from robaudit.probes.attacks.cw import CWL2Probe
 from robaudit.probes.attacks.fab import FABProbe
@@ -157,33 +157,13 @@ def cnn64() -> tuple:
     return model, subset(data, 64)  # 64 = one batch and a power of two: mean-CE and sum-CE gradients share signs
 
 
-def _foolbox_success(model, data, attack, eps: list[float]) -> np.ndarray:  # noqa: ANN001
-    import foolbox as fb
-
-    class Float64Logits(torch.nn.Module):  # matched settings: robaudit's attacks see float64 logits
-        def __init__(self, net: torch.nn.Module) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net(x).double()
-
-    fmodel = fb.PyTorchModel(Float64Logits(model).eval(), bounds=(0.0, 1.0))
-    _, clipped, _ = attack(fmodel, data.x, data.y, epsilons=eps)
-    out = []
-    for adv in clipped:
-        with torch.no_grad():
-            out.append((model(adv).argmax(dim=1) != data.y).numpy())
-    return np.stack(out)
-
-
 def test_fgsm_matches_foolbox_sample_by_sample(cnn64: tuple) -> None:
     import foolbox as fb
 
     model, data = cnn64
     eps = [0.05, 0.1, 0.2]
     ours = run_probe(FGSMProbe, model, data, eps=eps, sanity_checks=False)
-    theirs = _foolbox_success(model, data, fb.attacks.FGSM(random_start=False), eps)
+    theirs = foolbox_success(model, data, fb.attacks.FGSM(random_start=False), eps)
     for k, e in enumerate(eps):
         np.testing.assert_array_equal(ours.per_sample[f"success_eps_{e:g}"], theirs[k], err_msg=f"eps={e}")
     assert 0 < theirs.mean() < 1
@@ -196,8 +176,8 @@ def test_pgd_matches_foolbox_sample_by_sample(cnn64: tuple) -> None:
     for eps in (0.05, 0.1):
         ours = run_probe(PGDLinfProbe, model, data, eps=[eps], steps=10, step_fraction=0.25, random_start=False, method="pgd",
                          sanity_checks=False)
-        theirs = _foolbox_success(model, data, fb.attacks.LinfPGD(abs_stepsize=0.25 * eps, steps=10, random_start=False),
-                                  [eps])
+        theirs = foolbox_success(model, data, fb.attacks.LinfPGD(abs_stepsize=0.25 * eps, steps=10, random_start=False),
+                                 [eps])
         np.testing.assert_array_equal(ours.per_sample[f"success_eps_{eps:g}"], theirs[0], err_msg=f"eps={eps}")
 
 
