@@ -210,24 +210,30 @@ def class_count_unknown() -> Unknown:
     return Unknown("the model's class count was not given")
 
 
-def time_fwd_bwd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def time_fwd_bwd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 5,
+                 budget_s: float = 0.5) -> float:
     """Seconds per sample of one forward+backward of ``model`` on the batch ``x`` (N×C×H×W, labels ``y``).
 
     The pass an attack step makes: cross-entropy, gradient with respect to the input only (no
-    parameter ``.grad`` is written). One untimed pass first, so lazy initialisation is not timed.
+    parameter ``.grad`` is written). One untimed pass first, so lazy initialisation is not timed;
+    then the fastest of up to ``repeats`` timed passes (fewer once ``budget_s`` seconds are spent),
+    as ``timeit`` does: a single pass was measured up to 30× slow when another process held a core.
     """
-    def one() -> None:
+    def one() -> float:
         xi = x.detach().clone().requires_grad_(True)
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+        start = time.perf_counter()
         with torch.enable_grad():
             loss = torch.nn.functional.cross_entropy(model(xi).float(), y)
             if loss.requires_grad:  # a model with no gradient path (preflight flags it) times its forward
                 torch.autograd.grad(loss, xi, allow_unused=True)
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+        return time.perf_counter() - start
 
     one()
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-    start = time.perf_counter()
-    one()
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-    return (time.perf_counter() - start) / max(1, len(x))
+    times: list[float] = []
+    while len(times) < max(1, repeats) and sum(times) < budget_s:
+        times.append(one())
+    return min(times) / max(1, len(x))
