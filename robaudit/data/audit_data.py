@@ -1,6 +1,7 @@
 """The data contract: every dataset becomes an :class:`AuditData` of [0, 1] pixels with stable ids."""
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -74,6 +75,14 @@ class AuditData:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def content_keys(self) -> list[str]:
+        """One key per sample from its pixels alone: the first 16 hex digits of the sha256 of its
+        C×H×W float32 bytes. The same image gets the same key whatever its id, its source (a file or
+        in-memory tensors) or its position, which is what the attacks' per-sample random streams are
+        seeded from."""
+        pixels = self.x.detach().to("cpu", torch.float32).contiguous().numpy()
+        return [hashlib.sha256(pixels[i].tobytes()).hexdigest()[:16] for i in range(len(pixels))]
 
     def batches(self, batch_size: int) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
         """Yield ``(rows, x, y)`` per batch in sample order; ``rows`` indexes ``ids``."""

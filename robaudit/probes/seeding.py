@@ -22,13 +22,14 @@ def derive_seed(base: int, *parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
-def sample_seeds(base: int, ids: Sequence[str], *parts: object) -> list[int]:
-    """One seed per sample: ``derive_seed(base, *parts, sample id)`` for each of ``ids``.
+def sample_seeds(base: int, keys: Sequence[str], *parts: object) -> list[int]:
+    """One seed per sample: ``derive_seed(base, *parts, key)`` for each of ``keys``.
 
-    A sample's random draws then depend on its id and the purpose alone, never on which other
-    samples share its batch (the attacks' per-sample random starts).
+    With the samples' content keys (:meth:`robaudit.data.audit_data.AuditData.content_keys`), a
+    sample's random draws depend on its pixels and the purpose alone: never on which other samples
+    share its batch, nor on its id or source (the attacks' per-sample random starts).
     """
-    return [derive_seed(base, *parts, sample_id) for sample_id in ids]
+    return [derive_seed(base, *parts, key) for key in keys]
 
 
 def generator(base: int, *parts: object) -> torch.Generator:

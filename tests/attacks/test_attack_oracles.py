@@ -117,8 +117,8 @@ def test_apgd_probe_equals_torchattacks_apgd_on_each_sample() -> None:
     with ta.attack_session(model, torch.device("cpu")) as target:
         for eps in eps_list:
             robust = []
-            for i, sample_id in enumerate(data.ids):
-                seed = derive_seed(derive_seed(5, "attack", f"{eps:g}", sample_id), 0)
+            for i, key in enumerate(data.content_keys()):
+                seed = derive_seed(derive_seed(5, "attack", f"{eps:g}", key), 0)
                 attack = torchattacks.APGD(target, norm="Linf", eps=eps, steps=10, n_restarts=1, seed=seed, loss="ce",
                                            eot_iter=1, rho=0.75)
                 x, y = data.x[i:i + 1], data.y[i:i + 1]

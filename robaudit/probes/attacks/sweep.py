@@ -200,7 +200,7 @@ class SweepAttack(Probe):
         invalid = {eps_key(e): 0 for e in eps_list}
         grad_bad = np.zeros(n, dtype=bool)
         grad_seen = False
-        ids = ctx.data.ids
+        keys = ctx.data.content_keys()  # per-sample random streams: pixels, not ids or batch mates
 
         n_batches = max(1, math.ceil(n / ctx.batch_size))
         slots = [(k, b) for k in range(len(eps_list)) for b in range(n_batches)]
@@ -223,7 +223,7 @@ class SweepAttack(Probe):
                 if len(part):
                     rows = torch.as_tensor(part)
                     xb, yb = ctx.data.x[rows].to(ctx.device), ctx.data.y[rows].to(ctx.device)
-                    seeds = sample_seeds(ctx.seed, [ids[i] for i in part], "attack", eps_key(eps))
+                    seeds = sample_seeds(ctx.seed, [keys[i] for i in part], "attack", eps_key(eps))
                     out = self.attack(target, xb, yb, eps, seeds)
                     adv, invalid_rows = project(xb, out.adv, eps, self.norm)
                     logits.append(forward_logits(ctx.model, adv))
@@ -326,13 +326,14 @@ class SweepAttack(Probe):
         """
         big = sanity_eps(self.norm, tuple(ctx.data.x.shape[1:]))
         idx = np.flatnonzero(robust_at_max)
+        keys = ctx.data.content_keys()
         robust = np.zeros(len(robust_at_max), dtype=bool)
         starts = list(enumerate(range(0, len(idx), ctx.batch_size)))
         for b, start in ctx.progress(starts, f"{self.name}: large-eps check", len(starts)):
             part = idx[start:start + ctx.batch_size]
             rows = torch.as_tensor(part)
             xb, yb = ctx.data.x[rows].to(ctx.device), ctx.data.y[rows].to(ctx.device)
-            out = self.attack(target, xb, yb, big, sample_seeds(ctx.seed, [ctx.data.ids[i] for i in part], "large-eps"))
+            out = self.attack(target, xb, yb, big, sample_seeds(ctx.seed, [keys[i] for i in part], "large-eps"))
             adv, _ = project(xb, out.adv, big, self.norm)
             robust[rows.numpy()] = predicts_correctly(ctx.model, adv, yb).cpu().numpy()
         flag, details = sanity.large_eps_not_broken(self.name, big, robust, len(robust))
