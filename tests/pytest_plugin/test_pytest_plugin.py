@@ -60,13 +60,22 @@ def test_fails(robaudit_audit):
     assert "robaudit gate failed" in result.stdout.str() and "floor" in result.stdout.str()
 
 
-def test_a_nan_value_is_an_error_not_a_pass(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    baseline = tmp_path / "baseline"
+@pytest.fixture(scope="module")
+def nan_baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A baseline whose clean accuracy is NaN. Module-scoped, so its in-process audit runs before the
+    ``pytester`` fixture snapshots ``sys.modules``: modules first imported inside a pytester test are
+    evicted when it ends, and later tests would see two copies of robaudit's engine and errors."""
+    baseline = tmp_path_factory.mktemp("nan") / "baseline"
     robaudit.audit(model=str(DEMO_CHECKPOINT), arch=DEMO_ARCH, probes=["clean"], n_samples=30, report=False,
                    out=baseline)
     raw = json.loads((baseline / "results.json").read_text())
     raw["probes"]["clean"]["summary"]["accuracy"]["value"] = math.nan
     (baseline / "results.json").write_text(json.dumps(raw))
+    return baseline
+
+
+def test_a_nan_value_is_an_error_not_a_pass(pytester: pytest.Pytester, nan_baseline: Path) -> None:
+    baseline = nan_baseline
     _test_file(pytester, f"""
 def test_regression(robaudit_audit):
     robaudit_audit({str(DEMO_CHECKPOINT)!r}, "digits", {OPTIONS}, baseline={str(baseline)!r},
