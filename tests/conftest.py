@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import shutil
+import signal
+import warnings
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,34 @@ def demo_copy(demo_run: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "audit"
     shutil.copytree(demo_run, dst)
     return dst
+
+
+def _sigint_state() -> tuple[object, bool, bool]:
+    """(Python's SIGINT handler, SIGINT blocked in this thread, SIGINT ignored by the process)."""
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    ignored = False
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("SigIgn:"):
+                    ignored = bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    except OSError:
+        pass
+    return signal.getsignal(signal.SIGINT), blocked, ignored
+
+
+@pytest.fixture(autouse=True)
+def _sigint_stays_deliverable(request: pytest.FixtureRequest):  # noqa: ANN202 - a generator fixture
+    """Keep Ctrl-C deliverable across tests. In the full suite some library call left SIGINT
+    undeliverable to this process and to the children it starts, and every later Ctrl-C test failed
+    far from the cause. A test that changes the SIGINT handler, mask or disposition gets a warning
+    naming it, and the state is put back for the next test."""
+    before = _sigint_state()
+    yield
+    after = _sigint_state()
+    if after != before:
+        warnings.warn(f"{request.node.nodeid} left SIGINT changed: handler/blocked/ignored {before} -> {after}",
+                      stacklevel=1)
+        signal.signal(signal.SIGINT, before[0] if callable(before[0]) else signal.default_int_handler)
+        if after[1] and not before[1]:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
