@@ -80,7 +80,12 @@ def test_real_sigint_keeps_finished_probes(tmp_path: Path) -> None:
         except KeyboardInterrupt:
             sys.exit(4)
     """))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def deliverable() -> None:  # the child gets Ctrl-C as a terminal would deliver it, whatever pytest's state
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=deliverable)
     results_path = tmp_path / "audit" / "results.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -363,16 +363,20 @@ TEST_STOP_VARIABLE = "ROBAUDIT_TEST_STOP_AFTER"
 
 
 def _test_stop_hook(name: str) -> None:
-    """Test-only: ``ROBAUDIT_TEST_STOP_AFTER=<probe>:KILL|INT`` sends this process SIGKILL or SIGINT
-    right after ``<probe>``'s result is on disk (the resume-equivalence tests stop a run at each probe
+    """Test-only: ``ROBAUDIT_TEST_STOP_AFTER=<probe>:KILL|INT`` sends this process SIGKILL, or raises
+    the KeyboardInterrupt of a Ctrl-C, right after ``<probe>``'s result is on disk (the resume-equivalence tests stop a run at each probe
     boundary with it). Inert when the variable is unset or names another probe."""
     value = os.environ.get(TEST_STOP_VARIABLE)
     if not value:
         return
     probe, _, sig = value.rpartition(":")
     if probe == name:
-        os.kill(os.getpid(), signal.SIGKILL if sig == "KILL" else signal.SIGINT)
-        time.sleep(5)  # SIGINT is raised as KeyboardInterrupt at the next bytecode boundary
+        if sig == "KILL":
+            os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(5)
+        # Ctrl-C: what Python's SIGINT handler raises at the next bytecode boundary, raised here so the
+        # in-process tests do not depend on the test process's signal state
+        raise KeyboardInterrupt
 
 
 class _RunState:
