@@ -41,8 +41,8 @@ EXACT = "exact"
 EXACT_PERMUTATION = "exact permutation"
 ASYMPTOTIC_NORMAL = "asymptotic normal"
 T_APPROXIMATION = "t approximation"
-RESAMPLE_CHUNK = 64
-"""Bootstrap resamples processed at once (bounds memory to about chunk × models × columns floats)."""
+CHUNK_VALUES = 2**19
+"""Bootstrap resamples are processed in chunks of about this many (resample, column, model) values (4 MiB of floats: cache-sized)."""
 
 
 @dataclass(frozen=True)
@@ -185,13 +185,15 @@ def _replicates(x: np.ndarray, y: np.ndarray, z: np.ndarray | None, w: np.ndarra
     same quantity as :func:`st.spearman_replicates` / :func:`st.partial_spearman_replicates` per pair.
     """
     out = np.empty((len(w), len(x), len(y)))
-    for start in range(0, len(w), RESAMPLE_CHUNK):
-        wc = w[start:start + RESAMPLE_CHUNK]
-        a = np.stack([st.weighted_ranks(v, wc) for v in x], axis=1)  # (r, k, n)
-        b = np.stack([st.weighted_ranks(v, wc) for v in y], axis=1)  # (r, m, n)
+    columns = np.concatenate([x, y, z[None, :]] if z is not None else [x, y])
+    chunk = max(1, CHUNK_VALUES // columns.size)
+    for start in range(0, len(w), chunk):
+        wc = w[start:start + chunk]
+        ranks = st.weighted_ranks_columns(columns, wc)  # (r, k + m (+ 1), n)
+        a, b = ranks[:, :len(x)], ranks[:, len(x):len(x) + len(y)]
         wb = wc[:, None, :]
         if z is not None:
-            rz = st.weighted_ranks(z, wc)[:, None, :]
+            rz = ranks[:, -1:]
             a = st.weighted_residual(a, np.broadcast_to(rz, a.shape), wb)
             b = st.weighted_residual(b, np.broadcast_to(rz, b.shape), wb)
         a = a - (wb * a).sum(axis=-1, keepdims=True) / wb.sum(axis=-1, keepdims=True)

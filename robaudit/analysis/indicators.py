@@ -76,11 +76,9 @@ def analyse(results: dict[str, Any], columns: dict[str, np.ndarray], seed: int,
     keep = columns[CORRECT_COLUMN] == 1 if CORRECT_COLUMN in columns else np.ones(len(next(iter(columns.values()))), bool)
     rng = np.random.default_rng(seed)
 
-    tests = []
-    resampler = _Resampler(rng, config.n_bootstrap)
-    for outcome in outcomes:
-        for indicator in indicators:
-            tests.append(_test_pair(indicator, outcome, confounder, present, columns, keep, resampler, config))
+    pairs = [_Pair(indicator, outcome, confounder, present, columns, keep, config)
+             for outcome in outcomes for indicator in indicators]
+    tests = _run_tests(pairs, columns, rng, config)
     adjusted = st.benjamini_hochberg([t["p"] if t["p"] is not None else math.nan for t in tests])
     for test, p_adj in zip(tests, adjusted):
         test["p_adjusted"] = None if math.isnan(p_adj) else p_adj
@@ -107,16 +105,37 @@ def analyse(results: dict[str, Any], columns: dict[str, np.ndarray], seed: int,
 
 
 def _matrix(names: list[str], columns: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, Any]:
-    """Pairwise Spearman ρ between the analysed columns (on samples where both are finite)."""
-    rho = []
-    for a in names:
-        row = []
-        for b in names:
-            ok = keep & np.isfinite(columns[a]) & np.isfinite(columns[b])
-            value = st.spearman(columns[a][ok], columns[b][ok]) if ok.sum() >= 3 else math.nan
-            row.append(None if math.isnan(value) else round(value, 4))
-        rho.append(row)
+    """Pairwise Spearman ρ between the analysed columns (on samples where both are finite).
+
+    Pairs on the same samples are ranked once and correlated in one product of centred ranks
+    (half-integers, so the sums are exact and each ρ equals :func:`st.spearman` of the pair).
+    """
+    from robaudit.analysis.cross_model import _pearson_matrix
+
+    finite = {c: keep & np.isfinite(columns[c]) for c in names}
+    groups: dict[bytes, list[tuple[int, int]]] = {}
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            groups.setdefault((finite[a] & finite[b]).tobytes(), []).append((i, j))
+    rho: list[list[float | None]] = [[None] * len(names) for _ in names]
+    for key, cells in groups.items():
+        ok = np.frombuffer(key, dtype=bool)
+        if ok.sum() < 3:
+            continue
+        used = sorted({i for i, _ in cells} | {j for _, j in cells})
+        ranks = _rank_rows(np.stack([columns[names[c]][ok] for c in used]))
+        at = {c: k for k, c in enumerate(used)}
+        values = _pearson_matrix(ranks, ranks)
+        for i, j in cells:
+            value = float(values[at[i], at[j]])
+            rho[i][j] = None if math.isnan(value) else round(value, 4)
     return {"columns": names, "rho": rho}
+
+
+def _rank_rows(values: np.ndarray) -> np.ndarray:
+    """Average ranks (``scipy.stats.rankdata``) of each row of ``values`` (K, n)."""
+    from scipy import stats
+    return stats.rankdata(values, axis=1)
 
 
 def _scatter(indicators: list[str], outcomes: list[str], meta: dict[str, dict[str, Any]],
@@ -137,85 +156,161 @@ def _scatter(indicators: list[str], outcomes: list[str], meta: dict[str, dict[st
     return {"outcome": outcome, "series": series}
 
 
-class _Resampler:
-    """Bootstrap resamples shared by every test on the same samples, and the weighted ranks of each
-    column under them, each computed once (common random numbers across tests: every interval is
-    still a percentile bootstrap of its own statistic)."""
+class _Pair:
+    """One (indicator, outcome) test: its samples, and its test dict as it fills in."""
 
-    def __init__(self, rng: np.random.Generator, n_resamples: int) -> None:
-        self.rng, self.n_resamples = rng, n_resamples
-        self._weights: dict[tuple[str, bytes], np.ndarray] = {}
-        self._ranks: dict[tuple[str, bytes], np.ndarray] = {}
-
-    def weights(self, ok: np.ndarray, strata: tuple[str, np.ndarray] | None = None) -> np.ndarray:
-        """Paired multiplicities over the samples in ``ok``; stratified by a 0/1 column when given."""
-        key = (strata[0] if strata else "", ok.tobytes())
-        if key not in self._weights:
-            self._weights[key] = (st.stratified_weights(strata[1][ok], self.n_resamples, self.rng) if strata else
-                                  st.bootstrap_weights(int(ok.sum()), self.n_resamples, self.rng))
-        return self._weights[key]
-
-    def residual(self, name: str, values: np.ndarray, confounder: str, z: np.ndarray, ok: np.ndarray) -> np.ndarray:
-        """Weighted ranks of ``name`` residualised on those of the confounder (for partial Spearman)."""
-        key = (f"{name}|{confounder}", ok.tobytes())
-        if key not in self._ranks:
-            self._ranks[key] = st.weighted_residual(self.ranks(name, values, ok), self.ranks(confounder, z, ok),
-                                                    self.weights(ok))
-        return self._ranks[key]
-
-    def ranks(self, name: str, values: np.ndarray, ok: np.ndarray) -> np.ndarray:
-        """Weighted ranks of column ``name`` restricted to ``ok``, under the paired :meth:`weights` of ``ok``."""
-        key = (name, ok.tobytes())
-        if key not in self._ranks:
-            self._ranks[key] = st.weighted_ranks(values[ok], self.weights(ok))
-        return self._ranks[key]
+    def __init__(self, indicator: str, outcome: str, confounder: str | None, meta: dict[str, dict[str, Any]],
+                 columns: dict[str, np.ndarray], keep: np.ndarray, config: AnalysisConfig) -> None:
+        self.indicator, self.outcome = indicator, outcome
+        ok = keep & np.isfinite(columns[indicator]) & np.isfinite(columns[outcome])
+        self.confounder = confounder if confounder and confounder != indicator else None
+        if self.confounder is not None:
+            ok &= np.isfinite(columns[self.confounder])
+        self.ok, self.key = ok, ok.tobytes()
+        self.kind = "auroc" if meta[outcome]["role"] == "attack_success" else "spearman"
+        self.test: dict[str, Any] = {"indicator": indicator, "outcome": outcome, "kind": self.kind,
+                                     "n": int(ok.sum()), "estimate": None, "p": None, "partial": None}
+        self.testable = self.test["n"] >= config.min_samples
+        self.value = self.partial_value = math.nan  # the point estimates
+        self.p = math.nan
 
 
+class _Samples:
+    """The pairs tested on one set of samples: each column's ranks (and rank residuals on the confounder)
+    computed once for all of them."""
 
-def _test_pair(indicator: str, outcome: str, confounder: str | None, meta: dict[str, dict[str, Any]],
-               columns: dict[str, np.ndarray], keep: np.ndarray, resampler: _Resampler,
-               config: AnalysisConfig) -> dict[str, Any]:
-    x, y = columns[indicator], columns[outcome]
-    ok = keep & np.isfinite(x) & np.isfinite(y)
-    z = columns[confounder] if confounder and confounder != indicator else None
-    if z is not None:
-        ok &= np.isfinite(z)
-    kind = "auroc" if meta[outcome]["role"] == "attack_success" else "spearman"
-    test: dict[str, Any] = {"indicator": indicator, "outcome": outcome, "kind": kind, "n": int(ok.sum()),
-                            "estimate": None, "p": None, "partial": None}
-    if test["n"] < config.min_samples:
-        return test
-    xs, ys = x[ok], y[ok]
-    level = config.level
-    if kind == "auroc":
-        label = ys.astype(bool)
-        if label.all() or not label.any():
-            est = st.Interval(math.nan, math.nan, math.nan, level)
+    def __init__(self, ok: np.ndarray, names: list[str], columns: dict[str, np.ndarray]) -> None:
+        self.ok, self.names = ok, names
+        self.values = {c: columns[c][ok] for c in names}
+        ranks = _rank_rows(np.stack([self.values[c] for c in names]))
+        self.ranks = dict(zip(names, ranks))
+        self._residuals: dict[tuple[str, str], np.ndarray] = {}
+
+    def residual(self, name: str, confounder: str) -> np.ndarray:
+        """Ranks of ``name`` residualised on the confounder's ranks (for the partial Spearman ρ)."""
+        if (name, confounder) not in self._residuals:
+            self._residuals[name, confounder] = st._residualise(self.ranks[name], self.ranks[confounder])
+        return self._residuals[name, confounder]
+
+
+def _run_tests(pairs: list[_Pair], columns: dict[str, np.ndarray], rng: np.random.Generator,
+               config: AnalysisConfig) -> list[dict[str, Any]]:
+    """Every pair's estimate, interval, p and partial ρ, batched over the pairs that share their samples.
+
+    The random draws are made in the order, and with the calls, of testing the pairs one by one
+    (outcome-major): per pair, its stratified bootstrap multiplicities (AUROC, first use of those samples and
+    that outcome) or its paired ones (Spearman, first use of those samples) then its permutations, then the
+    paired multiplicities of a partial ρ. So the resamples, and every number, are those of the per-pair
+    computation; the statistics of all pairs on the same draws are then computed together.
+    """
+    samples: dict[bytes, _Samples] = {}
+    for key in dict.fromkeys(p.key for p in pairs if p.testable):
+        used = [p for p in pairs if p.key == key]
+        names = list(dict.fromkeys(c for p in used for c in (p.indicator, p.outcome, p.confounder) if c))
+        samples[key] = _Samples(used[0].ok, names, columns)
+    for pair in pairs:
+        if pair.testable:
+            _point_estimates(pair, samples[pair.key])
+
+    paired: dict[bytes, np.ndarray] = {}
+    stratified: dict[tuple[str, bytes], np.ndarray] = {}
+    for pair in pairs:  # the draws, in the per-pair order
+        if not pair.testable:
+            continue
+        group = samples[pair.key]
+        if pair.kind == "auroc":
+            label = group.values[pair.outcome].astype(bool)
+            if label.any() and not label.all() and (pair.outcome, pair.key) not in stratified:
+                stratified[pair.outcome, pair.key] = st.stratified_weights(label, config.n_bootstrap, rng)
         else:
-            w = resampler.weights(ok, (outcome, y))
-            est = st.percentile_interval(st.auroc(xs, label), st.auroc_replicates(xs, label, w), level)
-        p = st.auroc_p(xs, ys)
-        test["positives"] = int(ys.sum())
+            if pair.key not in paired:
+                paired[pair.key] = st.bootstrap_weights(pair.test["n"], config.n_bootstrap, rng)
+            pair.p = st.rank_permutation_p(group.ranks[pair.indicator], group.ranks[pair.outcome], rng,
+                                           config.n_permutations)
+        if pair.confounder is not None and not math.isnan(pair.partial_value) and pair.key not in paired:
+            paired[pair.key] = st.bootstrap_weights(pair.test["n"], config.n_bootstrap, rng)
+
+    _auroc_tests(pairs, samples, stratified, config)
+    _spearman_intervals(pairs, samples, paired, config)
+    for pair in pairs:
+        if pair.testable:
+            pair.test["p"] = None if math.isnan(pair.p) else pair.p
+    return [pair.test for pair in pairs]
+
+
+def _point_estimates(pair: _Pair, group: _Samples) -> None:
+    """ρ or AUROC, and the partial ρ, from the ranks computed once per column (exact, as per pair)."""
+    rx, ry = group.ranks[pair.indicator], group.ranks[pair.outcome]
+    if pair.kind == "auroc":
+        label = group.values[pair.outcome].astype(bool)
+        n_pos, n_neg = int(label.sum()), int((~label).sum())
+        if n_pos and n_neg:
+            pair.value = float((rx[label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+        pair.test["positives"] = n_pos
     else:
-        rho = st.spearman(xs, ys)
-        w = resampler.weights(ok)
-        est = (st.Interval(rho, math.nan, math.nan, level) if math.isnan(rho) else
-               st.percentile_interval(rho, st.spearman_replicates(resampler.ranks(indicator, x, ok),
-                                                                  resampler.ranks(outcome, y, ok), w), level))
-        p = st.permutation_p(xs, ys, resampler.rng, config.n_permutations)
-    test["estimate"] = _interval(est)
-    test["p"] = None if math.isnan(p) else p
-    if z is not None:
-        value = st.partial_spearman(xs, ys, z[ok])
-        if math.isnan(value):
-            partial = st.Interval(value, math.nan, math.nan, level)
-        else:
-            w = resampler.weights(ok)
-            boot = st.spearman_replicates(resampler.residual(indicator, x, confounder, z, ok),
-                                          resampler.residual(outcome, y, confounder, z, ok), w)
-            partial = st.percentile_interval(value, boot, level)
-        test["partial"] = _interval(partial)
-    return test
+        pair.value = float(st._pearson_last_axis(rx, ry))
+    if pair.confounder is not None:
+        pair.partial_value = float(st._pearson_last_axis(group.residual(pair.indicator, pair.confounder),
+                                                         group.residual(pair.outcome, pair.confounder)))
+
+
+def _auroc_tests(pairs: list[_Pair], samples: dict[bytes, _Samples],
+                 stratified: dict[tuple[str, bytes], np.ndarray], config: AnalysisConfig) -> None:
+    """AUROC intervals and Mann–Whitney p of every AUROC pair, one batch per (outcome, samples)."""
+    batches: dict[tuple[str, bytes], list[_Pair]] = {}
+    for pair in pairs:
+        if pair.testable and pair.kind == "auroc":
+            batches.setdefault((pair.outcome, pair.key), []).append(pair)
+    for (outcome, key), batch in batches.items():
+        group = samples[key]
+        label = group.values[outcome].astype(bool)
+        scores = np.stack([group.values[p.indicator] for p in batch])
+        for pair, p in zip(batch, st.auroc_p_columns(scores, label)):
+            pair.p = float(p)
+        if (outcome, key) not in stratified:  # one class is empty
+            for pair in batch:
+                pair.test["estimate"] = _interval(st.Interval(math.nan, math.nan, math.nan, config.level))
+            continue
+        boot = st.auroc_replicates_columns(scores, label, stratified[outcome, key])
+        for k, pair in enumerate(batch):
+            pair.test["estimate"] = _interval(st.percentile_interval(pair.value, boot[:, k], config.level))
+
+
+def _spearman_intervals(pairs: list[_Pair], samples: dict[bytes, _Samples], paired: dict[bytes, np.ndarray],
+                        config: AnalysisConfig) -> None:
+    """Bootstrap intervals of the Spearman ρ and partial ρ, one batch per set of samples (the replicates of
+    :func:`robaudit.analysis.cross_model._replicates`, as for zoos)."""
+    from robaudit.analysis.cross_model import _replicates
+
+    nan = st.Interval(math.nan, math.nan, math.nan, config.level)
+    for key, group in samples.items():
+        mine = [p for p in pairs if p.key == key and p.testable]
+        spear = [p for p in mine if p.kind == "spearman"]
+        for pair in spear:
+            pair.test["estimate"] = _interval(st.Interval(pair.value, math.nan, math.nan, config.level))
+        boot_pairs = [p for p in spear if not math.isnan(p.value)]
+        if boot_pairs:
+            _fill(boot_pairs, group, None, paired[key], config, "estimate", _replicates)
+        partial = [p for p in mine if p.confounder is not None]
+        for pair in partial:
+            pair.test["partial"] = _interval(st.Interval(pair.partial_value, math.nan, math.nan, config.level)
+                                             if math.isnan(pair.partial_value) else nan)
+        boot_pairs = [p for p in partial if not math.isnan(p.partial_value)]
+        if boot_pairs:
+            _fill(boot_pairs, group, boot_pairs[0].confounder, paired[key], config, "partial", _replicates)
+
+
+def _fill(batch: list[_Pair], group: _Samples, confounder: str | None, w: np.ndarray, config: AnalysisConfig,
+          field: str, replicates: Any) -> None:
+    """Percentile intervals of ``batch``'s ρ (``field="estimate"``) or partial ρ from one batched bootstrap."""
+    ind = list(dict.fromkeys(p.indicator for p in batch))
+    out = list(dict.fromkeys(p.outcome for p in batch))
+    z = group.values[confounder] if confounder else None
+    boot = replicates(np.stack([group.values[c] for c in ind]), np.stack([group.values[c] for c in out]), z, w)
+    for pair in batch:
+        value = pair.value if field == "estimate" else pair.partial_value
+        replicate = boot[:, ind.index(pair.indicator), out.index(pair.outcome)]
+        pair.test[field] = _interval(st.percentile_interval(value, replicate, config.level))
 
 
 def _interval(iv: st.Interval) -> dict[str, float | None]:

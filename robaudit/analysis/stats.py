@@ -43,12 +43,82 @@ def bootstrap_weights(n: int, n_resamples: int, rng: np.random.Generator) -> np.
     return np.bincount(flat, minlength=n_resamples * n).reshape(n_resamples, n).astype(np.float64)
 
 
+def _doubled_sorted_ranks(columns: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Twice the average rank of each value of each column in each resampled multiset, in sorted order.
+
+    Integer arithmetic throughout (so exact): the doubled average rank of a tie group is
+    ``before + through + 1``, where ``before`` and ``through`` count the copies drawn before the group
+    and up to its end.
+
+    Args:
+        columns: K columns of n values, shape ``(K, n)``.
+        weights: multiplicities, shape ``(R, n)`` (non-negative integers, as floats or ints).
+
+    Returns:
+        ``orders`` (K, n): each column's stable sort order; ``drawn`` (n, K, R): the multiplicity of the
+        value at each sorted position; ``doubled`` (n, K, R): twice its average rank (int64).
+    """
+    k, n = columns.shape
+    orders = np.argsort(columns, axis=1, kind="stable")
+    ordered = np.take_along_axis(columns, orders, axis=1)
+    dtype = _count_dtype(n)
+    drawn = weights.T.astype(dtype)[orders.T]  # (n, K, R): one row gather per column
+    through = _running_sum(drawn)
+    starts = np.ones((k, n), bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    if starts.all():  # no ties: every group is one value
+        through *= 2
+        through -= drawn
+        through += 1
+        return orders, drawn, through
+    ends = np.ones((k, n), bool)
+    ends[:, :-1] = starts[:, 1:]
+    position = np.broadcast_to(np.arange(n), (k, n))
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=1).T  # (n, K): start of each tie group
+    last = np.minimum.accumulate(np.where(ends, position, n - 1)[:, ::-1], axis=1)[:, ::-1].T
+    col = np.arange(k)[None, :]
+    before = through[first, col] - drawn[first, col]
+    before += through[last, col]
+    before += 1
+    return orders, drawn, before
+
+
+def _count_dtype(n: int) -> type:
+    """The narrowest integer type that holds n·(2n + 1) (a multiplicity times a doubled rank)."""
+    return np.int32 if n * (2 * n + 1) < 2**31 else np.int64
+
+
+def _running_sum(a: np.ndarray) -> np.ndarray:
+    """Cumulative sum along axis 0, one vectorised add per row (``np.cumsum`` along a leading axis walks
+    each column with a stride, several times slower here)."""
+    out = a.copy()
+    for i in range(1, len(out)):
+        np.add(out[i - 1], out[i], out=out[i])
+    return out
+
+
+def weighted_ranks_columns(columns: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`weighted_ranks` of K columns under the same multiplicities: shape ``(R, K, n)``.
+
+    Args:
+        columns: shape ``(K, n)``.
+        weights: multiplicities, shape ``(R, n)``.
+    """
+    orders, _, doubled = _doubled_sorted_ranks(np.asarray(columns, dtype=np.float64), weights)
+    k = len(orders)
+    out = np.empty((weights.shape[1], k, len(weights)))  # (n, K, R), filled in each column's order
+    out[orders.T, np.arange(k)[None, :]] = doubled
+    out *= 0.5
+    return np.ascontiguousarray(out.transpose(2, 1, 0))
+
+
 def weighted_ranks(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Average ranks of each resampled multiset, without sorting it again.
 
     Row r of ``weights`` says how often each value is drawn; the returned rank of value i in row r
     is the average rank (ties averaged, as ``scipy.stats.rankdata``) that every copy of it gets in
     the multiset of row r. One sort of ``values`` serves all rows: O(R·n) instead of O(R·n log n).
+    Ranks are half-integers computed in integer arithmetic, so they are exact.
 
     Args:
         values: the n values, shape ``(n,)``.
@@ -57,18 +127,7 @@ def weighted_ranks(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     Returns:
         Ranks, shape ``(R, n)`` (meaningless where the weight is 0).
     """
-    n = len(values)
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    starts = np.r_[True, ordered[1:] != ordered[:-1]]
-    group = np.cumsum(starts) - 1  # tie group of each sorted value
-    ends = np.r_[np.nonzero(starts)[0][1:], n] - 1
-    through = np.cumsum(weights[:, order], axis=1)[:, ends]  # copies up to the end of each group
-    before = np.concatenate([np.zeros((len(weights), 1)), through[:, :-1]], axis=1)
-    group_rank = before + (through - before + 1) / 2
-    ranks = np.empty_like(weights)
-    ranks[:, order] = group_rank[:, group]
-    return ranks
+    return weighted_ranks_columns(np.asarray(values)[None, :], weights)[:, 0]
 
 
 def _weighted_centre(a: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -127,20 +186,41 @@ def spearman_ci(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_resamp
 
 
 def permutation_p(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_resamples: int = 2000) -> float:
-    """Two-sided permutation p-value of Spearman's ρ (pairings permuted; exact for n ≤ 8)."""
+    """Two-sided permutation p-value of Spearman's ρ (pairings permuted; exact for n ≤ 8).
+
+    The same test as ``scipy.stats.permutation_test(..., permutation_type="pairings")`` on the ranks,
+    with the same draws from ``rng``; see :func:`rank_permutation_p`.
+    """
     from scipy import stats
-    rx, ry = stats.rankdata(x), stats.rankdata(y)
+    return rank_permutation_p(stats.rankdata(x), stats.rankdata(y), rng, n_resamples)
+
+
+def rank_permutation_p(rx: np.ndarray, ry: np.ndarray, rng: np.random.Generator, n_resamples: int = 2000) -> float:
+    """:func:`permutation_p` from the average ranks ``rx``, ``ry`` (shape (n,)); NaN when either is constant.
+
+    Above 8 samples this is ``scipy.stats.permutation_test((rx, ry), pearson, permutation_type="pairings",
+    n_resamples=n_resamples, rng=rng, alternative="two-sided")`` computed in one batch: the same
+    ``rng.permuted`` draw of both samples' orders, the null as one product of the permuted centred ranks
+    (half-integers, so every sum is exact and the null equals scipy's bit for bit), and scipy's p-value
+    rule (ties within 100 ulp of the observed ρ count as extreme; +1 in numerator and denominator).
+    """
+    from scipy import stats
     if np.ptp(rx) == 0 or np.ptp(ry) == 0:
         return math.nan
-    if len(x) <= 8:  # exact: permute y's order only (n! pairings; permuting both samples would enumerate n!²)
+    n = len(rx)
+    if n <= 8:  # exact: permute y's order only (n! pairings; permuting both samples would enumerate n!²)
         res = stats.permutation_test((ry,), lambda b, axis=-1: _pearson_last_axis(rx, b), permutation_type="pairings",
                                      vectorized=True, n_resamples=np.inf, alternative="two-sided")
         return float(res.pvalue)
-    res = stats.permutation_test(
-        (rx, ry), lambda a, b, axis=-1: _pearson_last_axis(a, b), permutation_type="pairings",
-        vectorized=True, n_resamples=n_resamples, alternative="two-sided", rng=rng,
-    )
-    return float(res.pvalue)
+    order = rng.permuted(np.tile(np.arange(n), (n_resamples, 2, 1)), axis=-1)  # scipy's draw: (resample, sample, i)
+    a, b = rx - rx.mean(), ry - ry.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    observed = (a * b).sum() / denom
+    null = (a[order[:, 0]] * b[order[:, 1]]).sum(axis=-1) / denom
+    gamma = abs(np.finfo(np.float64).eps * 100 * observed)
+    less = (np.count_nonzero(null <= observed + gamma) + 1) / (n_resamples + 1)
+    greater = (np.count_nonzero(null >= observed - gamma) + 1) / (n_resamples + 1)
+    return float(np.clip(min(less, greater) * 2, 0.0, 1.0))
 
 
 def _residualise(r: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -205,15 +285,58 @@ def stratified_weights(label: np.ndarray, n_resamples: int, rng: np.random.Gener
 
 
 def auroc_replicates(score: np.ndarray, label: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Bootstrap replicates of the AUROC under multiplicities ``w`` (from :func:`stratified_weights`).
+    """Bootstrap replicates of the AUROC under multiplicities ``w`` (from :func:`stratified_weights`), shape (R,).
 
     AUROC = P(score_pos > score_neg) + ½P(tie), via the Mann–Whitney U of each resample.
     """
-    label = label.astype(bool)
+    return auroc_replicates_columns(np.asarray(score)[None, :], label, w)[:, 0]
+
+
+def auroc_replicates_columns(scores: np.ndarray, label: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """:func:`auroc_replicates` of K score columns against one binary ``label`` under the same ``w``.
+
+    The Mann–Whitney U of a resample is Σ over positives of (multiplicity × the negatives' multiplicity
+    ranked below it), ties counting ½: the mean of U with tied negatives sorted after the positives (strict)
+    and before them (or equal). Each is one running sum over the negatives in sort order, in integer
+    arithmetic, so U is exact and equals ranking every resample with ``scipy.stats.rankdata``.
+
+    Args:
+        scores: shape ``(K, n)``.
+        label: shape ``(n,)``, 0/1 or bool.
+        w: stratified multiplicities, shape ``(R, n)``.
+
+    Returns:
+        AUROC replicates, shape ``(R, K)``.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    label = np.asarray(label).astype(bool)
     n_pos, n_neg = int(label.sum()), int((~label).sum())
-    ranks = weighted_ranks(score, w)
-    u = (w[:, label] * ranks[:, label]).sum(axis=1) - n_pos * (n_pos + 1) / 2
-    return u / (n_pos * n_neg)
+    counts = w.T.astype(_count_dtype(len(label)))  # (n, R)
+    negative = counts * ~label[:, None]
+    positive = counts * label[:, None]
+    ordered = np.sort(scores, axis=1)
+    tied = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+    twice_u = np.empty((len(scores), len(w)), dtype=np.int64)
+    for rows, ties_last in ((~tied, None), (tied, True)):
+        if not rows.any():
+            continue
+        sub = scores[rows]
+        if ties_last is None:  # no ties: U counts each negative below a positive once, twice_u is twice that
+            twice_u[rows] = 2 * _positives_over_negatives(np.argsort(sub, axis=1, kind="stable"), positive, negative)
+            continue
+        strict = np.lexsort((np.broadcast_to(~label, sub.shape), sub), axis=1)  # tied positives first
+        loose = np.lexsort((np.broadcast_to(label, sub.shape), sub), axis=1)  # tied negatives first
+        twice_u[rows] = (_positives_over_negatives(strict, positive, negative)
+                         + _positives_over_negatives(loose, positive, negative))
+    return (twice_u / 2 / (n_pos * n_neg)).T
+
+
+def _positives_over_negatives(orders: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """Σ over positions in each column's ``orders`` (K, n) of the positive multiplicity there × the negative
+    multiplicity up to there, shape (K, R); ``positive``, ``negative``: multiplicities (n, R)."""
+    below = _running_sum(negative[orders.T])  # (n, K, R)
+    below *= positive[orders.T]
+    return below.sum(axis=0, dtype=np.int64)
 
 
 def auroc_p(score: np.ndarray, label: np.ndarray) -> float:
@@ -223,6 +346,24 @@ def auroc_p(score: np.ndarray, label: np.ndarray) -> float:
     if label.all() or not label.any():
         return math.nan
     return float(stats.mannwhitneyu(score[label], score[~label], alternative="two-sided").pvalue)
+
+
+def auroc_p_columns(scores: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """:func:`auroc_p` of K score columns (shape ``(K, n)``) against one ``label``, shape (K,).
+
+    One ``scipy.stats.mannwhitneyu`` call over all columns where scipy's method choice cannot depend
+    on the other columns (both classes larger than 8: the asymptotic test); per column otherwise.
+    """
+    from scipy import stats
+    scores = np.asarray(scores, dtype=np.float64)
+    label = np.asarray(label).astype(bool)
+    n_pos, n_neg = int(label.sum()), int((~label).sum())
+    if n_pos == 0 or n_neg == 0:
+        return np.full(len(scores), math.nan)
+    if n_pos <= 8 or n_neg <= 8:  # scipy picks exact or asymptotic from ties over the whole batch
+        return np.array([auroc_p(s, label) for s in scores])
+    res = stats.mannwhitneyu(scores[:, label], scores[:, ~label], alternative="two-sided", axis=1)
+    return np.asarray(res.pvalue, dtype=np.float64).reshape(len(scores))
 
 
 def benjamini_hochberg(pvalues: list[float]) -> list[float]:
