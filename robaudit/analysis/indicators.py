@@ -272,8 +272,8 @@ def _auroc_tests(pairs: list[_Pair], samples: dict[bytes, _Samples],
                 pair.test["estimate"] = _interval(st.Interval(math.nan, math.nan, math.nan, config.level))
             continue
         boot = st.auroc_replicates_columns(scores, label, stratified[outcome, key])
-        for k, pair in enumerate(batch):
-            pair.test["estimate"] = _interval(st.percentile_interval(pair.value, boot[:, k], config.level))
+        for pair, interval in zip(batch, _intervals(boot, [p.value for p in batch], config.level)):
+            pair.test["estimate"] = interval
 
 
 def _spearman_intervals(pairs: list[_Pair], samples: dict[bytes, _Samples], paired: dict[bytes, np.ndarray],
@@ -307,10 +307,21 @@ def _fill(batch: list[_Pair], group: _Samples, confounder: str | None, w: np.nda
     out = list(dict.fromkeys(p.outcome for p in batch))
     z = group.values[confounder] if confounder else None
     boot = replicates(np.stack([group.values[c] for c in ind]), np.stack([group.values[c] for c in out]), z, w)
-    for pair in batch:
-        value = pair.value if field == "estimate" else pair.partial_value
-        replicate = boot[:, ind.index(pair.indicator), out.index(pair.outcome)]
-        pair.test[field] = _interval(st.percentile_interval(value, replicate, config.level))
+    cells = boot[:, [ind.index(p.indicator) for p in batch], [out.index(p.outcome) for p in batch]]
+    values = [p.value if field == "estimate" else p.partial_value for p in batch]
+    for pair, interval in zip(batch, _intervals(cells, values, config.level)):
+        pair.test[field] = interval
+
+
+def _intervals(boot: np.ndarray, values: list[float], level: float) -> list[dict[str, float | None]]:
+    """The :func:`st.percentile_interval` of each column of ``boot`` (R, pairs) around ``values``, in one
+    quantile call (:func:`robaudit.analysis.cross_model._percentiles`)."""
+    from robaudit.analysis.cross_model import _percentiles
+
+    lows, highs = _percentiles(boot, np.asarray(values, dtype=np.float64), level)
+    nan = math.nan
+    return [_interval(st.Interval(v, nan if lo is None else lo, nan if hi is None else hi, level))
+            for v, lo, hi in zip(values, lows, highs)]
 
 
 def _interval(iv: st.Interval) -> dict[str, float | None]:

@@ -88,10 +88,10 @@ def _count_dtype(n: int) -> type:
     return np.int32 if n * (2 * n + 1) < 2**31 else np.int64
 
 
-def _running_sum(a: np.ndarray) -> np.ndarray:
+def _running_sum(a: np.ndarray, in_place: bool = False) -> np.ndarray:
     """Cumulative sum along axis 0, one vectorised add per row (``np.cumsum`` along a leading axis walks
-    each column with a stride, several times slower here)."""
-    out = a.copy()
+    each column with a stride, several times slower here); into ``a`` itself when ``in_place``."""
+    out = a if in_place else a.copy()
     for i in range(1, len(out)):
         np.add(out[i - 1], out[i], out=out[i])
     return out
@@ -334,7 +334,7 @@ def auroc_replicates_columns(scores: np.ndarray, label: np.ndarray, w: np.ndarra
 def _positives_over_negatives(orders: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
     """Σ over positions in each column's ``orders`` (K, n) of the positive multiplicity there × the negative
     multiplicity up to there, shape (K, R); ``positive``, ``negative``: multiplicities (n, R)."""
-    below = _running_sum(negative[orders.T])  # (n, K, R)
+    below = _running_sum(negative[orders.T], in_place=True)  # (n, K, R), a fresh gather
     below *= positive[orders.T]
     return below.sum(axis=0, dtype=np.int64)
 
