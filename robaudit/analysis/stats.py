@@ -336,7 +336,7 @@ def _positives_over_negatives(orders: np.ndarray, positive: np.ndarray, negative
     multiplicity up to there, shape (K, R); ``positive``, ``negative``: multiplicities (n, R)."""
     below = _running_sum(negative[orders.T], in_place=True)  # (n, K, R), a fresh gather
     below *= positive[orders.T]
-    return below.sum(axis=0, dtype=np.int64)
+    return below.sum(axis=0, dtype=below.dtype).astype(np.int64)  # ≤ n_pos·n_neg: fits the count type
 
 
 def auroc_p(score: np.ndarray, label: np.ndarray) -> float:
