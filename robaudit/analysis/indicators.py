@@ -278,35 +278,34 @@ def _auroc_tests(pairs: list[_Pair], samples: dict[bytes, _Samples],
 
 def _spearman_intervals(pairs: list[_Pair], samples: dict[bytes, _Samples], paired: dict[bytes, np.ndarray],
                         config: AnalysisConfig) -> None:
-    """Bootstrap intervals of the Spearman ρ and partial ρ, one batch per set of samples (the replicates of
-    :func:`robaudit.analysis.cross_model._replicates`, as for zoos)."""
-    from robaudit.analysis.cross_model import _replicates
-
-    nan = st.Interval(math.nan, math.nan, math.nan, config.level)
+    """Bootstrap intervals of the Spearman ρ and partial ρ, one batch per set of samples (no interval where
+    the value is NaN)."""
     for key, group in samples.items():
         mine = [p for p in pairs if p.key == key and p.testable]
         spear = [p for p in mine if p.kind == "spearman"]
+        partial = [p for p in mine if p.confounder is not None]
         for pair in spear:
             pair.test["estimate"] = _interval(st.Interval(pair.value, math.nan, math.nan, config.level))
-        boot_pairs = [p for p in spear if not math.isnan(p.value)]
-        if boot_pairs:
-            _fill(boot_pairs, group, None, paired[key], config, "estimate", _replicates)
-        partial = [p for p in mine if p.confounder is not None]
         for pair in partial:
-            pair.test["partial"] = _interval(st.Interval(pair.partial_value, math.nan, math.nan, config.level)
-                                             if math.isnan(pair.partial_value) else nan)
-        boot_pairs = [p for p in partial if not math.isnan(p.partial_value)]
-        if boot_pairs:
-            _fill(boot_pairs, group, boot_pairs[0].confounder, paired[key], config, "partial", _replicates)
+            pair.test["partial"] = _interval(st.Interval(pair.partial_value, math.nan, math.nan, config.level))
+        _fill([p for p in spear if not math.isnan(p.value)], group, None, paired, config, "estimate")
+        _fill([p for p in partial if not math.isnan(p.partial_value)], group, partial[0].confounder if partial else None,
+              paired, config, "partial")
 
 
-def _fill(batch: list[_Pair], group: _Samples, confounder: str | None, w: np.ndarray, config: AnalysisConfig,
-          field: str, replicates: Any) -> None:
-    """Percentile intervals of ``batch``'s ρ (``field="estimate"``) or partial ρ from one batched bootstrap."""
+def _fill(batch: list[_Pair], group: _Samples, confounder: str | None, paired: dict[bytes, np.ndarray],
+          config: AnalysisConfig, field: str) -> None:
+    """Percentile intervals of ``batch``'s ρ (``field="estimate"``) or partial ρ (controlling for
+    ``confounder``) from one batched bootstrap: :func:`robaudit.analysis.cross_model._replicates`, the zoo's."""
+    from robaudit.analysis.cross_model import _replicates
+
+    if not batch:
+        return
     ind = list(dict.fromkeys(p.indicator for p in batch))
     out = list(dict.fromkeys(p.outcome for p in batch))
     z = group.values[confounder] if confounder else None
-    boot = replicates(np.stack([group.values[c] for c in ind]), np.stack([group.values[c] for c in out]), z, w)
+    boot = _replicates(np.stack([group.values[c] for c in ind]), np.stack([group.values[c] for c in out]), z,
+                       paired[batch[0].key])
     cells = boot[:, [ind.index(p.indicator) for p in batch], [out.index(p.outcome) for p in batch]]
     values = [p.value if field == "estimate" else p.partial_value for p in batch]
     for pair, interval in zip(batch, _intervals(cells, values, config.level)):
