@@ -11,6 +11,11 @@ reference variant (``float64``; for the input Hessian, version 3's default: ``fl
 screen): |a − b| / max(|b|, tiny), NaN in both counting as equal. For the eigenvalue columns it also
 prints the deviation relative to the sample's λ1, the scale that matters for a spectrum.
 
+First, per model and dtype, the Jacobian rows themselves: ``torch.func.vmap`` over the VJP function
+(the path before issue #17, still used off the CPU) against
+:func:`~robaudit.probes.geometry.jacobian.batched_vjp` (one VJP per row on the CPU), timed side by side,
+with whether the rows are bitwise equal.
+
 Models: the digits demo CNN (D = 64) and the quarter-width timm ResNet-18 at 32×32 (D = 3072, random
 init, seeded random images labelled by their prediction), as in ``benchmarks/passes_per_sample.py``.
 
@@ -102,6 +107,35 @@ VARIANTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 """Per probe: (label, knobs); the first is the reference the deviations are measured from."""
 
 
+def compare_vjp_rows(model: Any, data: Any, fb: float, repeats: int) -> None:
+    """Jacobian rows (all c one-hot cotangents) by vmap and by :func:`batched_vjp`, side by side."""
+    from robaudit.probes.geometry.common import working_model
+    from robaudit.probes.geometry.jacobian import batched_vjp
+
+    c = model.num_classes
+    for precision in ("float64", "float32"):
+        work = working_model(model, precision)
+        times: dict[str, float] = {}
+        rows: dict[str, torch.Tensor] = {}
+        for label in ("vmap (before)", "batched_vjp (now)"):
+            best = math.inf
+            for _ in range(repeats):
+                start = time.process_time()
+                out = []
+                with torch.enable_grad():
+                    for lo in range(0, len(data), 128):
+                        x = data.x[lo:lo + 128].to(getattr(torch, precision))
+                        _, vjp_fn = torch.func.vjp(work, x)
+                        cot = torch.eye(c, dtype=x.dtype)[:, None, :].expand(c, len(x), c).contiguous()
+                        out.append(torch.func.vmap(vjp_fn)(cot)[0] if label.startswith("vmap")
+                                   else batched_vjp(vjp_fn, cot))
+                best = min(best, time.process_time() - start)
+            times[label], rows[label] = best, torch.cat(out, dim=1)
+        (a, ta), (b, tb) = times.items()
+        print(f"Jacobian rows, {precision}: {a} {ta:.2f} CPU-s = {ta / fb:.1f} fwd+bwd per sample, {b} {tb:.2f} "
+              f"CPU-s = {tb / fb:.1f}; speed-up {ta / tb:.2f}×; bitwise equal: {torch.equal(*rows.values())}")
+
+
 def compare(name: str, model: Any, data: Any, repeats: int) -> None:
     from robaudit.probes.geometry.gradient_probe import InputGradients
     from robaudit.probes.geometry.hessian_probe import InputHessian
@@ -111,6 +145,7 @@ def compare(name: str, model: Any, data: Any, repeats: int) -> None:
     fb = _plain_fwd_bwd(model, data)
     print(f"\n== {name}: n = {n}, D = {int(np.prod(data.x.shape[1:]))}; one plain float32 forward+backward over "
           f"all samples: {fb:.4f} CPU-s")
+    compare_vjp_rows(model, data, fb, repeats)
     for cls in (InputGradients, InputHessian):
         variants = VARIANTS[cls.name]
         runs = [(label, *_run(cls, knobs, model, data, repeats)) for label, knobs in variants]

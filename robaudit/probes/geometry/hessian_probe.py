@@ -200,8 +200,9 @@ class InputHessian(Probe):
         rank_bound = c - 1 if m == c else m
         k = max(1, min(cfg.top_k, rank_bound, dim))
         # outputs, plus the larger of the Jacobian phase (vmapped VJP: K + 1 activation copies in the working
-        # dtype) and the float64 check (forward, backward with graph, double backward, JVP: about 4 copies;
-        # the float32 screen holds as many float32 copies, fewer bytes)
+        # dtype; fewer with the CPU's row-by-row VJPs, which keep these batches) and the float64 check (forward,
+        # backward with graph, double backward, JVP: about 4 copies; the float32 screen holds as many float32
+        # copies, fewer bytes)
         x1 = ctx.data.x[:1].to(ctx.device)
         act = memory.activation_bytes(model, x1)
         act64 = memory.activation_bytes(model64, x1) if model64 is not None else act
