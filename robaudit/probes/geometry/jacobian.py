@@ -85,11 +85,11 @@ def select_top_classes(probs: torch.Tensor, m: int) -> tuple[torch.Tensor, torch
 def batched_vjp(vjp_fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], cotangents: torch.Tensor) -> torch.Tensor:
     """Rows wᵀ J_z of every sample for K cotangents w (K×N×c) from one VJP function: K×N×C×H×W.
 
-    On the CPU the K backward passes run one after another through the one forward pass: measured
-    1.5–1.75× faster than ``vmap``'s batched pass (whose convolution backward is slow there) with
-    bitwise equal rows, in float32 and float64, on the demo CNN and the quarter-width ResNet-18 at one
-    thread (``benchmarks/geometry_precision.py``). Elsewhere ``vmap`` runs them as one batched pass;
-    an op without a batching rule falls back to one VJP per row.
+    On the CPU the K backward passes run one after another through the one forward pass: with bitwise
+    equal rows, measured 1.5× faster than ``vmap``'s batched pass on the quarter-width ResNet-18 (float32
+    and float64, one thread) and as fast or faster on the demo CNN (``benchmarks/geometry_precision.py``).
+    Elsewhere ``vmap`` runs them as one batched pass; an op without a batching rule falls back to one VJP
+    per row.
     """
     if cotangents.device.type != "cpu":
         try:
