@@ -117,7 +117,7 @@ class InputGradients(Probe):
     @classmethod
     def estimate_cost(cls, config: Any, n_samples: int, threat_model: ThreatModel,
                       selected: frozenset[str] = frozenset(), *, num_classes: int | None = None) -> Cost | Unknown:
-        """Per sample: one forward pass builds the VJP function, then one (vmapped) backward pass
+        """Per sample: one forward pass builds the VJP function, then one backward pass
         per Jacobian row (:func:`jacobian_cost`). Exact."""
         if num_classes is None:
             return class_count_unknown()
@@ -133,7 +133,8 @@ class InputGradients(Probe):
         dim = int(np.prod(ctx.data.x.shape[1:]))
         m = resolve_top_m(c, cfg.top_m, cfg.max_full_classes)
         thresholds = list(cfg.sparsity_thresholds)
-        # outputs (K = m + 2 rows) plus the vmapped VJP's working memory (K + 1 activation copies)
+        # outputs (K = m + 2 rows) plus the vmapped VJP's working memory (K + 1 activation copies; the CPU's
+        # row-by-row VJPs hold fewer, and keep these batches)
         act = memory.activation_bytes(model, ctx.data.x[:1].to(ctx.device))
         per_sample_bytes = (m + 2) * (dim * common.dtype_bytes(cfg.precision) * 3 + act) + act
         budget = memory.working_budget(ctx.device)
