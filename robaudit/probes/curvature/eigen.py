@@ -159,14 +159,19 @@ class RitzPairs:
         return self.tail_weights[:n, None] * self.tail[None]
 
 
-def _orthogonalise(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """Make ``w`` (in place) orthogonal to the rows of ``basis`` by Gram–Schmidt twice; return ``basis·w``."""
+def _orthogonalise(w: torch.Tensor, basis: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor:
+    """Make ``w`` (in place) orthogonal to the rows of ``basis`` by Gram–Schmidt twice; return ``basis·w``.
+
+    ``scratch``: a vector like ``w`` to hold ``basisᵀ·h`` (saves two allocations of P entries per call;
+    the same products, bitwise). Each pass streams the whole basis from memory twice, which is what
+    this costs at large P (memory-bound BLAS-2).
+    """
     if not len(basis):
         return torch.zeros(0, dtype=w.dtype, device=w.device)
     h = basis @ w
-    w -= basis.T @ h
+    w -= basis.T @ h if scratch is None else torch.mv(basis.T, h, out=scratch)
     h2 = basis @ w
-    w -= basis.T @ h2
+    w -= basis.T @ h2 if scratch is None else torch.mv(basis.T, h2, out=scratch)
     return h + h2
 
 
@@ -196,8 +201,8 @@ def thick_restart_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], size: 
     ``max((ncv + k) // 2, k + 1)`` most wanted Ritz vectors and continues from q.
 
     Memory: V is allocated once (``ncv`` × P float64) and filled row by row; a restart writes the
-    kept Ritz vectors over its first rows (through one temporary of their size); the product and
-    the next vector reuse two P-vectors. No step copies the basis.
+    kept Ritz vectors over its first rows (through one temporary of their size); the product, the
+    next vector and the Gram–Schmidt scratch reuse three P-vectors. No step copies the basis.
 
     Args:
         matvec: H·v for a flat P-vector (any dtype/device; the result is cast to float64). It is
@@ -225,6 +230,7 @@ def thick_restart_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], size: 
     limit = max_hvps if known is not None else max(max_hvps, 1)
     basis = torch.empty(ncv, size, dtype=dt, device=dev)  # rows [0, m) are the Krylov basis V
     w = torch.empty(size, dtype=dt, device=dev)  # the product being orthogonalised
+    scratch = torch.empty(size, dtype=dt, device=dev)
     m = 0
     t = torch.zeros(0, 0, dtype=dt)  # the projected matrix (CPU)
     hvps, beta = 0, 0.0
@@ -239,8 +245,8 @@ def thick_restart_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], size: 
             else:
                 w.copy_(matvec(basis[m - 1]).reshape(-1))
                 hvps += 1
-            _orthogonalise(w, locked)
-            h = _orthogonalise(w, basis[:m]).cpu()
+            _orthogonalise(w, locked, scratch)
+            h = _orthogonalise(w, basis[:m], scratch).cpu()
             beta = float(w.norm())
             j = len(t)
             grown = torch.zeros(j + 1, j + 1, dtype=dt)
