@@ -192,6 +192,8 @@ def hvp_variants(which: str, n: int) -> None:
         print(f"  BN as affine ({len(norms)} BN)   {ms:7.1f}   change {change(products):.1e}")
     else:
         print("  BN as affine           (no eval-mode BatchNorm2d)")
+    again_ms, _ = timed(operator())  # the order of the runs matters on a shared machine: native once more
+    print(f"  native, again          {again_ms:7.1f}")
 
 
 def run_tree(tree: Path, which: str, n: int) -> dict[str, Any]:
