@@ -110,8 +110,8 @@ def child(tree: Path, which: str, n: int, out: Path) -> None:
         probe = outcome.results["probes"]["curvature.topk"]
         table = (Path(tmp) / "run" / "per_sample.csv").read_text().splitlines()
     header = table[0].split(",")
-    column = [row.split(",")[header.index("curvature.topk.v1_curvature")] for row in table[1:]] \
-        if "curvature.topk.v1_curvature" in header else None
+    at = header.index("curvature.topk/v1_curvature")  # raises when the column is missing
+    column = [row.split(",")[at] for row in table[1:]]
     out.write_text(json.dumps({
         "audit_cpu": total, "probe": cpu["probe"], "hvps": count["hvp"],
         "hvp": cpu["hvp"], "graph": cpu["graph"], "solver": cpu["topk"] - cpu["topk_hvp"],
