@@ -40,6 +40,29 @@ def test_lanczos_relation_residuals_equal_explicit_ones() -> None:
     assert torch.allclose(ritz.vectors @ ritz.vectors.T, torch.eye(len(ritz.vectors), dtype=torch.float64), atol=1e-10)
 
 
+@pytest.mark.parametrize("locked_rows", [0, 3])
+def test_predicted_residual_vectors_equal_dense_ones_across_restarts(locked_rows: int) -> None:
+    """The relation's residual vectors β q s_m (``RitzPairs.tails``) are A y − θ y of the searched
+    operator A = (I − LᵀL) H (I − LᵀL), computed densely, after several restarts that overwrite the
+    basis in place (ncv = 12 for k = 6 forces them)."""
+    op = MatrixOperator(clustered_spectrum(150), seed=4)
+    locked = torch.linalg.qr(torch.randn(150, locked_rows, generator=torch.Generator().manual_seed(2),
+                                         dtype=torch.float64))[0].T if locked_rows else None
+    start = torch.randn(150, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ritz = thick_restart_lanczos(op.matvec, 150, 6, which="LM", tol=1e-5, ncv=12, max_hvps=600, start=start,
+                                 locked=locked)
+    assert ritz.converged and ritz.hvps > 12  # restarted
+    deflate = torch.eye(150, dtype=torch.float64) - (locked.T @ locked if locked is not None else 0)
+    a = deflate @ op.matrix @ deflate
+    dense = ritz.vectors @ a - ritz.values[:, None] * ritz.vectors
+    torch.testing.assert_close(ritz.tails(len(ritz.values)), dense, rtol=0, atol=1e-11 * float(ritz.values[0].abs()))
+    torch.testing.assert_close(ritz.tails(6).norm(dim=1), ritz.residuals[:6], rtol=1e-6, atol=1e-12)
+    gram = ritz.vectors @ ritz.vectors.T
+    torch.testing.assert_close(gram, torch.eye(len(gram), dtype=torch.float64), rtol=0, atol=1e-12)
+    if locked is not None:
+        assert float((ritz.vectors @ locked.T).abs().max()) <= 1e-12
+
+
 def _hidden_block() -> tuple[MatrixOperator, torch.Tensor, np.ndarray]:
     """A block-diagonal H whose second block holds λ1 and the start vector has no component there:
     Lanczos from that start can never see λ3 (the zeros are exact), yet its Ritz residuals pass."""

@@ -141,7 +141,9 @@ class RitzPairs:
         residuals: (j,) absolute residuals ‖A y − θ y‖ of the searched operator A, from the Lanczos relation.
         hvps: products spent.
         converged: whether the first k met ``tol`` (or the Krylov space became invariant).
-        tails: (j, P) the residual vectors A y − θ y that the Lanczos relation predicts (β q s_m).
+        tail: (P,) the unit vector q of the Lanczos relation (zeros when the space became invariant).
+        tail_weights: (j,) β·s_m: the residual vector A y_i − θ_i y_i the relation predicts is
+            ``tail_weights[i] * tail`` (see :meth:`tails`).
     """
 
     values: torch.Tensor
@@ -149,17 +151,27 @@ class RitzPairs:
     residuals: torch.Tensor
     hvps: int
     converged: bool
-    tails: torch.Tensor
+    tail: torch.Tensor
+    tail_weights: torch.Tensor
+
+    def tails(self, n: int) -> torch.Tensor:
+        """(n, P) the predicted residual vectors A y_i − θ_i y_i of the first n pairs (β q s_m)."""
+        return self.tail_weights[:n, None] * self.tail[None]
 
 
-def _orthogonalise(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """Make ``w`` (in place) orthogonal to the rows of ``basis`` by Gram–Schmidt twice; return ``basis·w``."""
+def _orthogonalise(w: torch.Tensor, basis: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor:
+    """Make ``w`` (in place) orthogonal to the rows of ``basis`` by Gram–Schmidt twice; return ``basis·w``.
+
+    ``scratch``: a vector like ``w`` to hold ``basisᵀ·h`` (saves two allocations of P entries per call;
+    the same products, bitwise). Each pass streams the whole basis from memory twice, which is what
+    this costs at large P (memory-bound BLAS-2).
+    """
     if not len(basis):
         return torch.zeros(0, dtype=w.dtype, device=w.device)
     h = basis @ w
-    w -= basis.T @ h
+    w -= basis.T @ h if scratch is None else torch.mv(basis.T, h, out=scratch)
     h2 = basis @ w
-    w -= basis.T @ h2
+    w -= basis.T @ h2 if scratch is None else torch.mv(basis.T, h2, out=scratch)
     return h + h2
 
 
@@ -188,8 +200,13 @@ def thick_restart_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], size: 
     pair (θ, Vᵀs) has residual β·|s_m| with no extra product. A restart keeps the
     ``max((ncv + k) // 2, k + 1)`` most wanted Ritz vectors and continues from q.
 
+    Memory: V is allocated once (``ncv`` × P float64) and filled row by row; a restart writes the
+    kept Ritz vectors over its first rows (through one temporary of their size); the product, the
+    next vector and the Gram–Schmidt scratch reuse three P-vectors. No step copies the basis.
+
     Args:
-        matvec: H·v for a flat P-vector (any dtype/device; the result is cast to float64).
+        matvec: H·v for a flat P-vector (any dtype/device; the result is cast to float64). It is
+            handed a row of the basis: it must neither modify nor keep its argument.
         size: P.
         k: how many pairs must converge.
         which: ``LM`` (largest |λ|) or ``LA`` (largest λ).
@@ -211,20 +228,25 @@ def thick_restart_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], size: 
     pending /= norm
     known = None if start_product is None else start_product.to(dev, dt).reshape(-1) / norm
     limit = max_hvps if known is not None else max(max_hvps, 1)
-    basis = torch.zeros(0, size, dtype=dt, device=dev)
+    basis = torch.empty(ncv, size, dtype=dt, device=dev)  # rows [0, m) are the Krylov basis V
+    w = torch.empty(size, dtype=dt, device=dev)  # the product being orthogonalised
+    scratch = torch.empty(size, dtype=dt, device=dev)
+    m = 0
     t = torch.zeros(0, 0, dtype=dt)  # the projected matrix (CPU)
     hvps, beta = 0, 0.0
     while True:
         invariant = False
         while known is not None or hvps < limit:
-            basis = torch.cat([basis, pending[None]])
+            basis[m].copy_(pending)
+            m += 1
             if known is not None:
-                w, known = known, None
+                w.copy_(known)
+                known = None
             else:
-                w = matvec(pending).to(dev, dt).reshape(-1)
+                w.copy_(matvec(basis[m - 1]).reshape(-1))
                 hvps += 1
-            _orthogonalise(w, locked)
-            h = _orthogonalise(w, basis).cpu()
+            _orthogonalise(w, locked, scratch)
+            h = _orthogonalise(w, basis[:m], scratch).cpu()
             beta = float(w.norm())
             j = len(t)
             grown = torch.zeros(j + 1, j + 1, dtype=dt)
@@ -232,20 +254,21 @@ def thick_restart_lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], size: 
             grown[:, j] = h
             grown[j, :] = h
             t = grown
-            invariant = beta <= 1e-12 * max(float(t.abs().max()), 1e-300) or len(basis) >= room
+            invariant = beta <= 1e-12 * max(float(t.abs().max()), 1e-300) or m >= room
             if invariant:
                 break
-            pending = w / beta
-            if len(basis) >= ncv or (len(t) > k and _ritz(t, beta, k, which, tol)[3]):
+            torch.div(w, beta, out=pending)
+            if m >= ncv or (len(t) > k and _ritz(t, beta, k, which, tol)[3]):
                 break
         theta, s, res, done = _ritz(t, 0.0 if invariant else beta, k, which, tol)
         done = done or invariant
         keep = min(max((ncv + k) // 2, k + 1), len(theta) - 1)
         if done or hvps >= max_hvps or keep < 1:
             tail = pending if not invariant else torch.zeros_like(pending)
-            return RitzPairs(theta.to(dev), s.T.to(dev) @ basis, res.to(dev), hvps, done,
-                             (beta * s[-1]).to(dev)[:, None] * tail[None])
-        basis = s[:, :keep].T.to(dev) @ basis
+            return RitzPairs(theta.to(dev), s.T.to(dev) @ basis[:m], res.to(dev), hvps, done,
+                             tail, (beta * s[-1]).to(dev))
+        basis[:keep] = s[:, :keep].T.to(dev) @ basis[:m]
+        m = keep
         t = torch.diag(theta[:keep])  # the arrow to q is refilled by q's own product
 
 
@@ -314,7 +337,7 @@ def _lanczos(op: HessianOperator, k: int, *, which: str, tol: float, seed: int, 
             u, hu = (t.to(dev, torch.float64) for t in known.pop(0))
             c = vectors @ u
             check_start = u - c @ vectors
-            check_product = hu - (c * values) @ vectors - c @ first.tails[:k]
+            check_product = hu - (c * values) @ vectors - c @ first.tails(k)
         probe = thick_restart_lanczos(op.matvec, op.size, 1, which=which, tol=tol, ncv=check_steps,
                                       max_hvps=check_steps - (check_product is not None), locked=vectors,
                                       start=check_start, start_product=check_product)
@@ -350,7 +373,7 @@ def _lanczos(op: HessianOperator, k: int, *, which: str, tol: float, seed: int, 
         c /= c.norm()
         y = c @ vectors
         seen = op.matvec(y).to(vectors.device, torch.float64) - (c * values) @ vectors
-        consistency = float((seen - c @ first.tails[:k]).norm())
+        consistency = float((seen - c @ first.tails(k)).norm())
         residuals = residuals + consistency
         rel = np.array([float(r) / abs(v) if v != 0 else math.inf for r, v in zip(residuals.cpu().numpy(), vals)])
     if rounds and not complete:
