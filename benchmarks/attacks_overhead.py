@@ -51,8 +51,33 @@ The minimal-ε bisection is reported in attack-step units (one step = one forwar
 one sample): PGD steps spent per attacked (clean-correct) sample, as PGD runs, as a multiple of one
 bare PGD run at one ε over all samples, and the CPU time per attack step relative to that bare run.
 
+The standard audit's attack work against torchattacks (``--standard``)
+----------------------------------------------------------------------
+The standard audit attacks with FGSM and APGD-CE-20 over the run's L∞ ε grid and then bisects the
+minimal ε with PGD-10 (``attack.fgsm``, ``attack.pgd_linf``, ``attack.min_eps``, default knobs). With
+``--standard`` this runs on the benchmark models of ``benchmarks/passes_per_sample.py`` (``--model
+demo|resnet|both``: the digits CNN on its 360 test digits, the quarter-width ResNet-18 on seeded random
+32×32 images) and prints, per probe and in total, robaudit's CPU time against torchattacks called
+directly on the same batches, in two matchings:
+
+* **every sample at every ε** (no ε-monotone skipping): the bare side calls ``torchattacks.FGSM`` /
+  ``torchattacks.APGD`` on every batch at every ε plus one scoring forward; robaudit runs the probes
+  with ``monotone = false``, ``sanity_checks = false``;
+* **ε-monotone** (the apples-to-apples work of the default audit): the bare side attacks, at each ε,
+  exactly the samples the probe attacked (all at the first ε, then those it left standing), in batches
+  of the same size; robaudit runs the probes with default knobs except ``sanity_checks = false``.
+
+For the bisection the bare side replays, with ``torchattacks.PGD`` (10 steps, step 0.25·ε, random start),
+every batch the probe attacked (the same samples in the same batches, at the batch's mean budget:
+torchattacks takes one ε per call) plus a scoring forward: the same passes, not the same outcomes.
+The last rows are the default audit's attack probes as they run (sanity checks on: noise baselines and
+the box-covering re-attack are extra measurements) and their passes per sample: CPU time over the CPU
+time of one plain forward+backward of every sample (batch as in the audit), as in
+``benchmarks/passes_per_sample.py``.
+
 Run:  .venv/bin/python benchmarks/attacks_overhead.py [--threads 1] [--repeats 5] [--min-seconds 10]
       [--n-samples 360] [--only fgsm]
+      .venv/bin/python benchmarks/attacks_overhead.py --standard [--model demo|resnet|both] [--n-samples N]
 """
 from __future__ import annotations
 
@@ -135,6 +160,167 @@ def _bare(make_attack: Callable[[float], Any], model: Any, data: Any, eps_list: 
     return correct
 
 
+def _plain_fwd_bwd(model: Any, data: Any, batch_size: int) -> float:
+    """CPU seconds of one forward+backward (cross-entropy, gradient w.r.t. the input) over every sample."""
+    repeats, start = 0, _clock()
+    while repeats < 3 or _clock() - start < 2.0:
+        for _rows, x, y in data.batches(batch_size):
+            xi = x.clone().requires_grad_(True)
+            torch.autograd.grad(torch.nn.functional.cross_entropy(model(xi).float(), y), xi)
+        repeats += 1
+    return (_clock() - start) / repeats
+
+
+def _standing(result: Any, eps_list: tuple[float, ...], n: int) -> list[Any]:
+    """The sample indices an ε-monotone sweep attacked at each ε: all at the first, then those robust at the one before."""
+    import numpy as np
+
+    from robaudit.attack_outcomes import success_key
+
+    sets = [np.arange(n)]
+    for e in eps_list[:-1]:
+        sets.append(np.flatnonzero(~np.asarray(result.per_sample[success_key(e)], dtype=bool)))
+    return sets
+
+
+def _bare_sets(make_attack: Callable[[float], Any], model: Any, data: Any, eps_list: tuple[float, ...],
+               sets: list[Any], batch_size: int) -> int:
+    """:func:`_bare` on the given samples at each ε (``sets[k]``: indices), in batches of ``batch_size``."""
+    from robaudit.probes.attacks.torchattacks_adapter import seed_global
+    from robaudit.probes.seeding import derive_seed
+
+    correct = 0
+    for k, (eps, idx) in enumerate(zip(eps_list, sets)):
+        attack = make_attack(eps)
+        for b, start in enumerate(range(0, len(idx), batch_size)):
+            rows = torch.as_tensor(idx[start:start + batch_size])
+            x, y = data.x[rows], data.y[rows]
+            seed_global(derive_seed(0, "bare", k, b), x.device)
+            adv = attack(x, y)
+            with torch.no_grad():
+                correct += int((model(adv).argmax(dim=1) == y).sum())
+    return correct
+
+
+def standard_work(which: str, args: argparse.Namespace) -> None:
+    """The standard audit's attack probes against torchattacks on the same batches (see the module docstring)."""
+    import tempfile
+
+    import torchattacks
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from passes_per_sample import model_options
+
+    from robaudit.config import build_probe_config, config_from_mapping
+    from robaudit.engine.runner import prepare, select_probes
+    from robaudit.probes.attacks import torchattacks_adapter as ta
+    from robaudit.probes.attacks.iterative import PGDLinfProbe
+    from robaudit.probes.attacks.min_eps import MinEpsProbe
+    from robaudit.probes.attacks.single_step import FGSMProbe
+    from robaudit.probes.registry import ProbeRegistry
+    from robaudit.probes.seeding import derive_seed
+
+    n = args.n_samples or (360 if which == "demo" else 100)
+    with tempfile.TemporaryDirectory() as tmp:
+        options = {**model_options(which, Path(tmp), n), "n_samples": n, "threads": args.threads, "seed": 0,
+                   "probes": ["clean"], "out": "unused"}
+        config = config_from_mapping(options)
+        _, _, model, data = prepare(config, select_probes(config, ProbeRegistry()))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    bs = args.batch_size
+    plain = min(_plain_fwd_bwd(model, data, bs) for _ in range(3))
+    clean_logits: list[Any] = []
+
+    def probe_run(cls: type, knobs: dict, previous: dict | None = None) -> Callable[[], Any]:
+        from robaudit.plugin import make_test_context
+
+        probe = cls(build_probe_config(cls, knobs))
+
+        def go() -> Any:
+            ctx = make_test_context(model, data, batch_size=bs, seed=derive_seed(0, cls.name), previous=previous)
+            if not clean_logits:  # the engine computes the clean logits once per audit, outside every probe
+                clean_logits.append(ctx.clean_logits())
+            ctx._clean_logits = clean_logits[0]
+            with torch.enable_grad():
+                return probe.run(ctx)
+        return go
+
+    eps_list = tuple(probe_run(FGSMProbe, {"sanity_checks": False})().summary["eps"])
+    fgsm = lambda e: torchattacks.FGSM(model, eps=e)  # noqa: E731
+    apgd = lambda e: torchattacks.APGD(model, norm="Linf", eps=e, steps=20, n_restarts=1, loss="ce",  # noqa: E731
+                                       eot_iter=1, rho=0.75)
+    full, quiet = {"sanity_checks": False, "monotone": False}, {"sanity_checks": False}
+    fgsm_default = probe_run(FGSMProbe, quiet)()
+    pgd_default = probe_run(PGDLinfProbe, quiet, {"attack.fgsm": fgsm_default})()
+    previous = {"attack.fgsm": fgsm_default, "attack.pgd_linf": pgd_default}
+
+    batches: list[tuple[torch.Tensor, torch.Tensor, float]] = []  # the bisection's batches, recorded once
+    real = ta.pgd_per_sample
+
+    def record(target: Any, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, *rest: Any, **kw: Any) -> Any:
+        batches.append((x, y, float(eps.mean())))
+        return real(target, x, y, eps, *rest, **kw)
+
+    ta.pgd_per_sample = record
+    try:
+        min_eps_result = probe_run(MinEpsProbe, {}, previous)()
+    finally:
+        ta.pgd_per_sample = real
+    fraction = min_eps_result.summary["settings"]["step_fraction"]
+
+    def bare_bisection() -> int:
+        correct = 0
+        for b, (x, y, eps) in enumerate(batches):
+            ta.seed_global(derive_seed(0, "bare-bisection", b), x.device)
+            adv = torchattacks.PGD(model, eps=eps, alpha=fraction * eps, steps=10, random_start=True)(x, y)
+            with torch.no_grad():
+                correct += int((model(adv).argmax(dim=1) == y).sum())
+        return correct
+
+    every = lambda make: lambda: _bare(make, model, data, eps_list, bs)  # noqa: E731
+    fgsm_sets, pgd_sets = _standing(fgsm_default, eps_list, len(data)), _standing(pgd_default, eps_list, len(data))
+    rows: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = [
+        ("FGSM, every sample at every ε", every(fgsm), probe_run(FGSMProbe, full)),
+        ("APGD-CE-20, every sample at every ε", every(apgd), probe_run(PGDLinfProbe, full)),
+        ("FGSM, ε-monotone", lambda: _bare_sets(fgsm, model, data, eps_list, fgsm_sets, bs),
+         probe_run(FGSMProbe, quiet)),
+        ("APGD-CE-20, ε-monotone", lambda: _bare_sets(apgd, model, data, eps_list, pgd_sets, bs),
+         probe_run(PGDLinfProbe, quiet, {"attack.fgsm": fgsm_default})),
+        ("min-ε bisection (PGD-10, the same batches)", bare_bisection, probe_run(MinEpsProbe, {}, previous)),
+    ]
+    print(f"\n== the standard audit's attack work on {which}: {len(data)} samples, batch {bs}, L∞ ε {list(eps_list)}, "
+          f"threads {torch.get_num_threads()} (pinned); one plain forward+backward over all samples {plain:.4f} CPU-s; "
+          f"process CPU seconds, median of ≥ {args.repeats} interleaved pairs")
+    print(f"{'work':<46}{'torchattacks s':>15}{'robaudit s':>12}{'ratio':>8}{'pairs':>6}"
+          f"{'passes/sample: torchattacks':>29}{'robaudit':>10}")
+    totals = {"every sample at every ε": [0.0, 0.0], "ε-monotone": [0.0, 0.0]}
+    for label, bare, ours in rows:
+        bare_s, ours_s, ratio, runs = _paired(bare, ours, args.repeats, args.min_seconds)
+        for key in totals:
+            if key in label or (label.startswith("min-ε") and key == "ε-monotone"):
+                totals[key][0] += bare_s
+                totals[key][1] += ours_s
+        print(f"{label:<46}{bare_s:>15.3f}{ours_s:>12.3f}{ratio:>8.3f}{runs:>6}"
+              f"{bare_s / plain:>29.1f}{ours_s / plain:>10.1f}", flush=True)
+    for key, (bare_s, ours_s) in totals.items():
+        extra = " + the bisection" if key == "ε-monotone" else ""
+        print(f"{'total, ' + key + extra:<46}{bare_s:>15.3f}{ours_s:>12.3f}{ours_s / bare_s:>8.3f}{'':>6}"
+              f"{bare_s / plain:>29.1f}{ours_s / plain:>10.1f}")
+    print("the standard audit's attack probes as they run (default knobs, sanity checks on), passes per sample:")
+    fgsm_on = probe_run(FGSMProbe, {})
+    fgsm_result = fgsm_on()
+    pgd_on = probe_run(PGDLinfProbe, {}, {"attack.fgsm": fgsm_result})
+    min_eps_on = probe_run(MinEpsProbe, {}, {"attack.fgsm": fgsm_result, "attack.pgd_linf": pgd_on()})
+    total = 0.0
+    for name, fn in (("attack.fgsm", fgsm_on), ("attack.pgd_linf", pgd_on), ("attack.min_eps", min_eps_on)):
+        fn()  # warm-up
+        cpu = min(_once(fn)[0] for _ in range(args.repeats))
+        total += cpu
+        print(f"  {name:<20}{cpu:>8.3f} CPU-s (fastest of {args.repeats}) = {cpu / plain:6.1f} passes per sample")
+    print(f"  {'total':<20}{total:>8.3f} CPU-s = {total / plain:6.1f} passes per sample")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -143,11 +329,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--min-seconds", type=float, default=10.0,
                         help="cheap rows repeat until about this much timed CPU time (median of more runs)")
+    parser.add_argument("--standard", action="store_true",
+                        help="the standard audit's attack work (FGSM, APGD-CE-20, min-ε) vs torchattacks on --model")
+    parser.add_argument("--model", choices=("demo", "resnet", "both"), default="both",
+                        help="with --standard: the benchmark model(s) of benchmarks/passes_per_sample.py")
     parser.add_argument("--only", default=None, metavar="TEXT",
                         help="run only the rows whose label contains TEXT (case-insensitive); 'bisection' for that one")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(args.threads)
+    if args.standard:
+        for which in (("demo", "resnet") if args.model == "both" else (args.model,)):
+            standard_work(which, args)
+        return 0
 
     import torchattacks
 

@@ -177,3 +177,70 @@ def test_a_sample_is_attacked_the_same_under_another_id() -> None:
     for column in ("success_eps_0.05", "success_eps_0.1"):
         np.testing.assert_array_equal(np.asarray(second.per_sample[column]), np.asarray(first.per_sample[column])[order])
 
+
+
+def test_the_per_sample_mode_leaves_after_the_first_gradient_step() -> None:
+    """The mode dispatches every torch call through Python; the sweeps' attacks draw only before
+    their first gradient step, so it retires there: of an APGD-10 call's forward passes (a clean
+    check and 11 gradient steps), only the first two run their convolutions through the mode, and
+    the result is still bitwise the same as torchattacks' APGD on each sample alone (the test above)."""
+    model, data = demo()
+    x, y = data.x[:12], data.y[:12]
+    seeds = sample_seeds(5, data.content_keys()[:12], "attack", "0.1")
+    seen: list[object] = []
+    dispatch = ta.PerSampleDraws.__torch_function__
+
+    def spy(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN202
+        seen.append(func)
+        return dispatch(self, func, types, args, kwargs)
+
+    ta.PerSampleDraws.__torch_function__ = spy
+    try:
+        with ta.attack_session(model, torch.device("cpu")) as target:
+            ta.apgd(target, x, y, 0.1, "linf", steps=10, seed=seeds)
+    finally:
+        ta.PerSampleDraws.__torch_function__ = dispatch
+    convolutions = model.net.features[0], model.net.features[2]
+    assert sum(f is torch.conv2d for f in seen) == 2 * len(convolutions)
+    assert len(seen) < 200  # the whole call routed ~1,000 calls through the mode before
+
+
+def test_a_draw_after_the_mode_retired_raises() -> None:
+    """A draw from the global generator after the first gradient step (which the retired mode no
+    longer sees) is caught when the call ends, instead of silently using the global generator."""
+    model, data = demo()
+    x = data.x[:3]
+    with ta.attack_session(model, torch.device("cpu")) as target:
+        with pytest.raises(RuntimeError, match="after its first gradient step"):
+            with ta.PerSampleDraws([1, 2, 3]) as draws:
+                target.draws = draws
+                target(x.clone().requires_grad_(True))
+                assert draws.retired
+                torch.rand(3, 4)
+        target.draws = None
+
+
+class _Noisy(torch.nn.Module):
+    """The demo CNN behind Gaussian input noise drawn in every forward pass (a randomised defence)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x + 0.02 * torch.randn_like(x))
+
+
+def test_a_network_that_draws_keeps_the_per_sample_streams() -> None:
+    """A network that draws random numbers in its forward pass keeps the mode for the whole call:
+    its draws stay per sample, so a sample's APGD result does not depend on its batch mates."""
+    from helpers import audit_model
+
+    model, data = demo()
+    noisy = audit_model(_Noisy(model), 10)
+    x, y = data.x[:10], data.y[:10]
+    seeds = sample_seeds(2, data.content_keys()[:10], "attack", "0.1")
+    with ta.attack_session(noisy, torch.device("cpu")) as target:
+        whole = ta.apgd(target, x, y, 0.1, "linf", steps=5, seed=seeds).adv
+        part = ta.apgd(target, x[[2, 7]], y[[2, 7]], 0.1, "linf", steps=5, seed=[seeds[2], seeds[7]]).adv
+    torch.testing.assert_close(part, whole[[2, 7]], atol=0, rtol=0)
