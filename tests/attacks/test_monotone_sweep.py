@@ -244,3 +244,55 @@ def test_a_network_that_draws_keeps_the_per_sample_streams() -> None:
         whole = ta.apgd(target, x, y, 0.1, "linf", steps=5, seed=seeds).adv
         part = ta.apgd(target, x[[2, 7]], y[[2, 7]], 0.1, "linf", steps=5, seed=[seeds[2], seeds[7]]).adv
     torch.testing.assert_close(part, whole[[2, 7]], atol=0, rtol=0)
+
+
+class _RandomDefence(torch.nn.Module):
+    """The demo CNN behind draws no per-sample stream covers: a scalar noise scale (``rand(1)``)
+    and a random shift (``randint``), as randomised input-transformation defences draw them; with
+    ``late``, only in passes without an input gradient (after the per-sample mode retired)."""
+
+    def __init__(self, net: torch.nn.Module, late: bool = False) -> None:
+        super().__init__()
+        self.net, self.late = net, late
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.late and x.requires_grad:
+            return self.net(x)
+        scale = 0.02 * torch.rand(1, device=x.device)
+        shift = int(torch.randint(0, 2, (1,)))
+        return self.net(torch.roll(x + scale, shifts=shift, dims=-1))
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["every-pass", "after-retirement"])
+def test_a_network_with_its_own_draws_is_attacked_not_refused(late: bool) -> None:
+    """A randomised defence's own draws (not batch-shaped, or functions the attack streams never
+    use) come from torch's global generator as they would outside robaudit: the per-sample APGD
+    runs to the end and returns valid adversarial candidates. The old adapter raised a
+    RuntimeError on the first such draw (an exit-3 "robaudit bug" for the user's model), or, for
+    draws after the mode retired, on exit."""
+    from helpers import audit_model
+
+    model, data = demo()
+    noisy = audit_model(_RandomDefence(model, late=late), 10)
+    x, y = data.x[:8], data.y[:8]
+    seeds = sample_seeds(2, data.content_keys()[:8], "attack", "0.1")
+    with ta.attack_session(noisy, torch.device("cpu")) as target:
+        adv = ta.apgd(target, x, y, 0.1, "linf", steps=5, seed=seeds).adv
+    assert adv.shape == x.shape
+    assert float((adv - x).abs().max()) <= 0.1 + 1e-6
+    assert float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
+
+
+def test_an_attack_draw_after_retirement_is_still_caught_when_the_network_is_deterministic() -> None:
+    """The exit check stays on for a network that never draws: a global draw made between the
+    attack's steps (after the mode retired) raises instead of silently escaping the streams."""
+    model, data = demo()
+    x, y = data.x[:4], data.y[:4]
+    with ta.attack_session(model, torch.device("cpu")) as target:
+        with pytest.raises(RuntimeError, match="after its first gradient step"):
+            with ta.PerSampleDraws([1, 2, 3, 4]) as draws:
+                target.draws = draws
+                target(x.clone().requires_grad_(True)).sum().backward()
+                assert draws.retired
+                torch.rand(4)
+                target(x)

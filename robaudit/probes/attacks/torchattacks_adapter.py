@@ -129,8 +129,11 @@ class AttackTarget(nn.Module):
         if self._armed and x.requires_grad:
             self._armed = False
             x.register_hook(self._record)
-        if self.draws is None or self.draws.retired:
+        if self.draws is None:
             return self._logits(x)
+        if self.draws.retired:
+            with self.draws.late_forward_pass():
+                return self._logits(x)
         with self.draws.forward_pass(gradient=x.requires_grad):
             return self._logits(x)
 
@@ -224,6 +227,14 @@ class PerSampleDraws(TorchFunctionMode):
     it stays for the whole call, as before). Any later draw from torch's global generator is still
     caught: the generators' states are compared on exit, which raises if they moved.
 
+    **The network's own draws** (a randomised defence) are the network's: a draw in its forward
+    pass whose first dimension is the batch is made per sample, like the attack's; any other (a
+    scalar noise scale, ``randint`` for a random resize, …) comes from torch's global generator as
+    it would outside robaudit, and is never refused. A network that draws after the mode retired
+    (seen as the global generators moving across a forward pass) switches the exit check off: its
+    draws and an attack's late ones can no longer be told apart, and such a model is flagged
+    nondeterministic by the preflight anyway.
+
     Args:
         seeds: one seed per sample (31-bit integers, e.g. from :func:`robaudit.probes.seeding.derive_seed`).
     """
@@ -257,6 +268,14 @@ class PerSampleDraws(TorchFunctionMode):
         if gradient and not self._network_drew:
             self.retire()
 
+    @contextlib.contextmanager
+    def late_forward_pass(self) -> Iterator[None]:
+        """A forward pass after retirement: if the global generators move across it, the network drew."""
+        before = [g.get_state() for g, _ in self._global_states]
+        yield
+        if any(not torch.equal(g.get_state(), state) for (g, _), state in zip(self._global_states, before)):
+            self._network_drew = True
+
     def retire(self) -> None:
         """Leave the mode stack for the rest of the call (only when this mode is the innermost one),
         remembering the global generators' states so that :meth:`__exit__` can check no draw was
@@ -271,7 +290,8 @@ class PerSampleDraws(TorchFunctionMode):
         if not self.retired:
             super().__exit__(exc_type, exc_value, traceback)
             return
-        if exc_type is None and any(not torch.equal(g.get_state(), state) for g, state in self._global_states):
+        if exc_type is None and not self._network_drew and any(
+                not torch.equal(g.get_state(), state) for g, state in self._global_states):
             raise RuntimeError("an attack drew random numbers from torch's global generator after its first gradient "
                                "step; robaudit's per-sample streams cover only the draws before it")
 
@@ -289,6 +309,19 @@ class PerSampleDraws(TorchFunctionMode):
             self._generators[device] = [torch.Generator(device=device).manual_seed(s) for s in self.seeds]
         return self._generators[device][self.rows[row]]
 
+    def _is_random(self, func: object) -> bool:
+        return func in self._LIKE or func in self._FACTORIES or func in self._IN_PLACE or func in self._REFUSED
+
+    def _batch_rows(self, func: object, args: tuple) -> int | None:
+        """The first dimension of a supported draw (``None``: a refused function or a 0-d draw)."""
+        if func in self._LIKE or func in self._IN_PLACE:
+            shape = tuple(args[0].shape)
+        elif func in self._FACTORIES:
+            shape = tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)) else args
+        else:
+            return None
+        return int(shape[0]) if shape else None
+
     def _check(self, n: int, func: object) -> None:
         if n != len(self.rows):
             raise RuntimeError(f"per-sample random draw of first dimension {n} for a batch of {len(self.rows)} "
@@ -296,8 +329,10 @@ class PerSampleDraws(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch protocol
         kwargs = dict(kwargs or {})
-        if self._in_forward and (func in self._LIKE or func in self._FACTORIES or func in self._IN_PLACE):
+        if self._in_forward and self._is_random(func):
             self._network_drew = True
+            if self._batch_rows(func, args) != len(self.rows):
+                return func(*args, **kwargs)  # the network's own draw, not a sample's: the global generator
         if func in self._LIKE:
             like = args[0]
             kwargs.setdefault("dtype", like.dtype)
