@@ -243,6 +243,8 @@ class Size:
     fb: list[float]
     clean: Audit
     audits: dict[str, Audit]
+    estimates: dict[str, dict[str, Any]]
+    """Each variant's ``results.json › cost_estimate``."""
 
     @property
     def passes(self) -> float:
@@ -268,11 +270,12 @@ def measure_size(which: str, n: int, batch_size: int, threads: int, fb_seconds: 
         times = [fb()]
         clean, _ = cpu_audit({**base, "probes": ["clean"], "out": str(tmp / "clean")})
         times.append(fb())
-        audits = {}
+        audits, estimates = {}, {}
         for label, knobs in variants.items():
-            audits[label], _ = cpu_audit({**base, "out": str(tmp / label), "probe_config": knobs})
+            audits[label], results = cpu_audit({**base, "out": str(tmp / label), "probe_config": knobs})
+            estimates[label] = results["cost_estimate"]
             times.append(fb())
-    return Size(n, times, clean, audits)
+    return Size(n, times, clean, audits, estimates)
 
 
 # --- report -------------------------------------------------------------------------------------------
@@ -298,27 +301,40 @@ def report(which: str, sizes: list[Size], threads: int, batch_size: int) -> dict
     table = {label: [rows(s.audits[label], s.clean) for s in sizes] for label in labels}
     names = list(dict.fromkeys(n for label in labels for r in table[label] for n in r if n != OUTSIDE))
     names.append(OUTSIDE)
-    cols = [f"N={n}" for n in ns] + ["marginal", "fixed s"]
+    cols = [f"N={n}" for n in ns] + ["marginal", "fixed s", "estimate"]
     width = 9 * len(cols)
-    print("\nforward+backward-equivalents per sample (CPU): (a) at each N, (b) marginal; (c) fixed CPU-s per run")
+    print("\nforward+backward-equivalents per sample (CPU): (a) at each N, (b) marginal; (c) fixed CPU-s per run; "
+          f"the cost model's estimate at N={big.n} (results.json › cost_estimate: upper bounds where work depends "
+          "on the data, declared passes only)")
     print(f"{'':34}" + "".join(f"{label:^{width}}" for label in labels))
     print(f"{'probe':34}" + "".join(f"{c:>9}" for _ in labels for c in cols))
     out: dict[str, Any] = {"sizes": ns, "passes_cpu_s": passes, "fb_timings_cpu_s": [s.fb for s in sizes],
                            "threads": torch.get_num_threads(), "batch_size": batch_size, "variants": {}}
 
-    def line(title: str, costs: dict[str, list[float]]) -> dict[str, Any]:
+    def line(title: str, costs: dict[str, list[float]], estimates: dict[str, float | None] | None = None) -> dict[str, Any]:
         cells, rec = "", {}
         for label in labels:
             split = split_fixed(costs[label], passes)
+            estimate = (estimates or {}).get(label)
             cells += "".join(f"{c / p:>9.1f}" for c, p in zip(costs[label], passes))
-            cells += f"{split.marginal:>9.1f}{split.fixed:>9.2f}"
-            rec[label] = {"cpu_s": costs[label], "marginal": split.marginal, "fixed_cpu_s": split.fixed}
+            cells += f"{split.marginal:>9.1f}{split.fixed:>9.2f}" + (f"{estimate:>9.0f}" if estimate is not None else f"{'—':>9}")
+            rec[label] = {"cpu_s": costs[label], "marginal": split.marginal, "fixed_cpu_s": split.fixed,
+                          "estimate": estimate}
         print(f"{title:34}{cells}")
         return rec
 
+    def estimate(label: str, name: str | None) -> float | None:
+        """The cost model's forward+backward-equivalents per sample for probe ``name`` (None: the total)."""
+        record = big.estimates[label]
+        if name is None:
+            return record["total"]["per_sample_fwd_bwd_equivalents"]
+        cost = record["probes"].get(name)
+        return cost["fwd_bwd_equivalents"] / big.n if cost else None
+
     rec_rows = {}
     for name in names:
-        rec_rows[name] = line(name, {label: [r.get(name, 0.0) for r in table[label]] for label in labels})
+        rec_rows[name] = line(name, {label: [r.get(name, 0.0) for r in table[label]] for label in labels},
+                              {label: estimate(label, name) for label in labels} if name != OUTSIDE else None)
     steps = sorted({k for s in sizes for a in (s.clean, *s.audits.values()) for k in a.steps})
     for step in steps:
         rec_rows[f"{OUTSIDE}: {step}"] = line(
@@ -326,7 +342,7 @@ def report(which: str, sizes: list[Size], threads: int, batch_size: int) -> dict
             {label: [s.audits[label].steps.get(step, 0.0) - s.clean.steps.get(step, 0.0) for s in sizes]
              for label in labels})
     totals = {label: [s.audits[label].cpu - s.clean.cpu for s in sizes] for label in labels}
-    line("total (standard − clean-only)", totals)
+    line("total (standard − clean-only)", totals, {label: estimate(label, None) for label in labels})
 
     print(f"\ntarget ≤ {TARGET} forward+backward-equivalents per sample, checked against (b) the marginal cost "
           "per sample (the fixed cost has its own issue-#17 targets); (a) printed against it too:")
