@@ -39,7 +39,7 @@ rendering, zoo per-model overhead). (a) at every N is printed against the same n
 Peers (``--peers``; otherwise their commands are printed): the attack work against torchattacks called
 directly on the same batches (:func:`attack_peer`, the hook for ``benchmarks/attacks_vs_torchattacks.py``)
 and curvature.topk's HVPs against hessian-eigenthings' Lanczos (``benchmarks/curvature_topk_hvps.py``,
-about 2 CPU-minutes: it needs a dense reference Hessian).
+about 1.5 CPU-minutes: it needs a dense reference Hessian).
 
 Models:
 * ``demo`` — the digits demo CNN (examples/) on the digits test split (360 samples: the default sizes
@@ -59,6 +59,7 @@ import contextlib
 import functools
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -408,9 +409,14 @@ def curvature_peer() -> None:
 def _child(command: list[str], echo: bool = True) -> str | None:
     """Run a peer benchmark from the repository root with the same threads; its stdout, or None if it failed."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(f"   ({cpu:.0f} CPU-s in the child process)")
     if done.returncode != 0:
-        print(f"   failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:] or ''}")
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        print(f"   failed (exit {done.returncode}): {last}")
         return None
     if echo:
         print("\n".join(f"   {t}" for t in done.stdout.splitlines()))
@@ -428,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="CPU-s each timing of the plain forward+backward repeats for (default 1)")
     parser.add_argument("--no-before", action="store_true", help="skip the old-path (OLD_PATHS) audits")
     parser.add_argument("--peers", action="store_true",
-                        help="also run the peer benchmarks (torchattacks; hessian-eigenthings: ~2 CPU-minutes)")
+                        help="also run the peer benchmarks (torchattacks; hessian-eigenthings: ~1.5 CPU-minutes)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
     if args.sizes is not None and (len(set(args.sizes)) < 2 or min(args.sizes) < 1):
