@@ -22,7 +22,9 @@ also runs in the clean-only audit (``clean``) counts its difference. The rows su
 Timing: a warm-up forward+backward and a small warm-up audit first (one-off imports and allocator
 growth would otherwise land on whichever run is first). P(N) is timed before and after every audit at
 that N (each timing repeats the pass until ``--fb-seconds`` of CPU) and the **median** is used, since it
-varied by ±8 % between runs on the ResNet. The plain forward+backward is the pass an attack step makes:
+varied by ±8 % between runs on the ResNet. Each audit runs ``--repeats`` times per size, interleaved
+(default :data:`REPEATS`: 3 for the demo, whose few-second audits varied by ±25 %, 1 for the ResNet),
+and the median of each entry (total, each probe, each step) is used. The plain forward+backward is the pass an attack step makes:
 cross-entropy of the logits, gradient with respect to the input batch (``torch.autograd.grad``), batch
 size as in the audit, over the samples loaded as the audit loads them.
 
@@ -49,7 +51,7 @@ Models:
   ÷ 4, random init), on a seeded tensor file of random 32×32 RGB images (no download); sizes 100 and 400.
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/passes_per_sample.py [--model demo|resnet|both]
-      [--sizes 100 360] [--threads 1] [--no-before] [--peers] [--json out.json]
+      [--sizes 100 360] [--repeats 3] [--threads 1] [--no-before] [--peers] [--json out.json]
 The default (both models, default sizes, before and after) takes about 5 CPU-minutes; see docs/attacks.md.
 """
 from __future__ import annotations
@@ -83,6 +85,9 @@ OLD_PATHS = {"attack.min_eps": {"brackets": False}, "attack.fgsm": {"monotone": 
 """Knobs that restore the attacks' version-1 work in the standard audit."""
 SIZES = {"demo": (100, 360), "resnet": (100, 400)}
 """Default sample counts per model (the demo's digits test split has 360 samples)."""
+REPEATS = {"demo": 3, "resnet": 1}
+"""Default audits per (variant, size): the demo's audits take seconds and their CPU time varied by ±25 %
+between runs on a shared machine; the ResNet's take a minute and varied by a few %."""
 OUTSIDE = "outside the probes"
 """The row for the audit's CPU time outside every probe (analysis, writes, cost estimate, the rest)."""
 ATTACK_PEER = REPO / "benchmarks" / "attacks_vs_torchattacks.py"
@@ -147,6 +152,14 @@ class Audit:
     def outside(self) -> float:
         """CPU-s outside every probe (loading, analysis, writes, cost estimate, …)."""
         return self.cpu - sum(self.probes.values())
+
+    @classmethod
+    def median(cls, audits: Sequence[Audit]) -> Audit:
+        """The median of repeated audits, taken per entry (the total, each probe, each step)."""
+        def med(values: list[dict[str, float]]) -> dict[str, float]:
+            return {k: statistics.median(v.get(k, 0.0) for v in values) for k in dict.fromkeys(k for v in values for k in v)}
+        return cls(statistics.median(a.cpu for a in audits), med([a.probes for a in audits]),
+                   med([a.steps for a in audits]))
 
 
 def rows(audit: Audit, clean: Audit) -> dict[str, float]:
@@ -246,6 +259,8 @@ class Size:
     audits: dict[str, Audit]
     estimates: dict[str, dict[str, Any]]
     """Each variant's ``results.json › cost_estimate``."""
+    repeats: int = 1
+    """Audits per variant behind each :class:`Audit` (their median)."""
 
     @property
     def passes(self) -> float:
@@ -254,8 +269,9 @@ class Size:
 
 
 def measure_size(which: str, n: int, batch_size: int, threads: int, fb_seconds: float,
-                 variants: dict[str, dict[str, Any]], warm_up: bool) -> Size:
-    """Time the plain pass, the clean-only audit and each variant's standard audit at ``n`` samples."""
+                 variants: dict[str, dict[str, Any]], warm_up: bool, repeats: int = 1) -> Size:
+    """Time the plain pass, the clean-only audit and each variant's standard audit at ``n`` samples,
+    ``repeats`` rounds of them interleaved (the audits' medians per entry, see :meth:`Audit.median`)."""
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         base = {**model_options(which, tmp, n), "n_samples": n, "threads": threads, "batch_size": batch_size,
@@ -269,14 +285,18 @@ def measure_size(which: str, n: int, batch_size: int, threads: int, fb_seconds: 
             fb()
             cpu_audit({**base, "n_samples": min(n, 16), "out": str(tmp / "warm-up")})
         times = [fb()]
-        clean, _ = cpu_audit({**base, "probes": ["clean"], "out": str(tmp / "clean")})
-        times.append(fb())
-        audits, estimates = {}, {}
-        for label, knobs in variants.items():
-            audits[label], results = cpu_audit({**base, "out": str(tmp / label), "probe_config": knobs})
-            estimates[label] = results["cost_estimate"]
+        runs: dict[str, list[Audit]] = {label: [] for label in ("clean", *variants)}
+        estimates = {}
+        for _ in range(repeats):
+            runs["clean"].append(cpu_audit({**base, "probes": ["clean"], "out": str(tmp / "clean")})[0])
             times.append(fb())
-    return Size(n, times, clean, audits, estimates)
+            for label, knobs in variants.items():
+                audit, results = cpu_audit({**base, "out": str(tmp / label), "probe_config": knobs})
+                runs[label].append(audit)
+                estimates[label] = results["cost_estimate"]
+                times.append(fb())
+    clean = Audit.median(runs.pop("clean"))
+    return Size(n, times, clean, {label: Audit.median(a) for label, a in runs.items()}, estimates, repeats)
 
 
 # --- report -------------------------------------------------------------------------------------------
@@ -295,7 +315,7 @@ def report(which: str, sizes: list[Size], threads: int, batch_size: int) -> dict
           "each audit; min–max):")
     for s in sizes:
         print(f"  N={s.n:<5} {s.passes:.4f}  ({min(s.fb):.4f}–{max(s.fb):.4f}, {len(s.fb)} timings)")
-    print("audit CPU-s:  " + "; ".join(
+    print(f"audit CPU-s (median of {sizes[0].repeats} per variant and size):  " + "; ".join(
         f"N={s.n}: clean-only {s.clean.cpu:.2f}, " + ", ".join(f"{k} {a.cpu:.2f}" for k, a in s.audits.items())
         for s in sizes))
 
@@ -310,7 +330,8 @@ def report(which: str, sizes: list[Size], threads: int, batch_size: int) -> dict
     print(f"{'':34}" + "".join(f"{label:^{width}}" for label in labels))
     print(f"{'probe':34}" + "".join(f"{c:>9}" for _ in labels for c in cols))
     out: dict[str, Any] = {"sizes": ns, "passes_cpu_s": passes, "fb_timings_cpu_s": [s.fb for s in sizes],
-                           "threads": torch.get_num_threads(), "batch_size": batch_size, "variants": {}}
+                           "threads": torch.get_num_threads(), "batch_size": batch_size,
+                           "repeats": sizes[0].repeats, "variants": {}}
 
     def line(title: str, costs: dict[str, list[float]], estimates: dict[str, float | None] | None = None) -> dict[str, Any]:
         cells, rec = "", {}
@@ -432,6 +453,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--fb-seconds", type=float, default=1.0,
                         help="CPU-s each timing of the plain forward+backward repeats for (default 1)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="audits per variant and size, their median used (default: demo 3, resnet 1)")
     parser.add_argument("--no-before", action="store_true", help="skip the old-path (OLD_PATHS) audits")
     parser.add_argument("--peers", action="store_true",
                         help="also run the peer benchmarks (torchattacks; hessian-eigenthings: ~1.5 CPU-minutes)")
@@ -439,13 +462,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.sizes is not None and (len(set(args.sizes)) < 2 or min(args.sizes) < 1):
         parser.error("--sizes needs two or more different positive sample counts, e.g. --sizes 100 360")
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats needs a positive count, e.g. --repeats 3")
     torch.set_num_threads(args.threads)
     variants = {"after": {}} if args.no_before else {"after": {}, "before": OLD_PATHS}
     record = {}
     for which in (("demo", "resnet") if args.model == "both" else (args.model,)):
         sizes = sorted(set(args.sizes or SIZES[which]))
-        measured = [measure_size(which, n, args.batch_size, args.threads, args.fb_seconds, variants, warm_up=i == 0)
-                    for i, n in enumerate(sizes)]
+        repeats = args.repeats or REPEATS[which]
+        measured = [measure_size(which, n, args.batch_size, args.threads, args.fb_seconds, variants, warm_up=i == 0,
+                                 repeats=repeats) for i, n in enumerate(sizes)]
         record[which] = report(which, measured, args.threads, args.batch_size)
         if args.peers:
             attack_peer(which, sizes[-1], args.threads, args.batch_size)

@@ -62,6 +62,16 @@ def test_rows_sum_to_audit_minus_clean_with_the_clean_probe_as_its_difference(be
     assert sum(rows.values()) == pytest.approx(audit.cpu - clean.cpu)
 
 
+def test_repeated_audits_give_per_entry_medians_and_a_consistent_outside(bench) -> None:
+    runs = [bench.Audit(5.0, {"clean": 0.2, "attack.fgsm": 1.0}, {"analysis": 2.0}),
+            bench.Audit(9.0, {"clean": 0.4, "attack.fgsm": 3.0}, {"analysis": 1.0}),
+            bench.Audit(6.0, {"clean": 0.3, "attack.fgsm": 2.0}, {"analysis": 4.0, "writes": 0.5})]
+    median = bench.Audit.median(runs)
+    assert median.cpu == 6.0 and median.probes == {"clean": 0.3, "attack.fgsm": 2.0}
+    assert median.steps == {"analysis": 2.0, "writes": 0.0}  # a step missing from a run counts 0 there
+    assert median.outside == pytest.approx(6.0 - 2.3)
+
+
 def test_cpu_meter_times_every_probe_the_engine_ran_and_puts_the_engine_back(bench, tmp_path: Path) -> None:
     from robaudit.engine import runner
 
