@@ -39,7 +39,7 @@ cost: it is what a sample costs whatever N is, while the fixed cost has its own 
 rendering, zoo per-model overhead). (a) at every N is printed against the same number too.
 
 Peers (``--peers``; otherwise their commands are printed): the attack work against torchattacks called
-directly on the same batches (:func:`attack_peer`, the hook for ``benchmarks/attacks_vs_torchattacks.py``)
+directly on the same batches (:func:`attack_peer`: ``benchmarks/attacks_overhead.py --standard``)
 and curvature.topk's HVPs against hessian-eigenthings' Lanczos (``benchmarks/curvature_topk_hvps.py``,
 about 1.5 CPU-minutes: it needs a dense reference Hessian).
 
@@ -90,7 +90,9 @@ REPEATS = {"demo": 3, "resnet": 1}
 between runs on a shared machine; the ResNet's take a minute and varied by a few %."""
 OUTSIDE = "outside the probes"
 """The row for the audit's CPU time outside every probe (analysis, writes, cost estimate, the rest)."""
-ATTACK_PEER = REPO / "benchmarks" / "attacks_vs_torchattacks.py"
+ATTACK_PEER = REPO / "benchmarks" / "attacks_overhead.py"
+ATTACK_PEER_MODE = "--standard"
+"""The attack peer: its mode that times the standard audit's attack work against torchattacks."""
 CURVATURE_PEER = REPO / "benchmarks" / "curvature_topk_hvps.py"
 
 
@@ -390,19 +392,24 @@ def report(which: str, sizes: list[Size], threads: int, batch_size: int) -> dict
 
 # --- peers --------------------------------------------------------------------------------------------
 
-def attack_peer(which: str, n: int, threads: int, batch_size: int) -> None:
-    """The hook for the attack peer: the standard audit's attack work (FGSM, the APGD-CE L∞ sweep, the
-    minimal ε) against torchattacks called directly on the same batches.
+def attack_peer_ready() -> bool:
+    """Whether this checkout's attack peer has its :data:`ATTACK_PEER_MODE`."""
+    return ATTACK_PEER.exists() and f'"{ATTACK_PEER_MODE}"' in ATTACK_PEER.read_text(encoding="utf-8")
 
-    It runs ``benchmarks/attacks_vs_torchattacks.py --model WHICH --n-samples N --threads T`` in a child
-    process (its CPU time is not this process's) when that script exists, and says so when it does not.
+
+def attack_peer(which: str, threads: int, batch_size: int) -> None:
+    """The attack peer: the standard audit's attack work (FGSM, the APGD-CE L∞ sweep, the minimal ε)
+    against torchattacks called directly on the same batches, both matchings (every sample at every ε;
+    ε-monotone), on the peer's default samples of ``which`` (demo: all 360; resnet: 100).
+
+    It runs ``benchmarks/attacks_overhead.py --standard --model WHICH --threads T --batch-size B`` in a child
+    process (its CPU time is not this process's), and says so where this checkout's script lacks that mode.
     """
-    command = [sys.executable, str(ATTACK_PEER.relative_to(REPO)), "--model", which, "--n-samples", str(n),
-               "--threads", str(threads)]
-    print(f"\n-- peer, attacks vs torchattacks called directly ({which}, {n} samples): {' '.join(command[1:])}")
-    if not ATTACK_PEER.exists():
-        print(f"   {ATTACK_PEER.relative_to(REPO)} is not in this checkout: no ratio measured. "
-              "benchmarks/attacks_overhead.py compares each attack probe with torchattacks on the digits demo.")
+    command = [sys.executable, str(ATTACK_PEER.relative_to(REPO)), ATTACK_PEER_MODE, "--model", which,
+               "--threads", str(threads), "--batch-size", str(batch_size)]
+    print(f"\n-- peer, attacks vs torchattacks called directly ({which}): {' '.join(command[1:])}")
+    if not attack_peer_ready():
+        print(f"   {ATTACK_PEER.relative_to(REPO)} has no {ATTACK_PEER_MODE} mode in this checkout: no ratio measured")
         return
     _child(command)
 
@@ -474,11 +481,11 @@ def main(argv: list[str] | None = None) -> None:
                                  repeats=repeats) for i, n in enumerate(sizes)]
         record[which] = report(which, measured, args.threads, args.batch_size)
         if args.peers:
-            attack_peer(which, sizes[-1], args.threads, args.batch_size)
+            attack_peer(which, args.threads, args.batch_size)
         else:
-            print(f"\n-- peer, attacks vs torchattacks called directly: see attack_peer() "
-                  f"({ATTACK_PEER.relative_to(REPO)}{'' if ATTACK_PEER.exists() else ', not in this checkout yet'}); "
-                  "--peers runs it")
+            print(f"\n-- peer, attacks vs torchattacks called directly: OMP_NUM_THREADS=1 .venv/bin/python "
+                  f"{ATTACK_PEER.relative_to(REPO)} {ATTACK_PEER_MODE} --model {which} (or --peers)"
+                  + ("" if attack_peer_ready() else f"; this checkout's script has no {ATTACK_PEER_MODE} yet"))
     if args.peers:
         curvature_peer()
     else:
