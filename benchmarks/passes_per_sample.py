@@ -24,9 +24,9 @@ growth would otherwise land on whichever run is first). P(N) is timed before and
 that N (each timing repeats the pass until ``--fb-seconds`` of CPU) and the **median** is used, since it
 varied by ±8 % between runs on the ResNet. Each audit runs ``--repeats`` times per size, interleaved
 (default :data:`REPEATS`: 3 for the demo, whose few-second audits varied by ±25 %, 1 for the ResNet),
-and the median of each entry (total, each probe, each step) is used. The plain forward+backward is the pass an attack step makes:
-cross-entropy of the logits, gradient with respect to the input batch (``torch.autograd.grad``), batch
-size as in the audit, over the samples loaded as the audit loads them.
+and the median of each entry (total, each probe, each step) is used. The plain forward+backward is the
+pass an attack step makes: cross-entropy of the logits, gradient with respect to the input batch
+(``torch.autograd.grad``), batch size as in the audit, over the samples loaded as the audit loads them.
 
 Old code paths run side by side behind their knobs: ``before`` is the standard audit with every attack
 lever of issue #17 turned back (:data:`OLD_PATHS`): ``attack.min_eps.brackets = false`` (the version-1
@@ -52,7 +52,7 @@ Models:
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/passes_per_sample.py [--model demo|resnet|both]
       [--sizes 100 360] [--repeats 3] [--threads 1] [--no-before] [--peers] [--json out.json]
-The default (both models, default sizes, before and after) takes about 5 CPU-minutes; see docs/attacks.md.
+The default (both models, default sizes, before and after) takes about 5.5 CPU-minutes; see docs/attacks.md.
 """
 from __future__ import annotations
 
