@@ -52,7 +52,7 @@ Models:
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/passes_per_sample.py [--model demo|resnet|both]
       [--sizes 100 360] [--repeats 3] [--threads 1] [--no-before] [--peers] [--json out.json]
-The default (both models, default sizes, before and after) takes about 5.5 CPU-minutes; see docs/attacks.md.
+The default (both models, default sizes, before and after) took about 6 CPU-minutes on a loaded machine; see docs/attacks.md.
 """
 from __future__ import annotations
 
