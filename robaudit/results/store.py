@@ -401,8 +401,7 @@ def format_column(values: Any) -> list[str]:
         return ["1" if v else "0" for v in array.tolist()]
     if array.dtype.kind in "iu":
         return list(map(str, array.tolist()))
-    if array.dtype.kind != "f":  # e.g. an object array of Python numbers
-        array = array.astype(np.float64)
+    array = array.astype(np.float64)  # exact for any float dtype; object arrays of Python numbers too
     floats = array.tolist()
     cells = np.array(list(map(repr, floats)), dtype=object)
     finite = np.isfinite(array)
