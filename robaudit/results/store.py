@@ -5,6 +5,11 @@ Every write is atomic (write to a temporary file in the same directory, then
 probe results are always on disk. New files get the permissions the umask allows, as with
 any tool (``0644`` under the usual ``022``): report artefacts are meant to be shared.
 
+The engine rewrites both files after every probe through :class:`ResultsWriter` and
+:class:`PerSampleWriter`, which encode each finished probe's entry and format each per-sample
+column once, so those checkpoints cost about the files' size, not a Python call per value per
+probe. While the audit runs ``results.json`` is compact (one line); a finished file is indented.
+
 An operating-system error while creating or writing an output (read-only or full file system,
 a parent that is a file, a name that is too long) becomes an :class:`OutputError` that names the
 path and what happened (exit code 2); the files already written stay as they were.
