@@ -392,7 +392,6 @@ class _RunState:
         self._columns: dict[str, dict[str, np.ndarray]] = {}
         self.persisted: dict[str, ProbeResult] = {}
         self.table = store.PerSampleWriter(out_dir, data.ids, data.y.numpy())
-        self.results_file = store.ResultsWriter(out_dir)
 
     def stale_reason(self, sel: SelectedProbe, digest: str) -> str | None:
         """Why the saved result of ``sel`` cannot be reused (``None``: it can; "not saved" when absent)."""
@@ -442,7 +441,7 @@ class _RunState:
         (``results.json`` in its compact checkpoint form while the status is ``running``)."""
         columns = self.compose()
         self.table.write(columns)
-        self.results_file.write(self.results, checkpoint=self.results["status"] == "running")
+        store.write_results(self.out_dir, self.results, checkpoint=self.results["status"] == "running")
 
     def compose(self) -> dict[str, np.ndarray]:
         """Fill ``results`` (probes in order, outcome counts, flags, column list); return the columns."""

@@ -60,40 +60,14 @@ def test_json_text_still_refuses_nan() -> None:
             store.json_text({"x": [1.0, math.nan]}, compact=compact)
 
 
-def _results(entries: dict[str, Any]) -> dict[str, Any]:
-    return {"schema_version": "1.0", "status": "running", "config": {"out": SURROGATE}, "probes": entries,
-            "per_sample": {"columns": list(entries)}, "analysis": None}
-
-
-def _entry(name: str, value: float) -> dict[str, Any]:
-    return {"name": name, "status": "ok", "summary": {"v": value, "grid": [[value, 0.5], [2.0, -1e-7]]},
-            "notes": [f"{name} \U0001F600"]}
-
-
-def test_checkpoints_equal_one_compact_encoding_and_encode_each_finished_entry_once(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    writer = store.ResultsWriter(Path("unused"))
-    encoded: list[Any] = []
-    real = store.json_text
-
-    def counting(value: Any, *, compact: bool = False) -> str:
-        encoded.append(value)
-        return real(value, compact=compact)
-
-    monkeypatch.setattr(store, "json_text", counting)
-    entries: dict[str, Any] = {}
-    steps = [("clean", _entry("clean", 0.25)), ("calibration", _entry("calibration", 1 / 3)),
-             ("clean", _entry("clean", 0.75)),  # a resume re-runs a probe: a new entry object, a new text
-             ("attack.fgsm", _entry("attack.fgsm", 0.0))]
-    for name, entry in steps:
-        entries[name] = entry
-        results = _results(dict(entries))
-        assert writer.checkpoint_text(results) == _stdlib_json(results, compact=True)
-    finished = [e for e in encoded if isinstance(e, dict) and "summary" in e]
-    assert [e["name"] for e in finished] == ["clean", "calibration", "clean", "attack.fgsm"]
-    del entries["calibration"]  # a carried result that is dropped
-    results = _results(dict(entries))
-    assert writer.checkpoint_text(results) == _stdlib_json(results, compact=True)
+def test_a_checkpoint_is_the_compact_form_and_a_finished_file_the_indented_one(tmp_path: Path) -> None:
+    results = {"schema_version": "1.0", "status": "running", "config": {"out": SURROGATE},
+               "probes": {"clean": {"summary": {"v": 0.25, "grid": [[1 / 3, -0.0], [2.0, -1e-7]]}, "notes": ["é"]}}}
+    for checkpoint in (True, False):
+        store.write_results(tmp_path, results, checkpoint=checkpoint)
+        text = (tmp_path / store.RESULTS_FILE).read_text()
+        assert text == _stdlib_json(results, compact=checkpoint)
+        assert store.read_results(tmp_path) == json.loads(_stdlib_json(results))
 
 
 def _reference_cell(v: float) -> str:
