@@ -135,7 +135,8 @@ def main() -> None:
     for n, runs, same_csv, same_json in rows:
         b, a = sum(runs["before"]["calls"]), sum(runs["after"]["calls"])
         print(f"{n:>8}{len(runs['after']['calls']):>8}{b:>10.3f}{a:>10.3f}{b / a:>14.1f}"
-              f"{runs['after']['calls'][-1]:>13.3f}{runs['before']['audit_cpu']:>14.2f}{runs['after']['audit_cpu']:>13.2f}"
+              f"{runs['after']['calls'][-1]:>13.3f}{runs['before']['audit_cpu']:>14.2f}"
+              f"{runs['after']['audit_cpu']:>13.2f}"
               f"   per_sample.csv {'yes' if same_csv else 'NO'}, results.json {'yes' if same_json else 'NO'}")
     for n, runs, _, _ in rows:
         print(f"after, {n} samples, per write (ms): {' '.join(f'{c * 1000:.1f}' for c in runs['after']['calls'])}")
