@@ -391,6 +391,7 @@ class _RunState:
         self.entries: dict[str, dict[str, Any]] = {}
         self._columns: dict[str, dict[str, np.ndarray]] = {}
         self.persisted: dict[str, ProbeResult] = {}
+        self.table = store.PerSampleWriter(out_dir, data.ids, data.y.numpy())
 
     def stale_reason(self, sel: SelectedProbe, digest: str) -> str | None:
         """Why the saved result of ``sel`` cannot be reused (``None``: it can; "not saved" when absent)."""
@@ -436,10 +437,11 @@ class _RunState:
         return names + [n for n in self.carried if n not in names]
 
     def write(self) -> None:
-        """Rewrite ``results.json`` and the per-sample table atomically, carried results included."""
+        """Rewrite ``results.json`` and the per-sample table atomically, carried results included
+        (``results.json`` in its compact checkpoint form while the status is ``running``)."""
         columns = self.compose()
-        store.write_per_sample(self.out_dir, self.data.ids, self.data.y.numpy(), columns)
-        store.write_results(self.out_dir, self.results)
+        self.table.write(columns)
+        store.write_results(self.out_dir, self.results, checkpoint=self.results["status"] == "running")
 
     def compose(self) -> dict[str, np.ndarray]:
         """Fill ``results`` (probes in order, outcome counts, flags, column list); return the columns."""
