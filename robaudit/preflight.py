@@ -240,11 +240,16 @@ def _scores_under(model: AuditModel, norm: Normalisation, x: torch.Tensor, y: to
 
 def _vuong_p(diff: torch.Tensor) -> float:
     """One-sided p of Vuong's paired likelihood-ratio test that the mean of ``diff`` (the guess's
-    per-sample cross-entropy minus the alternative's, nats) is positive: z = √n · mean / sd."""
+    per-sample cross-entropy minus the alternative's, nats) is positive: z = √n · mean / sd.
+
+    Fewer than two samples, or differences without spread, carry no evidence: p = 1 (the z statistic
+    is undefined, and reading it as infinite let a one-sample audit "clearly" prefer another contract)."""
     d = diff.double()
-    sd = float(d.std(unbiased=True)) if len(d) > 1 else 0.0
+    if len(d) < 2:
+        return 1.0
+    sd = float(d.std(unbiased=True))
     if not sd > 0:
-        return 0.0 if float(d.mean()) > 0 else 1.0
+        return 1.0
     return float(ndtr(-float(d.mean()) / sd * len(d) ** 0.5))
 
 

@@ -408,3 +408,18 @@ def test_in_memory_data_has_no_train_split_for_the_curvature_sets(tmp_path: Path
     entry = outcome.results["probes"]["curvature.trace"]
     assert entry["status"] == "failed" and outcome.exit_code == 2
     assert "the memory source holds one set of samples; it has no separate train split" in entry["error"]["message"]
+
+
+def test_a_one_sample_audit_is_not_stopped_by_the_normalisation_check(tmp_path: Path) -> None:
+    """One sample cannot show that another normalisation is clearly better: the demo CNN guessed to take
+    [0, 1] pixels on one digit runs (the one-sample likelihood test has p = 1), with the guess flagged."""
+    import robaudit
+
+    x, y = _digits(1)
+    outcome = robaudit.audit(model=_demo_module(), data=(x, y), probes=["clean"], threads=THREADS,
+                             out=tmp_path / "a", report=False)
+    assert outcome.exit_code == 0
+    check = outcome.results["preflight"]["stats"]["normalisation_check"]
+    assert check["samples"] == 1 and check["decision"] == "kept"
+    assert [c["likelihood_p_value"] for c in check["candidates"]] == [1.0, 1.0]
+    assert "normalisation_guessed" in [f["id"] for f in outcome.results["flags"]]
