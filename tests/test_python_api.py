@@ -271,6 +271,20 @@ def _image_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return _digits(12)
 
 
+class _Ragged(Dataset):
+    """The digits, with item 5 padded to 9×10 (as an image folder without a Resize transform yields)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.nn.functional.pad(self.x[i], (1, 1, 0, 1)) if i == 5 else self.x[i]
+        return x, self.y[i]
+
+
 @pytest.mark.parametrize(("data", "message"), [
     (lambda x, y: (x[:, 0], y), r"x has shape \(12, 8, 8\); robaudit takes N×C×H×W images. Fix: add a channel axis"),
     (lambda x, y: (x.permute(0, 2, 3, 1).expand(12, 8, 8, 3).contiguous(), y), r"looks channels-last.*x\.permute"),
@@ -285,8 +299,12 @@ def _image_batch() -> tuple[torch.Tensor, torch.Tensor]:
     (lambda x, y: TensorDataset(x, y, y), r"item 0 of the Dataset is a tuple of 3, not an \(x, y\) pair"),
     (lambda x, y: DataLoader(TensorDataset(x[:, 0], y), batch_size=4),
      r"x of batch 0 of the DataLoader has shape \(4, 8, 8\)"),
+    (lambda x, y: _Ragged(x, y),
+     r"item 5 of the Dataset has shape \(1, 9, 10\), item 0 has \(1, 8, 8\).*Fix: add a Resize/CenterCrop transform"),
+    (lambda x, y: DataLoader(_Ragged(x, y), batch_size=1),
+     r"batch 5 of the DataLoader holds images of shape \(1, 9, 10\), batch 0's are \(1, 8, 8\).*Resize/CenterCrop"),
 ], ids=["no-channel-axis", "channels-last", "0-255", "normalised", "uint8", "label-count", "float-labels", "one-hot",
-        "label-range", "not-a-form", "triples", "loader-shape"])
+        "label-range", "not-a-form", "triples", "loader-shape", "ragged-dataset", "ragged-loader"])
 def test_bad_live_data_is_one_clear_line_and_nothing_is_written(tmp_path: Path, data, message: str) -> None:
     import robaudit
     from robaudit.errors import UsageError
