@@ -441,3 +441,31 @@ def test_a_one_sample_audit_is_not_stopped_by_the_normalisation_check(tmp_path: 
     assert check["samples"] == 1 and check["decision"] == "kept"
     assert [c["likelihood_p_value"] for c in check["candidates"]] == [1.0, 1.0]
     assert "normalisation_guessed" in [f["id"] for f in outcome.results["flags"]]
+
+
+class _FourAtATime(nn.Module):
+    """The demo CNN, out of memory on batches of more than four images (as a large model on a small GPU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _demo_module()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) > 4:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate a batch of {len(x)}")
+        return self.net(x)
+
+
+def test_a_live_module_only_ever_sees_batches_of_the_batch_size(tmp_path: Path) -> None:
+    """Loading, preflight, the cost estimate and the probes all keep to batch_size=4: the audit runs, and its
+    numbers are those of the same module without the limit."""
+    import robaudit
+
+    x, y = _digits(12)
+    mean, std = _demo_normalisation()
+    options = dict(data=(x, y), mean=mean, std=std, probes=["clean", "attack.fgsm"], batch_size=4,
+                   threads=THREADS, report=False)
+    limited = robaudit.audit(model=_FourAtATime(), out=tmp_path / "limited", **options)
+    assert limited.exit_code == 0, limited.results["probes"]
+    free = robaudit.audit(model=_demo_module(), out=tmp_path / "free", **options)
+    assert _comparable(limited.results) == _comparable(free.results)
