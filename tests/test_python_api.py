@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+import textwrap
 import sys
 from pathlib import Path
 
@@ -469,3 +470,92 @@ def test_a_live_module_only_ever_sees_batches_of_the_batch_size(tmp_path: Path) 
     assert limited.exit_code == 0, limited.results["probes"]
     free = robaudit.audit(model=_demo_module(), out=tmp_path / "free", **options)
     assert _comparable(limited.results) == _comparable(free.results)
+
+
+from collections.abc import Iterator  # noqa: E402
+
+
+def _torch_settings() -> dict:
+    """The process-wide settings an audit may change, read straight from torch and os.environ."""
+    import os
+
+    return {"threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+            "cudnn_deterministic": torch.backends.cudnn.deterministic, "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            "matmul_precision": torch.get_float32_matmul_precision(),
+            "cublas": os.environ.get("CUBLAS_WORKSPACE_CONFIG"), "rng": torch.get_rng_state()}
+
+
+def _same_settings(a: dict, b: dict) -> bool:
+    return {k: v for k, v in a.items() if k != "rng"} == {k: v for k, v in b.items() if k != "rng"} and \
+        torch.equal(a["rng"], b["rng"])
+
+
+@pytest.fixture
+def notebook_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A notebook's own torch settings, unlike the audit's (3 threads, cuDNN benchmark on, TF32 on, no
+    CUBLAS_WORKSPACE_CONFIG, a seeded generator); the test's original settings come back afterwards."""
+    original = _torch_settings()
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    torch.set_num_threads(3)
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(1234)
+    yield
+    torch.set_num_threads(original["threads"])
+    torch.use_deterministic_algorithms(original["deterministic"], warn_only=original["warn_only"])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = (original["cudnn_deterministic"],
+                                                                          original["cudnn_benchmark"])
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = (original["tf32_matmul"],
+                                                                              original["tf32_cudnn"])
+    torch.set_float32_matmul_precision(original["matmul_precision"])
+    torch.set_rng_state(original["rng"])
+
+
+def test_an_audit_from_python_leaves_the_processs_torch_settings_as_they_were(tmp_path: Path, notebook_settings) -> None:
+    import robaudit
+
+    x, y = _digits(20)
+    mean, std = _demo_normalisation()
+    net = _demo_module()  # building it draws from the global generator
+    before = _torch_settings()
+    outcome = robaudit.audit(model=net, data=(x, y), mean=mean, std=std, probes=["clean", "attack.fgsm"],
+                             threads=1, out=tmp_path / "a", report=False)
+    assert outcome.exit_code == 0 and outcome.results["environment"]["threads"] == 1  # the audit ran on 1 thread
+    assert _same_settings(_torch_settings(), before)
+
+
+def test_the_cuda_reproducibility_settings_are_put_back_too(notebook_settings) -> None:
+    """make_cuda_reproducible runs only on CUDA devices; its settings are process-wide on any machine."""
+    from robaudit.results.environment import make_cuda_reproducible, process_settings_restored
+
+    before = _torch_settings()
+    with process_settings_restored():
+        make_cuda_reproducible()
+        inside = _torch_settings()
+    assert inside["deterministic"] and inside["warn_only"] and inside["cudnn_deterministic"]
+    assert not (inside["cudnn_benchmark"] or inside["tf32_matmul"] or inside["tf32_cudnn"])
+    assert inside["cublas"] == ":4096:8"
+    assert _same_settings(_torch_settings(), before)
+
+
+def test_tf32_set_through_the_fp32_precision_api_is_put_back_in_that_api() -> None:
+    """torch refuses to read the allow_tf32 flags once TF32 was set through ``fp32_precision``: the
+    settings come back through that API (in a child process, so this one keeps a single API)."""
+    code = textwrap.dedent("""
+        import torch
+        from robaudit.results.environment import make_cuda_reproducible, process_settings_restored
+
+        b = torch.backends
+        backends = [b, b.cuda.matmul, b.cudnn, b.cudnn.conv, b.cudnn.rnn, b.mkldnn, b.mkldnn.matmul, b.mkldnn.conv,
+                    b.mkldnn.rnn]
+        b.cuda.matmul.fp32_precision = "tf32"
+        before = [x.fp32_precision for x in backends]
+        with process_settings_restored():
+            make_cuda_reproducible()
+            changed = [x.fp32_precision for x in backends] != before
+        print(changed, [x.fp32_precision for x in backends] == before)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True"]
