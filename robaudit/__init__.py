@@ -58,11 +58,21 @@ def audit(config: "AuditConfig | None" = None, /, *, model: Any = None, data: An
 
     Returns:
         The :class:`~robaudit.engine.AuditOutcome`; results are also on disk in ``out``. A live module
-        is left exactly as it was (mode, ``requires_grad``, weights, device), which is checked.
+        is left exactly as it was (mode, ``requires_grad``, weights, device), which is checked. So are
+        the process's torch settings: threads, deterministic algorithms, cuDNN and TF32 flags,
+        ``CUBLAS_WORKSPACE_CONFIG`` and the global random generators are put back afterwards.
 
     Raises:
         RobauditError: bad input (one line saying what is wrong and how to fix it).
     """
+    from robaudit.results.environment import process_settings_restored
+
+    with process_settings_restored():  # a notebook's torch settings are its own (the CLI's process just exits)
+        return _audit(config, model=model, data=data, config_file=config_file, quiet=quiet, **options)
+
+
+def _audit(config: "AuditConfig | None", /, *, model: Any, data: Any, config_file: str | Path | None, quiet: bool,
+           **options: Any) -> "AuditOutcome":
     from robaudit.config import config_from_mapping, read_config_file
     from robaudit.engine import run_audit
 

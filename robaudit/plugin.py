@@ -83,6 +83,7 @@ from robaudit.probes.curvature.probe_base import (
 from robaudit.probes.curvature.samples import SampleSet
 from robaudit.probes.curvature.topk_probe import lanczos_hvp_estimate
 from robaudit.probes.geometry.common import batch_rows, check_precision, second_order_error, working_model
+from robaudit.probes.memory import working_budget
 from robaudit.probes.geometry.jacobian import logit_geometry
 from robaudit.probes.geometry.spectrum import ce_hessian_factor
 from robaudit.probes.registry import ProbeRegistry
@@ -111,7 +112,7 @@ __all__ = [
     "check_level", "derive_seed", "wilson_interval",
     # the audit model
     "AuditModel", "batch_rows", "check_precision", "logit_geometry", "ce_hessian_factor", "second_order_error",
-    "working_model",
+    "working_budget", "working_model",
     # attacks
     "SweepAttack", "SweepConfig", "clean_correct", "project", "score", "success_key", "torchattacks_adapter",
     # the threat model and the attack-outcome table

@@ -52,6 +52,7 @@ from robaudit.errors import PreflightError
 from robaudit.models.audit_model import AuditModel, Normalisation
 from robaudit.models.messages import one_line
 from robaudit.models.scripted import ScriptedNetwork
+from robaudit.out_of_memory import OOM_FIX, first_line, is_out_of_memory
 from robaudit.probes.base import Flag, Probe, Severity, needs_input_gradients
 
 PREFLIGHT_SAMPLES = 64
@@ -96,7 +97,8 @@ class PreflightReport:
         return None
 
 
-def run_preflight(model: AuditModel, data: AuditData, device: torch.device, check_double_backward: bool) -> PreflightReport:
+def run_preflight(model: AuditModel, data: AuditData, device: torch.device, check_double_backward: bool,
+                  batch_size: int | None = None) -> PreflightReport:
     """Check the model on up to 64 audit samples (a guessed normalisation on up to 512).
 
     Args:
@@ -104,11 +106,13 @@ def run_preflight(model: AuditModel, data: AuditData, device: torch.device, chec
         data: the audit data; its pixels must lie in [0, 1].
         device: where to run.
         check_double_backward: test second derivatives (a selected probe needs them).
+        batch_size: the most samples per model pass (the audit's ``--batch-size``); ``None``: the
+            64 checked samples in one pass (forward-only passes of the normalisation check: 256).
 
     Raises:
-        PreflightError: pixels outside [0, 1], a forward pass that raises, logits of the
-            wrong shape, NaN/Inf logits, or a guessed normalisation that another candidate
-            clearly beats (with ``--normalisation check``).
+        PreflightError: pixels outside [0, 1], a forward pass that raises (out of memory: with the
+            advice to lower ``--batch-size``), logits of the wrong shape, NaN/Inf logits, or a guessed
+            normalisation that another candidate clearly beats (with ``--normalisation check``).
     """
     report = PreflightReport()
     lo, hi = float(data.x.min()), float(data.x.max())
@@ -120,23 +124,27 @@ def run_preflight(model: AuditModel, data: AuditData, device: torch.device, chec
         )
     x = data.x[:PREFLIGHT_SAMPLES].to(device)
     y = data.y[:PREFLIGHT_SAMPLES].to(device)
-    _forward(model, x)  # a model that cannot run on the data stops here, with a --resize hint
-    _check_normalisation(model, data, device, report)
+    step = batch_size or len(x)
+    with torch.no_grad():
+        _forward(model, x, step)  # a model that cannot run on the data stops here, with a --resize hint
+    _check_normalisation(model, data, device, report, min(_CHUNK, batch_size or _CHUNK))
 
-    seen: dict[str, torch.Tensor] = {}
+    seen: list[torch.Tensor] = []
 
     def record(_module: torch.nn.Module, args: tuple[Any, ...]) -> None:  # returns None: the input is unchanged
-        seen.setdefault("input", args[0].detach())
+        seen.append(args[0].detach())
 
     hook = model.net.register_forward_pre_hook(record)
     try:
         with torch.no_grad():
-            logits = _forward(model, x)
-            again = model(x)
+            logits = _forward(model, x, step)
     finally:
         hook.remove()
+    with torch.no_grad():
+        again = _forward(model, x, step)
     _check_logits(logits, model.num_classes, len(x))
-    _check_network_input(seen.get("input"), model, x, report)
+    if seen:  # one call of the network per pass; a network that calls itself again: its first input only
+        _check_network_input(torch.cat(seen) if sum(len(t) for t in seen) == len(x) else seen[0], model, x, report)
 
     rows = logits.double()
     if bool((rows >= 0).all()) and bool(torch.allclose(rows.sum(dim=1), torch.ones_like(rows[:, 0]), atol=1e-4)):
@@ -155,15 +163,17 @@ def run_preflight(model: AuditModel, data: AuditData, device: torch.device, chec
             SOURCE,
         ))
 
-    _check_input_gradients(model, x, y, report)
+    _check_input_gradients(model, x, y, report, step)
     if check_double_backward:
-        _check_double_backward(model, x[:4], y[:4], report)
+        _check_double_backward(model, x[:min(4, step)], y[:min(4, step)], report)
     report.stats["samples_checked"] = len(x)
     return report
 
 
-def _check_normalisation(model: AuditModel, data: AuditData, device: torch.device, report: PreflightReport) -> None:
-    """Compare a guessed normalisation with the plausible alternatives (see the module docstring).
+def _check_normalisation(model: AuditModel, data: AuditData, device: torch.device, report: PreflightReport,
+                         chunk: int) -> None:
+    """Compare a guessed normalisation with the plausible alternatives (see the module docstring), in
+    forward passes of at most ``chunk`` samples.
 
     Raises:
         PreflightError: another candidate is clearly better and the mode is ``check``.
@@ -178,7 +188,7 @@ def _check_normalisation(model: AuditModel, data: AuditData, device: torch.devic
         return
     n = min(len(data), NORMALISATION_SAMPLES)
     x, y = data.x[:n], data.y[:n].to(device)
-    scored = [_scores_under(model, cand, x, y, device) for cand in candidates]
+    scored = [_scores_under(model, cand, x, y, device, chunk) for cand in candidates]
     model.set_normalisation(chosen)
     base, base_nll = scored[0]
     alpha = NORMALISATION_ALPHA / (len(candidates) - 1)
@@ -226,25 +236,28 @@ def _check_normalisation(model: AuditModel, data: AuditData, device: torch.devic
 
 
 def _scores_under(model: AuditModel, norm: Normalisation, x: torch.Tensor, y: torch.Tensor,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """With ``norm`` folded in, one forward pass over ``x``: (N booleans: is the prediction right,
-    N float64 cross-entropies in nats)."""
+                  device: torch.device, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """With ``norm`` folded in, one forward pass over ``x`` (CPU, moved ``chunk`` rows at a time): (N
+    booleans: is the prediction right, N float64 cross-entropies in nats)."""
     model.set_normalisation(norm)
-    logits = []
     with torch.no_grad():
-        for start in range(0, len(x), _CHUNK):
-            logits.append(_forward(model, x[start:start + _CHUNK].to(device)).double())
-    z = torch.cat(logits)
+        z = torch.cat([_forward(model, x[start:start + chunk].to(device), chunk).double()
+                       for start in range(0, len(x), chunk)])
     return z.argmax(dim=1) == y, F.cross_entropy(z, y, reduction="none").cpu()
 
 
 def _vuong_p(diff: torch.Tensor) -> float:
     """One-sided p of Vuong's paired likelihood-ratio test that the mean of ``diff`` (the guess's
-    per-sample cross-entropy minus the alternative's, nats) is positive: z = √n · mean / sd."""
+    per-sample cross-entropy minus the alternative's, nats) is positive: z = √n · mean / sd.
+
+    Fewer than two samples, or differences without spread, carry no evidence: p = 1 (the z statistic
+    is undefined, and reading it as infinite let a one-sample audit "clearly" prefer another contract)."""
     d = diff.double()
-    sd = float(d.std(unbiased=True)) if len(d) > 1 else 0.0
+    if len(d) < 2:
+        return 1.0
+    sd = float(d.std(unbiased=True))
     if not sd > 0:
-        return 0.0 if float(d.mean()) > 0 else 1.0
+        return 1.0
     return float(ndtr(-float(d.mean()) / sd * len(d) ** 0.5))
 
 
@@ -273,12 +286,29 @@ def _csv(values: tuple[float, ...]) -> str:
     return ",".join(f"{v:g}" for v in values)
 
 
-def _forward(model: AuditModel, x: torch.Tensor) -> torch.Tensor:
-    """``model(x)``; a model whose forward raises is the user's input, not a robaudit bug."""
+def _forward(model: AuditModel, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``model(x)`` in passes of at most ``batch_size`` samples, each checked to return its n×K logits.
+
+    A model whose forward raises is the user's input, not a robaudit bug; running out of memory gets the
+    advice to lower ``--batch-size``.
+    """
+    parts = []
+    for start in range(0, len(x), batch_size):
+        chunk = x[start:start + batch_size]
+        out = _forward_once(model, chunk)
+        _check_shape(out, model.num_classes, len(chunk))
+        parts.append(out)
+    return torch.cat(parts)
+
+
+def _forward_once(model: AuditModel, x: torch.Tensor) -> torch.Tensor:
     try:
         return model(x)
     except Exception as exc:  # noqa: BLE001 - user code raises anything
         shape = "×".join(str(s) for s in x.shape[1:])
+        if is_out_of_memory(exc):
+            raise PreflightError(f"out of memory running the model on a batch of {len(x)} audit images ({shape}): "
+                                 f"{first_line(exc)}", fix=OOM_FIX) from exc
         size = _working_size(model, x)
         if size is not None:
             h, w = size
@@ -314,12 +344,19 @@ def _working_size(model: AuditModel, x: torch.Tensor) -> tuple[int, int] | None:
     return None
 
 
-def _check_logits(logits: torch.Tensor, num_classes: int, n: int) -> None:
+def _check_shape(logits: Any, num_classes: int, n: int) -> None:
+    if not isinstance(logits, torch.Tensor):
+        raise PreflightError(f"the model returned a {type(logits).__name__} for {n} inputs, not ({n}, {num_classes}) "
+                             "logits", fix="wrap it so that forward returns the N×K logits tensor")
     if logits.ndim != 2 or logits.shape != (n, num_classes):
         raise PreflightError(
             f"the model returned shape {tuple(logits.shape)} for {n} inputs; expected ({n}, {num_classes}) logits",
             fix="check --arch and that the model ends in a classifier over the dataset's classes",
         )
+
+
+def _check_logits(logits: torch.Tensor, num_classes: int, n: int) -> None:
+    _check_shape(logits, num_classes, n)
     finite = torch.isfinite(logits).all(dim=1)
     if not bool(finite.all()):
         bad = int((~finite).sum())
@@ -329,11 +366,10 @@ def _check_logits(logits: torch.Tensor, num_classes: int, n: int) -> None:
         )
 
 
-def _check_network_input(seen: torch.Tensor | None, model: AuditModel, x: torch.Tensor, report: PreflightReport) -> None:
-    """Record what the network sees, and confirm it is ``(x − mean)/std`` of the probe's pixels."""
-    if seen is None:
-        return
-    expected = model.normalise(x)
+def _check_network_input(seen: torch.Tensor, model: AuditModel, x: torch.Tensor, report: PreflightReport) -> None:
+    """Record what the network sees (its input for the first ``len(seen)`` samples of ``x``), and confirm it
+    is ``(x − mean)/std`` of the probe's pixels."""
+    expected = model.normalise(x[:len(seen)])
     report.stats["network_input"] = {
         "matches_normalised_pixels": bool(torch.allclose(seen, expected)),
         "channel_mean": seen.double().mean(dim=(0, 2, 3)).tolist(),
@@ -349,9 +385,10 @@ def _check_network_input(seen: torch.Tensor | None, model: AuditModel, x: torch.
         ))
 
 
-def _check_input_gradients(model: AuditModel, x: torch.Tensor, y: torch.Tensor, report: PreflightReport) -> None:
+def _check_input_gradients(model: AuditModel, x: torch.Tensor, y: torch.Tensor, report: PreflightReport,
+                           batch_size: int) -> None:
     """Flag zero or missing input gradients; when none is usable, record why (probes needing them skip)."""
-    grad, disconnected = _input_gradient(model, x, y)
+    grad, disconnected = _input_gradient(model, x, y, batch_size)
     if disconnected is not None:
         bad = len(x)
         report.input_gradient_error = f"the model's input gradient is disconnected ({disconnected})"
@@ -386,18 +423,22 @@ def _check_input_gradients(model: AuditModel, x: torch.Tensor, y: torch.Tensor, 
         ))
 
 
-def _input_gradient(model: AuditModel, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, str | None]:
-    """(∇x of the summed cross-entropy, N×C×H×W; why it is disconnected, or ``None``)."""
-    x = x.clone().requires_grad_(True)
-    with torch.enable_grad():
-        logits = _forward(model, x)
-        loss = F.cross_entropy(logits, y, reduction="sum")
-        if not loss.requires_grad:
-            return torch.zeros_like(x), "the logits have no autograd graph: torch.no_grad() or a detach in forward?"
-        (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
-    if grad is None:
-        return torch.zeros_like(x), "no autograd path from the input to the loss: a detach, no_grad or step function such as (x > 0).float() in forward?"
-    return grad.detach(), None
+def _input_gradient(model: AuditModel, x: torch.Tensor, y: torch.Tensor,
+                    batch_size: int) -> tuple[torch.Tensor, str | None]:
+    """(∇x of the summed cross-entropy, N×C×H×W, in passes of at most ``batch_size`` samples; why it is
+    disconnected, or ``None``)."""
+    grads = []
+    for start in range(0, len(x), batch_size):
+        xi = x[start:start + batch_size].clone().requires_grad_(True)
+        with torch.enable_grad():
+            loss = F.cross_entropy(_forward(model, xi, batch_size), y[start:start + batch_size], reduction="sum")
+            if not loss.requires_grad:
+                return torch.zeros_like(x), "the logits have no autograd graph: torch.no_grad() or a detach in forward?"
+            (grad,) = torch.autograd.grad(loss, xi, allow_unused=True)
+        if grad is None:
+            return torch.zeros_like(x), "no autograd path from the input to the loss: a detach, no_grad or step function such as (x > 0).float() in forward?"
+        grads.append(grad.detach())
+    return torch.cat(grads), None
 
 
 def _check_double_backward(model: AuditModel, x: torch.Tensor, y: torch.Tensor, report: PreflightReport) -> None:

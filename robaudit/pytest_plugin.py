@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -54,28 +55,47 @@ def assert_robust(model: str, data: str = "digits", *, rules: GateRules | Mappin
         data: the ``--dataset`` (``digits``, ``cifar10``, ``FILE.npz`` …).
         rules: gate rules: a TOML file, a table as read from one (``{"rule": [{...}]}``), or parsed
             :class:`~robaudit.gate.GateRules` (docs/ci-gate.md).
-        out: the results directory (default: a new temporary directory).
+        out: the results directory (default: a new temporary directory, deleted when every rule
+            passes and kept, its path in the failure message, when the test fails).
         baseline: a baseline results directory for relative rules (overrides the rules' ``baseline``).
         **options: other :class:`~robaudit.config.AuditConfig` fields (``arch=``, ``probes=``, ``n_samples=`` …).
 
     Returns:
-        The audit's :class:`~robaudit.engine.AuditOutcome`, when every rule passed.
+        The audit's :class:`~robaudit.engine.AuditOutcome`, when every rule passed (without ``out``, its
+        ``out_dir`` is already deleted; ``results`` holds what ``results.json`` held).
 
     Raises:
         pytest.fail.Exception: a rule failed, or nothing could be gated; the message is the gate's table.
         RobauditError: bad rules or options, a rule reading a non-finite value, or an audit that did not
             finish cleanly (its one-line message).
     """
+    checked = _rules(rules)  # bad rules fail before the audit
+    if isinstance(options.get("probes"), str):
+        options["probes"] = [p.strip() for p in options["probes"].split(",") if p.strip()]
+    if out is not None:
+        return _audit_and_gate(model, data, Path(out), checked, baseline, options)
+    out_dir = Path(tempfile.mkdtemp(prefix="robaudit-"))
+    try:
+        outcome = _audit_and_gate(model, data, out_dir, checked, baseline, options)
+    except pytest.fail.Exception:
+        raise  # the gate failed: the results stay for inspection (the message names the folder)
+    except BaseException:
+        if not (out_dir / "results.json").exists():  # stopped before anything worth reading was written
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return outcome
+
+
+def _audit_and_gate(model: str, data: str, out_dir: Path, checked: GateRules, baseline: str | Path | None,
+                    options: dict[str, Any]) -> AuditOutcome:
+    """Audit into ``out_dir`` and gate it: :func:`assert_robust` once its output folder is chosen."""
     import robaudit
     from robaudit.errors import UsageError
     from robaudit.exitcodes import ExitCode
     from robaudit.gate import gate
     from robaudit.gate.outputs import print_table
 
-    checked = _rules(rules)  # bad rules fail before the audit
-    if isinstance(options.get("probes"), str):
-        options["probes"] = [p.strip() for p in options["probes"].split(",") if p.strip()]
-    out_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="robaudit-"))
     outcome = robaudit.audit(model=model, dataset=data, out=out_dir, **options)
     if outcome.exit_code != ExitCode.OK:
         failed = {n: (e.get("error") or {}).get("message") for n, e in outcome.results["probes"].items()
@@ -90,7 +110,8 @@ def assert_robust(model: str, data: str = "digits", *, rules: GateRules | Mappin
     if result.status != "passed":
         table = io.StringIO()
         print_table(result, file=table)
-        pytest.fail(f"robaudit gate {result.status}:\n{table.getvalue()}", pytrace=False)
+        pytest.fail(f"robaudit gate {result.status}:\n{table.getvalue()}results kept in {outcome.out_dir}",
+                    pytrace=False)
     return outcome
 
 

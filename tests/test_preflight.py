@@ -193,3 +193,25 @@ def test_flags_are_documented() -> None:
     doc = (repo / "docs" / "flags.md").read_text()
     missing = [i for i in sorted(ids) if f"## `{i}`" not in doc]
     assert ids and not missing, missing
+
+
+@pytest.mark.parametrize("diff", [[0.3, -0.1, 0.5, 0.2, 0.05], [-0.2, 0.1, -0.4, 0.0], [1.0, 1.5, 0.5]],
+                         ids=["favours", "against", "three"])
+def test_the_likelihood_ratio_test_is_vuongs_one_sided_z_test(diff: list[float]) -> None:
+    """Oracle: the closed form p = 1 − Φ(√n · mean / sd), sd with n − 1 (scipy.stats)."""
+    import numpy as np
+    from scipy import stats
+
+    from robaudit.preflight import _vuong_p
+
+    d = np.asarray(diff)
+    z = np.sqrt(len(d)) * d.mean() / d.std(ddof=1)
+    assert _vuong_p(torch.tensor(diff, dtype=torch.float64)) == pytest.approx(stats.norm.sf(z), rel=1e-12)
+
+
+@pytest.mark.parametrize("diff", [[2.5], [0.7, 0.7, 0.7], [0.0, 0.0]], ids=["one-sample", "constant", "zero"])
+def test_no_spread_in_the_likelihood_differences_is_no_evidence(diff: list[float]) -> None:
+    """z = √n · mean / sd is undefined for n < 2 or sd = 0: p = 1, not the 0 that read it as infinite."""
+    from robaudit.preflight import _vuong_p
+
+    assert _vuong_p(torch.tensor(diff)) == 1.0

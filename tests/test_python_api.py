@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+import textwrap
 import sys
 from pathlib import Path
 
@@ -271,6 +272,20 @@ def _image_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return _digits(12)
 
 
+class _Ragged(Dataset):
+    """The digits, with item 5 padded to 9×10 (as an image folder without a Resize transform yields)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.nn.functional.pad(self.x[i], (1, 1, 0, 1)) if i == 5 else self.x[i]
+        return x, self.y[i]
+
+
 @pytest.mark.parametrize(("data", "message"), [
     (lambda x, y: (x[:, 0], y), r"x has shape \(12, 8, 8\); robaudit takes N×C×H×W images. Fix: add a channel axis"),
     (lambda x, y: (x.permute(0, 2, 3, 1).expand(12, 8, 8, 3).contiguous(), y), r"looks channels-last.*x\.permute"),
@@ -285,8 +300,12 @@ def _image_batch() -> tuple[torch.Tensor, torch.Tensor]:
     (lambda x, y: TensorDataset(x, y, y), r"item 0 of the Dataset is a tuple of 3, not an \(x, y\) pair"),
     (lambda x, y: DataLoader(TensorDataset(x[:, 0], y), batch_size=4),
      r"x of batch 0 of the DataLoader has shape \(4, 8, 8\)"),
+    (lambda x, y: _Ragged(x, y),
+     r"item 5 of the Dataset has shape \(1, 9, 10\), item 0 has \(1, 8, 8\).*Fix: add a Resize/CenterCrop transform"),
+    (lambda x, y: DataLoader(_Ragged(x, y), batch_size=1),
+     r"batch 5 of the DataLoader holds images of shape \(1, 9, 10\), batch 0's are \(1, 8, 8\).*Resize/CenterCrop"),
 ], ids=["no-channel-axis", "channels-last", "0-255", "normalised", "uint8", "label-count", "float-labels", "one-hot",
-        "label-range", "not-a-form", "triples", "loader-shape"])
+        "label-range", "not-a-form", "triples", "loader-shape", "ragged-dataset", "ragged-loader"])
 def test_bad_live_data_is_one_clear_line_and_nothing_is_written(tmp_path: Path, data, message: str) -> None:
     import robaudit
     from robaudit.errors import UsageError
@@ -408,3 +427,135 @@ def test_in_memory_data_has_no_train_split_for_the_curvature_sets(tmp_path: Path
     entry = outcome.results["probes"]["curvature.trace"]
     assert entry["status"] == "failed" and outcome.exit_code == 2
     assert "the memory source holds one set of samples; it has no separate train split" in entry["error"]["message"]
+
+
+def test_a_one_sample_audit_is_not_stopped_by_the_normalisation_check(tmp_path: Path) -> None:
+    """One sample cannot show that another normalisation is clearly better: the demo CNN guessed to take
+    [0, 1] pixels on one digit runs (the one-sample likelihood test has p = 1), with the guess flagged."""
+    import robaudit
+
+    x, y = _digits(1)
+    outcome = robaudit.audit(model=_demo_module(), data=(x, y), probes=["clean"], threads=THREADS,
+                             out=tmp_path / "a", report=False)
+    assert outcome.exit_code == 0
+    check = outcome.results["preflight"]["stats"]["normalisation_check"]
+    assert check["samples"] == 1 and check["decision"] == "kept"
+    assert [c["likelihood_p_value"] for c in check["candidates"]] == [1.0, 1.0]
+    assert "normalisation_guessed" in [f["id"] for f in outcome.results["flags"]]
+
+
+class _FourAtATime(nn.Module):
+    """The demo CNN, out of memory on batches of more than four images (as a large model on a small GPU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _demo_module()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) > 4:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate a batch of {len(x)}")
+        return self.net(x)
+
+
+def test_a_live_module_only_ever_sees_batches_of_the_batch_size(tmp_path: Path) -> None:
+    """Loading, preflight, the cost estimate and the probes all keep to batch_size=4: the audit runs, and its
+    numbers are those of the same module without the limit."""
+    import robaudit
+
+    x, y = _digits(12)
+    mean, std = _demo_normalisation()
+    options = dict(data=(x, y), mean=mean, std=std, probes=["clean", "attack.fgsm"], batch_size=4,
+                   threads=THREADS, report=False)
+    limited = robaudit.audit(model=_FourAtATime(), out=tmp_path / "limited", **options)
+    assert limited.exit_code == 0, limited.results["probes"]
+    free = robaudit.audit(model=_demo_module(), out=tmp_path / "free", **options)
+    assert _comparable(limited.results) == _comparable(free.results)
+
+
+from collections.abc import Iterator  # noqa: E402
+
+
+def _torch_settings() -> dict:
+    """The process-wide settings an audit may change, read straight from torch and os.environ."""
+    import os
+
+    return {"threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+            "cudnn_deterministic": torch.backends.cudnn.deterministic, "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            "matmul_precision": torch.get_float32_matmul_precision(),
+            "cublas": os.environ.get("CUBLAS_WORKSPACE_CONFIG"), "rng": torch.get_rng_state()}
+
+
+def _same_settings(a: dict, b: dict) -> bool:
+    return {k: v for k, v in a.items() if k != "rng"} == {k: v for k, v in b.items() if k != "rng"} and \
+        torch.equal(a["rng"], b["rng"])
+
+
+@pytest.fixture
+def notebook_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A notebook's own torch settings, unlike the audit's (3 threads, cuDNN benchmark on, TF32 on, no
+    CUBLAS_WORKSPACE_CONFIG, a seeded generator); the test's original settings come back afterwards."""
+    original = _torch_settings()
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    torch.set_num_threads(3)
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(1234)
+    yield
+    torch.set_num_threads(original["threads"])
+    torch.use_deterministic_algorithms(original["deterministic"], warn_only=original["warn_only"])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = (original["cudnn_deterministic"],
+                                                                          original["cudnn_benchmark"])
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = (original["tf32_matmul"],
+                                                                              original["tf32_cudnn"])
+    torch.set_float32_matmul_precision(original["matmul_precision"])
+    torch.set_rng_state(original["rng"])
+
+
+def test_an_audit_from_python_leaves_the_processs_torch_settings_as_they_were(tmp_path: Path, notebook_settings) -> None:
+    import robaudit
+
+    x, y = _digits(20)
+    mean, std = _demo_normalisation()
+    net = _demo_module()  # building it draws from the global generator
+    before = _torch_settings()
+    outcome = robaudit.audit(model=net, data=(x, y), mean=mean, std=std, probes=["clean", "attack.fgsm"],
+                             threads=1, out=tmp_path / "a", report=False)
+    assert outcome.exit_code == 0 and outcome.results["environment"]["threads"] == 1  # the audit ran on 1 thread
+    assert _same_settings(_torch_settings(), before)
+
+
+def test_the_cuda_reproducibility_settings_are_put_back_too(notebook_settings) -> None:
+    """make_cuda_reproducible runs only on CUDA devices; its settings are process-wide on any machine."""
+    from robaudit.results.environment import make_cuda_reproducible, process_settings_restored
+
+    before = _torch_settings()
+    with process_settings_restored():
+        make_cuda_reproducible()
+        inside = _torch_settings()
+    assert inside["deterministic"] and inside["warn_only"] and inside["cudnn_deterministic"]
+    assert not (inside["cudnn_benchmark"] or inside["tf32_matmul"] or inside["tf32_cudnn"])
+    assert inside["cublas"] == ":4096:8"
+    assert _same_settings(_torch_settings(), before)
+
+
+def test_tf32_set_through_the_fp32_precision_api_is_put_back_in_that_api() -> None:
+    """torch refuses to read the allow_tf32 flags once TF32 was set through ``fp32_precision``: the
+    settings come back through that API (in a child process, so this one keeps a single API)."""
+    code = textwrap.dedent("""
+        import torch
+        from robaudit.results.environment import make_cuda_reproducible, process_settings_restored
+
+        b = torch.backends
+        backends = [b, b.cuda.matmul, b.cudnn, b.cudnn.conv, b.cudnn.rnn, b.mkldnn, b.mkldnn.matmul, b.mkldnn.conv,
+                    b.mkldnn.rnn]
+        b.cuda.matmul.fp32_precision = "tf32"
+        before = [x.fp32_precision for x in backends]
+        with process_settings_restored():
+            make_cuda_reproducible()
+            changed = [x.fp32_precision for x in backends] != before
+        print(changed, [x.fp32_precision for x in backends] == before)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True"]

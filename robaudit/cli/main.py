@@ -173,7 +173,7 @@ def validate(ctx: click.Context, **params: Any) -> None:
     selected = select_probes(config, registry)
     device, threads, model, data = prepare(config, selected)
     needs_second = any(s.cls.needs_double_backward for s in selected)
-    report = run_preflight(model, data, device, needs_second)
+    report = run_preflight(model, data, device, needs_second, config.batch_size)
     p = model.provenance
     lines = [
         f"model     {p.source} → {p.arch} ({p.num_classes} classes from {p.num_classes_source}; "

@@ -225,17 +225,36 @@ def _length(obj: Any) -> int | None:
 
 
 def _batches(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    first: tuple[int, ...] | None = None
     for b, batch in enumerate(loader):
         x, y = _pair(batch, f"batch {b} of the DataLoader")
         x = _pixels(x, f"x of batch {b} of the DataLoader", batched=True)
+        first = _same_shape(tuple(x.shape[1:]), first, f"batch {b} of the DataLoader holds images of shape",
+                            "batch 0's are")
         yield x, _labels(y, f"y of batch {b} of the DataLoader", len(x))
 
 
 def _items(items: Iterable[Any]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    first: tuple[int, ...] | None = None
     for i, item in zip(itertools.count(), items):
         x, y = _pair(item, f"item {i} of the Dataset")
         x = _pixels(x, f"x of item {i} of the Dataset", batched=False)
+        first = _same_shape(tuple(x.shape), first, f"item {i} of the Dataset has shape", "item 0 has")
         yield x[None], _labels(y, f"y of item {i} of the Dataset", 1, single=True)
+
+
+def _same_shape(shape: tuple[int, ...], first: tuple[int, ...] | None, what: str,
+                first_what: str) -> tuple[int, ...]:
+    """The first item's C×H×W image shape; every later item must match it (they are stacked into N×C×H×W).
+
+    Raises:
+        DataError: ``shape`` differs from ``first``.
+    """
+    if first is None or shape == first:
+        return shape
+    raise DataError(f"{what} {shape}, {first_what} {first}: the audit stacks every image into one N×C×H×W tensor",
+                    fix="add a Resize/CenterCrop transform to the Dataset so every image has the same size "
+                        "(e.g. torchvision.transforms.Resize((H, W))), or pass (x, y) tensors")
 
 
 def _pair(item: Any, what: str) -> tuple[Any, Any]:

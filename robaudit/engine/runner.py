@@ -45,6 +45,7 @@ from robaudit.errors import ConfigError, InternalError, OutputError, ProbeError,
 from robaudit.exitcodes import ExitCode
 from robaudit.models import ModelRequest, load_model
 from robaudit.models.audit_model import AuditModel
+from robaudit.out_of_memory import OOM_FIX, first_line, is_out_of_memory
 from robaudit.preflight import run_preflight
 from robaudit.probes.base import (
     ATTACK_OUTCOMES,
@@ -242,7 +243,8 @@ def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bo
 
     device, threads, model, data = prepare(config, selected, live)
     threat_model = audit_threat_model(config, data)
-    preflight = run_preflight(model, data, device, any(s.cls.needs_double_backward for s in selected))
+    preflight = run_preflight(model, data, device, any(s.cls.needs_double_backward for s in selected),
+                              config.batch_size)
     flags: list[Flag] = list(preflight.flags)
     if model.provenance.load_report.warnings:
         flags.append(Flag("non_strict_load", Severity.WARNING,
@@ -339,10 +341,22 @@ def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bo
 def audit_cost_estimate(selected: list[SelectedProbe], model: AuditModel, data: AuditData, device: torch.device,
                    batch_size: int, threat_model: ThreatModel) -> dict[str, Any]:
     """Estimate the audit's passes per probe, time one forward+backward on a real batch, log one
-    INFO line per probe and the total, and return the record for ``results.json``."""
+    INFO line per probe and the total, and return the record for ``results.json``.
+
+    Raises:
+        UsageError: the timed batch (the first ``batch_size`` samples, the batch an attack step takes) does
+            not fit in memory; the message gives the probes' out-of-memory advice.
+    """
     seconds = 0.0
     for _rows, x, y in data.batches(batch_size):  # the first batch only
-        seconds = time_fwd_bwd(model, x.to(device), y.to(device))
+        try:
+            seconds = time_fwd_bwd(model, x.to(device), y.to(device))
+        except Exception as exc:  # noqa: BLE001 - OOM comes as RuntimeError subclasses of several kinds
+            if not is_out_of_memory(exc):
+                raise
+            raise UsageError(f"out of memory timing one forward+backward of a batch of {len(x)} samples on "
+                             f"{device} ({first_line(exc)}), the batch every attack step takes",
+                             fix=OOM_FIX) from exc
         break
     estimate = estimate_audit_cost([s.probe for s in selected], len(data), threat_model, seconds,
                                    names=[s.name for s in selected], num_classes=int(model.num_classes))
@@ -524,7 +538,7 @@ def _run_one(sel: SelectedProbe, config: AuditConfig, registry: ProbeRegistry, m
     except Exception as exc:  # a probe bug must not lose the other probes' results
         message = _advice(exc)
         entry.update(status="failed", duration_s=time.perf_counter() - start,
-                     error={"type": type(exc).__name__, "message": message, "internal": not _is_oom(exc),
+                     error={"type": type(exc).__name__, "message": message, "internal": not is_out_of_memory(exc),
                             "traceback": traceback.format_exc(limit=8)})
         log.error("probe %s failed: %s", sel.name, message)
         return entry, None
@@ -564,14 +578,10 @@ def _check_result(name: str, result: Any, n: int) -> None:
             raise ValueError(f"probe '{name}' per-sample '{key}' has shape {np.shape(arr)}, expected ({n},)")
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
 def _advice(exc: BaseException) -> str:
-    first = (str(exc).splitlines() or [""])[0]
-    if _is_oom(exc):
-        return f"out of memory ({first}); lower --batch-size or use --n-samples to audit fewer samples"
+    first = first_line(exc)
+    if is_out_of_memory(exc):
+        return f"out of memory ({first}); {OOM_FIX}"
     return f"{type(exc).__name__}: {first} (internal error; rerun with --debug and report it)"
 
 

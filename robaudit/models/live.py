@@ -27,6 +27,7 @@ from robaudit.models.messages import one_line
 from robaudit.models.normalisation import candidates as norm_candidates
 from robaudit.models.normalisation import resolve_normalisation
 from robaudit.models.second_order import disable_fused_attention, swap_second_order_modules
+from robaudit.out_of_memory import first_line, is_out_of_memory
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +75,9 @@ def live_audit_model(module: nn.Module, sample: torch.Tensor, *, mean: Sequence[
 
     Args:
         module: the caller's module; it is read, never changed.
-        sample: audit pixels (n×C×H×W in [0, 1], as the probes will see them): C, H×W and K come from
-            them, and a guessed normalisation is checked against their per-channel statistics.
+        sample: audit pixels (n×C×H×W in [0, 1], as the probes will see them, on the CPU): C and H×W come
+            from them, K from one forward pass of the first two, and a guessed normalisation is checked
+            against their per-channel statistics (no model call).
         mean, std: the module's normalisation in [0, 1] pixel units, or ``None`` for none (see the module docstring).
         normalisation_mode: ``check`` or ``auto`` (``normalisation=``).
         second_order: a selected probe needs double backward (exact module swaps on the copy).
@@ -140,8 +142,14 @@ def live_audit_model(module: nn.Module, sample: torch.Tensor, *, mean: Sequence[
     return model
 
 
+COUNT_SAMPLES = 2
+"""Audit images in the one forward pass that counts the logits (two, so the batch axis is checked too;
+more would only risk running out of memory before ``--batch-size`` applies)."""
+
+
 def _count_logits(net: nn.Module, norm: Normalisation, sample: torch.Tensor, name: str) -> int:
-    """K, the width of the logits ``net`` returns for the normalised ``sample``.
+    """K, the width of the logits ``net`` returns for the first :data:`COUNT_SAMPLES` normalised images of
+    ``sample``.
 
     Raises:
         ModelLoadError: the forward pass fails or does not return an n×K tensor.
@@ -149,18 +157,23 @@ def _count_logits(net: nn.Module, norm: Normalisation, sample: torch.Tensor, nam
     param = next(iter(net.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     c = len(norm.mean)
-    x = (sample.to(device) - torch.tensor(norm.mean, device=device).view(1, c, 1, 1)) / \
+    few = sample[:COUNT_SAMPLES]
+    x = (few.to(device) - torch.tensor(norm.mean, device=device).view(1, c, 1, 1)) / \
         torch.tensor(norm.std, device=device).view(1, c, 1, 1)
     try:
         with torch.no_grad():
             out = net(x)
     except Exception as exc:  # noqa: BLE001 - any model may fail on the data
+        if is_out_of_memory(exc):
+            raise ModelLoadError(f"out of memory running the model ({name}) on {len(few)} audit images of shape "
+                                 f"{tuple(sample.shape[1:])} on {device}: {first_line(exc)}",
+                                 fix="free memory on the device, or audit on another one (device='cpu')") from exc
         raise ModelLoadError(f"the model ({name}) fails on the audit images of shape {tuple(sample.shape[1:])}: "
                              f"{one_line(exc)}", fix="pass images of the size and channel count the model takes") \
             from exc
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != sample.shape[0]:
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != len(few):
         got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
-        raise ModelLoadError(f"the model ({name}) returns {got} for {len(sample)} images, not {len(sample)}×K "
+        raise ModelLoadError(f"the model ({name}) returns {got} for {len(few)} images, not {len(few)}×K "
                              "logits", fix="wrap it so that forward returns the N×K logits")
     return int(out.shape[1])
 

@@ -39,11 +39,12 @@ def inspect_model(config_path: Path, source: str) -> dict[str, Any]:
         selected = select_probes(config, ProbeRegistry())
         device, _, model, data = prepare(config, selected)
         threat_model = audit_threat_model(config, data)
-        preflight = run_preflight(model, data, device, any(s.cls.needs_double_backward for s in selected))
+        preflight = run_preflight(model, data, device, any(s.cls.needs_double_backward for s in selected),
+                                  config.batch_size)
+        estimate = audit_cost_estimate(selected, model, data, device, config.batch_size, threat_model)
     except RobauditError as exc:
         return {"status": "failed", "exit_code": int(exc.exit_code), "reason": exc.one_line()}
     errors = [f.message for f in preflight.flags if f.severity.value == "error"]
-    estimate = audit_cost_estimate(selected, model, data, device, config.batch_size, threat_model)
     return {"status": "failed" if errors else "ok", "exit_code": int(ExitCode.USAGE if errors else ExitCode.OK),
             "reason": "; ".join(errors), "parameters": sum(p.numel() for p in model.parameters()),
             "samples": len(data), "device": str(device), "cost_estimate": estimate}

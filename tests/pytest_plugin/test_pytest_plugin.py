@@ -86,3 +86,30 @@ def test_regression(robaudit_audit):
     text = result.stdout.str()
     assert "holds NaN" in text and str(baseline / "results.json") in text
     assert "robaudit gate failed" not in text  # an error, not a comparison that failed
+
+
+def test_a_temporary_results_folder_goes_when_the_gate_passes_and_stays_named_when_it_fails(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``out=``: a passing gate leaves nothing in the temporary directory; a failing one keeps its
+    audit, and the failure message names the folder (which holds the audit's results.json)."""
+    tmp = pytester.path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))  # where the session's tempfile.mkdtemp puts its folders
+    _test_file(pytester, f"""
+def test_passes():
+    outcome = assert_robust({str(DEMO_CHECKPOINT)!r}, "digits", {OPTIONS},
+                            rules={{"rule": [{{"id": "clean floor", "metric": {ACCURACY!r}, "threshold": 0.5}}]}})
+    assert not outcome.out_dir.exists()
+
+def test_fails():
+    assert_robust({str(DEMO_CHECKPOINT)!r}, "digits", {OPTIONS},
+                  rules={{"rule": [{{"id": "impossible floor", "metric": {ACCURACY!r}, "threshold": 0.999}}]}})
+""")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "test_model.py::test_passes")
+    result.assert_outcomes(passed=1)
+    assert list(tmp.iterdir()) == []
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "test_model.py::test_fails")
+    result.assert_outcomes(failed=1)
+    (kept,) = tmp.iterdir()
+    assert (kept / "results.json").is_file()
+    assert f"results kept in {kept}" in result.stdout.str()

@@ -53,6 +53,7 @@ from robaudit.plugin import (
     second_order_error,
     success_key,
     wilson_interval,
+    working_budget,
     working_model,
 )
 from robaudit.plugin import torchattacks_adapter as ta
@@ -311,7 +312,7 @@ class _NewtonAttack(SweepAttack):
         per_sample = (c + 4) * dim * 8 * 3 if self._method == "exact" else 12 * dim * 8
         parts = []
         try:
-            for rows in batch_rows(len(x), len(x), per_sample):
+            for rows in batch_rows(len(x), len(x), per_sample, working_budget(x.device)):
                 xs, ys = x[rows], y[rows]
                 if self._method == "exact":
                     parts.append(newton.exact_newton(model, xs, ys, cfg.damping, relative))

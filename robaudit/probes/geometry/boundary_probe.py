@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from robaudit.probes.base import ATTACK_OUTCOMES, Column, Flag, Probe, ProbeContext, ProbeResult, Requirement, Severity
+from robaudit.probes import memory
 from robaudit.probes.geometry import common
 from robaudit.probes.geometry.groups import sample_groups
 from robaudit.probes.geometry.jacobian import decision_gradient
@@ -133,8 +134,9 @@ class BoundaryDistance(Probe):
         evals = {norm: 0 for norm in NORMS}
         per_sample_bytes = (1 + r) * dim * common.dtype_bytes(cfg.precision) * 4
         outer = max(ctx.batch_size, common.forward_batch(ctx.batch_size, dim) // (1 + r))
-        rows_iter = common.batch_rows(n, outer, per_sample_bytes)
-        total = common.n_batches(n, outer, per_sample_bytes)
+        budget = memory.working_budget(ctx.device)
+        rows_iter = common.batch_rows(n, outer, per_sample_bytes, budget)
+        total = common.n_batches(n, outer, per_sample_bytes, budget)
         for rows in ctx.progress(rows_iter, "boundary search", total):
             x = ctx.data.x[rows].to(ctx.device)
             y = ctx.data.y[rows].to(ctx.device)

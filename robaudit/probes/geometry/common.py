@@ -17,9 +17,6 @@ JACOBIAN_PRECISIONS = ("mixed", "float64")
 """The precisions of the probes built on the logit Jacobian (:class:`ClassSubsetConfig`). ``mixed`` runs
 the Jacobian and the H·v check on a float32 copy, the logits, probabilities and the c×c solve in float64."""
 
-# Working memory one geometry batch may hold for its largest tensor (bytes).
-MEMORY_BUDGET = 1 << 30
-
 
 def resolve_epsilon(epsilon: float | None, threat_model: ThreatModel) -> tuple[float, str]:
     """The audit's L∞ budget ε (pixel units) and where it came from.
@@ -59,17 +56,28 @@ def logits_model(model: AuditModel, precision: str) -> AuditModel | None:
     return working_model(model, "float64") if precision != "float64" else None
 
 
-def batch_rows(n: int, batch_size: int, bytes_per_sample: int, budget: int = MEMORY_BUDGET) -> Iterator[slice]:
-    """Row slices of at most ``batch_size`` samples whose working tensors fit in ``budget`` bytes."""
-    size = max(1, min(batch_size, budget // max(1, bytes_per_sample)))
+def batch_rows(n: int, batch_size: int, bytes_per_sample: int, budget: int) -> Iterator[slice]:
+    """Row slices of at most ``batch_size`` samples whose working tensors fit in ``budget`` bytes.
+
+    Args:
+        n: the number of samples (rows).
+        batch_size: the most rows per slice.
+        bytes_per_sample: the working memory one sample takes (bytes).
+        budget: the bytes one slice may take: :func:`robaudit.probes.memory.working_budget` of the
+            device (the one owner of that number); a slice holds at least one row whatever it says.
+    """
+    size = _rows_per_batch(batch_size, bytes_per_sample, budget)
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
 
 
-def n_batches(n: int, batch_size: int, bytes_per_sample: int, budget: int = MEMORY_BUDGET) -> int:
-    """How many slices :func:`batch_rows` yields."""
-    size = max(1, min(batch_size, budget // max(1, bytes_per_sample)))
-    return math.ceil(n / size) if n else 0
+def n_batches(n: int, batch_size: int, bytes_per_sample: int, budget: int) -> int:
+    """How many slices :func:`batch_rows` yields for the same arguments."""
+    return math.ceil(n / _rows_per_batch(batch_size, bytes_per_sample, budget)) if n else 0
+
+
+def _rows_per_batch(batch_size: int, bytes_per_sample: int, budget: int) -> int:
+    return max(1, min(batch_size, budget // max(1, bytes_per_sample)))
 
 
 def dtype_bytes(precision: str) -> int:
