@@ -12,8 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import jsonschema
 import pytest
 
+from robaudit.results import zoo_schema
 from zoo_fixtures import make_zoo
 
 N_MODELS = 4
@@ -109,8 +111,11 @@ def test_a_stopped_sweep_exits_4_keeps_its_work_and_resumes(tmp_path: Path, how:
     assert never_started  # the queued models did not run ...
     for name in never_started:
         assert not (out / "models" / name / "results.json").exists()
-    rows = {r["name"]: r["status"] for r in json.loads((out / "zoo.json").read_text())["models"]}
+    document = json.loads((out / "zoo.json").read_text())
+    jsonschema.validate(document, zoo_schema())  # "interrupted" and "pending" rows are published statuses
+    rows = {r["name"]: r["status"] for r in document["models"]}
     assert {n for n, s in rows.items() if s == "pending"} == never_started  # ... and the table says so
+    assert {n for n, s in rows.items() if s == "interrupted"} == interrupted
     assert stderr.strip().splitlines()[-1].startswith("robaudit: zoo interrupted"), stderr
     assert "Traceback" not in stderr
 
