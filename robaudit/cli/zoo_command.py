@@ -8,7 +8,9 @@ from typing import Any
 
 import click
 
+from robaudit.cli.signals import Terminated
 from robaudit.errors import UsageError
+from robaudit.exitcodes import ExitCode
 
 ZOO_EPILOG = """
 \b
@@ -20,7 +22,8 @@ Examples:
   robaudit zoo --timm 'resnet1*' --pretrained --dataset imagenet:PATH --n-samples 200 --out zoo/
 \b
 Exit codes: 0 every model audited (and passed --gate); otherwise the most severe model's code:
-3 a model's audit hit an internal error or its process died, 2 bad input for a model, 1 only gate failures.
+3 a model's audit hit an internal error or its process died, 2 bad input for a model, 1 only gate failures;
+4 Ctrl-C or SIGTERM stopped the sweep (--resume continues it).
 """
 
 
@@ -82,16 +85,16 @@ def zoo(manifest: Path | None, out: Path, workers: int | None, ray_address: str 
         spec = expand_registry(*patterns[0], audit, pretrained)
     if gate_rules is not None:
         gate_command.prepare_run_gate(gate_rules)  # bad rules fail before any model runs
+    address = (ray_address or os.environ.get("RAY_ADDRESS") or None) if ray_address is not None else None
     if ray_address is not None and not dry_run:
         from robaudit.zoo.ray_backend import check_ray
 
-        check_ray()  # without Ray installed: one line, exit 2, before any model runs
+        check_ray(address)  # without Ray, or with nothing at the address: one line, exit 2, before any model runs
     if dry_run:
         from robaudit.zoo.sweep import thread_share
 
         click.get_current_context().exit(_print_dry_run(spec, thread_share(1)))
     check_out_dir(out, resume)
-    out.mkdir(parents=True, exist_ok=True)
 
     def refresh() -> None:
         records = {m.name: r for m in spec.models if (r := load_record(out, m.name)) is not None}
@@ -105,9 +108,18 @@ def zoo(manifest: Path | None, out: Path, workers: int | None, ray_address: str 
         click.echo(f"zoo: {record.name} {what}{retry} in {record.wall_s:.1f}s | done {done}, failed {failed}, "
                    f"remaining {remaining}, ETA {dt.timedelta(seconds=round(eta or 0))}", err=True)
 
-    outcome = run_sweep(spec, out, workers=workers, resume=resume, gate=gate_rules, use_ray=ray_address is not None,
-                        ray_address=ray_address or os.environ.get("RAY_ADDRESS") or None, on_finish=progress,
-                        after_each=refresh)
+    try:
+        outcome = run_sweep(spec, out, workers=workers, resume=resume, gate=gate_rules,
+                            use_ray=ray_address is not None, ray_address=address, on_finish=progress,
+                            after_each=refresh)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the models in flight are recorded as interrupted
+        how = f" by {exc}" if isinstance(exc, Terminated) else ""
+        click.echo(f"robaudit: zoo interrupted{how}; finished and interrupted models are recorded in "
+                   f"{out / 'tasks'}/, and 'robaudit zoo ... --resume' continues the sweep", err=True)
+        if (out / "tasks").is_dir():
+            refresh()
+            render_zoo(out)
+        click.get_current_context().exit(int(ExitCode.INTERRUPTED))
     refresh()
     path = render_zoo(out)
     if not quiet:
@@ -138,6 +150,8 @@ def _print_dry_run(spec: Any, threads: int) -> int:
         est = r["cost_estimate"]
         total = est["total"]
         note = f"  (no estimate: {', '.join(est['omitted'])})" if est["omitted"] else ""
+        if r["error_flags"]:
+            note += f"  (error flag(s): {', '.join(r['error_flags'])})"
         click.echo(f"{r['name']:<24} {'ok':<7} {r['parameters']:>12,} {est['seconds_per_fwd_bwd']:>10.2e} "
                    f"{total['forward']:>10,.0f} {total['backward']:>10,.0f} {total['hvp']:>10,.0f} "
                    f"{total['seconds']:>9.1f}{note}")

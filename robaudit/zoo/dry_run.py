@@ -25,7 +25,8 @@ from robaudit.zoo.task import to_toml, task_settings
 def inspect_model(config_path: Path, source: str) -> dict[str, Any]:
     """Load, match and preflight-check one model as ``robaudit validate`` does; count its parameters and
     estimate its audit's cost exactly as ``robaudit run`` does before its probes (the ``cost_estimate`` of
-    ``results.json``). Errors become ``{"status": "failed", ...}``."""
+    ``results.json``). Errors become ``{"status": "failed", ...}``; preflight's error flags are listed
+    (``error_flags``, their ids) on a valid model, as ``validate`` lists them and ``run`` audits it."""
     from robaudit.config import config_from_mapping, read_config_file
     from robaudit.engine.runner import audit_cost_estimate, audit_threat_model, prepare, select_probes
     from robaudit.errors import RobauditError
@@ -44,9 +45,9 @@ def inspect_model(config_path: Path, source: str) -> dict[str, Any]:
         estimate = audit_cost_estimate(selected, model, data, device, config.batch_size, threat_model)
     except RobauditError as exc:
         return {"status": "failed", "exit_code": int(exc.exit_code), "reason": exc.one_line()}
-    errors = [f.message for f in preflight.flags if f.severity.value == "error"]
-    return {"status": "failed" if errors else "ok", "exit_code": int(ExitCode.USAGE if errors else ExitCode.OK),
-            "reason": "; ".join(errors), "parameters": sum(p.numel() for p in model.parameters()),
+    return {"status": "ok", "exit_code": int(ExitCode.OK), "reason": "",
+            "error_flags": [f.id for f in preflight.flags if f.severity.value == "error"],
+            "parameters": sum(p.numel() for p in model.parameters()),
             "samples": len(data), "device": str(device), "cost_estimate": estimate}
 
 

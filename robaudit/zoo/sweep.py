@@ -88,19 +88,22 @@ def run_sweep(manifest: Manifest, out: Path, *, workers: int | None = None, resu
               after_each: Callable[[], None] | None = None) -> SweepOutcome:
     """Audit every model of ``manifest`` into ``out``; a failed model is recorded and the sweep goes on.
 
+    A ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM inside the CLI) stops the sweep: the models in flight are
+    interrupted as ``robaudit run`` is (their finished probes kept) and recorded as ``interrupted``, the queued
+    ones are not started (no record: pending), and the exception propagates once every worker has ended.
+
     With ``resume``, a model whose saved record is ``ok`` (or ``gate_failed``) under the same settings
     digest is skipped; every other model runs again, continuing its own audit (``robaudit run --resume``).
 
     Args:
         workers: models audited at once (worker processes, default 1; with Ray, the local instance's CPU slots,
             default the machine's CPUs, each task then running one thread).
-        use_ray: submit the tasks to Ray, at ``ray_address`` (``None``: a local instance).
+        use_ray: submit the tasks to Ray, at ``ray_address`` (``None``: a local instance), connected before
+            anything is written under ``out``.
         on_finish: called as each model finishes with (record, done, failed, remaining, ETA seconds or None).
         after_each: called after each record is saved (rewrites the zoo table).
     """
     check_out_dir(out, resume)
-    (out / TASKS_DIR).mkdir(parents=True, exist_ok=True)
-    (out / MODELS_DIR).mkdir(parents=True, exist_ok=True)
     threads = thread_share(workers or 1) if workers or not use_ray else 1
     records: dict[str, TaskRecord] = {}
     todo: list[TaskRequest] = []
@@ -114,27 +117,35 @@ def run_sweep(manifest: Manifest, out: Path, *, workers: int | None = None, resu
             skipped.append(model.name)
             continue
         todo.append(_request(model, settings, digest, out, manifest.base_dir, resume, threads, gate))
+    ray = None
+    if use_ray and todo:
+        from robaudit.zoo.ray_backend import connect, run_on_ray
+
+        ray = connect(ray_address, workers)  # before anything is written: a bad address leaves --out as it was
+    (out / TASKS_DIR).mkdir(parents=True, exist_ok=True)
+    (out / MODELS_DIR).mkdir(parents=True, exist_ok=True)
     done = failed = 0
     started = time.perf_counter()
     def save(record: TaskRecord) -> None:  # as soon as a model finishes: --resume counts on it
         _save_record(out, record)
 
-    if use_ray:
-        from robaudit.zoo.ray_backend import run_on_ray
-
-        batches = run_on_ray(todo, ray_address, workers, save)
+    if ray is not None:
+        batches = run_on_ray(ray, todo, ray_address is None, save)
     else:
         batches = _run_local(todo, workers or 1, threads, out / TASKS_DIR, save)
-    for batch in batches:
-        for record in batch:
-            records[record.name] = record
-            done += 1
-            failed += record.status == "failed"
-            remaining = len(todo) - done
-            if on_finish is not None:
-                on_finish(record, done, failed, remaining, (time.perf_counter() - started) / done * remaining)
-        if after_each is not None:  # once per batch: the table's analysis can cost more than a tiny model
-            after_each()
+    try:
+        for batch in batches:
+            for record in batch:
+                records[record.name] = record
+                done += 1
+                failed += record.status == "failed"
+                remaining = len(todo) - done
+                if on_finish is not None:
+                    on_finish(record, done, failed, remaining, (time.perf_counter() - started) / done * remaining)
+            if after_each is not None:  # once per batch: the table's analysis can cost more than a tiny model
+                after_each()
+    finally:  # a Ctrl-C between batches stops the models in flight now, not when the traceback is collected
+        batches.close()
     ordered = [records[m.name] for m in manifest.models]
     return SweepOutcome(ordered, zoo_exit_code(ordered), skipped)
 
@@ -157,16 +168,30 @@ def _run_local(todo: list[TaskRequest], workers: int, threads: int, log_dir: Pat
 
     n = max(1, min(workers, len(todo)))
     pool = WorkerPool(n, threads, log_dir)  # started by this thread, which outlives them
-    try:
-        with ThreadPoolExecutor(max_workers=n) as threads_pool:
-            def run(request: TaskRequest) -> TaskRecord:
-                record = pool.run(request)
-                save(record)
-                return record
+    executor = ThreadPoolExecutor(max_workers=n)
 
-            pending: set[Future[TaskRecord]] = {threads_pool.submit(run, request) for request in todo}
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                yield [future.result() for future in finished]
+    def run(request: TaskRequest) -> TaskRecord:
+        record = pool.run(request)
+        save(record)
+        return record
+
+    pending: set[Future[TaskRecord]] = set()
+    kill = False
+    try:
+        pending = {executor.submit(run, request) for request in todo}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield [future.result() for future in finished]
+    except BaseException:  # Ctrl-C, SIGTERM (raised as a Ctrl-C), the caller closing us, or an error: stop
+        executor.shutdown(wait=False, cancel_futures=True)  # the queued models stay pending for --resume
+        pool.interrupt()
+        try:
+            # the models in flight record their finished probes and themselves as interrupted; a future that
+            # shutdown cancelled never counts as done for wait(), so it is left out
+            wait({future for future in pending if not future.cancelled()})
+        except BaseException:  # a second Ctrl-C: stop now
+            kill = True
+        raise
     finally:
-        pool.close()
+        pool.close(kill)
+        executor.shutdown(wait=not kill)

@@ -94,7 +94,7 @@ def build_rows(manifest: Manifest, out: Path, records: dict[str, TaskRecord]) ->
                      "retried_batch_size": record.retried_batch_size if record is not None else None},
             "report": f"models/{model.name}/report.html" if (run_dir / "report.html").is_file() else None,
         }
-        if run is not None and record is not None and record.status != "failed":
+        if run is not None and record is not None and record.status in ("ok", "gate_failed"):  # a finished audit
             for metric in model_metrics([run]):
                 if metric.kind == "indicator" and math.isfinite(metric.values[0]):
                     row["indicators"][metric.id] = metric.values[0]

@@ -35,7 +35,7 @@ class TaskRecord:
 
     name: str
     digest: str
-    status: str  # "ok" | "gate_failed" | "failed"
+    status: str  # "ok" | "gate_failed" | "interrupted" (exit 4: the sweep was stopped) | "failed"
     exit_code: int
     reason: str = ""
     wall_s: float = 0.0
@@ -169,13 +169,13 @@ def run_task(request: TaskRequest, attempt: Runner) -> TaskRecord:
         cpu += result.cpu_s or 0.0
         code, sig = result.exit_code, result.signal
         reason = _reason(result.output, code, sig, out_dir)
-        finished = code in (ExitCode.OK, ExitCode.GATE_FAILED)
+        finished = code in (ExitCode.OK, ExitCode.GATE_FAILED, ExitCode.INTERRUPTED)
         if finished or retried is not None or not _is_oom(result.output, out_dir, sig):
             break
         retried = max(1, int(settings.get("batch-size", 128)) // 2)
         settings = {**settings, "batch-size": retried}
         resume = True
-    status = "ok" if code == ExitCode.OK else "gate_failed" if code == ExitCode.GATE_FAILED else "failed"
+    status = {ExitCode.OK: "ok", ExitCode.GATE_FAILED: "gate_failed", ExitCode.INTERRUPTED: "interrupted"}.get(code, "failed")
     return TaskRecord(request.name, request.digest, status, code, "" if status == "ok" else reason,
                       round(time.perf_counter() - start, 3), attempts, retried, sig,
                       first_probe_s=result.first_probe_s, cpu_s=round(cpu, 3))

@@ -11,6 +11,12 @@ model ends only that child.
 
 Both links die together: the worker gets SIGKILL when the process that started it dies, and each child when
 its worker dies (Linux ``PR_SET_PDEATHSIG``), so a killed sweep leaves no orphan writing into ``--out``.
+
+Stopping: the worker is never interrupted itself. A Ctrl-C reaches the terminal's whole process group and a
+SIGTERM may too; either one, or the SIGINT the driver sends when it stops, makes the worker pass a SIGINT to
+its audit in flight, which records its finished probes as ``interrupted`` and exits 4, as ``robaudit run`` does
+on Ctrl-C; the worker then replies as usual. A request that arrives after the stop is interrupted the same way
+as soon as its child is forked.
 """
 from __future__ import annotations
 
@@ -36,6 +42,33 @@ PRELOAD = ("torch", "torchvision", "timm", "safetensors.torch", "matplotlib.pypl
 """Modules the worker imports once, so that no child pays for them. None runs torch code at import."""
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_worker_pid: int | None = None  # this worker's pid; a forked child differs
+_child_pid: int | None = None  # the audit in flight
+_stopping = False  # a stop arrived: every audit from now on is interrupted
+
+
+def _on_stop(signum: int, frame: Any) -> None:
+    """SIGINT or SIGTERM. In the worker: interrupt the audit in flight (a SIGINT: its Ctrl-C). In a child forked
+    before it set its own handler: a Ctrl-C."""
+    global _stopping
+    if os.getpid() != _worker_pid:
+        raise KeyboardInterrupt
+    _stopping = True
+    if _child_pid is not None:
+        try:
+            os.kill(_child_pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+
+
+def _interrupt_once(signum: int, frame: Any) -> None:
+    """The child's Ctrl-C: the first SIGINT interrupts the audit; later ones (the terminal's and the driver's
+    can both arrive) are ignored, so they cannot cut short the writing of the finished results."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when the thread that started it exits (no-op elsewhere)."""
     if not sys.platform.startswith("linux"):
@@ -50,7 +83,7 @@ def preload() -> None:
     """Import :data:`PRELOAD` and robaudit's own probes, without running any torch operation.
 
     Third-party probe plugins are not imported here: whether they load is each audit's decision
-    (``--no-plugin-autoload``), so the child loads them itself.
+    (``ROBAUDIT_NO_PLUGIN_AUTOLOAD``, ``ROBAUDIT_BLOCK_PLUGINS``), so the child loads them itself.
     """
     from importlib.metadata import entry_points
 
@@ -78,17 +111,28 @@ def run_in_child(argv: list[str], cwd: Path, threads: int, log_path: Path) -> At
         the child's exit code (``ExitCode.INTERNAL`` with the signal when a signal killed it), its output, its
         CPU seconds and the seconds from the fork to its first probe.
     """
+    global _child_pid
     read_fd, write_fd = os.pipe()
     parent = os.getpid()
     start = time.perf_counter()
     sys.stdout.flush()
     sys.stderr.flush()
+    # A stop signal is held back over the fork: one that reached the child before Python's fork handling
+    # would be lost there. The child takes it once its own handler is set; the worker, once the child is known.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child; coverage cannot follow it
         os.close(read_fd)
         _child(argv, cwd, threads, log_path, write_fd, parent, start)
+    _child_pid = pid
+    if _stopping:  # the stop came before this child existed
+        os.kill(pid, signal.SIGINT)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     os.close(write_fd)
-    _, status, usage = os.wait4(pid, 0)
+    try:
+        _, status, usage = os.wait4(pid, 0)
+    finally:
+        _child_pid = None
     os.set_blocking(read_fd, False)
     try:
         report = json.loads(os.read(read_fd, 1 << 16) or b"{}")
@@ -111,6 +155,8 @@ def _child(argv: list[str], cwd: Path, threads: int, log_path: Path, report_fd: 
     code = int(ExitCode.INTERNAL)
     first_probe: list[float] = []
     try:
+        signal.signal(signal.SIGINT, _interrupt_once)  # SIGTERM: the worker's handler until the CLI entry sets its own
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         die_with_parent()
         if os.getppid() != parent:  # the worker died before the request to die with it was made
             os._exit(int(ExitCode.INTERNAL))
@@ -145,6 +191,9 @@ def _child(argv: list[str], cwd: Path, threads: int, log_path: Path, report_fd: 
         else:
             print(exc.code, file=sys.stderr)
             code = 1
+    except KeyboardInterrupt:  # before the CLI entry took over
+        print("robaudit: interrupted before the audit started", file=sys.stderr)
+        code = int(ExitCode.INTERRUPTED)
     except BaseException:
         traceback.print_exc()
         code = int(ExitCode.INTERNAL)
@@ -177,6 +226,10 @@ PARENT_ENV = "ROBAUDIT_ZOO_PARENT"
 def main() -> None:
     """``python -m robaudit.zoo.worker``: die with the parent, keep stdout for the replies, send any stray
     output to stderr."""
+    global _worker_pid
+    _worker_pid = os.getpid()
+    signal.signal(signal.SIGINT, _on_stop)
+    signal.signal(signal.SIGTERM, _on_stop)
     die_with_parent()  # set here rather than in a preexec_fn, which is unsafe in a threaded parent (Ray's workers)
     if os.getppid() != int(os.environ.get(PARENT_ENV, os.getppid())):
         sys.exit("robaudit.zoo.worker: the process that started it has ended")
@@ -192,9 +245,11 @@ class WorkerClient:
     def __init__(self, threads: int, log_path: Path | None = None) -> None:
         """Start the worker with ``OMP_NUM_THREADS=threads``; its own stderr goes to ``log_path`` (else inherited)."""
         self.threads, self.log_path = threads, log_path
+        self.stopping = False
         self.proc = self._start()
 
     def _start(self) -> subprocess.Popen[str]:
+        self.cuda_visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")  # the GPUs its audits will see
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), PARENT_ENV: str(os.getpid())}
         err: Any = open(self.log_path, "a", encoding="utf-8") if self.log_path is not None else None  # noqa: SIM115
         try:
@@ -228,13 +283,25 @@ class WorkerClient:
         code = self.proc.wait()
         sig = -code if code < 0 else None
         why = f"signal {signal.Signals(sig).name}" if sig else f"exit code {code}"
+        wall = round(time.perf_counter() - start, 3)
+        if self.stopping:  # killed by a second Ctrl-C: no restart
+            return TaskRecord(request.name, request.digest, "interrupted", int(ExitCode.INTERRUPTED),
+                              f"interrupted: the sweep was stopped and its worker ended ({why})", wall, signal=sig)
         self.proc = self._start()
         return TaskRecord(request.name, request.digest, "failed", int(ExitCode.INTERNAL),
-                          f"the zoo worker process died ({why}) while auditing this model",
-                          round(time.perf_counter() - start, 3), signal=sig)
+                          f"the zoo worker process died ({why}) while auditing this model", wall, signal=sig)
 
-    def close(self) -> None:
-        """End the worker (EOF on its stdin), killing it if it does not exit within 10 s."""
+    def interrupt(self) -> None:
+        """Stop: the worker interrupts its audit in flight, and any it is sent later, as a Ctrl-C would."""
+        self.stopping = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+
+    def close(self, kill: bool = False) -> None:
+        """End the worker (EOF on its stdin), killing it if it does not exit within 10 s, or at once with ``kill``
+        (its audit in flight dies with it)."""
+        if kill:
+            self.proc.kill()
         if self.proc.stdin is not None:
             try:
                 self.proc.stdin.close()
@@ -267,10 +334,15 @@ class WorkerPool:
         finally:
             self._free.put(client)
 
-    def close(self) -> None:
-        """End every worker."""
+    def interrupt(self) -> None:
+        """Interrupt every worker's audit in flight (each records itself as ``interrupted``)."""
         for client in self._all:
-            client.close()
+            client.interrupt()
+
+    def close(self, kill: bool = False) -> None:
+        """End every worker; with ``kill``, at once."""
+        for client in self._all:
+            client.close(kill)
 
 
 if __name__ == "__main__":

@@ -233,6 +233,30 @@ def test_dry_run_validates_every_model_and_writes_nothing(tmp_path: Path) -> Non
     assert not (tmp_path / "zoo").exists()
 
 
+def test_dry_run_lists_error_flags_on_a_valid_model_as_validate_does(tmp_path: Path) -> None:
+    """A model whose preflight raises an error flag is valid for ``robaudit validate`` (exit 0, "valid, with 1
+    error flag(s)"), so the dry run calls it ok, names the flag and exits 0."""
+    manifest = make_zoo(tmp_path, n_models=0)
+    (tmp_path / "broken.py").write_text(BROKEN_ARCH, encoding="utf-8")
+    variant(tmp_path / "demo.pt", seed=5, scale=0.0)
+    with manifest.open("a", encoding="utf-8") as f:
+        f.write('[[model]]\nname = "detached"\nsource = "demo.pt"\narch = "broken.py:DetachedInput"\n')
+    validate = robaudit("validate", "demo.pt", "--arch", "broken.py:DetachedInput", "--dataset", "digits",
+                        "--n-samples", "40", cwd=tmp_path)
+    assert validate.returncode == 0, validate.stderr
+    errors = [line.split()[1] for line in validate.stdout.splitlines()
+              if line.startswith("flag ") and line.split()[2] == "(error):"]
+    assert "zero_input_gradients" in errors
+    assert validate.stdout.strip().splitlines()[-1] == f"valid, with {len(errors)} error flag(s)"
+    proc = robaudit("zoo", str(manifest), "--out", "zoo", "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("detached "))
+    assert row.split()[1] == "ok"
+    assert row.endswith(f"(error flag(s): {', '.join(errors)})")
+    assert "1/1 valid" in proc.stdout
+    assert not (tmp_path / "zoo").exists()
+
+
 def test_gate_over_a_zoo_lists_failures_and_exits_1(tmp_path: Path) -> None:
     manifest = make_zoo(tmp_path, n_models=1)
     (tmp_path / "rules.toml").write_text('[[rule]]\nmetric = ["probes", "clean", "summary", "accuracy"]\n'

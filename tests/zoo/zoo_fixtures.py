@@ -38,6 +38,14 @@ class ExitsInForward(DigitsCNN):
         sys.exit(7)
 
 
+class DetachedInput(DigitsCNN):
+    """The demo CNN with its input detached: its input gradients are zero, so preflight raises the error flag
+    zero_input_gradients; validate calls it valid (with the flag) and run audits it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.detach())
+
+
 class KilledOnBatchesOf16(DigitsCNN):
     """The demo CNN, but a batch of 16 samples (the audit's batch size in the tests) kills its process with
     SIGKILL, as the kernel's OOM killer would; on other batches (preflight's, the halved retry's) it is the demo CNN."""
