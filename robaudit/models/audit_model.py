@@ -120,8 +120,10 @@ class ModelProvenance:
         normalisation_candidates: the normalisations preflight compares when the chosen
             one is a guess (the chosen one first); empty when it was stated.
         normalisation_mode: ``check`` or ``auto`` (``--normalisation``).
-        state_sha256: for a live ``nn.Module`` given to :func:`robaudit.audit`, the sha256 of its state
-            dict (:func:`robaudit.models.live.state_dict_sha256`); ``None`` otherwise.
+        state_sha256: the sha256 of the network's state dict (:func:`robaudit.models.live.state_dict_sha256`)
+            when no file or zoo weights identify it: a live ``nn.Module`` given to :func:`robaudit.audit`,
+            or a builder source built with its random initialisation (seeded: ``loader.INIT_SEED``);
+            ``None`` otherwise.
     """
 
     source: str

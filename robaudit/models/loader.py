@@ -24,6 +24,7 @@ from robaudit.models.audit_model import AuditModel, DataConfig, LoadReport, Mode
 from robaudit.models.checkpoint import Checkpoint, read_checkpoint
 from robaudit.models.classifier import checkpoint_num_classes, in_channels, last_layer_weight_key, model_num_classes
 from robaudit.models.custom_arch import accepts_num_classes, build_custom, resolve_constructor
+from robaudit.models.live import state_dict_sha256
 from robaudit.models.messages import hint, one_line
 from robaudit.models.normalisation import Candidate, resolve_normalisation
 from robaudit.models.normalisation import candidates as norm_candidates
@@ -50,6 +51,12 @@ class _Built:
     notes: list[str] = field(default_factory=list)
 
 
+INIT_SEED = 0
+"""Seed of torch's CPU generator while the network is built, so that weights left at their random
+initialisation (a builder source such as ``timm:resnet18`` without ``--pretrained``, the missing keys of
+``--non-strict``, a head re-initialised by ``--num-classes``) are the same in every run and process."""
+
+
 def load_model(request: ModelRequest, dataset: DatasetInfo) -> AuditModel:
     """Build the audit model a request describes, for a dataset with ``dataset.num_classes`` classes.
 
@@ -68,7 +75,9 @@ def load_model(request: ModelRequest, dataset: DatasetInfo) -> AuditModel:
     """
     _validate_request(request)
     report = LoadReport()
-    resolved = _resolve_network(request, dataset, report)
+    with torch.random.fork_rng(devices=[]):  # the caller's generator state is left as it was
+        torch.manual_seed(INIT_SEED)
+        resolved = _resolve_network(request, dataset, report)
     net, built, ckpt, zoo = resolved.net, resolved.built, resolved.checkpoint, resolved.pretrained
     num_classes, num_classes_source = _check_class_count(resolved, request.source, dataset)
     swaps, fused = _prepare_second_order(resolved, request.second_order, report)
@@ -110,6 +119,7 @@ def load_model(request: ModelRequest, dataset: DatasetInfo) -> AuditModel:
         weights=zoo.weights.to_json() if zoo is not None else None,
         normalisation_candidates=candidates,
         normalisation_mode=request.normalisation,
+        state_sha256=state_dict_sha256(net) if ckpt is None and zoo is None else None,
     )
     model = AuditModel(net, normalisation, data_config, provenance, channels, math_attention=request.second_order)
     try:

@@ -265,3 +265,33 @@ def test_model_is_moved_to_the_requested_device(tmp_path, tiny_arch, tiny_module
     assert model.mean.device.type == "meta"
     assert all(p.device.type == "meta" for p in model.parameters())
     assert not model.training
+
+
+@pytest.mark.parametrize("source, kwargs", [("timm:resnet18", {"channels": [8, 16, 32, 64], "stem_width": 8}),
+                                            ("torchvision:mobilenet_v3_small", {"dropout": 0.0})])
+def test_a_randomly_initialised_source_is_the_same_network_in_every_run(plain_info, source, kwargs):
+    """A builder source without weights is built from a fixed seed: the same weights whatever state
+    torch's generator is in (another process, earlier draws), which is left as it was; its state-dict
+    hash is recorded (resume compares it). Before, the weights followed the caller's generator, so two
+    runs of `robaudit run timm:resnet18` audited different networks (λ1 2.8 in one process, 4.2 in
+    the next) and recorded nothing that told them apart."""
+    from robaudit.models.live import state_dict_sha256
+
+    loaded = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        before = torch.random.get_rng_state()
+        loaded.append(load_model(ModelRequest(source=source, arch_kwargs=kwargs), plain_info))
+        assert torch.equal(torch.random.get_rng_state(), before)
+    first, second = loaded
+    assert_same_weights(first.net, second.net.state_dict())
+    assert first.provenance.state_sha256 == state_dict_sha256(first.net) == second.provenance.state_sha256
+
+
+def test_weights_from_a_file_are_identified_by_the_file_not_a_state_hash(tmp_path, plain_info):
+    """A checkpoint's provenance is its file's sha256; the state hash stays for weights nothing else names."""
+    net = torchvision.models.mobilenet_v3_small(num_classes=10)
+    path = tmp_path / "m.pt"
+    torch.save(net.state_dict(), path)
+    model = load_model(ModelRequest(source=str(path), arch="torchvision:mobilenet_v3_small"), plain_info)
+    assert model.provenance.checkpoint_sha256 is not None and model.provenance.state_sha256 is None
