@@ -301,6 +301,12 @@ def _forward(model: AuditModel, x: torch.Tensor, batch_size: int) -> torch.Tenso
     return torch.cat(parts)
 
 
+def _raise_if_out_of_memory(exc: BaseException, what: str, n: int) -> None:
+    if is_out_of_memory(exc):
+        raise PreflightError(f"out of memory computing {what} on a batch of {n} audit images: {first_line(exc)}",
+                             fix=OOM_FIX) from exc
+
+
 def _forward_once(model: AuditModel, x: torch.Tensor) -> torch.Tensor:
     try:
         return model(x)
@@ -434,7 +440,11 @@ def _input_gradient(model: AuditModel, x: torch.Tensor, y: torch.Tensor,
             loss = F.cross_entropy(_forward(model, xi, batch_size), y[start:start + batch_size], reduction="sum")
             if not loss.requires_grad:
                 return torch.zeros_like(x), "the logits have no autograd graph: torch.no_grad() or a detach in forward?"
-            (grad,) = torch.autograd.grad(loss, xi, allow_unused=True)
+            try:
+                (grad,) = torch.autograd.grad(loss, xi, allow_unused=True)
+            except RuntimeError as exc:
+                _raise_if_out_of_memory(exc, "the input gradient", len(xi))
+                raise
         if grad is None:
             return torch.zeros_like(x), "no autograd path from the input to the loss: a detach, no_grad or step function such as (x > 0).float() in forward?"
         grads.append(grad.detach())
@@ -449,6 +459,7 @@ def _check_double_backward(model: AuditModel, x: torch.Tensor, y: torch.Tensor, 
         report.double_backward = True
         return
     except RuntimeError as exc:
+        _raise_if_out_of_memory(exc, "a second derivative", len(x))  # not "no second derivative"
         report.double_backward = False
         report.double_backward_error = str(exc).splitlines()[0]
     what = ("the TorchScript archive cannot double-backward" if isinstance(model.net, ScriptedNetwork)

@@ -85,3 +85,57 @@ def test_running_out_of_memory_before_the_probes_is_exit_2_with_the_advice(
     assert code == ExitCode.OK, err
     results = json.loads((tmp_path / "fits" / "results.json").read_text())
     assert [p["status"] for p in results["probes"].values()] == ["ok", "ok"]
+
+
+class _OutOfMemoryInBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):  # noqa: ANN001, ANN205
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
+@pytest.mark.parametrize("second_order", [False, True], ids=["input-gradient", "double-backward"])
+def test_running_out_of_memory_in_preflights_backward_passes_is_the_advice(second_order: bool) -> None:
+    """Out of memory in preflight's input gradient, or in its second-derivative test, is the same one-line
+    advice as in its forward pass (a PreflightError, exit 2): not an internal error, and not a
+    `no_double_backward` flag saying the model has no second derivatives."""
+    from robaudit.errors import PreflightError
+    from robaudit.preflight import _check_double_backward, _input_gradient, PreflightReport
+    from helpers import audit_model
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(64, 10)
+
+        def forward(self, x):  # noqa: ANN001, ANN202
+            return self.fc(_OutOfMemoryInBackward.apply(x).flatten(1))
+
+    model = audit_model(Net(), 10)
+    x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
+    with pytest.raises(PreflightError, match="out of memory computing") as info:
+        if second_order:
+            _check_double_backward(model, x, y, PreflightReport())
+        else:
+            _input_gradient(model, x, y, 4)
+    assert info.value.fix == "lower --batch-size or use --n-samples to audit fewer samples"
+
+
+def test_out_of_memory_is_recognised_on_a_torch_without_torch_OutOfMemoryError(monkeypatch) -> None:  # noqa: ANN001
+    """torch before 2.5 has only torch.cuda.OutOfMemoryError; the check must not raise AttributeError
+    there (it runs inside every probe's error handler, so it would turn any probe error into exit 3)."""
+    import importlib
+
+    import robaudit.out_of_memory as oom
+
+    monkeypatch.delattr(torch, "OutOfMemoryError")
+    try:
+        fresh = importlib.reload(oom)
+        assert fresh.is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"))
+        assert not fresh.is_out_of_memory(ValueError("a probe's own error"))
+    finally:
+        monkeypatch.undo()
+        importlib.reload(oom)

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 
 class Terminated(KeyboardInterrupt):
@@ -29,8 +30,12 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
         return
 
+    saved_sigint: list[Any] = []
+
     def handler(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # a process-group SIGTERM can come with a SIGINT (a zoo worker forwards one to its audit): one stop
+        saved_sigint.append(signal.signal(signal.SIGINT, signal.SIG_IGN))
         raise Terminated(signal.Signals(signum).name)
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -38,3 +43,5 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        if saved_sigint:
+            signal.signal(signal.SIGINT, saved_sigint[0] if saved_sigint[0] is not None else signal.SIG_DFL)

@@ -76,7 +76,7 @@ def load_model(request: ModelRequest, dataset: DatasetInfo) -> AuditModel:
     _validate_request(request)
     report = LoadReport()
     with torch.random.fork_rng(devices=[]):  # the caller's generator state is left as it was
-        torch.manual_seed(INIT_SEED)
+        torch.default_generator.manual_seed(INIT_SEED)  # the CPU one only: networks are built on the CPU
         resolved = _resolve_network(request, dataset, report)
     net, built, ckpt, zoo = resolved.net, resolved.built, resolved.checkpoint, resolved.pretrained
     num_classes, num_classes_source = _check_class_count(resolved, request.source, dataset)

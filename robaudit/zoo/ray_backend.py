@@ -79,6 +79,8 @@ def _check_listening(address: str) -> None:
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port.isdigit():
         return
+    if not port.isascii() or not 0 < int(port) < 65536:  # "²" is a digit to isdigit; 99999… overflows connect
+        raise UsageError(f"--ray {address}: the port must be a number from 1 to 65535", fix=ADDRESS_FIX)
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
             pass

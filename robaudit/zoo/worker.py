@@ -66,6 +66,7 @@ def _interrupt_once(signum: int, frame: Any) -> None:
     """The child's Ctrl-C: the first SIGINT interrupts the audit; later ones (the terminal's and the driver's
     can both arrive) are ignored, so they cannot cut short the writing of the finished results."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # nor by a process-group SIGTERM after the forwarded SIGINT
     raise KeyboardInterrupt
 
 

@@ -295,3 +295,12 @@ def test_weights_from_a_file_are_identified_by_the_file_not_a_state_hash(tmp_pat
     torch.save(net.state_dict(), path)
     model = load_model(ModelRequest(source=str(path), arch="torchvision:mobilenet_v3_small"), plain_info)
     assert model.provenance.checkpoint_sha256 is not None and model.provenance.state_sha256 is None
+
+
+def test_building_a_network_seeds_only_the_cpu_generator(plain_info, monkeypatch):
+    """The init seed goes to the CPU generator the network is built with; the caller's CUDA generators
+    (seeded lazily by torch.manual_seed, even before CUDA starts) are not reset to it."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    load_model(ModelRequest(source="torchvision:mobilenet_v3_small", arch_kwargs={"dropout": 0.0}), plain_info)
+    assert calls == []

@@ -96,3 +96,18 @@ def test_the_zoo_worker_is_restarted_when_ray_gives_the_task_other_gpus(monkeypa
         worker.close(kill=True)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     assert worker_is_stale(worker, 1)  # it died
+
+
+@pytest.mark.parametrize("port", ["99999999999999999999", "0", "²"])
+def test_a_ray_address_with_an_impossible_port_is_exit_2(tmp_path: Path, port: str) -> None:
+    """A port no TCP connection can have is the user's typo (one line, exit 2), not an OverflowError or
+    ValueError escaping the address check as an internal error (exit 3)."""
+    manifest = make_zoo(tmp_path, n_models=1)
+    proc = subprocess.run([sys.executable, "-m", "robaudit", "zoo", str(manifest), "--out", "zoo",
+                           "--ray", f"127.0.0.1:{port}"],
+                          cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1", **RAY_ENV},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the port must be a number from 1 to 65535" in lines[0], lines
+    assert not (tmp_path / "zoo").exists()

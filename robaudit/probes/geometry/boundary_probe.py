@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from robaudit.probes.base import ATTACK_OUTCOMES, Column, Flag, Probe, ProbeContext, ProbeResult, Requirement, Severity
-from robaudit.probes import memory
 from robaudit.probes.geometry import common
 from robaudit.probes.geometry.groups import sample_groups
 from robaudit.probes.geometry.jacobian import decision_gradient
@@ -39,6 +38,13 @@ def unit_directions(grad: torch.Tensor, norm: str, random: int, generator: torch
         noise = (torch.randint(0, 2, (n, random, flat.shape[1]), generator=generator) * 2 - 1).double()
     dirs = torch.cat([g[:, None].cpu(), noise], dim=1)
     return dirs.reshape(n, 1 + random, *grad.shape[1:])
+
+
+BATCH_CUT_BYTES = 1 << 30
+"""Working set at which the boundary search cuts its batches: fixed, not :func:`robaudit.probes.memory.working_budget`,
+because each batch draws its random directions from the probe's generator in turn, so where the batches
+are cut decides which directions each sample gets; a device-dependent cut would make the random-direction
+columns depend on the device's memory."""
 
 
 class BoundaryDistance(Probe):
@@ -134,9 +140,8 @@ class BoundaryDistance(Probe):
         evals = {norm: 0 for norm in NORMS}
         per_sample_bytes = (1 + r) * dim * common.dtype_bytes(cfg.precision) * 4
         outer = max(ctx.batch_size, common.forward_batch(ctx.batch_size, dim) // (1 + r))
-        budget = memory.working_budget(ctx.device)
-        rows_iter = common.batch_rows(n, outer, per_sample_bytes, budget)
-        total = common.n_batches(n, outer, per_sample_bytes, budget)
+        rows_iter = common.batch_rows(n, outer, per_sample_bytes, BATCH_CUT_BYTES)
+        total = common.n_batches(n, outer, per_sample_bytes, BATCH_CUT_BYTES)
         for rows in ctx.progress(rows_iter, "boundary search", total):
             x = ctx.data.x[rows].to(ctx.device)
             y = ctx.data.y[rows].to(ctx.device)
