@@ -42,13 +42,17 @@ def _r(work: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return p - F.one_hot(y, p.shape[1]).double()
 
 
+def _problem(activation: str, n: int, seeds: tuple[int, ...]):  # noqa: ANN202
+    """(digits model, its first n test samples from 40 on, x, y, its float64 copy, one Rademacher v per seed)."""
+    model = digits_model(activation)
+    ctx = digits_context(model, n, start=40)
+    vectors = torch.stack([rademacher((n, 64), torch.Generator().manual_seed(s)) for s in seeds])
+    return model, ctx.data.x, ctx.data.y, working_model(model, "float64"), vectors
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_screen_equals_dense_remainder_on_a_gelu_net(dtype: str) -> None:
-    model = digits_model("gelu")
-    ctx = digits_context(model, 4, start=40)
-    x, y = ctx.data.x, ctx.data.y
-    work64 = working_model(model, "float64")
-    vectors = torch.stack([rademacher((4, 64), torch.Generator().manual_seed(s)) for s in (0, 1)])
+    model, x, y, work64, vectors = _problem("gelu", 4, seeds=(0, 1))
     r = _r(work64, x, y)
     got = second_order_vps(working_model(model, dtype), x, r, vectors).double()
     tol = 1e-10 if dtype == "float64" else 1e-5  # float32: the model's own rounding, relative to the product
@@ -69,11 +73,7 @@ def test_screen_equals_dense_remainder_on_a_gelu_net(dtype: str) -> None:
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_screen_is_exactly_zero_on_piecewise_linear_nets(dtype: str) -> None:
     """ReLU digits CNN and a linear model: exact zeros, where the dense H − GGN is autograd's rounding."""
-    model = digits_model("relu")
-    ctx = digits_context(model, 6, start=40)
-    x, y = ctx.data.x, ctx.data.y
-    work64 = working_model(model, "float64")
-    vectors = torch.stack([rademacher((6, 64), torch.Generator().manual_seed(0))])
+    model, x, y, work64, vectors = _problem("relu", 6, seeds=(0,))
     got = second_order_vps(working_model(model, dtype), x, _r(work64, x, y), vectors)
     assert got.dtype == getattr(torch, dtype) and bool((got == 0).all())
     dense = torch.stack([_dense(work64, x[i], y[i])[1] @ vectors[0, i] for i in range(6)])

@@ -312,12 +312,17 @@ class PerSampleDraws(TorchFunctionMode):
     def _is_random(self, func: object) -> bool:
         return func in self._LIKE or func in self._FACTORIES or func in self._IN_PLACE or func in self._REFUSED
 
+    @staticmethod
+    def _factory_size(args: tuple) -> tuple:
+        """The size a ``rand``/``randn`` call asks for: ``rand(n, d)`` or ``rand((n, d))``."""
+        return tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)) else tuple(args)
+
     def _batch_rows(self, func: object, args: tuple) -> int | None:
         """The first dimension of a supported draw (``None``: a refused function or a 0-d draw)."""
         if func in self._LIKE or func in self._IN_PLACE:
             shape = tuple(args[0].shape)
         elif func in self._FACTORIES:
-            shape = tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)) else args
+            shape = self._factory_size(args)
         else:
             return None
         return int(shape[0]) if shape else None
@@ -339,7 +344,7 @@ class PerSampleDraws(TorchFunctionMode):
             kwargs.setdefault("device", like.device)
             func, args = self._LIKE[func], (tuple(like.shape),)
         if func in self._FACTORIES:
-            size = tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)) else args
+            size = self._factory_size(args)
             device = torch.device(kwargs.get("device") or "cpu")
             self._check(size[0], func)
             rows = [func(tuple(size[1:]), generator=self._generator(i, device), **kwargs) for i in range(size[0])]
