@@ -43,11 +43,50 @@ def test_permutation_p_is_scipys_permutation_test_with_the_same_draws(seed: int)
         ok = np.isfinite(x)
         rx, ry = stats.rankdata(x[ok]), stats.rankdata(y[ok])
         mine, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
-        expected = stats.permutation_test((rx, ry), lambda a, b, axis=-1: st._pearson_last_axis(a, b),
+        expected = stats.permutation_test((ry,), lambda b, axis=-1: st._pearson_last_axis(rx, b),
                                           permutation_type="pairings", vectorized=True, n_resamples=700,
                                           alternative="two-sided", rng=theirs).pvalue
         assert st.permutation_p(x[ok], y[ok], mine, 700) == expected
         assert mine.bit_generator.state == theirs.bit_generator.state  # the same draws, no more, no fewer
+
+
+def _one_sample_scipy(rx: np.ndarray, ry: np.ndarray, n_resamples: float, rng: np.random.Generator | None) -> float:
+    return stats.permutation_test((ry,), lambda b, axis=-1: st._pearson_last_axis(rx, b), permutation_type="pairings",
+                                  vectorized=True, n_resamples=n_resamples, alternative="two-sided", rng=rng).pvalue
+
+
+@pytest.mark.parametrize("n", [3, 5, 8])
+def test_permutation_p_is_scipys_exact_test_up_to_8_samples(n: int) -> None:
+    g = np.random.default_rng(n)
+    x, y = np.round(g.normal(size=n)), np.round(g.normal(size=n), 1)  # ties in x
+    rx, ry = stats.rankdata(x), stats.rankdata(y)
+    mine = np.random.default_rng(0)
+    assert st.rank_permutation_p(rx, ry, mine, 50) == _one_sample_scipy(rx, ry, np.inf, None)
+    assert mine.bit_generator.state == np.random.default_rng(0).bit_generator.state  # exact: no draws
+
+
+def test_permutation_p_counts_null_values_equal_to_the_observed_one_as_extreme() -> None:
+    """Two-valued samples: most permutations give exactly the observed ρ (scipy's 100-ulp rule counts them)."""
+    x = np.array([0, 1] * 10, dtype=float)
+    y = np.array([0, 0, 1, 1] * 5, dtype=float)
+    rx, ry = stats.rankdata(x), stats.rankdata(y)
+    mine, theirs = np.random.default_rng(3), np.random.default_rng(3)
+    p = st.rank_permutation_p(rx, ry, mine, 500)
+    assert p == _one_sample_scipy(rx, ry, 500, theirs)
+    assert p == 1.0  # ρ = 0 observed: every permutation is at least as extreme
+
+
+def test_permuting_one_sample_has_the_null_law_of_permuting_both() -> None:
+    """All n!² pairings (π0, π1) of two 5-samples give each statistic of the n! orders π of one sample
+    exactly n! times: Σ a_{π0(i)} b_{π1(i)} = Σ a_j b_{π(j)} with π = π1∘π0⁻¹ (the docstring's argument)."""
+    from collections import Counter
+    from itertools import permutations
+
+    a, b = np.array([1.0, 2.5, 2.5, 4.0, 5.0]), np.array([3.0, 1.0, 5.0, 2.0, 4.0])
+    orders = np.array(list(permutations(range(5))))
+    one = Counter(st._pearson_last_axis(a, b[orders]).tolist())
+    both = Counter(st._pearson_last_axis(a[orders][:, None, :], b[orders][None, :, :]).ravel().tolist())
+    assert both == Counter({value: count * len(orders) for value, count in one.items()})
 
 
 def test_permutation_p_agrees_with_scipy_on_a_strong_and_a_null_relation() -> None:
