@@ -53,6 +53,7 @@ def analyse(results: dict[str, Any], columns: dict[str, np.ndarray], seed: int,
     indicators = [c for c, m in present.items() if m["role"] == "indicator"]
     success = [c for c, m in present.items() if m["role"] == "attack_success"]
     tested, reference = auroc_outcomes(results, success, config.auroc_budgets)
+    tested_norms = {b[0] for c, b in success_budgets(results.get("probes") or {}).items() if c in tested}
     outcomes = [c for c, m in present.items() if m["role"] == "robustness" or c in tested]
     if not indicators or not outcomes:
         return None
@@ -73,7 +74,8 @@ def analyse(results: dict[str, Any], columns: dict[str, np.ndarray], seed: int,
             "samples": "clean-correct samples" if CORRECT_COLUMN in columns else "all samples",
             "continuous": f"Spearman ρ, percentile bootstrap {config.n_bootstrap} resamples, "
                           f"two-sided permutation p ({config.n_permutations} permutations)",
-            "binary": _binary_method(config.auroc_budgets, reference),
+            "binary": _binary_method(config.auroc_budgets,
+                                     {n: e for n, e in reference.items() if n in tested_norms}),
             "partial": f"partial Spearman controlling for {present[confounder]['label']}" if confounder else None,
             "multiple_testing": "Benjamini–Hochberg",
             "alpha": config.alpha,
@@ -129,6 +131,7 @@ def auroc_outcomes(results: dict[str, Any], success: list[str], auroc_budgets: s
 
 
 def _binary_method(auroc_budgets: str, reference: dict[str, float]) -> str:
+    """The AUROC line of ``method``; ``reference``: the budgets of the norms whose columns were tested."""
     where = ""
     if auroc_budgets == "reference":
         budgets = ", ".join(f"{'L∞' if n == 'linf' else 'L2'} ε = {e:.6g}" for n, e in reference.items())
