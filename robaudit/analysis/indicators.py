@@ -52,8 +52,9 @@ def analyse(results: dict[str, Any], columns: dict[str, np.ndarray], seed: int,
     present = {name: m for name, m in meta.items() if name in columns}
     indicators = [c for c, m in present.items() if m["role"] == "indicator"]
     success = [c for c, m in present.items() if m["role"] == "attack_success"]
-    tested, reference = auroc_outcomes(results, success, config.auroc_budgets)
-    tested_norms = {b[0] for c, b in success_budgets(results.get("probes") or {}).items() if c in tested}
+    reference, budgets = reference_budgets(results), success_budgets(results.get("probes") or {})
+    tested = auroc_outcomes(success, budgets, reference, config.auroc_budgets)
+    tested_norms = {budgets[c][0] for c in tested if c in budgets}
     outcomes = [c for c, m in present.items() if m["role"] == "robustness" or c in tested]
     if not indicators or not outcomes:
         return None
@@ -102,24 +103,24 @@ def reference_budgets(results: dict[str, Any]) -> dict[str, float]:
             if isinstance(norms.get(norm), dict) and norms[norm].get("reference") is not None}
 
 
-def auroc_outcomes(results: dict[str, Any], success: list[str], auroc_budgets: str) -> tuple[list[str], dict[str, float]]:
-    """The attack-success columns tested with AUROC, and the reference budget of each norm.
+def auroc_outcomes(success: list[str], budgets: dict[str, tuple[str, float]], reference: dict[str, float],
+                   auroc_budgets: str) -> list[str]:
+    """The attack-success columns tested with AUROC, in the order of ``success``.
 
-    With ``"all"``, every column. With ``"reference"``, a column whose (norm, ε) its probe states
-    (:func:`robaudit.attack_outcomes.success_budgets`) is tested when ε is that norm's reference budget.
-    A column is kept, too, when it cannot be placed: its probe states no budget (a plugin's own success
-    column), or the run's threat model has no reference for its norm (an old results file). Leaving it
-    out would drop an outcome without evidence that it lies off the audit's ε.
+    With ``"all"``, every column. With ``"reference"``, a column whose (norm, ε) its probe states is
+    tested when ε is that norm's reference budget. A column is kept, too, when it cannot be placed: its
+    probe states no budget (a plugin's own success column), or the run's threat model has no reference for
+    its norm (an old results file). Leaving it out would drop an outcome without evidence that it lies off
+    the audit's ε.
 
     Args:
-        results: the run's ``results.json`` content.
         success: the ``attack_success`` columns of the per-sample table.
+        budgets: column → (norm, ε), :func:`robaudit.attack_outcomes.success_budgets`.
+        reference: norm → reference budget, :func:`reference_budgets`.
         auroc_budgets: ``"reference"`` or ``"all"`` (:class:`AnalysisConfig`).
     """
-    reference = reference_budgets(results)
     if auroc_budgets == "all":
-        return list(success), reference
-    budgets = success_budgets(results.get("probes") or {})
+        return list(success)
 
     def at_reference(column: str) -> bool:
         if column not in budgets or budgets[column][0] not in reference:
@@ -127,7 +128,7 @@ def auroc_outcomes(results: dict[str, Any], success: list[str], auroc_budgets: s
         norm, eps = budgets[column]
         return same_eps(eps, reference[norm])
 
-    return [c for c in success if at_reference(c)], reference
+    return [c for c in success if at_reference(c)]
 
 
 def _binary_method(auroc_budgets: str, reference: dict[str, float]) -> str:
