@@ -209,15 +209,16 @@ def rank_permutation_p(rx: np.ndarray, ry: np.ndarray, rng: np.random.Generator,
 
     Above 8 samples (and below n! resamples) this is that call computed in one batch: the same
     ``rng.permuted`` draw of y's order, the null as one matrix-vector product of the centred ranks
-    (half-integers, so every sum is exact in any order and the null equals scipy's bit for bit), and scipy's p-value rule (ties within
-    100 ulp of the observed ρ count as extreme; +1 in numerator and denominator). Otherwise scipy's exact
-    test over all n! orders of y.
+    (half-integers, so every sum is exact in any order and the null equals scipy's bit for bit), and
+    scipy's p-value rule (ties within 100 ulp of the observed ρ count as extreme; +1 in numerator and
+    denominator). Otherwise scipy's exact test over all n! orders of y.
     """
     from scipy import stats
     if np.ptp(rx) == 0 or np.ptp(ry) == 0:
         return math.nan
     n = len(rx)
-    if n <= 8 or n_resamples >= math.factorial(n):  # exact, as scipy is whenever it can enumerate every order
+    # exact, as scipy is whenever n_resamples covers every order (20! > 2e18: no larger n can qualify)
+    if n <= 8 or (n <= 20 and n_resamples >= math.factorial(n)):
         res = stats.permutation_test((ry,), lambda b, axis=-1: _pearson_last_axis(rx, b), permutation_type="pairings",
                                      vectorized=True, n_resamples=np.inf, alternative="two-sided")
         return float(res.pvalue)

@@ -8,6 +8,7 @@ matrix product (cross_model's) instead of a sum per pair, a different order of f
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,16 @@ def test_permutation_p_is_scipys_exact_test_up_to_8_samples(n: int) -> None:
     mine = np.random.default_rng(0)
     assert st.rank_permutation_p(rx, ry, mine, 50) == _one_sample_scipy(rx, ry, np.inf, None)
     assert mine.bit_generator.state == np.random.default_rng(0).bit_generator.state  # exact: no draws
+
+
+def test_permutation_p_is_exact_as_scipys_when_the_resamples_cover_every_order() -> None:
+    """Above 8 samples scipy enumerates all n! orders once n_resamples reaches n! (an [analysis] knob can)."""
+    g = np.random.default_rng(9)
+    rx, ry = stats.rankdata(np.round(g.normal(size=9))), stats.rankdata(g.normal(size=9))
+    mine, theirs = np.random.default_rng(0), np.random.default_rng(0)
+    assert st.rank_permutation_p(rx, ry, mine, math.factorial(9)) == _one_sample_scipy(rx, ry, math.factorial(9),
+                                                                                        theirs)
+    assert mine.bit_generator.state == theirs.bit_generator.state == np.random.default_rng(0).bit_generator.state
 
 
 def test_permutation_p_counts_null_values_equal_to_the_observed_one_as_extreme() -> None:
