@@ -54,7 +54,9 @@ def audit(config: "AuditConfig | None" = None, /, *, model: Any = None, data: An
         config_file: a ``robaudit.toml`` (or ``pyproject.toml``) whose values act as
             defaults under ``options``, as on the command line.
         quiet: no progress bars.
-        **options: other :class:`AuditConfig` fields (``probes=``, ``n_samples=``, ``out=`` …).
+        **options: other :class:`AuditConfig` fields (``probes=``, ``n_samples=``, ``out=`` …);
+            ``analysis=`` takes an :class:`~robaudit.analysis.config.AnalysisConfig` or a dict of its knobs
+            (``{"n_bootstrap": 200, "auroc_budgets": "all"}``), replacing the config file's ``[analysis]``.
 
     Returns:
         The :class:`~robaudit.engine.AuditOutcome`; results are also on disk in ``out``. A live module
@@ -93,6 +95,8 @@ def _audit(config: "AuditConfig | None", /, *, model: Any, data: Any, config_fil
         merged.update(file_values["run"])
         if file_values["probe_config"]:
             merged["probe_config"] = file_values["probe_config"]
+        if file_values["analysis"]:
+            merged["analysis"] = file_values["analysis"]
     merged.update(options)
     config = config_from_mapping(merged)
     if live is None:

@@ -14,6 +14,9 @@ An attack result contributes through its typed fields, never through parsed colu
   (C&W, FAB) or ``min_eps`` (the minimal-ε bisection); 0 for samples misclassified clean, NaN
   where none was found. A sample whose distance is ≤ ε is broken at ε, at every ε.
 
+:func:`success_budgets` reads the same typed fields back from ``results.json`` to say which per-sample
+column is "success at (norm, ε)" (the analysis stage tests attack success at the reference budget only).
+
 A sample is broken at (norm, ε) when any attack broke it there; the table's ε of a norm are every
 budget some fixed-budget attack of that norm ran at. :meth:`OutcomeTable.broken_at` also answers
 other budgets when distances exist (from the distances alone).
@@ -39,6 +42,43 @@ DISTANCE_COLUMNS = ("distance", "min_eps")
 def success_key(eps: float) -> str:
     """Per-sample column of an attack's success at ``eps``: ``success_eps_<eps_key(eps)>``."""
     return f"success_eps_{eps_key(eps)}"
+
+
+def worst_case_key(norm: str, eps: float) -> str:
+    """Per-sample column of success at (norm, ε) in a result that covers several norms (``attack.worst_case``),
+    listed in its summary's per-norm section ``<norm>.eps``: ``success_<norm>_eps_<eps_key(eps)>``."""
+    return f"success_{norm}_eps_{eps_key(eps)}"
+
+
+def success_budgets(probes: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[str, float]]:
+    """Per-sample table column (``probe/column``) → (norm, ε) of every attack-success column whose budget its
+    probe's typed summary states, from ``results.json``'s ``probes`` section (finished probes only):
+
+    * ``summary.norm`` with ``summary.eps``: the columns :func:`success_key` (one-norm attacks);
+    * ``summary.<norm>.eps`` for each norm: the columns :func:`worst_case_key` (``attack.worst_case``).
+
+    Only columns the probe wrote (``per_sample_columns``) are listed; a column not listed has no budget
+    robaudit can state (column names are never parsed).
+    """
+    from robaudit.results.store import per_sample_column
+
+    out: dict[str, tuple[str, float]] = {}
+    for name, entry in probes.items():
+        if entry.get("status") != "ok":
+            continue
+        summary, written = entry.get("summary") or {}, set(entry.get("per_sample_columns") or [])
+        found: list[tuple[str, str, float]] = []
+        if summary.get("norm") in NORMS:
+            found += [(success_key(float(e)), summary["norm"], float(e)) for e in summary.get("eps") or []]
+        for norm in NORMS:
+            section = summary.get(norm)
+            if isinstance(section, Mapping):
+                found += [(worst_case_key(norm, float(e)), norm, float(e)) for e in section.get("eps") or []]
+        for key, norm, eps in found:
+            column = per_sample_column(name, key)
+            if column in written:
+                out[column] = (norm, eps)
+    return out
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,13 @@ File format (``robaudit.toml``, or the same keys under ``[tool.robaudit]`` in
     [probe-config.calibration]
     bins = 20
 
+    [analysis]                             # the per-sample indicator analysis (docs/analysis.md)
+    n-bootstrap = 1000
+    auroc-budgets = "reference"
+
 Top-level keys are the ``robaudit run`` options (dashes or underscores); the
-``[probe-config.NAME]`` tables hold probe knobs; ``[gate]`` is reserved for gate rules.
+``[probe-config.NAME]`` tables hold probe knobs; ``[analysis]`` holds the analysis knobs
+(:class:`~robaudit.analysis.config.AnalysisConfig`); ``[gate]`` is reserved for gate rules.
 """
 from __future__ import annotations
 
@@ -29,8 +34,10 @@ import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
+from robaudit.analysis.config import AnalysisConfig
 from robaudit.errors import ConfigError, ProbeError, did_you_mean
 from robaudit.threat_model import check_eps_list, check_norm
 
@@ -43,6 +50,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "robaudit.toml"
 PROBE_CONFIG_TABLE = "probe_config"
+ANALYSIS_TABLE = "analysis"
 RESERVED_TABLES = ("gate",)
 
 
@@ -91,6 +99,10 @@ class AuditConfig:
     weights: str | None = None
     num_classes: int | None = None
     normalisation: str = "check"
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    """Knobs of the per-sample indicator analysis (an :class:`AnalysisConfig`, or a mapping of its
+    fields: the ``[analysis]`` table). It runs at the end of every run, ``--resume`` included, with
+    the knobs of that run."""
 
     def __post_init__(self) -> None:
         self.model = os.fspath(self.model) if isinstance(self.model, os.PathLike) else self.model
@@ -141,6 +153,11 @@ class AuditConfig:
             raise ConfigError(f"--num-classes must be at least 1, got {self.num_classes}", fix="omit --num-classes")
         if self.convert_channels not in (None, "rgb", "gray"):
             raise ConfigError(f"unknown channel conversion '{self.convert_channels}'", fix="use --convert-channels rgb or gray")
+        if isinstance(self.analysis, Mapping):
+            self.analysis = analysis_config(self.analysis, "analysis")
+        elif not isinstance(self.analysis, AnalysisConfig):
+            raise ConfigError(f"AuditConfig.analysis takes an AnalysisConfig or a table of its knobs, not a "
+                              f"{type(self.analysis).__name__}", fix="pass analysis={'n_bootstrap': 1000, ...}")
 
     def to_json(self) -> dict[str, Any]:
         """The config as JSON (the echo written to results.json)."""
@@ -153,11 +170,50 @@ class AuditConfig:
                 value = list(value)
             elif f.name == "eps":
                 value = {norm: list(values) for norm, values in value.items()}
+            elif isinstance(value, AnalysisConfig):
+                value = dataclasses.asdict(value)
             out[f.name] = value
         return out
 
 
-RUN_KEYS = tuple(f.name for f in dataclasses.fields(AuditConfig) if f.name != "model")
+RUN_KEYS = tuple(f.name for f in dataclasses.fields(AuditConfig) if f.name not in ("model", ANALYSIS_TABLE))
+
+_ANALYSIS_VALUES = {
+    "n_bootstrap": "a whole number of resamples, at least 1 (default 1000)",
+    "n_permutations": "a whole number of permutations, at least 1 (default 2000)",
+    "level": "an interval coverage between 0 and 1 (default 0.95)",
+    "alpha": "a false-discovery rate between 0 and 1 (default 0.05)",
+    "min_samples": "a whole number of samples, at least 3 (default 20)",
+    "max_points": "a whole number of scatter points, at least 1 (default 1000)",
+    "auroc_budgets": '"reference" (each norm\'s reference budget, the default) or "all" (every budget)',
+}
+
+
+def analysis_config(values: Mapping[str, Any], where: str) -> AnalysisConfig:
+    """An :class:`AnalysisConfig` from a table of knobs (dashes or underscores), each checked.
+
+    Args:
+        values: knob → value, e.g. the ``[analysis]`` table of a config file.
+        where: what to name in messages (``[analysis] in robaudit.toml``).
+
+    Raises:
+        ConfigError: an unknown knob (with a suggestion) or a bad value, naming the knob and the fix.
+    """
+    hints = typing.get_type_hints(AnalysisConfig)
+    kwargs: dict[str, Any] = {}
+    for raw_key, value in values.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in hints:
+            hint = did_you_mean(_dashed(key), [_dashed(k) for k in hints])
+            raise ConfigError(f"unknown key '{raw_key}' in {where}" + (f"; {hint}" if hint else ""),
+                              fix=f"use one of {', '.join(_dashed(k) for k in hints)} (docs/analysis.md)")
+        try:
+            kwargs[key] = coerce(value, hints[key])
+            AnalysisConfig(**{key: kwargs[key]})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{_dashed(key)} = {value!r} in {where}: {exc}",
+                              fix=f"set {_dashed(key)} to {_ANALYSIS_VALUES[key]}") from None
+    return AnalysisConfig(**kwargs)
 
 
 def find_config_file(start: Path | None = None) -> Path | None:
@@ -181,8 +237,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     """Read and check a config file.
 
     Returns:
-        ``{"run": {option: value}, "probe_config": {probe: {knob: value}}, "gate": {...}}``
-        with option names normalised to underscores.
+        ``{"run": {option: value}, "probe_config": {probe: {knob: value}}, "analysis": {knob: value},
+        "gate": {...}}`` with option and knob names normalised to underscores.
 
     Raises:
         ConfigError: unreadable TOML, or an unknown key (with a suggestion).
@@ -197,6 +253,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         data = data.get("tool", {}).get("robaudit", {})
     run: dict[str, Any] = {}
     probe_config: dict[str, dict[str, Any]] = {}
+    analysis: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for raw_key, value in data.items():
         key = raw_key.replace("-", "_")
@@ -204,18 +261,24 @@ def read_config_file(path: Path) -> dict[str, Any]:
             if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
                 raise ConfigError(f"[{raw_key}] in {path} must hold one table per probe", fix=f"write [{raw_key}.PROBE] tables")
             probe_config = {probe: {k.replace("-", "_"): v for k, v in knobs.items()} for probe, knobs in value.items()}
+        elif key == ANALYSIS_TABLE:
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{raw_key}' in {path} must be a table of analysis knobs",
+                                  fix="write them under [analysis], e.g. n-bootstrap = 1000")
+            analysis_config(value, f"[{raw_key}] in {path}")  # checked now, before any model is loaded
+            analysis = {k.replace("-", "_"): v for k, v in value.items()}
         elif key in RESERVED_TABLES:
             extra[key] = value
         elif key in RUN_KEYS:
             run[key] = value
         else:  # suggest the spelling the README uses (dashes), whichever the user typed
             hint = did_you_mean(_dashed(key), list(dict.fromkeys(_dashed(k) for k in (*RUN_KEYS, PROBE_CONFIG_TABLE,
-                                                                                    *RESERVED_TABLES))))
+                                                                                    ANALYSIS_TABLE, *RESERVED_TABLES))))
             raise ConfigError(
                 f"unknown key '{raw_key}' in {path}" + (f"; {hint}" if hint else ""),
                 fix="see 'robaudit run --help' for the valid option names",
             )
-    return {"run": run, PROBE_CONFIG_TABLE: probe_config, **extra}
+    return {"run": run, PROBE_CONFIG_TABLE: probe_config, ANALYSIS_TABLE: analysis, **extra}
 
 
 def _dashed(key: str) -> str:
@@ -374,6 +437,9 @@ def config_from_mapping(values: dict[str, Any]) -> AuditConfig:
     kwargs: dict[str, Any] = {}
     for raw_key, value in values.items():
         key = raw_key.replace("-", "_")
+        if key == ANALYSIS_TABLE:
+            kwargs[key] = value  # a mapping or an AnalysisConfig, checked by AuditConfig
+            continue
         if key not in hints:
             hint = did_you_mean(key, hints)
             raise ConfigError(f"unknown option '{raw_key}'" + (f"; {hint}" if hint else ""), fix="see 'robaudit run --help'")

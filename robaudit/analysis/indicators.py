@@ -3,7 +3,8 @@
 Inputs are the per-sample table and each column's declared role (``results.json`` →
 ``probes.<name>.columns``): ``indicator`` columns are tested against ``robustness``
 outcomes (larger = more robust, e.g. the minimal adversarial ε) with Spearman's ρ, and
-against ``attack_success`` outcomes (0/1) with AUROC. Each test gets a percentile-bootstrap
+against ``attack_success`` outcomes (0/1) with AUROC, by default only at each norm's reference budget
+(the audit's ε, science.md §4; :func:`auroc_outcomes`). Each test gets a percentile-bootstrap
 95 % CI and a permutation (Spearman) or Mann–Whitney (AUROC) p-value, Benjamini–Hochberg
 adjusted across all tests of the run; continuous tests also get the partial Spearman ρ
 controlling for the ``confounder`` column (confidence p_top), because much raw curvature
@@ -13,35 +14,17 @@ misclassified sample has minimal ε = 0 by definition and would dominate the ran
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from robaudit.analysis import stats as st
+from robaudit.analysis.config import AnalysisConfig
+from robaudit.attack_outcomes import success_budgets
+from robaudit.threat_model import NORMS, same_eps
 
 CORRECT_COLUMN = "clean/correct"
-
-
-@dataclass(frozen=True)
-class AnalysisConfig:
-    """Knobs of the analysis stage.
-
-    Attributes:
-        n_bootstrap: bootstrap resamples per interval.
-        n_permutations: permutations per Spearman p-value.
-        level: interval coverage.
-        alpha: false-discovery rate for the verdict lines (after Benjamini–Hochberg).
-        min_samples: below this many usable samples a test reports "too few samples".
-    """
-
-    n_bootstrap: int = 1000
-    n_permutations: int = 2000
-    level: float = 0.95
-    alpha: float = 0.05
-    min_samples: int = 20
-    max_points: int = 1000
-    """At most this many (indicator, outcome) points per scatter stored for the report."""
 
 
 def column_roles(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -68,7 +51,11 @@ def analyse(results: dict[str, Any], columns: dict[str, np.ndarray], seed: int,
     meta = column_roles(results)
     present = {name: m for name, m in meta.items() if name in columns}
     indicators = [c for c, m in present.items() if m["role"] == "indicator"]
-    outcomes = [c for c, m in present.items() if m["role"] in ("robustness", "attack_success")]
+    success = [c for c, m in present.items() if m["role"] == "attack_success"]
+    reference, budgets = reference_budgets(results), success_budgets(results.get("probes") or {})
+    tested = auroc_outcomes(success, budgets, reference, config.auroc_budgets)
+    tested_norms = {budgets[c][0] for c in tested if c in budgets}
+    outcomes = [c for c, m in present.items() if m["role"] == "robustness" or c in tested]
     if not indicators or not outcomes:
         return None
     confounders = [c for c, m in present.items() if m["role"] == "confounder"]
@@ -88,13 +75,16 @@ def analyse(results: dict[str, Any], columns: dict[str, np.ndarray], seed: int,
             "samples": "clean-correct samples" if CORRECT_COLUMN in columns else "all samples",
             "continuous": f"Spearman ρ, percentile bootstrap {config.n_bootstrap} resamples, "
                           f"two-sided permutation p ({config.n_permutations} permutations)",
-            "binary": "AUROC, stratified percentile bootstrap, two-sided Mann–Whitney U p",
+            "binary": _binary_method(config.auroc_budgets,
+                                     {n: e for n, e in reference.items() if n in tested_norms}),
             "partial": f"partial Spearman controlling for {present[confounder]['label']}" if confounder else None,
             "multiple_testing": "Benjamini–Hochberg",
             "alpha": config.alpha,
             "level": config.level,
         },
         "config": asdict(config),
+        "reference_eps": reference,
+        "untested_success": [c for c in success if c not in tested],
         "confounder": confounder,
         "labels": {c: present[c]["label"] for c in [*indicators, *outcomes, *confounders]},
         "tests": tests,
@@ -102,6 +92,52 @@ def analyse(results: dict[str, Any], columns: dict[str, np.ndarray], seed: int,
         "matrix": _matrix([*indicators, *confounders, *outcomes], columns, keep),
         "scatter": _scatter(indicators, outcomes, present, columns, keep, rng, config),
     }
+
+
+def reference_budgets(results: dict[str, Any]) -> dict[str, float]:
+    """Norm → its reference budget (pixel units) in the run's threat model (``results.json`` →
+    ``threat_model.norms.<norm>.reference``, :attr:`robaudit.threat_model.NormBudget.reference`); norms
+    without one (a results file from before the threat model was recorded) are absent."""
+    norms = (results.get("threat_model") or {}).get("norms") or {}
+    return {norm: float(norms[norm]["reference"]) for norm in NORMS
+            if isinstance(norms.get(norm), dict) and norms[norm].get("reference") is not None}
+
+
+def auroc_outcomes(success: list[str], budgets: dict[str, tuple[str, float]], reference: dict[str, float],
+                   auroc_budgets: str) -> list[str]:
+    """The attack-success columns tested with AUROC, in the order of ``success``.
+
+    With ``"all"``, every column. With ``"reference"``, a column whose (norm, ε) its probe states is
+    tested when ε is that norm's reference budget. A column is kept, too, when it cannot be placed: its
+    probe states no budget (a plugin's own success column), or the run's threat model has no reference for
+    its norm (an old results file). Leaving it out would drop an outcome without evidence that it lies off
+    the audit's ε.
+
+    Args:
+        success: the ``attack_success`` columns of the per-sample table.
+        budgets: column → (norm, ε), :func:`robaudit.attack_outcomes.success_budgets`.
+        reference: norm → reference budget, :func:`reference_budgets`.
+        auroc_budgets: ``"reference"`` or ``"all"`` (:class:`AnalysisConfig`).
+    """
+    if auroc_budgets == "all":
+        return list(success)
+
+    def at_reference(column: str) -> bool:
+        if column not in budgets or budgets[column][0] not in reference:
+            return True
+        norm, eps = budgets[column]
+        return same_eps(eps, reference[norm])
+
+    return [c for c in success if at_reference(c)]
+
+
+def _binary_method(auroc_budgets: str, reference: dict[str, float]) -> str:
+    """The AUROC line of ``method``; ``reference``: the budgets of the norms whose columns were tested."""
+    where = ""
+    if auroc_budgets == "reference":
+        budgets = ", ".join(f"{'L∞' if n == 'linf' else 'L2'} ε = {e:.6g}" for n, e in reference.items())
+        where = f" at each norm's reference budget ({budgets})" if budgets else " at each norm's reference budget"
+    return f"AUROC{where}, stratified percentile bootstrap, two-sided Mann–Whitney U p"
 
 
 def _matrix(names: list[str], columns: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, Any]:

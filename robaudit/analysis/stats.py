@@ -186,10 +186,11 @@ def spearman_ci(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_resamp
 
 
 def permutation_p(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_resamples: int = 2000) -> float:
-    """Two-sided permutation p-value of Spearman's ρ (pairings permuted; exact for n ≤ 8).
+    """Two-sided permutation p-value of Spearman's ρ (y's order permuted against x; exact for n ≤ 8).
 
-    The same test as ``scipy.stats.permutation_test(..., permutation_type="pairings")`` on the ranks,
-    with the same draws from ``rng``; see :func:`rank_permutation_p`.
+    The same test as ``scipy.stats.permutation_test((ry,), lambda b: pearson(rx, b),
+    permutation_type="pairings")`` on the ranks, with the same draws from ``rng``; see
+    :func:`rank_permutation_p`.
     """
     from scipy import stats
     return rank_permutation_p(stats.rankdata(x), stats.rankdata(y), rng, n_resamples)
@@ -198,25 +199,34 @@ def permutation_p(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_resa
 def rank_permutation_p(rx: np.ndarray, ry: np.ndarray, rng: np.random.Generator, n_resamples: int = 2000) -> float:
     """:func:`permutation_p` from the average ranks ``rx``, ``ry`` (shape (n,)); NaN when either is constant.
 
-    Above 8 samples this is ``scipy.stats.permutation_test((rx, ry), pearson, permutation_type="pairings",
-    n_resamples=n_resamples, rng=rng, alternative="two-sided")`` computed in one batch: the same
-    ``rng.permuted`` draw of both samples' orders, the null as one product of the permuted centred ranks
-    (half-integers, so every sum is exact and the null equals scipy's bit for bit), and scipy's p-value
-    rule (ties within 100 ulp of the observed ρ count as extreme; +1 in numerator and denominator).
+    The test permutes one sample's order and keeps the other fixed, scipy's documented form of a
+    correlation test: ``scipy.stats.permutation_test((ry,), lambda b: pearson(rx, b),
+    permutation_type="pairings", n_resamples=n_resamples, rng=rng, vectorized=True,
+    alternative="two-sided")``. Its null distribution is exactly that of permuting both samples (scipy's
+    two-sample form, used before): with π0, π1 independent and uniform, Σ_i a_{π0(i)} b_{π1(i)} =
+    Σ_j a_j b_{π(j)} with j = π0(i) and π = π1∘π0⁻¹, and π is uniform (for each fixed π0, π1∘π0⁻¹ is a
+    uniform permutation), so the statistic has the same law with half the random draws.
+
+    Above 8 samples (and below n! resamples) this is that call computed in one batch: the same
+    ``rng.permuted`` draw of y's order, the null as one matrix-vector product of the centred ranks
+    (half-integers, so every sum is exact in any order and the null equals scipy's bit for bit), and
+    scipy's p-value rule (ties within 100 ulp of the observed ρ count as extreme; +1 in numerator and
+    denominator). Otherwise scipy's exact test over all n! orders of y.
     """
     from scipy import stats
     if np.ptp(rx) == 0 or np.ptp(ry) == 0:
         return math.nan
     n = len(rx)
-    if n <= 8:  # exact: permute y's order only (n! pairings; permuting both samples would enumerate n!²)
+    # exact, as scipy is whenever n_resamples covers every order (20! > 2e18: no larger n can qualify)
+    if n <= 8 or (n <= 20 and n_resamples >= math.factorial(n)):
         res = stats.permutation_test((ry,), lambda b, axis=-1: _pearson_last_axis(rx, b), permutation_type="pairings",
                                      vectorized=True, n_resamples=np.inf, alternative="two-sided")
         return float(res.pvalue)
-    order = rng.permuted(np.tile(np.arange(n), (n_resamples, 2, 1)), axis=-1)  # scipy's draw: (resample, sample, i)
+    order = rng.permuted(np.tile(np.arange(n), (n_resamples, 1, 1)), axis=-1)[:, 0]  # scipy's draw: (resample, 1, i)
     a, b = rx - rx.mean(), ry - ry.mean()
     denom = np.sqrt((a * a).sum() * (b * b).sum())
     observed = (a * b).sum() / denom
-    null = (a[order[:, 0]] * b[order[:, 1]]).sum(axis=-1) / denom
+    null = (np.take(b, order) @ a) / denom  # exact in any summation order: products of half-integers
     gamma = abs(np.finfo(np.float64).eps * 100 * observed)
     less = (np.count_nonzero(null <= observed + gamma) + 1) / (n_resamples + 1)
     greater = (np.count_nonzero(null >= observed - gamma) + 1) / (n_resamples + 1)

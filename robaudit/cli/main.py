@@ -136,7 +136,7 @@ def run(ctx: click.Context, **params: Any) -> None:
     gate_rules = params.pop("gate_rules")
     rules = gate_command.prepare_run_gate(gate_rules) if gate_rules is not None else None  # bad rules fail before the audit
     registry = make_registry(params)
-    config = config_from_cli(params, ctx.obj["file"]["probe_config"])
+    config = config_from_cli(params, ctx.obj["file"]["probe_config"], ctx.obj["file"].get("analysis"))
     try:
         outcome = run_audit(config, registry, quiet=quiet, command=["robaudit", *sys.argv[1:]])
     except KeyboardInterrupt as exc:
@@ -169,7 +169,7 @@ def validate(ctx: click.Context, **params: Any) -> None:
     for key in OUTPUT_PARAMS:
         params.pop(key, None)
     registry = make_registry(params)
-    config = config_from_cli(params, ctx.obj["file"]["probe_config"])
+    config = config_from_cli(params, ctx.obj["file"]["probe_config"], ctx.obj["file"].get("analysis"))
     selected = select_probes(config, registry)
     device, threads, model, data = prepare(config, selected)
     needs_second = any(s.cls.needs_double_backward for s in selected)

@@ -211,8 +211,10 @@ def file_defaults_for_click(run_values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def config_from_cli(params: dict[str, Any], file_probe_config: dict[str, dict[str, Any]]) -> AuditConfig:
-    """Build the :class:`AuditConfig` from click's parameters plus file probe knobs (``--set`` wins)."""
+def config_from_cli(params: dict[str, Any], file_probe_config: dict[str, dict[str, Any]],
+                    file_analysis: dict[str, Any] | None = None) -> AuditConfig:
+    """Build the :class:`AuditConfig` from click's parameters plus the file's probe knobs (``--set`` wins) and
+    its ``[analysis]`` table."""
     probe_config = {name: dict(knobs) for name, knobs in file_probe_config.items()}
     for text in params.pop("knobs", ()) or ():
         probe, knob, value = parse_knob_assignment(text)
@@ -239,6 +241,7 @@ def config_from_cli(params: dict[str, Any], file_probe_config: dict[str, dict[st
         if LANDSCAPE not in values["probes"]:
             values["probes"].append(LANDSCAPE)
     values["probe_config"] = probe_config
+    values["analysis"] = dict(file_analysis or {})
     for key in ("no_plugin_autoload", "quiet", "debug", "config", "gate"):
         values.pop(key, None)
     if "no_report" in values:

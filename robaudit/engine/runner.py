@@ -322,7 +322,7 @@ def _run_audit(config: AuditConfig, registry: ProbeRegistry | None, *, quiet: bo
     columns = run.columns()
     try:
         results["analysis"] = analyse(results, {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()},
-                                      seed=derive_seed(config.seed, "analysis"))
+                                      seed=derive_seed(config.seed, "analysis"), config=config.analysis)
     except Exception as exc:  # the probes' results must survive a bug in the analysis
         log.error("analysis failed: %s", _advice(exc))
         results["analysis"] = {"error": _advice(exc)}

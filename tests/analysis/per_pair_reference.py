@@ -2,6 +2,10 @@
 (indicator, outcome) pair at a time, scipy's ``rankdata``, ``permutation_test`` and ``mannwhitneyu`` per
 pair, and the weighted ranks of each resample from a cumulative sum over the multiplicities. Kept only as
 the oracle of ``tests/analysis/test_indicators_batched.py``; it draws from the generator in the same order.
+
+Since then (issue #17): the permutation test permutes one sample (scipy's one-sample ``pairings`` form),
+and by default attack success is tested at each norm's reference budget only; both are followed here,
+the budgets read from ``results.json`` on their own (the column names as the probes write them).
 """
 from __future__ import annotations
 
@@ -52,10 +56,30 @@ def permutation_p(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_resa
     rx, ry = stats.rankdata(x), stats.rankdata(y)
     if np.ptp(rx) == 0 or np.ptp(ry) == 0:
         return math.nan
-    res = stats.permutation_test((rx, ry), lambda a, b, axis=-1: st._pearson_last_axis(a, b),
+    if len(rx) <= 8:
+        n_resamples = np.inf  # exact
+    res = stats.permutation_test((ry,), lambda b, axis=-1: st._pearson_last_axis(rx, b),
                                  permutation_type="pairings", vectorized=True, n_resamples=n_resamples,
                                  alternative="two-sided", rng=rng)
     return float(res.pvalue)
+
+
+def tested_success(results: dict[str, Any], success: list[str], auroc_budgets: str) -> list[str]:
+    """The attack-success columns tested: all, or those at their norm's reference budget (and those whose
+    budget the results do not state)."""
+    if auroc_budgets == "all":
+        return success
+    reference = {norm: b["reference"] for norm, b in (results.get("threat_model") or {}).get("norms", {}).items()}
+    budget: dict[str, tuple[str, float]] = {}
+    for name, entry in results["probes"].items():
+        summary = entry.get("summary", {}) if entry.get("status") == "ok" else {}
+        for e in summary.get("eps", []) if summary.get("norm") in ("linf", "l2") else []:
+            budget[f"{name}/success_eps_{e:.6g}"] = (summary["norm"], e)
+        for norm in ("linf", "l2"):
+            for e in summary.get(norm, {}).get("eps", []) if isinstance(summary.get(norm), dict) else []:
+                budget[f"{name}/success_{norm}_eps_{e:.6g}"] = (norm, e)
+    return [c for c in success if c not in budget or budget[c][0] not in reference
+            or math.isclose(budget[c][1], reference[budget[c][0]], rel_tol=1e-9)]
 
 
 def analyse_tests(results: dict[str, Any], columns: dict[str, np.ndarray], seed: int,
@@ -63,7 +87,9 @@ def analyse_tests(results: dict[str, Any], columns: dict[str, np.ndarray], seed:
     """(the tests without p_adjusted and verdict, the Spearman matrix) of the per-pair computation."""
     present = {n: m for n, m in column_roles(results).items() if n in columns}
     indicators = [c for c, m in present.items() if m["role"] == "indicator"]
-    outcomes = [c for c, m in present.items() if m["role"] in ("robustness", "attack_success")]
+    success = tested_success(results, [c for c, m in present.items() if m["role"] == "attack_success"],
+                             config.auroc_budgets)
+    outcomes = [c for c, m in present.items() if m["role"] == "robustness" or c in success]
     confounders = [c for c, m in present.items() if m["role"] == "confounder"]
     confounder = confounders[0] if confounders else None
     keep = columns[CORRECT_COLUMN] == 1

@@ -8,6 +8,7 @@ matrix product (cross_model's) instead of a sum per pair, a different order of f
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 from scipy import stats
 
 from robaudit.analysis import stats as st
-from robaudit.analysis.indicators import AnalysisConfig, analyse
+from robaudit.analysis.indicators import AnalysisConfig, analyse, column_roles
 from robaudit.engine.runner import derive_seed
 from robaudit.results.store import read_per_sample
 
@@ -43,11 +44,60 @@ def test_permutation_p_is_scipys_permutation_test_with_the_same_draws(seed: int)
         ok = np.isfinite(x)
         rx, ry = stats.rankdata(x[ok]), stats.rankdata(y[ok])
         mine, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
-        expected = stats.permutation_test((rx, ry), lambda a, b, axis=-1: st._pearson_last_axis(a, b),
+        expected = stats.permutation_test((ry,), lambda b, axis=-1: st._pearson_last_axis(rx, b),
                                           permutation_type="pairings", vectorized=True, n_resamples=700,
                                           alternative="two-sided", rng=theirs).pvalue
         assert st.permutation_p(x[ok], y[ok], mine, 700) == expected
         assert mine.bit_generator.state == theirs.bit_generator.state  # the same draws, no more, no fewer
+
+
+def _one_sample_scipy(rx: np.ndarray, ry: np.ndarray, n_resamples: float, rng: np.random.Generator | None) -> float:
+    return stats.permutation_test((ry,), lambda b, axis=-1: st._pearson_last_axis(rx, b), permutation_type="pairings",
+                                  vectorized=True, n_resamples=n_resamples, alternative="two-sided", rng=rng).pvalue
+
+
+@pytest.mark.parametrize("n", [3, 5, 8])
+def test_permutation_p_is_scipys_exact_test_up_to_8_samples(n: int) -> None:
+    g = np.random.default_rng(n)
+    x, y = np.round(g.normal(size=n)), np.round(g.normal(size=n), 1)  # ties in x
+    rx, ry = stats.rankdata(x), stats.rankdata(y)
+    mine = np.random.default_rng(0)
+    assert st.rank_permutation_p(rx, ry, mine, 50) == _one_sample_scipy(rx, ry, np.inf, None)
+    assert mine.bit_generator.state == np.random.default_rng(0).bit_generator.state  # exact: no draws
+
+
+def test_permutation_p_is_exact_as_scipys_when_the_resamples_cover_every_order() -> None:
+    """Above 8 samples scipy enumerates all n! orders once n_resamples reaches n! (an [analysis] knob can)."""
+    g = np.random.default_rng(9)
+    rx, ry = stats.rankdata(np.round(g.normal(size=9))), stats.rankdata(g.normal(size=9))
+    mine, theirs = np.random.default_rng(0), np.random.default_rng(0)
+    assert st.rank_permutation_p(rx, ry, mine, math.factorial(9)) == _one_sample_scipy(rx, ry, math.factorial(9),
+                                                                                        theirs)
+    assert mine.bit_generator.state == theirs.bit_generator.state == np.random.default_rng(0).bit_generator.state
+
+
+def test_permutation_p_counts_null_values_equal_to_the_observed_one_as_extreme() -> None:
+    """Two-valued samples: most permutations give exactly the observed ρ (scipy's 100-ulp rule counts them)."""
+    x = np.array([0, 1] * 10, dtype=float)
+    y = np.array([0, 0, 1, 1] * 5, dtype=float)
+    rx, ry = stats.rankdata(x), stats.rankdata(y)
+    mine, theirs = np.random.default_rng(3), np.random.default_rng(3)
+    p = st.rank_permutation_p(rx, ry, mine, 500)
+    assert p == _one_sample_scipy(rx, ry, 500, theirs)
+    assert p == 1.0  # ρ = 0 observed: every permutation is at least as extreme
+
+
+def test_permuting_one_sample_has_the_null_law_of_permuting_both() -> None:
+    """All n!² pairings (π0, π1) of two 5-samples give each statistic of the n! orders π of one sample
+    exactly n! times: Σ a_{π0(i)} b_{π1(i)} = Σ a_j b_{π(j)} with π = π1∘π0⁻¹ (the docstring's argument)."""
+    from collections import Counter
+    from itertools import permutations
+
+    a, b = np.array([1.0, 2.5, 2.5, 4.0, 5.0]), np.array([3.0, 1.0, 5.0, 2.0, 4.0])
+    orders = np.array(list(permutations(range(5))))
+    one = Counter(st._pearson_last_axis(a, b[orders]).tolist())
+    both = Counter(st._pearson_last_axis(a[orders][:, None, :], b[orders][None, :, :]).ravel().tolist())
+    assert both == Counter({value: count * len(orders) for value, count in one.items()})
 
 
 def test_permutation_p_agrees_with_scipy_on_a_strong_and_a_null_relation() -> None:
@@ -170,9 +220,26 @@ def test_a_real_audit_stores_the_per_pair_analysis(demo_run: Path) -> None:
     cols.pop("label")
     seed = derive_seed(results["config"]["seed"], "analysis")
     reference, matrix = analyse_tests(results, cols, seed, AnalysisConfig())
-    assert len(reference) > 100 and {t["kind"] for t in reference} == {"auroc", "spearman"}
+    assert len(reference) > 50 and {t["kind"] for t in reference} == {"auroc", "spearman"}
     stored = results["analysis"]
     _assert_same(stored["tests"], reference)
     assert stored["matrix"]["rho"] == matrix
     again = json.loads(json.dumps(analyse(results, cols, seed=seed)))
     assert again == stored
+
+
+def test_every_budget_of_a_real_audit_equals_the_per_pair_computation(demo_run: Path) -> None:
+    """``auroc_budgets = "all"``: every attack-success column of the demo audit, as before issue #17, and the
+    per-pair numbers."""
+    results = json.loads((demo_run / "results.json").read_text())
+    _, cols = read_per_sample(demo_run)
+    cols.pop("label")
+    seed = derive_seed(results["config"]["seed"], "analysis")
+    config = AnalysisConfig(auroc_budgets="all")
+    reference, matrix = analyse_tests(results, cols, seed, config)
+    out = analyse(results, cols, seed=seed, config=config)
+    outcomes = [c for c, m in column_roles(results).items() if m["role"] in ("robustness", "attack_success")]
+    indicators = [c for c, m in column_roles(results).items() if m["role"] == "indicator"]
+    assert len(out["tests"]) == len(outcomes) * len(indicators)
+    _assert_same(out["tests"], reference)
+    assert out["matrix"]["rho"] == matrix

@@ -67,7 +67,9 @@ def test_auroc_grids_show_each_binary_test_of_the_demo_audit_once(demo_run: Path
     assert [r["indicator"] for r in grids[0]["rows"]] == [i for i in ranked if any(t["indicator"] == i for t in binary)]
     assert {t["outcome"] for t in ctx["headline"]} == {"attack.min_eps/min_eps"}
     html = (demo_run / "report.html").read_text()
-    assert "Against attack success at each budget (AUROC)" in html and f"All {len(tests)} tests" in html
+    assert "Against attack success at the audit's ε (AUROC)" in html and f"All {len(tests)} tests" in html
+    untested = len(results["analysis"]["untested_success"])
+    assert untested > 0 and f"the {untested} success columns at other budgets are not tested" in html
     # the verdict lines are collapsed: they sit inside a <details> block
     section = html[html.index('id="indicators"'):]
     first_line = ctx["headline"][0]["verdict"]

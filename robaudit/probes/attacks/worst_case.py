@@ -13,16 +13,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from robaudit.attack_outcomes import worst_case_key
 from robaudit.probes.cost import Cost
 from robaudit.threat_model import ThreatModel
 from robaudit.probes.attacks.budgets import NORMS, eps_key
 from robaudit.probes.attacks.sweep import accuracy_by_eps, clean_correct, eps_columns
 from robaudit.probes.base import ATTACK_OUTCOMES, Column, Probe, ProbeContext, ProbeResult, Requirement, check_level
-
-
-def worst_case_key(norm: str, eps: float) -> str:
-    """Per-sample column of the worst case: ``success_<norm>_eps_<key>``."""
-    return f"success_{norm}_eps_{eps_key(eps)}"
 
 
 class WorstCaseProbe(Probe):
