@@ -105,7 +105,9 @@ class _PGDBase(SweepAttack):
             still = predicts_correctly(target.model, checked, y)
             if not bool(still.any()):
                 break
-            again = self._one(target, x[still], y[still], eps, _per_restart(seed, r, still.cpu()))
+            known = target.clean_correct
+            with target.known_clean(None if known is None else known[still.cpu()]):
+                again = self._one(target, x[still], y[still], eps, _per_restart(seed, r, still.cpu()))
             adv[still] = again.adv
         return ta.AttackOutput(adv, out.first_grad_bad)
 
