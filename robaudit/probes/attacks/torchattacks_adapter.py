@@ -261,7 +261,6 @@ class PerSampleDraws(TorchFunctionMode):
     _REFUSED = (torch.randint, torch.randint_like, torch.randperm, torch.bernoulli, torch.multinomial, torch.normal,
                 torch.poisson, torch.Tensor.random_, torch.Tensor.exponential_, torch.Tensor.bernoulli_,
                 torch.Tensor.cauchy_, torch.Tensor.geometric_, torch.Tensor.log_normal_)
-    _RANDOM = frozenset((*_FACTORIES, *_LIKE, *_IN_PLACE, *_REFUSED))
 
     def __init__(self, seeds: Sequence[int]) -> None:
         super().__init__()
@@ -332,7 +331,7 @@ class PerSampleDraws(TorchFunctionMode):
         return self._generators[device][self.rows[row]]
 
     def _is_random(self, func: object) -> bool:
-        return func in self._RANDOM
+        return func in self._LIKE or func in self._FACTORIES or func in self._IN_PLACE or func in self._REFUSED
 
     @staticmethod
     def _factory_size(args: tuple) -> tuple:
@@ -355,8 +354,6 @@ class PerSampleDraws(TorchFunctionMode):
                                f"samples ({func}); robaudit cannot tell which sample each row belongs to")
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch protocol
-        if func not in self._RANDOM:  # nearly every call: no set-up on the way through
-            return func(*args, **(kwargs or {}))
         kwargs = dict(kwargs or {})
         if self._in_forward and self._is_random(func):
             self._network_drew = True
