@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-STANDARD = [str(REPO / "examples" / "digits_cnn.safetensors"), "--arch", f"{REPO / 'examples' / 'digits_cnn.py'}:DigitsCNN",
-            "--dataset", "digits", "--threads", "1"]
+STANDARD = [str(REPO / "examples" / "digits_cnn.safetensors"),
+            "--arch", f"{REPO / 'examples' / 'digits_cnn.py'}:DigitsCNN", "--dataset", "digits", "--threads", "1"]
 """The standard demo audit's arguments; both trees audit this tree's checkpoint, so the recorded paths agree."""
 VOLATILE_TOP = ("created", "command", "config", "environment", "cost_estimate")
 """Top-level results.json keys that describe the run (time, paths, machine), not the model's numbers."""

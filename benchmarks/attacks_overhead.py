@@ -75,9 +75,21 @@ the box-covering re-attack are extra measurements) and their passes per sample: 
 time of one plain forward+backward of every sample (batch as in the audit), as in
 ``benchmarks/passes_per_sample.py``.
 
+Where the CPU goes (``--account``)
+----------------------------------
+``--account`` runs the three standard attack probes (default knobs, sanity checks on) under a
+:class:`PassLedger` and prints, per probe and part (network forwards with and without an input
+gradient, backwards, per-sample random draws, torchattacks' APGD loop outside the network, the rest),
+the samples each kind of pass carried per audit sample and its CPU time over P; then the clean-check
+reuse of the APGD adapter against APGD's own clean check on every call, interleaved in one process.
+Run it from an older checkout (``cd OLD && PYTHONPATH=OLD .venv/bin/python .../attacks_overhead.py
+--account``) for a before/after; ``benchmarks/attacks_identical.py OLD`` checks the numbers printed are
+the same.
+
 Run:  .venv/bin/python benchmarks/attacks_overhead.py [--threads 1] [--repeats 5] [--min-seconds 10]
       [--n-samples 360] [--only fgsm]
       .venv/bin/python benchmarks/attacks_overhead.py --standard [--model demo|resnet|both] [--n-samples N]
+      .venv/bin/python benchmarks/attacks_overhead.py --account [--model demo|resnet|both] [--repeats 8]
 """
 from __future__ import annotations
 
@@ -491,7 +503,8 @@ def account(which: str, args: argparse.Namespace) -> None:
 
     old_s, new_s, ratio, pairs = _paired(every_call, reused, args.repeats, args.min_seconds)
     print(f"attack.pgd_linf, APGD's clean check made on every call → reused: {old_s / plain:.1f} → "
-          f"{new_s / plain:.1f} passes per sample (CPU/P; medians), paired ratio {ratio:.3f}, {pairs} interleaved pairs")
+          f"{new_s / plain:.1f} passes per sample (CPU/P; medians), paired ratio {ratio:.3f}, "
+          f"{pairs} interleaved pairs")
 
 
 def main(argv: list[str] | None = None) -> int:
