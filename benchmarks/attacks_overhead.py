@@ -75,18 +75,31 @@ the box-covering re-attack are extra measurements) and their passes per sample: 
 time of one plain forward+backward of every sample (batch as in the audit), as in
 ``benchmarks/passes_per_sample.py``.
 
+Where the CPU goes (``--account``)
+----------------------------------
+``--account`` runs the three standard attack probes (default knobs, sanity checks on) under a
+:class:`PassLedger` and prints, per probe and part (network forwards with and without an input
+gradient, backwards, per-sample random draws, torchattacks' APGD loop outside the network, the rest),
+the samples each kind of pass carried per audit sample and its CPU time over P; then the clean-check
+reuse of the APGD adapter against APGD's own clean check on every call, interleaved in one process.
+Run it from an older checkout (``cd OLD && PYTHONPATH=OLD .venv/bin/python .../attacks_overhead.py
+--account``) for a before/after; ``benchmarks/attacks_identical.py OLD`` checks the numbers printed are
+the same.
+
 Run:  .venv/bin/python benchmarks/attacks_overhead.py [--threads 1] [--repeats 5] [--min-seconds 10]
       [--n-samples 360] [--only fgsm]
       .venv/bin/python benchmarks/attacks_overhead.py --standard [--model demo|resnet|both] [--n-samples N]
+      .venv/bin/python benchmarks/attacks_overhead.py --account [--model demo|resnet|both] [--repeats 8]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +334,179 @@ def standard_work(which: str, args: argparse.Namespace) -> None:
     print(f"  {'total':<20}{total:>8.3f} CPU-s = {total / plain:6.1f} passes per sample")
 
 
+class PassLedger:
+    """Per-call CPU accounting of an attack probe's run: the network's forward passes (with and without
+    an input gradient), the backward passes (``torch.autograd.grad``), torchattacks' APGD bookkeeping
+    (its ``attack_single_run`` minus the network passes and random draws inside it), the per-sample
+    random draws (the random functions through :class:`~robaudit.probes.attacks.torchattacks_adapter.PerSampleDraws`,
+    samples = rows drawn) and the rest, with the samples each pass carried. Installed by :meth:`watch`
+    (hooks on the model, wrappers on ``torch.autograd.grad``, ``torchattacks.APGD.attack_single_run``
+    and the mode's ``__torch_function__``), removed on exit."""
+
+    PARTS = ("forward, input gradient", "forward, no gradient", "backward", "per-sample random draws",
+             "APGD bookkeeping")
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(self.PARTS, 0.0)
+        self.samples = dict.fromkeys(self.PARTS, 0)
+        self.calls = dict.fromkeys(self.PARTS, 0)
+        self._network = 0.0  # network CPU so far (forwards and backwards), to subtract from APGD's body
+
+    def _add(self, part: str, seconds: float, samples: int) -> None:
+        self.seconds[part] += seconds
+        self.samples[part] += samples
+        self.calls[part] += 1
+
+    @contextlib.contextmanager
+    def watch(self, model: Any) -> Iterator["PassLedger"]:
+        import torchattacks
+
+        started: list[float] = []
+
+        def pre(_m: Any, inputs: tuple) -> None:
+            started.append(_clock())
+
+        def post(_m: Any, inputs: tuple, _out: Any) -> None:
+            dt = _clock() - started.pop()
+            self._network += dt
+            self._add(self.PARTS[0] if inputs[0].requires_grad else self.PARTS[1], dt, len(inputs[0]))
+
+        real_grad, real_run = torch.autograd.grad, torchattacks.APGD.attack_single_run
+
+        def grad(outputs: Any, inputs: Any, *a: Any, **k: Any) -> Any:
+            start = _clock()
+            out = real_grad(outputs, inputs, *a, **k)
+            dt = _clock() - start
+            self._network += dt
+            self._add(self.PARTS[2], dt, len(inputs[0] if isinstance(inputs, (list, tuple)) else inputs))
+            return out
+
+        def single_run(attack: Any, x: torch.Tensor, y: torch.Tensor) -> Any:
+            start, network = _clock(), self._network
+            out = real_run(attack, x, y)
+            self._add(self.PARTS[4], (_clock() - start) - (self._network - network), len(x))
+            return out
+
+        from robaudit.probes.attacks.torchattacks_adapter import PerSampleDraws
+
+        mode = PerSampleDraws
+        real_tf = mode.__torch_function__
+        random = frozenset((*mode._FACTORIES, *mode._LIKE, *mode._IN_PLACE))
+
+        def torch_function(draws: Any, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
+            if func not in random:
+                return real_tf(draws, func, types, args, kwargs)
+            start = _clock()
+            out = real_tf(draws, func, types, args, kwargs)
+            dt = _clock() - start
+            self._network += dt  # not APGD's own work
+            self._add(self.PARTS[3], dt, len(out) if isinstance(out, torch.Tensor) and out.dim() else 0)
+            return out
+
+        handles = [model.register_forward_pre_hook(pre), model.register_forward_hook(post)]
+        torch.autograd.grad, torchattacks.APGD.attack_single_run = grad, single_run
+        mode.__torch_function__ = torch_function
+        try:
+            yield self
+        finally:
+            torch.autograd.grad, torchattacks.APGD.attack_single_run = real_grad, real_run
+            mode.__torch_function__ = real_tf
+            for h in handles:
+                h.remove()
+
+
+def account(which: str, args: argparse.Namespace) -> None:
+    """Where each standard attack probe's CPU time goes, in passes per sample (``--account``).
+
+    Per probe (default knobs, sanity checks on, after FGSM and APGD-CE as in the audit): the samples
+    each kind of network pass carried per audit sample (what the pass count *is*), and the CPU time of
+    each part over P, the CPU time of one plain forward+backward of every sample (what it *costs*);
+    fastest of ``--repeats`` runs. Run it from another checkout (``PYTHONPATH=OLD cd OLD``) for a
+    before/after.
+    """
+    import tempfile
+
+    import robaudit
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from passes_per_sample import model_options
+
+    from robaudit.config import build_probe_config, config_from_mapping
+    from robaudit.engine.runner import prepare, select_probes
+    from robaudit.plugin import make_test_context
+    from robaudit.probes.attacks.iterative import PGDLinfProbe
+    from robaudit.probes.attacks.min_eps import MinEpsProbe
+    from robaudit.probes.attacks.single_step import FGSMProbe
+    from robaudit.probes.registry import ProbeRegistry
+    from robaudit.probes.seeding import derive_seed
+
+    n = args.n_samples or (360 if which == "demo" else 100)
+    with tempfile.TemporaryDirectory() as tmp:
+        options = {**model_options(which, Path(tmp), n), "n_samples": n, "threads": args.threads, "seed": 0,
+                   "probes": ["clean"], "out": "unused"}
+        config = config_from_mapping(options)
+        _, _, model, data = prepare(config, select_probes(config, ProbeRegistry()))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    bs = args.batch_size
+    plain = min(_plain_fwd_bwd(model, data, bs) for _ in range(3))
+    clean_logits: list[Any] = []
+
+    def run(cls: type, previous: dict | None = None) -> Any:
+        ctx = make_test_context(model, data, batch_size=bs, seed=derive_seed(0, cls.name), previous=previous)
+        if not clean_logits:
+            clean_logits.append(ctx.clean_logits())
+        ctx._clean_logits = clean_logits[0]
+        with torch.enable_grad():
+            return cls(build_probe_config(cls, {})).run(ctx)
+
+    fgsm = run(FGSMProbe)
+    pgd = run(PGDLinfProbe, {"attack.fgsm": fgsm})
+    probes = (("attack.fgsm", FGSMProbe, None), ("attack.pgd_linf", PGDLinfProbe, {"attack.fgsm": fgsm}),
+              ("attack.min_eps", MinEpsProbe, {"attack.fgsm": fgsm, "attack.pgd_linf": pgd}))
+    print(f"\n== where the attack probes' CPU goes on {which}: {len(data)} samples, batch {bs}, threads "
+          f"{torch.get_num_threads()} (pinned), robaudit from {Path(robaudit.__file__).parents[1]}; P = one plain "
+          f"forward+backward of every sample = {plain:.4f} CPU-s; fastest of {args.repeats} runs")
+    print(f"{'probe':<17}{'part':<26}{'samples/sample':>15}{'calls':>7}{'CPU-s':>9}{'passes (CPU/P)':>16}")
+    for name, cls, previous in probes:
+        run(cls, previous)  # warm-up
+        best: tuple[float, PassLedger] | None = None
+        for _ in range(args.repeats):
+            ledger = PassLedger()
+            with ledger.watch(model):
+                cpu, _ = _once(lambda cls=cls, previous=previous: run(cls, previous))
+            if best is None or cpu < best[0]:
+                best = (cpu, ledger)
+        cpu, ledger = best
+        for part in PassLedger.PARTS:
+            if ledger.calls[part]:
+                print(f"{name:<17}{part:<26}{ledger.samples[part] / len(data):>15.2f}{ledger.calls[part]:>7}"
+                      f"{ledger.seconds[part]:>9.3f}{ledger.seconds[part] / plain:>16.1f}")
+        rest = cpu - sum(ledger.seconds.values())
+        print(f"{name:<17}{'rest (robaudit, Python)':<26}{'':>15}{'':>7}{rest:>9.3f}{rest / plain:>16.1f}")
+        print(f"{name:<17}{'total':<26}{'':>15}{'':>7}{cpu:>9.3f}{cpu / plain:>16.1f}", flush=True)
+    from robaudit.probes.attacks import torchattacks_adapter as ta
+
+    if not hasattr(ta.AttackTarget, "known_clean"):
+        return  # a checkout from before the clean-check reuse
+    # the lever, in one process: APGD's clean check reused vs made on every call (known_clean a no-op)
+    pgd_previous = {"attack.fgsm": fgsm}
+    reused = lambda: run(PGDLinfProbe, pgd_previous)  # noqa: E731
+    real = ta.AttackTarget.known_clean
+
+    def every_call() -> Any:
+        ta.AttackTarget.known_clean = lambda self, correct: contextlib.nullcontext()
+        try:
+            return run(PGDLinfProbe, pgd_previous)
+        finally:
+            ta.AttackTarget.known_clean = real
+
+    old_s, new_s, ratio, pairs = _paired(every_call, reused, args.repeats, args.min_seconds)
+    print(f"attack.pgd_linf, APGD's clean check made on every call → reused: {old_s / plain:.1f} → "
+          f"{new_s / plain:.1f} passes per sample (CPU/P; medians), paired ratio {ratio:.3f}, "
+          f"{pairs} interleaved pairs")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -331,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="cheap rows repeat until about this much timed CPU time (median of more runs)")
     parser.add_argument("--standard", action="store_true",
                         help="the standard audit's attack work (FGSM, APGD-CE-20, min-ε) vs torchattacks on --model")
+    parser.add_argument("--account", action="store_true",
+                        help="per-part CPU accounting of the standard attack probes on --model (PassLedger)")
     parser.add_argument("--model", choices=("demo", "resnet", "both"), default="both",
                         help="with --standard: the benchmark model(s) of benchmarks/passes_per_sample.py")
     parser.add_argument("--only", default=None, metavar="TEXT",
@@ -338,9 +526,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(args.threads)
-    if args.standard:
+    if args.standard or args.account:
         for which in (("demo", "resnet") if args.model == "both" else (args.model,)):
-            standard_work(which, args)
+            (account if args.account else standard_work)(which, args)
         return 0
 
     import torchattacks

@@ -6,6 +6,7 @@ backward pass actually reaches that input. Forward-only passes are the calls no 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -21,6 +22,7 @@ from attack_models import SHAPE, Linear, linear_problem
 from demo import DEMO_ARCH, DEMO_CHECKPOINT
 from helpers import audit_data, audit_model, context
 from robaudit.config import build_probe_config
+from robaudit.probes.attacks import torchattacks_adapter as ta
 from robaudit.probes.attacks.iterative import BIMProbe, PGDL2Probe, PGDLinfProbe
 from robaudit.probes.attacks.min_eps import MinEpsProbe
 from robaudit.probes.attacks.single_step import FGSMProbe, L2GradProbe
@@ -66,9 +68,14 @@ def unbreakable(n: int = 20, k: int = 3) -> tuple[Counting, object, object]:
     return counter, audit_model(counter, k), audit_data(x, y, k)
 
 
-def count(cls: type, model, data, counter: Counting, previous: dict | None = None,
+def count(cls: type, model, data, counter: Counting, previous: dict | None = None, every_clean_check: bool = False,
           **knobs: object) -> tuple[Cost, Cost | None]:
-    """(passes made by ``cls.run``, the passes it declared), the shared clean forward excluded."""
+    """(passes made by ``cls.run``, the passes it declared), the shared clean forward excluded.
+
+    ``every_clean_check``: APGD makes its own clean check on every call, as for a network that draws
+    random numbers (the declared upper bound); otherwise it reuses the audit's clean verdict after the
+    session's first call.
+    """
     ctx = context(model, data, batch_size=8, previous=previous)
     ctx.clean_logits()  # shared by the audit: counted once, outside every probe
     counter.calls = counter.backward = 0
@@ -76,9 +83,16 @@ def count(cls: type, model, data, counter: Counting, previous: dict | None = Non
     selected = frozenset(previous or ())
     declared = cls.estimate_cost(config, len(data), ctx.threat_model, selected)
     torch.manual_seed(0)
-    with torch.enable_grad():
+    with torch.enable_grad(), pytest.MonkeyPatch.context() as patch:
+        if every_clean_check:
+            patch.setattr(ta.AttackTarget, "known_clean", lambda self, correct: contextlib.nullcontext())
         cls(config).run(ctx)
     return counter.measured(), declared
+
+
+def reuses_the_clean_check(cls: type, knobs: dict) -> bool:
+    """Whether the probe runs APGD, whose clean check the sweeps skip after the first call."""
+    return cls is PGDLinfProbe and knobs.get("method", "apgd-ce") == "apgd-ce"
 
 
 SWEEPS = [
@@ -97,8 +111,17 @@ def test_sweep_estimate_is_attained_when_no_sample_breaks(cls: type, knobs: dict
     """A sweep's upper bound (restarts and the large-ε re-attack on survivors) is exact when every
     sample is clean-correct and never broken (tolerance 0)."""
     counter, model, data = unbreakable()
-    measured, declared = count(cls, model, data, counter, **knobs)
+    measured, declared = count(cls, model, data, counter, every_clean_check=True, **knobs)
     assert declared == measured
+    reused, _ = count(cls, model, data, counter, **knobs)
+    assert reused.backward == measured.backward
+    if reuses_the_clean_check(cls, knobs):
+        # APGD's clean check: only the first call's batch of 8, of (5 budgets + the box-covering budget)
+        # × restarts calls on all 20 samples
+        restarts = int(knobs.get("restarts", 1))
+        assert measured.forward - reused.forward == restarts * 6 * 20 - 8
+    else:
+        assert reused == measured
 
 
 @pytest.mark.parametrize(("cls", "knobs"), MIN_EPS, ids=lambda v: getattr(v, "name", str(v)))
@@ -133,8 +156,12 @@ def test_sweeps_without_sanity_passes_are_exact_on_any_model(cls: type) -> None:
     counts are exact; with skipping (the default) they are bounded by the same declaration."""
     net_model, data, _, _ = linear_problem(n=20)
     counter = Counting(net_model.net)
-    measured, declared = count(cls, audit_model(counter, 4), data, counter, sanity_checks=False, monotone=False)
+    measured, declared = count(cls, audit_model(counter, 4), data, counter, sanity_checks=False, monotone=False,
+                               every_clean_check=True)
     assert declared == measured
+    reused, _ = count(cls, audit_model(counter, 4), data, counter, sanity_checks=False, monotone=False)
+    assert reused.backward == measured.backward
+    assert measured.forward - reused.forward == (5 * 20 - 8 if reuses_the_clean_check(cls, {}) else 0)
     skipping, declared_skipping = count(cls, audit_model(counter, 4), data, counter, sanity_checks=False)
     assert declared_skipping == declared
     assert skipping.backward < measured.backward and skipping.forward <= measured.forward
@@ -145,7 +172,8 @@ def test_single_step_peer_result_is_reused_and_not_counted() -> None:
     fgsm = FGSMProbe(build_probe_config(FGSMProbe, {}))
     with torch.enable_grad():
         peer = fgsm.run(context(model, data, batch_size=8))
-    measured, declared = count(PGDLinfProbe, model, data, counter, previous={"attack.fgsm": peer}, steps=3)
+    measured, declared = count(PGDLinfProbe, model, data, counter, previous={"attack.fgsm": peer}, steps=3,
+                               every_clean_check=True)
     assert declared == measured
     _, alone = count(PGDLinfProbe, model, data, counter, steps=3)
     assert alone.backward > declared.backward

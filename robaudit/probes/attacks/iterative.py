@@ -105,7 +105,9 @@ class _PGDBase(SweepAttack):
             still = predicts_correctly(target.model, checked, y)
             if not bool(still.any()):
                 break
-            again = self._one(target, x[still], y[still], eps, _per_restart(seed, r, still.cpu()))
+            known = target.clean_correct
+            with target.known_clean(None if known is None else known[still.cpu()]):
+                again = self._one(target, x[still], y[still], eps, _per_restart(seed, r, still.cpu()))
             adv[still] = again.adv
         return ta.AttackOutput(adv, out.first_grad_bad)
 
@@ -180,7 +182,10 @@ class PGDLinfProbe(_PGDBase):
     def attack_cost(cls, config: Any) -> Cost:
         """PGD: as :meth:`_PGDBase.attack_cost`. APGD-CE: per restart one clean-check forward and
         ``steps + 1`` forward+backward passes (its first gradient is taken at the random start), and a
-        check forward before each later restart; an upper bound, as for PGD."""
+        check forward before each later restart; an upper bound, as for PGD. The clean check is made on
+        every call only for a network that draws random numbers in its forward pass; otherwise only the
+        session's first call makes it, and the others reuse the audit's clean verdict
+        (:func:`~robaudit.probes.attacks.torchattacks_adapter.apgd`)."""
         if config.method != "apgd-ce":
             return super().attack_cost(config)
         per_restart = Cost(forward=1, backward=config.steps + 1)

@@ -224,7 +224,8 @@ class SweepAttack(Probe):
                     rows = torch.as_tensor(part)
                     xb, yb = ctx.data.x[rows].to(ctx.device), ctx.data.y[rows].to(ctx.device)
                     seeds = sample_seeds(ctx.seed, [keys[i] for i in part], "attack", eps_key(eps))
-                    out = self.attack(target, xb, yb, eps, seeds)
+                    with target.known_clean(torch.from_numpy(correct[part])):
+                        out = self.attack(target, xb, yb, eps, seeds)
                     adv, invalid_rows = project(xb, out.adv, eps, self.norm)
                     logits.append(forward_logits(ctx.model, adv))
                     n_bad += int(invalid_rows.sum())
@@ -327,13 +328,15 @@ class SweepAttack(Probe):
         big = sanity_eps(self.norm, tuple(ctx.data.x.shape[1:]))
         idx = np.flatnonzero(robust_at_max)
         keys = ctx.data.content_keys()
+        correct = clean_correct(ctx)
         robust = np.zeros(len(robust_at_max), dtype=bool)
         starts = list(enumerate(range(0, len(idx), ctx.batch_size)))
         for b, start in ctx.progress(starts, f"{self.name}: large-eps check", len(starts)):
             part = idx[start:start + ctx.batch_size]
             rows = torch.as_tensor(part)
             xb, yb = ctx.data.x[rows].to(ctx.device), ctx.data.y[rows].to(ctx.device)
-            out = self.attack(target, xb, yb, big, sample_seeds(ctx.seed, [keys[i] for i in part], "large-eps"))
+            with target.known_clean(torch.from_numpy(correct[part])):
+                out = self.attack(target, xb, yb, big, sample_seeds(ctx.seed, [keys[i] for i in part], "large-eps"))
             adv, _ = project(xb, out.adv, big, self.norm)
             robust[rows.numpy()] = predicts_correctly(ctx.model, adv, yb).cpu().numpy()
         flag, details = sanity.large_eps_not_broken(self.name, big, robust, len(robust))

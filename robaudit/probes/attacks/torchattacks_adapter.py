@@ -103,12 +103,28 @@ class AttackTarget(nn.Module):
         self.float64_logits = True
         self.first_grad_bad: torch.Tensor | None = None
         self.draws: PerSampleDraws | None = None
+        self.clean_correct: torch.Tensor | None = None
+        self.network_draws: bool | None = None
+        """Whether the network drew random numbers in a forward pass of an earlier per-sample-seeded
+        call of this session (``None``: none has run yet); :func:`apgd` reads it."""
         self.train(False)
 
     def train(self, mode: bool = True) -> "AttackTarget":
         """Only this wrapper's flag changes; the audit model's own modes are never touched."""
         self.training = mode
         return self
+
+    @contextlib.contextmanager
+    def known_clean(self, correct: torch.Tensor | None) -> Iterator[None]:
+        """Inside the block, :attr:`clean_correct` is ``correct``: N bools (CPU) saying which samples of
+        the batch the caller is about to attack the model classifies correctly clean, as the audit's
+        shared clean logits say. :func:`apgd` then skips APGD's own clean forward pass where that
+        changes no number (see there)."""
+        saved, self.clean_correct = self.clean_correct, correct
+        try:
+            yield
+        finally:
+            self.clean_correct = saved
 
     def arm(self) -> None:
         """Record the gradient of the next forward pass that needs one."""
@@ -268,6 +284,11 @@ class PerSampleDraws(TorchFunctionMode):
         if gradient and not self._network_drew:
             self.retire()
 
+    @property
+    def network_drew(self) -> bool:
+        """Whether the network drew random numbers in a forward pass of this call (so far)."""
+        return self._network_drew
+
     @contextlib.contextmanager
     def late_forward_pass(self) -> Iterator[None]:
         """A forward pass after retirement: if the global generators move across it, the network drew."""
@@ -396,6 +417,8 @@ def _run(attack: object, target: AttackTarget, x: torch.Tensor, y: torch.Tensor,
             adv = attack(x, y)  # type: ignore[operator]
         finally:
             target.draws = None
+        if draws is not None:
+            target.network_draws = bool(target.network_draws) or draws.network_drew
     target.disarm()
     bad = target.first_grad_bad if record else None
     if bad is not None:
@@ -529,17 +552,23 @@ def _per_sample_apgd_class() -> type:
           clean image), so the loss and margin recorded after the attack are the attack's.
 
         ``attack_single_run``, which does the work, is torchattacks' own. The samples it attacked
-        (the clean-correct ones) are left in ``attacked`` for the gradient recorder.
+        (the clean-correct ones) are left in ``attacked`` for the gradient recorder. With
+        ``clean_correct`` set (N bools, set by :func:`apgd`) those are the samples attacked, and
+        ``perturb``'s clean forward pass is skipped.
         """
 
         draws: PerSampleDraws | None = None
         attacked: torch.Tensor | None = None
+        clean_correct: torch.Tensor | None = None
 
         def perturb(self, x_in: torch.Tensor, y_in: torch.Tensor, best_loss: bool = False,
                     cheap: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
             x, y = x_in.clone(), y_in.clone()
             adv = x.clone()
-            acc = self.get_logits(x).max(1)[1] == y
+            if self.clean_correct is not None:
+                acc = self.clean_correct.to(x.device, torch.bool).clone()
+            else:
+                acc = self.get_logits(x).max(1)[1] == y
             idx = acc.nonzero().flatten()
             self.attacked = idx.cpu()
             if self.draws is None:
@@ -565,10 +594,24 @@ def apgd(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, nor
     Per sample: a broken sample's verified-by-torchattacks adversarial iterate, else its
     highest-loss iterate; clean-misclassified samples come back unchanged. Costs one forward pass
     (the clean check) and ``steps + 1`` forward+backward passes per clean-correct sample.
+
+    **The clean check, reused.** Inside :meth:`AttackTarget.known_clean` (the sweeps set it from the
+    audit's shared clean logits) the samples to attack are the ones it names, and APGD's own clean
+    forward pass is skipped, but only where that changes no number: with per-sample seeds and a
+    network known (:attr:`AttackTarget.network_draws` is ``False``) not to draw random numbers in
+    its forward pass, since that pass would otherwise advance the samples' streams. The shared
+    verdict is that same forward pass on the same model: bitwise the same logits on the same batch
+    (a sweep's first budget), and on a batch of other composition the same argmax unless two logits
+    tie to the last bit.
     """
     attack = _per_sample_apgd_class()(target, norm=_norm_name(norm), eps=eps, steps=steps, n_restarts=1,
                                       seed=seed if isinstance(seed, numbers.Integral) else 0, loss="ce",
                                       eot_iter=1, rho=0.75, verbose=False)
+    known = target.clean_correct
+    if known is not None and not isinstance(seed, numbers.Integral) and target.network_draws is False:
+        if len(known) != len(x):
+            raise ValueError(f"known_clean names {len(known)} samples for a batch of {len(x)}")
+        attack.clean_correct = known
     out = _run(attack, target, x, y, seed)
     if out.first_grad_bad is not None and attack.attacked is not None and len(out.first_grad_bad) != len(x):
         bad = torch.zeros(len(x), dtype=torch.bool)  # recorded for the attacked (clean-correct) rows only

@@ -1,0 +1,162 @@
+"""APGD's clean check, reused from the audit's shared clean logits (issue #17, attack overhead).
+
+torchattacks' APGD starts with a forward pass of the clean batch to pick the samples it attacks; the
+sweeps already hold that verdict (the audit's shared clean logits). Inside ``AttackTarget.known_clean``
+the adapter attacks the samples it names and skips that pass, but only where no number can change: with
+per-sample seeds and a network seen not to draw random numbers. Oracle: the same call with APGD's own
+clean forward pass, bit for bit.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from attack_models import demo, run_probe, subset
+from robaudit.probes.attacks import torchattacks_adapter as ta
+from robaudit.probes.attacks.iterative import PGDLinfProbe
+from robaudit.probes.seeding import sample_seeds
+
+
+class _Noisy(torch.nn.Module):
+    """The demo CNN behind Gaussian input noise drawn in every forward pass (a randomised defence)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x + 0.02 * torch.randn_like(x))
+
+
+def _no_grad_forwards(model: torch.nn.Module) -> tuple[list[int], list]:
+    """A counter of the model's forward passes whose input needs no gradient (batch sizes), and its hook handle."""
+    sizes: list[int] = []
+    handle = model.register_forward_hook(lambda _m, inputs, _out: None if inputs[0].requires_grad
+                                         else sizes.append(len(inputs[0])))
+    return sizes, handle
+
+
+def _batch_with_a_wrong_sample(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of n samples, the first of them misclassified clean (so the clean check matters)."""
+    with torch.no_grad():
+        wrong = torch.nonzero(model(x).argmax(1) != y).flatten()
+    assert len(wrong), "the demo CNN misclassifies some digits"
+    rest = [i for i in range(len(x)) if i != int(wrong[0])][:n - 1]
+    return torch.tensor([int(wrong[0]), *rest])
+
+
+def test_apgd_skips_its_clean_forward_and_returns_the_same_bits() -> None:
+    model, data = demo()
+    rows = _batch_with_a_wrong_sample(model, data.x, data.y, 24)
+    x, y = data.x[rows], data.y[rows]
+    seeds = sample_seeds(3, [data.content_keys()[int(i)] for i in rows], "attack", "0.1")
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+
+    with ta.attack_session(model, torch.device("cpu")) as target:
+        reference = ta.apgd(target, x, y, 0.1, "linf", steps=10, seed=seeds)  # APGD's own clean check
+        assert target.network_draws is False  # learnt from that call
+        sizes, handle = _no_grad_forwards(model)
+        try:
+            with target.known_clean(correct):
+                reused = ta.apgd(target, x, y, 0.1, "linf", steps=10, seed=seeds)
+        finally:
+            handle.remove()
+    assert sizes == []  # the clean forward pass is gone (APGD makes no other pass without a gradient)
+    assert torch.equal(reused.adv, reference.adv)
+    assert torch.equal(reused.first_grad_bad, reference.first_grad_bad)
+    assert torch.equal(reused.adv[0], x[0])  # the misclassified sample comes back unchanged, as before
+
+
+def test_the_samples_named_are_the_ones_attacked() -> None:
+    """The verdict passed in decides which samples APGD attacks: a correct sample named wrong comes back
+    clean, and every other sample is attacked exactly as before."""
+    model, data = demo()
+    x, y = data.x[:16], data.y[:16]
+    seeds = sample_seeds(4, data.content_keys()[:16], "attack", "0.2")
+    with ta.attack_session(model, torch.device("cpu")) as target:
+        reference = ta.apgd(target, x, y, 0.2, "linf", steps=10, seed=seeds)
+        with torch.no_grad():
+            named = model(x).argmax(1) == y
+        k = int(torch.nonzero(named & (reference.adv != x).flatten(1).any(1)).flatten()[0])  # attacked, moved
+        named[k] = False
+        with target.known_clean(named):
+            out = ta.apgd(target, x, y, 0.2, "linf", steps=10, seed=seeds)
+    assert torch.equal(out.adv[k], x[k])
+    others = torch.arange(16) != k
+    assert torch.equal(out.adv[others], reference.adv[others])
+
+
+def test_the_first_call_of_a_session_and_a_network_that_draws_keep_the_clean_forward() -> None:
+    """Skipping the pass would advance no stream only for a network known not to draw: the session's
+    first call (nothing known yet) and every call on a randomised network keep APGD's clean forward,
+    and their results are those of the call without the verdict."""
+    from helpers import audit_model
+
+    model, data = demo()
+    noisy = audit_model(_Noisy(model), 10)
+    x, y = data.x[:10], data.y[:10]
+    seeds = sample_seeds(2, data.content_keys()[:10], "attack", "0.1")
+    for net in (model, noisy):
+        with ta.attack_session(net, torch.device("cpu")) as target:
+            reference = ta.apgd(target, x, y, 0.1, "linf", steps=5, seed=seeds).adv
+        with ta.attack_session(net, torch.device("cpu")) as target:
+            sizes, handle = _no_grad_forwards(net)
+            try:
+                with target.known_clean(torch.ones(10, dtype=torch.bool)):
+                    first = ta.apgd(target, x, y, 0.1, "linf", steps=5, seed=seeds).adv
+                    second = ta.apgd(target, x, y, 0.1, "linf", steps=5, seed=seeds).adv
+            finally:
+                handle.remove()
+        assert torch.equal(first, reference)
+        assert torch.equal(second, reference)
+        assert target.network_draws is (net is noisy)
+        assert sizes == ([10] if net is model else [10, 10])
+
+
+def test_a_verdict_of_another_length_is_a_bug_not_a_guess() -> None:
+    model, data = demo()
+    x, y = data.x[:6], data.y[:6]
+    seeds = sample_seeds(1, data.content_keys()[:6], "attack", "0.1")
+    with ta.attack_session(model, torch.device("cpu")) as target:
+        ta.apgd(target, x, y, 0.1, "linf", steps=2, seed=seeds)
+        with target.known_clean(torch.ones(5, dtype=torch.bool)), pytest.raises(ValueError, match="5 samples"):
+            ta.apgd(target, x, y, 0.1, "linf", steps=2, seed=seeds)
+
+
+@pytest.mark.parametrize("restarts", [1, 2])
+def test_the_sweep_prints_the_same_numbers_with_fewer_forward_passes(restarts: int,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """attack.pgd_linf (APGD-CE, sanity checks on: the box-covering re-attack too) on 200 digits in
+    batches of 64: every per-sample value and summary number equals the run with APGD's own clean check
+    (``known_clean`` made a no-op), and it makes one clean forward pass per batch fewer, all but the
+    session's first."""
+    model, data = demo()
+    data = subset(data, 200)
+
+    def run() -> tuple[object, list[int]]:
+        sizes, handle = _no_grad_forwards(model)
+        try:
+            return run_probe(PGDLinfProbe, model, data, seed=7, batch_size=64, steps=10, restarts=restarts), sizes
+        finally:
+            handle.remove()
+
+    new, new_sizes = run()
+    with monkeypatch.context() as m:
+        m.setattr(ta.AttackTarget, "known_clean", lambda self, correct: _unchanged())
+        old, old_sizes = run()
+    assert new.per_sample.keys() == old.per_sample.keys()
+    for key in old.per_sample:
+        np.testing.assert_array_equal(np.asarray(new.per_sample[key]), np.asarray(old.per_sample[key]), err_msg=key)
+    assert new.summary == old.summary
+    assert [f.id for f in new.flags] == [f.id for f in old.flags]
+    apgd_calls = sum(1 for s in old_sizes) - sum(1 for s in new_sizes)
+    assert apgd_calls >= 5  # ≥ 1 batch per budget skipped its clean pass (restarts add their own calls)
+    assert sum(old_sizes) - sum(new_sizes) >= 200 - 64  # every attacked sample but the first batch's
+
+
+def _unchanged():  # noqa: ANN202 - a context manager doing nothing: the old path
+    import contextlib
+
+    return contextlib.nullcontext()
