@@ -216,35 +216,45 @@ def replicates(columns: np.ndarray, w: np.ndarray, batches: list[Batch]) -> list
     out = [np.empty((len(w), len(b.rows), len(b.cols))) for b in batches]
     controls = list(dict.fromkeys(b.control for b in batches if b.control is not None))
     partialled = {z: sorted({c for b in batches if b.control == z for c in (*b.rows, *b.cols)}) for z in controls}
-    positions = {None: np.arange(len(columns))}  # column index → its row in the centred (or residual) ranks
+    at = {None: np.arange(len(columns))}  # column index → its row in the centred ranks (or in the residuals)
     for z, used in partialled.items():
-        positions[z] = np.zeros(len(columns), dtype=np.intp)
-        positions[z][used] = np.arange(len(used))
+        at[z] = np.zeros(len(columns), dtype=np.intp)
+        at[z][used] = np.arange(len(used))
+    picks = [(_run(at[b.control][b.rows]), _run(at[b.control][b.cols])) for b in batches]
+    index = st.rank_index(columns)
     chunk = max(1, CHUNK_VALUES // columns.size)
     for start in range(0, len(w), chunk):
         wb = w[start:start + chunk, None, :]  # (r, 1, n)
         total = wb.sum(axis=-1, keepdims=True)
-        centred = st.weighted_ranks_columns(columns, wb[:, 0])  # (r, K, n)
+        centred = st.weighted_ranks_columns(columns, wb[:, 0], index)  # (r, K, n)
         centred -= (wb * centred).sum(axis=-1, keepdims=True) / total
         weighted = wb * centred
-        blocks = {None: (centred, weighted, (weighted * centred).sum(axis=-1), positions[None])}
+        blocks = {None: (centred, weighted, (weighted * centred).sum(axis=-1))}
         for z in controls:
-            zc, used = centred[:, z:z + 1], partialled[z]
+            zc, used = centred[:, z:z + 1], _run(partialled[z])
             zz = (weighted[:, z:z + 1] * zc).sum(axis=-1, keepdims=True)
             cov = (weighted[:, used] * zc).sum(axis=-1, keepdims=True)
             beta = np.divide(cov, zz, out=np.zeros_like(cov), where=zz > 0)
-            res = centred[:, used] - beta * zc
+            res = beta * zc
+            np.subtract(centred[:, used], res, out=res)
             res -= (wb * res).sum(axis=-1, keepdims=True) / total
             wres = wb * res
-            blocks[z] = (res, wres, (wres * res).sum(axis=-1), positions[z])
-        for batch, dest in zip(batches, out):
-            a, wa, ss, at = blocks[batch.control]
-            rows, cols = at[batch.rows], at[batch.cols]
+            blocks[z] = (res, wres, (wres * res).sum(axis=-1))
+        for batch, (rows, cols), dest in zip(batches, picks, out):
+            a, wa, ss = blocks[batch.control]
             num = wa[:, rows] @ a[:, cols].transpose(0, 2, 1)
             denom = np.sqrt(ss[:, rows, None] * ss[:, None, cols])
             with np.errstate(invalid="ignore", divide="ignore"):
                 dest[start:start + len(wb)] = np.where(denom > 0, num / denom, np.nan)
     return out
+
+
+def _run(idx: np.ndarray | list[int]) -> slice | np.ndarray:
+    """``idx`` as a slice where it is a run of consecutive indices (a view rather than a copy), else as is."""
+    idx = np.asarray(idx, dtype=np.intp)
+    if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+        return slice(int(idx[0]), int(idx[0]) + len(idx))
+    return idx
 
 
 def _percentiles(boot: np.ndarray, values: np.ndarray, level: float) -> tuple[list[float | None], list[float | None]]:

@@ -338,8 +338,9 @@ def _fill(spear: list[_Pair], partial: list[_Pair], group: _Samples, paired: dic
     todo = [(batch, field) for batch, field in ((spear, "estimate"), (partial, "partial")) if batch]
     if not todo:
         return
-    names = list(dict.fromkeys(c for batch, _ in todo for p in batch
-                               for c in (p.indicator, p.outcome, p.confounder) if c))
+    pairs = [p for batch, _ in todo for p in batch]
+    names = list(dict.fromkeys([*(p.indicator for p in pairs), *(p.outcome for p in pairs),
+                                *(p.confounder for p in pairs if p.confounder)]))  # so blocks take runs of rows
     at = {c: k for k, c in enumerate(names)}
     blocks = []
     for batch, field in todo:

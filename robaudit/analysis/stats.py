@@ -43,46 +43,6 @@ def bootstrap_weights(n: int, n_resamples: int, rng: np.random.Generator) -> np.
     return np.bincount(flat, minlength=n_resamples * n).reshape(n_resamples, n).astype(np.float64)
 
 
-def _doubled_sorted_ranks(columns: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Twice the average rank of each value of each column in each resampled multiset, in sorted order.
-
-    Integer arithmetic throughout (so exact): the doubled average rank of a tie group is
-    ``before + through + 1``, where ``before`` and ``through`` count the copies drawn before the group
-    and up to its end.
-
-    Args:
-        columns: K columns of n values, shape ``(K, n)``.
-        weights: multiplicities, shape ``(R, n)`` (non-negative integers, as floats or ints).
-
-    Returns:
-        ``orders`` (K, n): each column's stable sort order; ``drawn`` (n, K, R): the multiplicity of the
-        value at each sorted position; ``doubled`` (n, K, R): twice its average rank (int64).
-    """
-    k, n = columns.shape
-    orders = np.argsort(columns, axis=1, kind="stable")
-    ordered = np.take_along_axis(columns, orders, axis=1)
-    dtype = _count_dtype(n)
-    drawn = weights.T.astype(dtype)[orders.T]  # (n, K, R): one row gather per column
-    through = _running_sum(drawn)
-    starts = np.ones((k, n), bool)
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    if starts.all():  # no ties: every group is one value
-        through *= 2
-        through -= drawn
-        through += 1
-        return orders, drawn, through
-    ends = np.ones((k, n), bool)
-    ends[:, :-1] = starts[:, 1:]
-    position = np.broadcast_to(np.arange(n), (k, n))
-    first = np.maximum.accumulate(np.where(starts, position, 0), axis=1).T  # (n, K): start of each tie group
-    last = np.minimum.accumulate(np.where(ends, position, n - 1)[:, ::-1], axis=1)[:, ::-1].T
-    col = np.arange(k)[None, :]
-    before = through[first, col] - drawn[first, col]
-    before += through[last, col]
-    before += 1
-    return orders, drawn, before
-
-
 def _count_dtype(n: int) -> type:
     """The narrowest integer type that holds n·(2n + 1) (a multiplicity times a doubled rank)."""
     return np.int32 if n * (2 * n + 1) < 2**31 else np.int64
@@ -97,19 +57,66 @@ def _running_sum(a: np.ndarray, in_place: bool = False) -> np.ndarray:
     return out
 
 
-def weighted_ranks_columns(columns: np.ndarray, weights: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class RankIndex:
+    """Each column's sort, for ranking many resamples of it with one sort (:func:`rank_index`).
+
+    ``orders``: each column's stable sort order, flattened, shape ``(K·n,)``; ``first`` and ``after``: for each
+    value (flattened ``(K, n)``, in the columns' own order), where its tie group starts and ends in its column's
+    prefix sums of the sorted multiplicities (flat indices into ``(K, n + 1)``), so that the copies drawn
+    before the group are ``prefix[first]`` and those up to its end ``prefix[after]``.
+    """
+
+    orders: np.ndarray
+    first: np.ndarray
+    after: np.ndarray
+    shape: tuple[int, int]
+
+
+def rank_index(columns: np.ndarray) -> RankIndex:
+    """The :class:`RankIndex` of ``columns`` (shape ``(K, n)``, finite)."""
+    columns = np.asarray(columns, dtype=np.float64)
+    k, n = columns.shape
+    orders = np.argsort(columns, axis=1, kind="stable")
+    ordered = np.take_along_axis(columns, orders, axis=1)
+    starts = np.ones((k, n), bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ends = np.ones((k, n), bool)
+    ends[:, :-1] = starts[:, 1:]
+    position = np.broadcast_to(np.arange(n), (k, n))
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=1)  # sorted position → its group's start
+    last = np.minimum.accumulate(np.where(ends, position, n - 1)[:, ::-1], axis=1)[:, ::-1]
+    sorted_at = np.empty_like(orders)  # the inverse permutation: value → its sorted position
+    np.put_along_axis(sorted_at, orders, position, axis=1)
+    row = (np.arange(k) * (n + 1))[:, None]
+    return RankIndex(orders.ravel(), (np.take_along_axis(first, sorted_at, axis=1) + row).ravel(),
+                     (np.take_along_axis(last, sorted_at, axis=1) + 1 + row).ravel(), (k, n))
+
+
+def weighted_ranks_columns(columns: np.ndarray, weights: np.ndarray, index: RankIndex | None = None) -> np.ndarray:
     """:func:`weighted_ranks` of K columns under the same multiplicities: shape ``(R, K, n)``.
+
+    Integer arithmetic throughout (so exact): twice the average rank of a tie group is
+    ``before + through + 1``, where ``before`` and ``through`` count the copies drawn before the group and up
+    to its end, read from each column's prefix sums of its sorted multiplicities.
 
     Args:
         columns: shape ``(K, n)``.
-        weights: multiplicities, shape ``(R, n)``.
+        weights: multiplicities, shape ``(R, n)`` (non-negative integers, as floats or ints).
+        index: ``rank_index(columns)``, when the caller ranks several chunks of resamples of the same columns.
     """
-    orders, _, doubled = _doubled_sorted_ranks(np.asarray(columns, dtype=np.float64), weights)
-    k = len(orders)
-    out = np.empty((weights.shape[1], k, len(weights)))  # (n, K, R), filled in each column's order
-    out[orders.T, np.arange(k)[None, :]] = doubled
-    out *= 0.5
-    return np.ascontiguousarray(out.transpose(2, 1, 0))
+    index = rank_index(columns) if index is None else index
+    k, n = index.shape
+    r = len(weights)
+    dtype = _count_dtype(n)
+    drawn = np.take(weights.astype(dtype), index.orders, axis=1).reshape(r, k, n)
+    prefix = np.zeros((r, k, n + 1), dtype)
+    np.cumsum(drawn, axis=-1, dtype=dtype, out=prefix[:, :, 1:])
+    prefix = prefix.reshape(r, k * (n + 1))
+    doubled = np.take(prefix, index.first, axis=1)
+    doubled += np.take(prefix, index.after, axis=1)
+    doubled += 1
+    return np.multiply(doubled, 0.5).reshape(r, k, n)
 
 
 def weighted_ranks(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
