@@ -48,15 +48,6 @@ def _count_dtype(n: int) -> type:
     return np.int32 if n * (2 * n + 1) < 2**31 else np.int64
 
 
-def _running_sum(a: np.ndarray, in_place: bool = False) -> np.ndarray:
-    """Cumulative sum along axis 0, one vectorised add per row (``np.cumsum`` along a leading axis walks
-    each column with a stride, several times slower here); into ``a`` itself when ``in_place``."""
-    out = a if in_place else a.copy()
-    for i in range(1, len(out)):
-        np.add(out[i - 1], out[i], out=out[i])
-    return out
-
-
 @dataclass(frozen=True)
 class RankIndex:
     """Each column's sort, for ranking many resamples of it with one sort (:func:`rank_index`).
@@ -312,13 +303,14 @@ def auroc_replicates(score: np.ndarray, label: np.ndarray, w: np.ndarray) -> np.
 def auroc_replicates_columns(scores: np.ndarray, label: np.ndarray, w: np.ndarray) -> np.ndarray:
     """:func:`auroc_replicates` of K score columns against one binary ``label`` under the same ``w``.
 
-    The Mann–Whitney U of a resample is Σ over positives of (multiplicity × the negatives' multiplicity
-    ranked below it), ties counting ½: the mean of U with tied negatives sorted after the positives (strict)
-    and before them (or equal). Each is one running sum over the negatives in sort order, in integer
-    arithmetic, so U is exact and equals ranking every resample with ``scipy.stats.rankdata``.
+    Twice the Mann–Whitney U of a resample is Σ over positives of (multiplicity × (the negatives'
+    multiplicity strictly below it + that at or below it)): a tie counts ½. Both are read from one prefix sum
+    of the negatives' multiplicities in each column's sort order, at the positive's place among the negatives
+    (``np.searchsorted``, left and right). Integer arithmetic throughout, so U is exact and equals ranking
+    every resample with ``scipy.stats.rankdata``.
 
     Args:
-        scores: shape ``(K, n)``.
+        scores: shape ``(K, n)``, finite.
         label: shape ``(n,)``, 0/1 or bool.
         w: stratified multiplicities, shape ``(R, n)``.
 
@@ -327,33 +319,33 @@ def auroc_replicates_columns(scores: np.ndarray, label: np.ndarray, w: np.ndarra
     """
     scores = np.asarray(scores, dtype=np.float64)
     label = np.asarray(label).astype(bool)
+    k, r = len(scores), len(w)
     n_pos, n_neg = int(label.sum()), int((~label).sum())
-    counts = w.T.astype(_count_dtype(len(label)))  # (n, R)
-    negative = counts * ~label[:, None]
-    positive = counts * label[:, None]
-    ordered = np.sort(scores, axis=1)
-    tied = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
-    twice_u = np.empty((len(scores), len(w)), dtype=np.int64)
-    for rows, ties_last in ((~tied, None), (tied, True)):
-        if not rows.any():
-            continue
-        sub = scores[rows]
-        if ties_last is None:  # no ties: U counts each negative below a positive once, twice_u is twice that
-            twice_u[rows] = 2 * _positives_over_negatives(np.argsort(sub, axis=1, kind="stable"), positive, negative)
-            continue
-        strict = np.lexsort((np.broadcast_to(~label, sub.shape), sub), axis=1)  # tied positives first
-        loose = np.lexsort((np.broadcast_to(label, sub.shape), sub), axis=1)  # tied negatives first
-        twice_u[rows] = (_positives_over_negatives(strict, positive, negative)
-                         + _positives_over_negatives(loose, positive, negative))
-    return (twice_u / 2 / (n_pos * n_neg)).T
+    dtype = _count_dtype(len(label))
+    counts = w.astype(dtype)
+    positive = counts[:, label]  # (R, n_pos)
+    negatives, positives = scores[:, ~label], scores[:, label]
+    orders = np.argsort(negatives, axis=1, kind="stable")
+    ordered = np.take_along_axis(negatives, orders, axis=1)
+    row = (np.arange(k) * (n_neg + 1))[:, None]  # each column's offset in the flattened prefix sums
+    below = np.stack([np.searchsorted(o, p, side="left") for o, p in zip(ordered, positives)]) + row
+    through = np.stack([np.searchsorted(o, p, side="right") for o, p in zip(ordered, positives)]) + row
+    prefix = np.zeros((r, k, n_neg + 1), dtype)
+    np.cumsum(np.take(counts[:, ~label], orders.ravel(), axis=1).reshape(r, k, n_neg), axis=-1, dtype=dtype,
+              out=prefix[:, :, 1:])
+    prefix = prefix.reshape(r, k * (n_neg + 1))
+    twice_u = _weighted_rows(np.take(prefix, below.ravel(), axis=1).reshape(r, k, n_pos), positive)
+    tied = (below != through).any(axis=1)  # a positive ties with a negative
+    if tied.any():
+        twice_u[:, tied] += _weighted_rows(np.take(prefix, through[tied].ravel(), axis=1).reshape(r, -1, n_pos),
+                                           positive)
+    twice_u[:, ~tied] *= 2
+    return twice_u / 2 / (n_pos * n_neg)
 
 
-def _positives_over_negatives(orders: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
-    """Σ over positions in each column's ``orders`` (K, n) of the positive multiplicity there × the negative
-    multiplicity up to there, shape (K, R); ``positive``, ``negative``: multiplicities (n, R)."""
-    below = _running_sum(negative[orders.T], in_place=True)  # (n, K, R), a fresh gather
-    below *= positive[orders.T]
-    return below.sum(axis=0, dtype=below.dtype).astype(np.int64)  # ≤ n_pos·n_neg: fits the count type
+def _weighted_rows(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Σ_p ``weights[r, p]`` × ``values[r, k, p]``, shape (R, K), in int64 (exact)."""
+    return np.einsum("rkp,rp->rk", values, weights, dtype=np.int64)
 
 
 def auroc_p(score: np.ndarray, label: np.ndarray) -> float:
