@@ -304,10 +304,12 @@ def auroc_replicates_columns(scores: np.ndarray, label: np.ndarray, w: np.ndarra
     """:func:`auroc_replicates` of K score columns against one binary ``label`` under the same ``w``.
 
     Twice the Mann–Whitney U of a resample is Σ over positives of (multiplicity × (the negatives'
-    multiplicity strictly below it + that at or below it)): a tie counts ½. Both are read from one prefix sum
-    of the negatives' multiplicities in each column's sort order, at the positive's place among the negatives
-    (``np.searchsorted``, left and right). Integer arithmetic throughout, so U is exact and equals ranking
-    every resample with ``scipy.stats.rankdata``.
+    multiplicity strictly below it + that at or below it)): a tie counts ½. Both are read from a prefix sum
+    of the negatives' multiplicities in each column's sort order, at each positive's place among them
+    (``np.searchsorted``, left and right); or, when the positives are fewer, the other way round (twice
+    U = 2·(positives drawn)·(negatives drawn) − the same sum over negatives of the positives below them).
+    Integer arithmetic throughout, so U is exact and equals ranking every resample with
+    ``scipy.stats.rankdata``.
 
     Args:
         scores: shape ``(K, n)``, finite.
@@ -319,33 +321,47 @@ def auroc_replicates_columns(scores: np.ndarray, label: np.ndarray, w: np.ndarra
     """
     scores = np.asarray(scores, dtype=np.float64)
     label = np.asarray(label).astype(bool)
-    k, r = len(scores), len(w)
     n_pos, n_neg = int(label.sum()), int((~label).sum())
-    dtype = _count_dtype(len(label))
-    counts = w.astype(dtype)
-    positive = counts[:, label]  # (R, n_pos)
-    negatives, positives = scores[:, ~label], scores[:, label]
-    orders = np.argsort(negatives, axis=1, kind="stable")
-    ordered = np.take_along_axis(negatives, orders, axis=1)
-    row = (np.arange(k) * (n_neg + 1))[:, None]  # each column's offset in the flattened prefix sums
-    below = np.stack([np.searchsorted(o, p, side="left") for o, p in zip(ordered, positives)]) + row
-    through = np.stack([np.searchsorted(o, p, side="right") for o, p in zip(ordered, positives)]) + row
-    prefix = np.zeros((r, k, n_neg + 1), dtype)
-    np.cumsum(np.take(counts[:, ~label], orders.ravel(), axis=1).reshape(r, k, n_neg), axis=-1, dtype=dtype,
-              out=prefix[:, :, 1:])
-    prefix = prefix.reshape(r, k * (n_neg + 1))
-    twice_u = _weighted_rows(np.take(prefix, below.ravel(), axis=1).reshape(r, k, n_pos), positive)
-    tied = (below != through).any(axis=1)  # a positive ties with a negative
-    if tied.any():
-        twice_u[:, tied] += _weighted_rows(np.take(prefix, through[tied].ravel(), axis=1).reshape(r, -1, n_pos),
-                                           positive)
-    twice_u[:, ~tied] *= 2
+    counts = w.astype(_count_dtype(len(label)))
+    if n_neg <= n_pos:
+        twice_u = _draws_below(scores[:, ~label], counts[:, ~label], scores[:, label], counts[:, label])
+    else:
+        drawn = counts[:, label].sum(axis=1, dtype=np.int64) * counts[:, ~label].sum(axis=1, dtype=np.int64)
+        twice_u = 2 * drawn[:, None] - _draws_below(scores[:, label], counts[:, label], scores[:, ~label],
+                                                    counts[:, ~label])
     return twice_u / 2 / (n_pos * n_neg)
 
 
+def _draws_below(values: np.ndarray, counts: np.ndarray, queries: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Σ over queries of (its multiplicity × (the values' multiplicity strictly below it + that at or below
+    it)), per resample and column: shape (R, K), int64.
+
+    Args:
+        values: shape ``(K, a)``; ``counts``: their multiplicities, shape ``(R, a)``.
+        queries: shape ``(K, b)``; ``weights``: their multiplicities, shape ``(R, b)``.
+    """
+    (k, a), (r, b) = values.shape, weights.shape
+    orders = np.argsort(values, axis=1, kind="stable")
+    ordered = np.take_along_axis(values, orders, axis=1)
+    row = (np.arange(k) * (a + 1))[:, None]  # each column's offset in the flattened prefix sums
+    below = np.stack([np.searchsorted(o, q, side="left") for o, q in zip(ordered, queries)]) + row
+    through = np.stack([np.searchsorted(o, q, side="right") for o, q in zip(ordered, queries)]) + row
+    prefix = np.zeros((r, k, a + 1), counts.dtype)
+    np.cumsum(np.take(counts, orders.ravel(), axis=1).reshape(r, k, a), axis=-1, dtype=counts.dtype,
+              out=prefix[:, :, 1:])
+    prefix = prefix.reshape(r, k * (a + 1))
+    total = _weighted_rows(np.take(prefix, below.ravel(), axis=1).reshape(r, k, b), weights)
+    tied = (below != through).any(axis=1)  # a query ties with a value
+    if tied.any():
+        total[:, tied] += _weighted_rows(np.take(prefix, through[tied].ravel(), axis=1).reshape(r, -1, b), weights)
+    total[:, ~tied] *= 2
+    return total
+
+
 def _weighted_rows(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Σ_p ``weights[r, p]`` × ``values[r, k, p]``, shape (R, K), in int64 (exact)."""
-    return np.einsum("rkp,rp->rk", values, weights, dtype=np.int64)
+    """Σ_p ``weights[r, p]`` × ``values[r, k, p]``, shape (R, K), as int64 (exact: with stratified
+    multiplicities each sum is at most 2·n_pos·n_neg < n², which the count type holds)."""
+    return np.einsum("rkp,rp->rk", values, weights).astype(np.int64)
 
 
 def auroc_p(score: np.ndarray, label: np.ndarray) -> float:
