@@ -192,7 +192,8 @@ def _replicates(x: np.ndarray, y: np.ndarray, z: np.ndarray | None, w: np.ndarra
     ``x`` (k, n) with every row of ``y`` (m, n) under multiplicities ``w`` (R, n): shape (R, k, m)."""
     k, m = len(x), len(y)
     columns = np.concatenate([x, y, z[None, :]] if z is not None else [x, y])
-    return replicates(columns, w, [Batch(list(range(k)), list(range(k, k + m)), k + m if z is not None else None)])[0]
+    block = Batch(list(range(k)), list(range(k, k + m)), k + m if z is not None else None)
+    return replicates(columns, w, [block])[0]
 
 
 def replicates(columns: np.ndarray, w: np.ndarray, batches: list[Batch]) -> list[np.ndarray]:
@@ -221,15 +222,16 @@ def replicates(columns: np.ndarray, w: np.ndarray, batches: list[Batch]) -> list
         at[z] = np.zeros(len(columns), dtype=np.intp)
         at[z][used] = np.arange(len(used))
     picks = [(_run(at[b.control][b.rows]), _run(at[b.control][b.cols])) for b in batches]
+    plain = any(b.control is None for b in batches)
     index = st.rank_index(columns)
     chunk = max(1, CHUNK_VALUES // columns.size)
     for start in range(0, len(w), chunk):
         wb = w[start:start + chunk, None, :]  # (r, 1, n)
         total = wb.sum(axis=-1, keepdims=True)
-        centred = st.weighted_ranks_columns(columns, wb[:, 0], index)  # (r, K, n)
+        centred = st.weighted_ranks_columns(columns, w[start:start + chunk], index)  # (r, K, n)
         centred -= (wb * centred).sum(axis=-1, keepdims=True) / total
         weighted = wb * centred
-        blocks = {None: (centred, weighted, (weighted * centred).sum(axis=-1))}
+        blocks = {None: (centred, weighted, (weighted * centred).sum(axis=-1))} if plain else {}
         for z in controls:
             zc, used = centred[:, z:z + 1], _run(partialled[z])
             zz = (weighted[:, z:z + 1] * zc).sum(axis=-1, keepdims=True)
