@@ -348,7 +348,7 @@ def _fill(spear: list[_Pair], partial: list[_Pair], group: _Samples, paired: dic
         out = list(dict.fromkeys(p.outcome for p in batch))
         control = at[batch[0].confounder] if field == "partial" else None
         blocks.append(Batch([at[c] for c in ind], [at[c] for c in out], control))
-    boots = replicates(np.stack([group.values[c] for c in names]), paired[todo[0][0][0].key], blocks)
+    boots = replicates(np.stack([group.values[c] for c in names]), paired[pairs[0].key], blocks)
     for (batch, field), block, boot in zip(todo, blocks, boots):
         cells = boot[:, [block.rows.index(at[p.indicator]) for p in batch],
                      [block.cols.index(at[p.outcome]) for p in batch]]
