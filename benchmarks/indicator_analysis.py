@@ -14,6 +14,11 @@ Three computations of each table, each in its own interpreter, alternately, best
 * **new, all**: this tree with ``auroc_budgets = "all"``: the same 240 tests, the one-sample permutation p;
 * **new, reference**: this tree's default, AUROC at the reference budget only: 15 × (1 + 3) = 60 tests.
 
+With ``--baseline COMMIT`` (e.g. the commit a speed-up branched from), that commit's tree also runs both
+settings (**base all**, **base reference**, same interpreter protocol, interleaved), and a second table
+gives base vs new CPU s per setting and whether the whole ``analyse()`` output is bitwise identical (the
+JSON text of the two trees compared).
+
 The per-sample marginal is the least-squares slope of CPU s against the sample count over the synthetic
 sizes; with ``--passes`` (default on) it is also given in forward+backward-equivalents of the demo CNN:
 the slope divided by the CPU s per sample of one plain forward+backward (input gradient of the
@@ -58,6 +63,7 @@ INDICATORS = ("clean/loss", "clean/logit_margin", "curvature.topk/v1_curvature",
               "geometry.gradients/jacobian_sparsity_0.01", "geometry.gradients/jacobian_sparsity_0.1",
               "geometry.input_hessian/trace", "geometry.input_hessian/yu_slack", "geometry.input_hessian/lambda_1")
 SETTINGS = ("old", "all", "reference")
+BASE_SETTINGS = ("base all", "base reference")
 
 TIMER = r"""
 import json, sys, time
@@ -179,6 +185,8 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=None, help="also time the table of this finished audit")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--old-commit", default=OLD_COMMIT)
+    parser.add_argument("--baseline", default=None, metavar="COMMIT",
+                        help="also time this commit's tree with both settings and check its output is bitwise ours")
     parser.add_argument("--passes", action=argparse.BooleanOptionalAction, default=True,
                         help="time the demo CNN's forward+backward to give the marginal in passes per sample")
     parser.add_argument("--json", type=Path, default=None)
@@ -192,6 +200,15 @@ def main() -> None:
         archive = subprocess.run(["git", "archive", args.old_commit, "robaudit"], cwd=REPO, check=True,
                                  capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        settings = SETTINGS
+        if args.baseline:
+            base = tmp / "base"
+            base.mkdir()
+            archive = subprocess.run(["git", "archive", args.baseline, "robaudit"], cwd=REPO, check=True,
+                                     capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+            settings = (*SETTINGS, *BASE_SETTINGS)
+            record["baseline"] = args.baseline
         cases: list[tuple[str, dict[str, np.ndarray], dict, int]] = []
         for n in args.sizes:
             cols, results = standard_table(n)
@@ -211,16 +228,21 @@ def main() -> None:
             table, res = tmp / "table.npz", tmp / "results.json"
             np.savez(table, **cols)
             res.write_text(json.dumps(results))
-            cpu: dict[str, list[float]] = {s: [] for s in SETTINGS}
+            cpu: dict[str, list[float]] = {s: [] for s in settings}
             outs: dict[str, dict] = {}
             for _ in range(args.repeat):
-                for setting in SETTINGS:
-                    t, outs[setting] = timed(old if setting == "old" else REPO, table, res, seed, setting)
+                for setting in settings:
+                    tree = old if setting == "old" else base if setting in BASE_SETTINGS else REPO
+                    t, outs[setting] = timed(tree, table, res, seed, setting.removeprefix("base "))
                     cpu[setting].append(t)
             row = {"table": name, "samples": len(next(iter(cols.values()))),
                    "tests": {s: len(outs[s]["tests"]) for s in SETTINGS},
                    "cpu_s": {s: min(cpu[s]) for s in SETTINGS},
                    "point_difference": point_difference(outs["reference"], outs["old"])}
+            if args.baseline:
+                row["base_cpu_s"] = {s: min(cpu[f"base {s}"]) for s in ("all", "reference")}
+                row["bitwise_equal_to_base"] = {s: json.dumps(outs[f"base {s}"]) == json.dumps(outs[s])
+                                                for s in ("all", "reference")}
             record["rows"].append(row)
             tests, c = row["tests"], row["cpu_s"]
             print(f"{name:<36} {tests['old']:>5}/{tests['all']:>3}/{tests['reference']:>3}      "
@@ -239,8 +261,34 @@ def main() -> None:
               + (f" (one fwd+bwd: {1e6 * fb:.1f} µs per sample)" if fb else ""))
     print(f"threads: OMP_NUM_THREADS={record['omp_num_threads']}, torch 1; old = {args.old_commit}, "
           f"best of {args.repeat}")
+    if args.baseline:
+        _print_baseline(record)
     if args.json:
         args.json.write_text(json.dumps(record, indent=2))
+
+
+def _print_baseline(record: dict) -> None:
+    """The ``--baseline`` table: base vs this tree, CPU s per setting, bitwise equality, per-sample marginal."""
+    print(f"\nbaseline {record['baseline']} vs this tree (CPU s, best of {record['repeat']}; "
+          f"= : the whole analyse() output bitwise identical)")
+    print(f"{'table':<36} {'base all':>9} {'all':>7} {'':>2} {'base ref':>9} {'ref':>7} {'':>2}")
+    for row in record["rows"]:
+        b, c, eq = row["base_cpu_s"], row["cpu_s"], row["bitwise_equal_to_base"]
+        print(f"{row['table']:<36} {b['all']:>9.3f} {c['all']:>7.3f} {'=' if eq['all'] else '≠':>2} "
+              f"{b['reference']:>9.3f} {c['reference']:>7.3f} {'=' if eq['reference'] else '≠':>2}")
+    synthetic = [r for r in record["rows"] if r["table"].startswith("standard-shaped")]
+    if len(synthetic) >= 2:
+        n = np.array([r["samples"] for r in synthetic], dtype=float)
+        fb = record.get("demo_fwd_bwd_cpu_s_per_sample")
+        marginal = {}
+        for s in ("all", "reference"):
+            marginal[s] = {"base": float(np.polyfit(n, [r["base_cpu_s"][s] for r in synthetic], 1)[0]),
+                           "new": float(np.polyfit(n, [r["cpu_s"][s] for r in synthetic], 1)[0])}
+        record["baseline_marginal_cpu_s_per_sample"] = marginal
+        print("per-sample marginal, base → this tree: " + "; ".join(
+            f"{s}: {1e3 * m['base']:.2f} → {1e3 * m['new']:.2f} ms"
+            + (f" ({m['base'] / fb:.1f} → {m['new'] / fb:.1f} demo-CNN fwd+bwd)" if fb else "")
+            for s, m in marginal.items()))
 
 
 if __name__ == "__main__":

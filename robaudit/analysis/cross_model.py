@@ -177,32 +177,86 @@ def _pearson_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(denom > 0, (a @ b.T) / denom, np.nan)
 
 
+@dataclass(frozen=True)
+class Batch:
+    """One block of bootstrapped correlations: every column in ``rows`` against every column in ``cols``
+    (indices into the ``columns`` of :func:`replicates`), partialled on column ``control`` when it is set."""
+
+    rows: list[int]
+    cols: list[int]
+    control: int | None = None
+
+
 def _replicates(x: np.ndarray, y: np.ndarray, z: np.ndarray | None, w: np.ndarray) -> np.ndarray:
     """Bootstrap replicates of Spearman's ρ (or, with ``z``, the partial ρ controlling for z) of every row of
-    ``x`` (k, n) with every row of ``y`` (m, n) under multiplicities ``w`` (R, n): shape (R, k, m).
-
-    Each replicate is the weighted Pearson r of the resample's average ranks (:func:`st.weighted_ranks`), the
-    same quantity as :func:`st.spearman_replicates` / :func:`st.partial_spearman_replicates` per pair.
-    """
-    out = np.empty((len(w), len(x), len(y)))
+    ``x`` (k, n) with every row of ``y`` (m, n) under multiplicities ``w`` (R, n): shape (R, k, m)."""
+    k, m = len(x), len(y)
     columns = np.concatenate([x, y, z[None, :]] if z is not None else [x, y])
+    block = Batch(list(range(k)), list(range(k, k + m)), k + m if z is not None else None)
+    return replicates(columns, w, [block])[0]
+
+
+def replicates(columns: np.ndarray, w: np.ndarray, batches: list[Batch]) -> list[np.ndarray]:
+    """Bootstrap replicates of several blocks of Spearman ρ and partial ρ on the same resamples.
+
+    Each replicate is the weighted Pearson r of the resample's average ranks (:func:`st.weighted_ranks`), or
+    of their weighted least-squares residuals on the control's ranks: the same quantity as
+    :func:`st.spearman_replicates` / :func:`st.partial_spearman_replicates` per pair. Every column is ranked,
+    centred and (per control) residualised once per resample, whichever blocks use it; each block's
+    numerators are one matrix product per resample, of the block's own shape (a product's rounding can
+    depend on its shape, so blocks are not merged).
+
+    Args:
+        columns: shape ``(K, n)``, the values (finite).
+        w: multiplicities, shape ``(R, n)``.
+        batches: the blocks to compute.
+
+    Returns:
+        Per block, shape ``(R, len(rows), len(cols))``.
+    """
+    out = [np.empty((len(w), len(b.rows), len(b.cols))) for b in batches]
+    controls = list(dict.fromkeys(b.control for b in batches if b.control is not None))
+    partialled = {z: sorted({c for b in batches if b.control == z for c in (*b.rows, *b.cols)}) for z in controls}
+    at = {None: np.arange(len(columns))}  # column index → its row in the centred ranks (or in the residuals)
+    for z, used in partialled.items():
+        at[z] = np.zeros(len(columns), dtype=np.intp)
+        at[z][used] = np.arange(len(used))
+    picks = [(_run(at[b.control][b.rows]), _run(at[b.control][b.cols])) for b in batches]
+    plain = any(b.control is None for b in batches)
+    index = st.rank_index(columns)
     chunk = max(1, CHUNK_VALUES // columns.size)
     for start in range(0, len(w), chunk):
-        wc = w[start:start + chunk]
-        ranks = st.weighted_ranks_columns(columns, wc)  # (r, k + m (+ 1), n)
-        a, b = ranks[:, :len(x)], ranks[:, len(x):len(x) + len(y)]
-        wb = wc[:, None, :]
-        if z is not None:
-            rz = ranks[:, -1:]
-            a = st.weighted_residual(a, np.broadcast_to(rz, a.shape), wb)
-            b = st.weighted_residual(b, np.broadcast_to(rz, b.shape), wb)
-        a = a - (wb * a).sum(axis=-1, keepdims=True) / wb.sum(axis=-1, keepdims=True)
-        b = b - (wb * b).sum(axis=-1, keepdims=True) / wb.sum(axis=-1, keepdims=True)
-        num = (wb * a) @ b.transpose(0, 2, 1)
-        denom = np.sqrt((wb * a * a).sum(axis=-1)[:, :, None] * (wb * b * b).sum(axis=-1)[:, None, :])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[start:start + len(wc)] = np.where(denom > 0, num / denom, np.nan)
+        wb = w[start:start + chunk, None, :]  # (r, 1, n)
+        total = wb.sum(axis=-1, keepdims=True)
+        centred = st.weighted_ranks_columns(columns, w[start:start + chunk], index)  # (r, K, n)
+        centred -= (wb * centred).sum(axis=-1, keepdims=True) / total
+        weighted = wb * centred
+        blocks = {None: (centred, weighted, (weighted * centred).sum(axis=-1))} if plain else {}
+        for z in controls:
+            zc, used = centred[:, z:z + 1], _run(partialled[z])
+            zz = (weighted[:, z:z + 1] * zc).sum(axis=-1, keepdims=True)
+            cov = (weighted[:, used] * zc).sum(axis=-1, keepdims=True)
+            beta = np.divide(cov, zz, out=np.zeros_like(cov), where=zz > 0)
+            res = beta * zc
+            np.subtract(centred[:, used], res, out=res)
+            res -= (wb * res).sum(axis=-1, keepdims=True) / total
+            wres = wb * res
+            blocks[z] = (res, wres, (wres * res).sum(axis=-1))
+        for batch, (rows, cols), dest in zip(batches, picks, out):
+            a, wa, ss = blocks[batch.control]
+            num = wa[:, rows] @ a[:, cols].transpose(0, 2, 1)
+            denom = np.sqrt(ss[:, rows, None] * ss[:, None, cols])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                dest[start:start + len(wb)] = np.where(denom > 0, num / denom, np.nan)
     return out
+
+
+def _run(idx: np.ndarray | list[int]) -> slice | np.ndarray:
+    """``idx`` as a slice where it is a run of consecutive indices (a view rather than a copy), else as is."""
+    idx = np.asarray(idx, dtype=np.intp)
+    if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+        return slice(int(idx[0]), int(idx[0]) + len(idx))
+    return idx
 
 
 def _percentiles(boot: np.ndarray, values: np.ndarray, level: float) -> tuple[list[float | None], list[float | None]]:

@@ -324,28 +324,37 @@ def _spearman_intervals(pairs: list[_Pair], samples: dict[bytes, _Samples], pair
             pair.test["estimate"] = _interval(st.Interval(pair.value, math.nan, math.nan, config.level))
         for pair in partial:
             pair.test["partial"] = _interval(st.Interval(pair.partial_value, math.nan, math.nan, config.level))
-        _fill([p for p in spear if not math.isnan(p.value)], group, None, paired, config, "estimate")
-        _fill([p for p in partial if not math.isnan(p.partial_value)], group, partial[0].confounder if partial else None,
-              paired, config, "partial")
+        _fill([p for p in spear if not math.isnan(p.value)], [p for p in partial if not math.isnan(p.partial_value)],
+              group, paired, config)
 
 
-def _fill(batch: list[_Pair], group: _Samples, confounder: str | None, paired: dict[bytes, np.ndarray],
-          config: AnalysisConfig, field: str) -> None:
-    """Percentile intervals of ``batch``'s ρ (``field="estimate"``) or partial ρ (controlling for
-    ``confounder``) from one batched bootstrap: :func:`robaudit.analysis.cross_model._replicates`, the zoo's."""
-    from robaudit.analysis.cross_model import _replicates
+def _fill(spear: list[_Pair], partial: list[_Pair], group: _Samples, paired: dict[bytes, np.ndarray],
+          config: AnalysisConfig) -> None:
+    """Percentile intervals of ``spear``'s ρ and ``partial``'s partial ρ (controlling for their confounder),
+    all from one batched bootstrap on the group's resamples (:func:`robaudit.analysis.cross_model.replicates`,
+    the zoo's), so each column is ranked once per resample for both."""
+    from robaudit.analysis.cross_model import Batch, replicates
 
-    if not batch:
+    todo = [(batch, field) for batch, field in ((spear, "estimate"), (partial, "partial")) if batch]
+    if not todo:
         return
-    ind = list(dict.fromkeys(p.indicator for p in batch))
-    out = list(dict.fromkeys(p.outcome for p in batch))
-    z = group.values[confounder] if confounder else None
-    boot = _replicates(np.stack([group.values[c] for c in ind]), np.stack([group.values[c] for c in out]), z,
-                       paired[batch[0].key])
-    cells = boot[:, [ind.index(p.indicator) for p in batch], [out.index(p.outcome) for p in batch]]
-    values = [p.value if field == "estimate" else p.partial_value for p in batch]
-    for pair, interval in zip(batch, _intervals(cells, values, config.level)):
-        pair.test[field] = interval
+    pairs = [p for batch, _ in todo for p in batch]
+    names = list(dict.fromkeys([*(p.indicator for p in pairs), *(p.outcome for p in pairs),
+                                *(p.confounder for p in pairs if p.confounder)]))  # so blocks take runs of rows
+    at = {c: k for k, c in enumerate(names)}
+    blocks = []
+    for batch, field in todo:
+        ind = list(dict.fromkeys(p.indicator for p in batch))
+        out = list(dict.fromkeys(p.outcome for p in batch))
+        control = at[batch[0].confounder] if field == "partial" else None
+        blocks.append(Batch([at[c] for c in ind], [at[c] for c in out], control))
+    boots = replicates(np.stack([group.values[c] for c in names]), paired[pairs[0].key], blocks)
+    for (batch, field), block, boot in zip(todo, blocks, boots):
+        cells = boot[:, [block.rows.index(at[p.indicator]) for p in batch],
+                     [block.cols.index(at[p.outcome]) for p in batch]]
+        values = [p.value if field == "estimate" else p.partial_value for p in batch]
+        for pair, interval in zip(batch, _intervals(cells, values, config.level)):
+            pair.test[field] = interval
 
 
 def _intervals(boot: np.ndarray, values: list[float], level: float) -> list[dict[str, float | None]]:

@@ -43,73 +43,71 @@ def bootstrap_weights(n: int, n_resamples: int, rng: np.random.Generator) -> np.
     return np.bincount(flat, minlength=n_resamples * n).reshape(n_resamples, n).astype(np.float64)
 
 
-def _doubled_sorted_ranks(columns: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Twice the average rank of each value of each column in each resampled multiset, in sorted order.
-
-    Integer arithmetic throughout (so exact): the doubled average rank of a tie group is
-    ``before + through + 1``, where ``before`` and ``through`` count the copies drawn before the group
-    and up to its end.
-
-    Args:
-        columns: K columns of n values, shape ``(K, n)``.
-        weights: multiplicities, shape ``(R, n)`` (non-negative integers, as floats or ints).
-
-    Returns:
-        ``orders`` (K, n): each column's stable sort order; ``drawn`` (n, K, R): the multiplicity of the
-        value at each sorted position; ``doubled`` (n, K, R): twice its average rank (int64).
-    """
-    k, n = columns.shape
-    orders = np.argsort(columns, axis=1, kind="stable")
-    ordered = np.take_along_axis(columns, orders, axis=1)
-    dtype = _count_dtype(n)
-    drawn = weights.T.astype(dtype)[orders.T]  # (n, K, R): one row gather per column
-    through = _running_sum(drawn)
-    starts = np.ones((k, n), bool)
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    if starts.all():  # no ties: every group is one value
-        through *= 2
-        through -= drawn
-        through += 1
-        return orders, drawn, through
-    ends = np.ones((k, n), bool)
-    ends[:, :-1] = starts[:, 1:]
-    position = np.broadcast_to(np.arange(n), (k, n))
-    first = np.maximum.accumulate(np.where(starts, position, 0), axis=1).T  # (n, K): start of each tie group
-    last = np.minimum.accumulate(np.where(ends, position, n - 1)[:, ::-1], axis=1)[:, ::-1].T
-    col = np.arange(k)[None, :]
-    before = through[first, col] - drawn[first, col]
-    before += through[last, col]
-    before += 1
-    return orders, drawn, before
-
-
 def _count_dtype(n: int) -> type:
     """The narrowest integer type that holds n·(2n + 1) (a multiplicity times a doubled rank)."""
     return np.int32 if n * (2 * n + 1) < 2**31 else np.int64
 
 
-def _running_sum(a: np.ndarray, in_place: bool = False) -> np.ndarray:
-    """Cumulative sum along axis 0, one vectorised add per row (``np.cumsum`` along a leading axis walks
-    each column with a stride, several times slower here); into ``a`` itself when ``in_place``."""
-    out = a if in_place else a.copy()
-    for i in range(1, len(out)):
-        np.add(out[i - 1], out[i], out=out[i])
-    return out
+@dataclass(frozen=True)
+class RankIndex:
+    """Each column's sort, for ranking many resamples of it with one sort (:func:`rank_index`).
+
+    ``orders``: each column's stable sort order, flattened, shape ``(K·n,)``; ``first`` and ``after``: for each
+    value (flattened ``(K, n)``, in the columns' own order), where its tie group starts and ends in its column's
+    prefix sums of the sorted multiplicities (flat indices into ``(K, n + 1)``), so that the copies drawn
+    before the group are ``prefix[first]`` and those up to its end ``prefix[after]``.
+    """
+
+    orders: np.ndarray
+    first: np.ndarray
+    after: np.ndarray
+    shape: tuple[int, int]
 
 
-def weighted_ranks_columns(columns: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def rank_index(columns: np.ndarray) -> RankIndex:
+    """The :class:`RankIndex` of ``columns`` (shape ``(K, n)``, finite)."""
+    columns = np.asarray(columns, dtype=np.float64)
+    k, n = columns.shape
+    orders = np.argsort(columns, axis=1, kind="stable")
+    ordered = np.take_along_axis(columns, orders, axis=1)
+    starts = np.ones((k, n), bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ends = np.ones((k, n), bool)
+    ends[:, :-1] = starts[:, 1:]
+    position = np.broadcast_to(np.arange(n), (k, n))
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=1)  # sorted position → its group's start
+    last = np.minimum.accumulate(np.where(ends, position, n - 1)[:, ::-1], axis=1)[:, ::-1]
+    sorted_at = np.empty_like(orders)  # the inverse permutation: value → its sorted position
+    np.put_along_axis(sorted_at, orders, position, axis=1)
+    row = (np.arange(k) * (n + 1))[:, None]
+    return RankIndex(orders.ravel(), (np.take_along_axis(first, sorted_at, axis=1) + row).ravel(),
+                     (np.take_along_axis(last, sorted_at, axis=1) + 1 + row).ravel(), (k, n))
+
+
+def weighted_ranks_columns(columns: np.ndarray, weights: np.ndarray, index: RankIndex | None = None) -> np.ndarray:
     """:func:`weighted_ranks` of K columns under the same multiplicities: shape ``(R, K, n)``.
+
+    Integer arithmetic throughout (so exact): twice the average rank of a tie group is
+    ``before + through + 1``, where ``before`` and ``through`` count the copies drawn before the group and up
+    to its end, read from each column's prefix sums of its sorted multiplicities.
 
     Args:
         columns: shape ``(K, n)``.
-        weights: multiplicities, shape ``(R, n)``.
+        weights: multiplicities, shape ``(R, n)`` (non-negative integers, as floats or ints).
+        index: ``rank_index(columns)``, when the caller ranks several chunks of resamples of the same columns.
     """
-    orders, _, doubled = _doubled_sorted_ranks(np.asarray(columns, dtype=np.float64), weights)
-    k = len(orders)
-    out = np.empty((weights.shape[1], k, len(weights)))  # (n, K, R), filled in each column's order
-    out[orders.T, np.arange(k)[None, :]] = doubled
-    out *= 0.5
-    return np.ascontiguousarray(out.transpose(2, 1, 0))
+    index = rank_index(columns) if index is None else index
+    k, n = index.shape
+    r = len(weights)
+    dtype = _count_dtype(n)
+    drawn = np.take(weights.astype(dtype), index.orders, axis=1).reshape(r, k, n)
+    prefix = np.zeros((r, k, n + 1), dtype)
+    np.cumsum(drawn, axis=-1, dtype=dtype, out=prefix[:, :, 1:])
+    prefix = prefix.reshape(r, k * (n + 1))
+    doubled = np.take(prefix, index.first, axis=1)
+    doubled += np.take(prefix, index.after, axis=1)
+    doubled += 1
+    return np.multiply(doubled, 0.5).reshape(r, k, n)
 
 
 def weighted_ranks(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -305,13 +303,16 @@ def auroc_replicates(score: np.ndarray, label: np.ndarray, w: np.ndarray) -> np.
 def auroc_replicates_columns(scores: np.ndarray, label: np.ndarray, w: np.ndarray) -> np.ndarray:
     """:func:`auroc_replicates` of K score columns against one binary ``label`` under the same ``w``.
 
-    The Mann–Whitney U of a resample is Σ over positives of (multiplicity × the negatives' multiplicity
-    ranked below it), ties counting ½: the mean of U with tied negatives sorted after the positives (strict)
-    and before them (or equal). Each is one running sum over the negatives in sort order, in integer
-    arithmetic, so U is exact and equals ranking every resample with ``scipy.stats.rankdata``.
+    Twice the Mann–Whitney U of a resample is Σ over positives of (multiplicity × (the negatives'
+    multiplicity strictly below it + that at or below it)): a tie counts ½. Both are read from a prefix sum
+    of the negatives' multiplicities in each column's sort order, at each positive's place among them
+    (``np.searchsorted``, left and right); or, when the positives are fewer, the other way round (twice
+    U = 2·(positives drawn)·(negatives drawn) − the same sum over negatives of the positives below them).
+    Integer arithmetic throughout, so U is exact and equals ranking every resample with
+    ``scipy.stats.rankdata``.
 
     Args:
-        scores: shape ``(K, n)``.
+        scores: shape ``(K, n)``, finite.
         label: shape ``(n,)``, 0/1 or bool.
         w: stratified multiplicities, shape ``(R, n)``.
 
@@ -321,32 +322,46 @@ def auroc_replicates_columns(scores: np.ndarray, label: np.ndarray, w: np.ndarra
     scores = np.asarray(scores, dtype=np.float64)
     label = np.asarray(label).astype(bool)
     n_pos, n_neg = int(label.sum()), int((~label).sum())
-    counts = w.T.astype(_count_dtype(len(label)))  # (n, R)
-    negative = counts * ~label[:, None]
-    positive = counts * label[:, None]
-    ordered = np.sort(scores, axis=1)
-    tied = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
-    twice_u = np.empty((len(scores), len(w)), dtype=np.int64)
-    for rows, ties_last in ((~tied, None), (tied, True)):
-        if not rows.any():
-            continue
-        sub = scores[rows]
-        if ties_last is None:  # no ties: U counts each negative below a positive once, twice_u is twice that
-            twice_u[rows] = 2 * _positives_over_negatives(np.argsort(sub, axis=1, kind="stable"), positive, negative)
-            continue
-        strict = np.lexsort((np.broadcast_to(~label, sub.shape), sub), axis=1)  # tied positives first
-        loose = np.lexsort((np.broadcast_to(label, sub.shape), sub), axis=1)  # tied negatives first
-        twice_u[rows] = (_positives_over_negatives(strict, positive, negative)
-                         + _positives_over_negatives(loose, positive, negative))
-    return (twice_u / 2 / (n_pos * n_neg)).T
+    counts = w.astype(_count_dtype(len(label)))
+    if n_neg <= n_pos:
+        twice_u = _draws_below(scores[:, ~label], counts[:, ~label], scores[:, label], counts[:, label])
+    else:
+        drawn = counts[:, label].sum(axis=1, dtype=np.int64) * counts[:, ~label].sum(axis=1, dtype=np.int64)
+        twice_u = 2 * drawn[:, None] - _draws_below(scores[:, label], counts[:, label], scores[:, ~label],
+                                                    counts[:, ~label])
+    return twice_u / 2 / (n_pos * n_neg)
 
 
-def _positives_over_negatives(orders: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
-    """Σ over positions in each column's ``orders`` (K, n) of the positive multiplicity there × the negative
-    multiplicity up to there, shape (K, R); ``positive``, ``negative``: multiplicities (n, R)."""
-    below = _running_sum(negative[orders.T], in_place=True)  # (n, K, R), a fresh gather
-    below *= positive[orders.T]
-    return below.sum(axis=0, dtype=below.dtype).astype(np.int64)  # ≤ n_pos·n_neg: fits the count type
+def _draws_below(values: np.ndarray, counts: np.ndarray, queries: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Σ over queries of (its multiplicity × (the values' multiplicity strictly below it + that at or below
+    it)), per resample and column: shape (R, K), int64.
+
+    Args:
+        values: shape ``(K, a)``; ``counts``: their multiplicities, shape ``(R, a)``.
+        queries: shape ``(K, b)``; ``weights``: their multiplicities, shape ``(R, b)``.
+    """
+    (k, a), (r, b) = values.shape, weights.shape
+    orders = np.argsort(values, axis=1, kind="stable")
+    ordered = np.take_along_axis(values, orders, axis=1)
+    row = (np.arange(k) * (a + 1))[:, None]  # each column's offset in the flattened prefix sums
+    below = np.stack([np.searchsorted(o, q, side="left") for o, q in zip(ordered, queries)]) + row
+    through = np.stack([np.searchsorted(o, q, side="right") for o, q in zip(ordered, queries)]) + row
+    prefix = np.zeros((r, k, a + 1), counts.dtype)
+    np.cumsum(np.take(counts, orders.ravel(), axis=1).reshape(r, k, a), axis=-1, dtype=counts.dtype,
+              out=prefix[:, :, 1:])
+    prefix = prefix.reshape(r, k * (a + 1))
+    total = _weighted_rows(np.take(prefix, below.ravel(), axis=1).reshape(r, k, b), weights)
+    tied = (below != through).any(axis=1)  # a query ties with a value
+    if tied.any():
+        total[:, tied] += _weighted_rows(np.take(prefix, through[tied].ravel(), axis=1).reshape(r, -1, b), weights)
+    total[:, ~tied] *= 2
+    return total
+
+
+def _weighted_rows(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Σ_p ``weights[r, p]`` × ``values[r, k, p]``, shape (R, K), as int64 (exact: with stratified
+    multiplicities each sum is at most 2·n_pos·n_neg < n², which the count type holds)."""
+    return np.einsum("rkp,rp->rk", values, weights).astype(np.int64)
 
 
 def auroc_p(score: np.ndarray, label: np.ndarray) -> float:
