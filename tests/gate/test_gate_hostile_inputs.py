@@ -1,0 +1,116 @@
+"""Hostile inputs to ``robaudit gate`` that once passed (or destroyed what they gated).
+
+Each case is built in tmp_path from real audits and gated through the real CLI; the tests assert the exit
+code, the one ``robaudit: error`` line, and what is on disk afterwards.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from demo import DEMO_ARCH, DEMO_CHECKPOINT
+from gate_helpers import cli, cli_code, error_line, write_rules
+
+ACC = '["probes", "clean", "summary", "accuracy"]'
+REGRESSION = f"""
+[[rule]]
+metric = {ACC}
+max-regression = 0.0
+noise = "none"
+"""
+FGSM_REGRESSION = """
+[[rule]]
+metric = ["probes", "attack.fgsm", "summary", "robust_accuracy", 0.1]
+max-regression = 0.0
+noise = "none"
+"""
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def fgsm_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two real audits of the same model and samples with FGSM, one at the default ε list and one at --eps."""
+    root = tmp_path_factory.mktemp("fgsm")
+    runs = {}
+    for name, extra in (("default", []), ("other_eps", ["--eps", "linf=0.02,0.1"])):
+        out = root / name
+        code = cli_code(["run", str(DEMO_CHECKPOINT), "--arch", DEMO_ARCH, "--n-samples", "20", "--probes",
+                         "clean,attack.fgsm", "--threads", "1", "--out", str(out), "--no-report", "-q", *extra])
+        assert code == 0
+        runs[name] = out
+    return runs
+
+
+def test_a_baseline_with_another_eps_list_is_refused_unless_allowed(fgsm_runs: dict[str, Path],
+                                                                     tmp_path: Path) -> None:
+    candidate = tmp_path / "candidate"
+    shutil.copytree(fgsm_runs["default"], candidate)
+    rules = write_rules(tmp_path / "gate.toml", FGSM_REGRESSION)
+    before = _sha(candidate / "results.json")
+    code, _, err = cli(["gate", str(candidate), "--rules", str(rules), "--baseline", str(fgsm_runs["other_eps"])])
+    assert code == 2
+    line = error_line(err)
+    assert "not comparable" in line and "threat model linf eps" in line and "allow-mismatch" in line
+    assert _sha(candidate / "results.json") == before
+    # the robust accuracy at ε = 0.1 is present in both, so the rule could be evaluated once the user accepts it
+    code, _, err = cli(["gate", str(candidate), "--rules", str(rules), "--baseline", str(fgsm_runs["other_eps"]),
+                        "--allow-mismatch", "config"])
+    assert code in (0, 1), err
+
+
+@pytest.mark.parametrize("how", ["same directory", "other spelling", "byte-identical copy"])
+def test_a_baseline_that_is_the_candidate_itself_is_refused(candidate: Path, tmp_path: Path, how: str) -> None:
+    rules = write_rules(tmp_path / "gate.toml", REGRESSION)
+    baseline = {"same directory": candidate, "other spelling": Path(f"{candidate}/../{candidate.name}/"),
+                "byte-identical copy": tmp_path / "copy"}[how]
+    if how == "byte-identical copy":
+        shutil.copytree(candidate, baseline)
+    before = _sha(candidate / "results.json")
+    code, _, err = cli(["gate", str(candidate), "--rules", str(rules), "--baseline", str(baseline),
+                        "--allow-mismatch", "dataset,samples,config"])
+    assert code == 2
+    line = error_line(err)
+    assert "comparing the audit with itself" in line and "Fix:" in line
+    assert _sha(candidate / "results.json") == before
+    assert "PASS" not in (candidate / "gate-summary.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("option, target", [("--junit", "results.json"), ("--markdown", "results.json"),
+                                            ("--junit", "per_sample.csv"), ("--markdown", "report.html"),
+                                            ("--junit", "baseline/results.json"), ("both", "same.xml")])
+def test_outputs_never_overwrite_what_the_gate_reads(candidate: Path, baseline: Path, tmp_path: Path, option: str,
+                                                     target: str) -> None:
+    rules = write_rules(tmp_path / "gate.toml", REGRESSION)
+    protected = [candidate / n for n in ("results.json", "per_sample.csv", "report.html")] + \
+                [baseline / n for n in ("results.json", "per_sample.csv")]
+    before = {p: _sha(p) for p in protected}
+    args = ["gate", str(candidate), "--rules", str(rules), "--baseline", str(baseline)]
+    if option == "both":
+        args += ["--junit", str(tmp_path / target), "--markdown", str(tmp_path / target)]
+    elif target.startswith("baseline/"):
+        args += [option, str(baseline / target.split("/", 1)[1])]
+    else:
+        args += [option, str(candidate / target)]
+    code, _, err = cli(args)
+    assert code == 2
+    line = error_line(err)
+    assert "the gate would overwrite it" in line
+    assert {p: _sha(p) for p in protected} == before
+    assert not (tmp_path / "same.xml").exists()
+
+
+def test_the_step_summary_never_overwrites_the_results(candidate: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    rules = write_rules(tmp_path / "gate.toml", f"[[rule]]\nmetric = {ACC}\nthreshold = 0.1\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(candidate / "results.json"))
+    before = _sha(candidate / "results.json")
+    code, _, err = cli(["gate", str(candidate), "--rules", str(rules)])
+    assert code == 2
+    assert "$GITHUB_STEP_SUMMARY" in error_line(err)
+    assert _sha(candidate / "results.json") == before
