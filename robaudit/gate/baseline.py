@@ -45,7 +45,8 @@ class Run:
         """Read ``results.json`` and the per-sample table of ``path``.
 
         Raises:
-            UsageError: no readable ``results.json`` there.
+            UsageError: no readable ``results.json`` there, or a per-sample table that disagrees with it
+                (truncated, a recorded column missing, an id twice).
         """
         path = Path(path)
         if not path.is_dir():
@@ -53,6 +54,7 @@ class Run:
                              fix="pass the --out directory of a 'robaudit run'")
         results = store.read_results(path)
         ids, columns = store.read_per_sample(path)
+        store.check_per_sample(results, ids, columns, path)
         return cls(path, results, ids, columns)
 
 
@@ -130,14 +132,15 @@ def find_mismatches(candidate: Run, baseline: Run, probes: set[str]) -> dict[str
 
 
 def same_run(candidate: Run, baseline: Run) -> str:
-    """Why ``baseline`` is the candidate itself (the same directory, or a byte-identical ``results.json``),
-    as a phrase, or ``""`` when it is another audit."""
+    """Why ``baseline`` is the candidate itself (the same directory, or byte-identical ``results.json`` and
+    ``per_sample.csv``), as a phrase, or ``""`` when it is another audit."""
     c, b = Path(candidate.path), Path(baseline.path)
     if c.is_dir() and b.is_dir() and os.path.samefile(c, b):
         return f"the candidate's own directory ({c})"
-    c_sha, b_sha = file_sha256(c / store.RESULTS_FILE), file_sha256(b / store.RESULTS_FILE)
-    if c_sha is not None and c_sha == b_sha:
-        return f"a byte-identical copy of the candidate's results ({c / store.RESULTS_FILE})"
+    files = (store.RESULTS_FILE, store.PER_SAMPLE_FILE)
+    c_sha, b_sha = [file_sha256(c / f) for f in files], [file_sha256(b / f) for f in files]
+    if c_sha[0] is not None and c_sha == b_sha:
+        return f"a byte-identical copy of the candidate's results ({c}: {' and '.join(files)})"
     return ""
 
 

@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from robaudit.errors import UsageError
+from robaudit.probes.base import Severity
 
 _OBJECT_SECTIONS = ("config", "environment", "model", "data", "preflight", "analysis", "per_sample")
 _PROBE_OBJECTS = ("config", "summary", "error", "higher_is_better")
+FLAG_SEVERITIES = tuple(s.value for s in Severity)
+"""The severities robaudit writes."""
 _REGENERATE = "re-run the audit that wrote it ('robaudit run ... --out DIR') to regenerate it"
 
 
@@ -120,19 +123,32 @@ def _check_shape(results: dict[str, Any], path: Path) -> None:
     for name, entry in probes.items():
         if not isinstance(entry, dict):
             raise refuse(("probes", name), entry, "an object")
+        if "flags" in entry:
+            _check_flags(entry["flags"], ("probes", name, "flags"), refuse)
         for key in _PROBE_OBJECTS:
             value = entry.get(key)
             if value is not None and not isinstance(value, dict) and not (key == "higher_is_better" and isinstance(value, bool)):
                 raise refuse(("probes", name, key), value, "an object")
-    flags = results.get("flags", [])
-    if not isinstance(flags, list):
-        raise refuse(("flags",), flags, "a list of flag objects")
-    for i, flag in enumerate(flags):
-        if not isinstance(flag, dict):
-            raise refuse(("flags", i), flag, "a flag object ({id, severity, source, message})")
+    _check_flags(results.get("flags", []), ("flags",), refuse)
     gate = results.get("gate")
     if gate is not None and not isinstance(gate, dict):
         raise refuse(("gate",), gate, "an object or null")
+
+
+def _check_flags(flags: Any, where: tuple[Any, ...], refuse: Any) -> None:
+    """A list of flag objects whose id, source and message are strings and whose severity is a known one: the
+    gate's flag rules match on them, so an unknown severity (``"ERROR"``, null) would slip past ``min-severity``."""
+    if not isinstance(flags, list):
+        raise refuse(where, flags, "a list of flag objects")
+    for i, flag in enumerate(flags):
+        if not isinstance(flag, dict):
+            raise refuse((*where, i), flag, "a flag object ({id, severity, source, message})")
+        if flag.get("severity") not in FLAG_SEVERITIES:
+            raise refuse((*where, i, "severity"), flag.get("severity"), f"one of {', '.join(FLAG_SEVERITIES)}")
+        for key in ("id", "source", "message"):
+            if key in flag or key == "id":
+                if not isinstance(flag.get(key), str):
+                    raise refuse((*where, i, key), flag.get(key), "a string")
 
 
 def _first_non_finite(node: Any, where: tuple[Any, ...]) -> tuple[tuple[Any, ...], str] | None:

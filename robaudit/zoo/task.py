@@ -176,6 +176,9 @@ def run_task(request: TaskRequest, attempt: Runner) -> TaskRecord:
         settings = {**settings, "batch-size": retried}
         resume = True
     status = {ExitCode.OK: "ok", ExitCode.GATE_FAILED: "gate_failed", ExitCode.INTERRUPTED: "interrupted"}.get(code, "failed")
+    unbacked = _unbacked_success(code, out_dir, request.gate is not None)
+    if unbacked:  # the process said "finished" but its audit did not: a crash (os._exit in forward), not a pass
+        status, reason = "failed", unbacked
     return TaskRecord(request.name, request.digest, status, code, "" if status == "ok" else reason,
                       round(time.perf_counter() - start, 3), attempts, retried, sig,
                       first_probe_s=result.first_probe_s, cpu_s=round(cpu, 3))
@@ -198,6 +201,32 @@ def _reason(stderr: str, code: int, sig: int | None, out_dir: Path) -> str:
         return lines[-1].removeprefix("robaudit: ")
     rest = [ln for ln in stderr.splitlines() if ln.strip()]
     return rest[-1] if rest else f"the audit process exited with code {code} and printed nothing"
+
+
+def _unbacked_success(code: int, out_dir: Path, gated: bool) -> str:
+    """Why exit code 0 (ok) or 1 (gate failed) is not what the model's results say, or ``""`` when it is.
+
+    A model's code can end its audit's process with any code (``os._exit(0)`` in ``forward``); only a finished
+    ``results.json`` (status ``complete``, or ``partial`` with skipped probes) makes 0 an audit that finished, and only a gate record that failed
+    makes 1 a gate failure.
+    """
+    if code not in (ExitCode.OK, ExitCode.GATE_FAILED):
+        return ""
+    try:
+        results = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        results = None
+    status = results.get("status") if isinstance(results, dict) else None
+    gate = results.get("gate") if isinstance(results, dict) else None
+    gate_status = gate.get("status") if isinstance(gate, dict) else None
+    finished = status in ("complete", "partial")  # partial: a probe skipped for a stated reason, still exit 0
+    if code == ExitCode.OK and finished and (not gated or gate_status == "passed"):
+        return ""
+    if code == ExitCode.GATE_FAILED and gated and finished and gate_status == "failed":
+        return ""
+    found = "no readable results.json" if results is None else f"results.json with status {status!r}" + (
+        f" and gate status {gate_status!r}" if gated else "")
+    return f"the audit process exited with code {code} but left {found}: it ended before its audit finished"
 
 
 def _probes(out_dir: Path) -> dict[str, Any]:

@@ -114,3 +114,85 @@ def test_the_step_summary_never_overwrites_the_results(candidate: Path, tmp_path
     assert code == 2
     assert "$GITHUB_STEP_SUMMARY" in error_line(err)
     assert _sha(candidate / "results.json") == before
+
+
+PER_SAMPLE_RULE = """
+[[rule]]
+per-sample = ["clean", "loss"]
+threshold = 5.0
+higher-is-better = false
+"""
+
+
+def _cut_rows(table: Path, keep: int) -> None:
+    lines = table.read_text(encoding="utf-8").splitlines(keepends=True)
+    table.write_text("".join(lines[:1 + keep]), encoding="utf-8")
+
+
+@pytest.mark.parametrize("how", ["rows cut at a line end", "header only", "an id twice", "a recorded column dropped"])
+def test_a_per_sample_table_that_disagrees_with_results_json_is_refused(candidate: Path, tmp_path: Path,
+                                                                       how: str) -> None:
+    table = candidate / "per_sample.csv"
+    lines = table.read_text(encoding="utf-8").splitlines(keepends=True)
+    if how == "rows cut at a line end":
+        _cut_rows(table, 5)
+    elif how == "header only":
+        _cut_rows(table, 0)
+    elif how == "an id twice":
+        table.write_text("".join(lines[:-1] + [lines[1]]), encoding="utf-8")
+    else:
+        cells = [line.rstrip("\n").split(",") for line in lines]
+        drop = cells[0].index("calibration/brier")
+        table.write_text("".join(",".join(c[:drop] + c[drop + 1:]) + "\n" for c in cells), encoding="utf-8")
+    rules = write_rules(tmp_path / "gate.toml", PER_SAMPLE_RULE)
+    before = _sha(candidate / "results.json")
+    code, _, err = cli(["gate", str(candidate), "--rules", str(rules)])
+    assert code == 2
+    line = error_line(err)
+    assert "per_sample.csv" in line and "Fix:" in line
+    assert _sha(candidate / "results.json") == before
+
+
+@pytest.mark.parametrize("optional", [False, True])
+def test_a_missing_per_sample_table_is_an_error_not_a_skip(candidate: Path, tmp_path: Path, optional: bool) -> None:
+    (candidate / "per_sample.csv").unlink()
+    rules = write_rules(tmp_path / "gate.toml", PER_SAMPLE_RULE + ("optional = true\n" if optional else ""))
+    code, _, err = cli(["gate", str(candidate), "--rules", str(rules)])
+    assert code == 2
+    line = error_line(err)
+    assert "records the per-sample column clean/loss" in line and "per_sample.csv is missing" in line
+
+
+@pytest.mark.parametrize("severity", ["ERROR", None, 2])
+def test_a_flag_of_unknown_severity_is_refused_not_passed(candidate: Path, tmp_path: Path, severity: object) -> None:
+    import json
+
+    results = json.loads((candidate / "results.json").read_text(encoding="utf-8"))
+    results["flags"].append({"id": "probabilities_not_logits", "severity": severity, "source": "preflight",
+                             "message": "edited"})
+    (candidate / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    rules = write_rules(tmp_path / "gate.toml", '[[rule]]\nmin-severity = "warning"\n')
+    code, _, err = cli(["gate", str(candidate), "--rules", str(rules)])
+    assert code == 2
+    assert "flags › [" in error_line(err) and "severity" in error_line(err)
+
+
+@pytest.mark.parametrize("status", ["failed", "interrupted", "never started"])
+def test_a_flag_rule_never_passes_over_a_probe_that_did_not_finish(candidate: Path, tmp_path: Path,
+                                                                    status: str) -> None:
+    import json
+
+    results = json.loads((candidate / "results.json").read_text(encoding="utf-8"))
+    if status == "never started":
+        del results["probes"]["calibration"]
+        results["status"] = "interrupted"
+    else:
+        results["probes"]["calibration"].update(status=status, error={"type": "RuntimeError", "message": "boom"})
+    (candidate / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    any_error = write_rules(tmp_path / "any.toml", '[[rule]]\nmin-severity = "error"\n')
+    code, out, _ = cli(["gate", str(candidate), "--rules", str(any_error)])
+    assert code == 1
+    assert "calibration" in out
+    # a rule narrowed to the sources that finished is evaluated as before
+    preflight_only = write_rules(tmp_path / "pre.toml", '[[rule]]\nmin-severity = "error"\nsources = ["preflight", "clean"]\n')
+    assert cli(["gate", str(candidate), "--rules", str(preflight_only)])[0] == 0
