@@ -132,15 +132,11 @@ def find_mismatches(candidate: Run, baseline: Run, probes: set[str]) -> dict[str
 
 
 def same_run(candidate: Run, baseline: Run) -> str:
-    """Why ``baseline`` is the candidate itself (the same directory, or byte-identical ``results.json`` and
-    ``per_sample.csv``), as a phrase, or ``""`` when it is another audit."""
+    """Why ``baseline`` is the candidate itself (its directory, however spelt: a symbolic link, ``..``), as a
+    phrase, or ``""`` when it is another directory. A copy is another audit's stand-in and is compared as one."""
     c, b = Path(candidate.path), Path(baseline.path)
     if c.is_dir() and b.is_dir() and os.path.samefile(c, b):
         return f"the candidate's own directory ({c})"
-    files = (store.RESULTS_FILE, store.PER_SAMPLE_FILE)
-    c_sha, b_sha = [file_sha256(c / f) for f in files], [file_sha256(b / f) for f in files]
-    if c_sha[0] is not None and c_sha == b_sha:
-        return f"a byte-identical copy of the candidate's results ({c}: {' and '.join(files)})"
     return ""
 
 
