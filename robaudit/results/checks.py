@@ -16,13 +16,18 @@ it, and what was found.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from robaudit.errors import UsageError
 from robaudit.probes.base import Severity
 
-_OBJECT_SECTIONS = ("config", "environment", "model", "data", "preflight", "analysis", "per_sample")
+_OBJECT_SECTIONS = ("config", "environment", "model", "data", "preflight", "analysis", "per_sample", "threat_model",
+                    "attack_outcomes", "cost_estimate")
+_NESTED_OBJECTS = (("environment", "packages"), ("threat_model", "norms"), ("attack_outcomes", "norms"),
+                   ("gate", "counts"), ("gate", "baseline"), ("gate", "mismatches"))
+"""Objects below the sections that the report and the gate index into (each may be absent or null)."""
 _PROBE_OBJECTS = ("config", "summary", "error", "higher_is_better")
 FLAG_SEVERITIES = tuple(s.value for s in Severity)
 """The severities robaudit writes."""
@@ -70,7 +75,8 @@ def parse_results(raw: bytes, path: Path) -> dict[str, Any]:
     found = _first_non_finite(results, ())
     if found is not None:
         where, literal = found
-        raise UsageError(f"{path} holds {literal} at {_where(where)}; JSON has no {literal} and robaudit writes "
+        why = "a finite float has no such number" if literal.startswith("a number") else f"JSON has no {literal}"
+        raise UsageError(f"{path} holds {literal} at {_where(where)}; {why} and robaudit writes "
                          "non-finite numbers as null, so this file was not written by robaudit as it stands",
                          fix=_REGENERATE)
     if not isinstance(results, dict):
@@ -130,6 +136,20 @@ def _check_shape(results: dict[str, Any], path: Path) -> None:
             if value is not None and not isinstance(value, dict) and not (key == "higher_is_better" and isinstance(value, bool)):
                 raise refuse(("probes", name, key), value, "an object")
     _check_flags(results.get("flags", []), ("flags",), refuse)
+    for section, key in _NESTED_OBJECTS:
+        value = (results.get(section) or {}).get(key)
+        if value is not None and not isinstance(value, dict):
+            raise refuse((section, key), value, "an object")
+    for where, want in ((("gate", "rules"), dict), (("probe_order",), str)):
+        parent = results.get(where[0]) if len(where) == 2 else results
+        items = (parent or {}).get(where[-1]) if isinstance(parent, dict) else None
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            raise refuse(where, items, "a list")
+        for i, item in enumerate(items):
+            if not isinstance(item, want):
+                raise refuse((*where, i), item, "an object" if want is dict else "a string")
     gate = results.get("gate")
     if gate is not None and not isinstance(gate, dict):
         raise refuse(("gate",), gate, "an object or null")
@@ -157,6 +177,8 @@ def _first_non_finite(node: Any, where: tuple[Any, ...]) -> tuple[tuple[Any, ...
         value, at = stack.pop()
         if isinstance(value, _NonFinite):
             return at, value.literal
+        if isinstance(value, float) and not math.isfinite(value):  # 1e999: valid JSON that overflows to ±∞
+            return at, "a number too large for a float (read as ±Infinity)"
         if isinstance(value, dict):
             stack.extend((v, (*at, k)) for k, v in reversed(list(value.items())))
         elif isinstance(value, list):
