@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from robaudit.errors import RESUME_REFUSED
 from robaudit.exitcodes import ExitCode
 from robaudit.zoo.manifest import ZooModel
 
@@ -151,13 +152,14 @@ def run_task(request: TaskRequest, attempt: Runner) -> TaskRecord:
     task_dir, out_dir = Path(request.task_dir), Path(request.out_dir)
     task_dir.mkdir(parents=True, exist_ok=True)
     settings, resume = dict(request.settings), request.resume
-    attempts, retried, cpu = 0, None, 0.0
+    attempts, retried, cpu, afresh = 0, None, 0.0, False
     while True:
         attempts += 1
         config = task_dir / f"{request.name}.toml"
         config.write_text(to_toml(settings), encoding="utf-8")
-        argv = ["--config", str(config), "run", request.source, "--no-overwrite", "-q"]
-        if resume and (out_dir / "results.json").is_file():
+        argv = ["--config", str(config), "run", request.source, "--overwrite" if afresh else "--no-overwrite", "-q"]
+        resuming = resume and not afresh and (out_dir / "results.json").is_file()
+        if resuming:
             argv += ["--resume", str(out_dir)]
         else:
             argv += ["--out", str(out_dir)]
@@ -170,6 +172,11 @@ def run_task(request: TaskRequest, attempt: Runner) -> TaskRecord:
         code, sig = result.exit_code, result.signal
         reason = _reason(result.output, code, sig, out_dir)
         finished = code in (ExitCode.OK, ExitCode.GATE_FAILED, ExitCode.INTERRUPTED)
+        if resuming and code == ExitCode.USAGE and f"--resume {out_dir}: {RESUME_REFUSED}" in result.output:
+            # the manifest changed the model or its samples: its earlier audit cannot be continued, so it starts
+            # afresh, and --overwrite moves the earlier files into models/<name>/previous-<time>/ (nothing is lost)
+            afresh = True
+            continue
         if finished or retried is not None or not _is_oom(result.output, out_dir, sig):
             break
         retried = max(1, int(settings.get("batch-size", 128)) // 2)

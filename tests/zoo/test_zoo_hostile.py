@@ -76,3 +76,26 @@ def test_a_second_sweep_into_a_locked_out_stops_with_exit_2_naming_the_holder(tm
     time.sleep(0.1)
     proc = robaudit("zoo", str(manifest), "--out", "zoo", cwd=tmp_path)  # the lock died with its holder
     assert proc.returncode == 0, proc.stderr
+
+
+def test_resume_after_the_manifest_changed_a_models_samples_or_checkpoint_starts_it_afresh(tmp_path: Path) -> None:
+    """--resume continues what it can; a model whose earlier audit used other samples or another checkpoint cannot
+    be continued, so it is audited afresh, with its earlier files moved aside (never a failure on every resume)."""
+    manifest = make_zoo(tmp_path, n_models=2, probes=["clean"])
+    assert robaudit("zoo", str(manifest), "--out", "zoo", cwd=tmp_path).returncode == 0
+    text = manifest.read_text(encoding="utf-8").replace("n-samples = 40", "n-samples = 30")
+    manifest.write_text(text, encoding="utf-8")
+    variant(tmp_path / "runs" / "bs32" / "model.pt", seed=9, scale=0.05)  # and a new checkpoint for bs32
+    proc = robaudit("zoo", str(manifest), "--out", "zoo", "--resume", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads((tmp_path / "zoo" / "zoo.json").read_text())["models"]}
+    for name in ("bs16", "bs32"):
+        assert rows[name]["status"] == "ok", rows[name]
+        model_dir = tmp_path / "zoo" / "models" / name
+        results = json.loads((model_dir / "results.json").read_text())
+        assert results["data"]["n_used"] == 30
+        previous = [p for p in model_dir.iterdir() if p.name.startswith("previous-")]
+        assert len(previous) == 1 and json.loads((previous[0] / "results.json").read_text())["data"]["n_used"] == 40
+    assert rows["bs32"]["sha256"] != json.loads(
+        (next((tmp_path / "zoo" / "models" / "bs32").glob("previous-*")) / "results.json").read_text()
+    )["model"]["checkpoint_sha256"]
