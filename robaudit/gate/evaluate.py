@@ -374,11 +374,38 @@ def _direction(rule: MetricRule, run: Run, metric: Metric) -> tuple[bool, str]:
     entry = run.results.get("probes", {}).get(probe or "", {})
     in_summary = rule.per_sample is not None or (len(path) > 2 and path[0] == "probes" and path[2] == "summary")
     found = direction_from_metadata(entry.get("higher_is_better", {}), metric.keys) if probe and in_summary else None
+    declared = _declared_direction(probe, metric.keys) if probe and in_summary else None
+    if declared is not None and found is not None and declared != found:  # the mirror was edited: never trust it
+        word = {True: "higher", False: "lower"}
+        raise UsageError(f"rule '{rule.id}': the candidate's results.json says {word[found]} is better for "
+                         f"{rule.target}, but probe '{probe}' declares {word[declared]} is better: the file's "
+                         "higher_is_better was edited", fix="regenerate the results with 'robaudit run', or state "
+                                                           "the direction in the rule (higher-is-better = true/false)")
+    if found is None and declared is not None:
+        return declared, f"{probe}'s declaration"
     if found is None:
         whose = f"probe '{probe}' declares no higher-is-better for it" if probe else "it is not a probe summary value"
         raise GateRulesError(f"rule '{rule.id}': no direction for {rule.target}: {whose}",
                              fix="add higher-is-better = true (or false) to the rule")
     return found, f"{probe}'s metadata"
+
+
+def _declared_direction(probe: str, keys: tuple[Any, ...]) -> bool | None:
+    """Higher-is-better for ``keys`` as the registered probe class declares it (None: not registered or silent)."""
+    from robaudit.probes.registry import ProbeRegistry
+
+    try:
+        cls = ProbeRegistry().get_or_skip(probe)
+    except Exception as exc:  # a broken plugin must not stop the gate; the results' mirror is used then
+        log.debug("probe registry unavailable to the gate: %s", exc)
+        return None
+    nested: dict[str, Any] = {}
+    for path, better in (getattr(cls, "higher_is_better", None) or {}).items():
+        node = nested
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = better
+    return direction_from_metadata(nested, keys)
 
 
 # ---- evaluating ----

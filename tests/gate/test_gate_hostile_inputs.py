@@ -196,3 +196,22 @@ def test_a_flag_rule_never_passes_over_a_probe_that_did_not_finish(candidate: Pa
     # a rule narrowed to the sources that finished is evaluated as before
     preflight_only = write_rules(tmp_path / "pre.toml", '[[rule]]\nmin-severity = "error"\nsources = ["preflight", "clean"]\n')
     assert cli(["gate", str(candidate), "--rules", str(preflight_only)])[0] == 0
+
+
+def test_an_edited_direction_in_results_json_is_refused_not_obeyed(candidate: Path, tmp_path: Path) -> None:
+    """``clean`` declares higher accuracy is better; a results.json that says lower would turn 'at least 0.99'
+    into 'at most 0.99' and pass a poor model."""
+    import json
+
+    results = json.loads((candidate / "results.json").read_text(encoding="utf-8"))
+    results["probes"]["clean"]["summary"]["accuracy"]["value"] = 0.1
+    results["probes"]["clean"]["higher_is_better"] = {"accuracy": False, "mean_loss": False}
+    (candidate / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    rules = write_rules(tmp_path / "gate.toml", f"[[rule]]\nmetric = {ACC}\nthreshold = 0.99\n")
+    code, _, err = cli(["gate", str(candidate), "--rules", str(rules)])
+    assert code == 2
+    line = error_line(err)
+    assert "says lower is better" in line and "declares higher is better" in line
+    # a rule that states its direction does not read the mirror at all, and fails the poor model
+    stated = write_rules(tmp_path / "stated.toml", f"[[rule]]\nmetric = {ACC}\nthreshold = 0.99\nhigher-is-better = true\n")
+    assert cli(["gate", str(candidate), "--rules", str(stated)])[0] == 1
