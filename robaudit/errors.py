@@ -11,6 +11,11 @@ from collections.abc import Iterable
 from robaudit.exitcodes import ExitCode
 
 
+RESUME_REFUSED = "those results"
+"""Follows ``--resume DIR: `` in the reason why an earlier audit cannot be continued (another model or other
+samples); ``robaudit zoo --resume`` reads it to start such a model's audit afresh with ``--overwrite``."""
+
+
 class RobauditError(Exception):
     """Base class for errors reported to the user as a single line.
 

@@ -22,7 +22,9 @@ invariant to reparametrisation (Dinh et al.; Kamath et al.'s counter-example).
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,8 +65,19 @@ class Metric:
 
 
 def load_runs(paths: list[Path]) -> list[Run]:
-    """Read each results directory; names are the directory names (made unique)."""
+    """Read each results directory; names are the directory names (made unique).
+
+    Raises:
+        UsageError: a directory given twice, or one without readable results (exit 2).
+    """
     runs = []
+    seen: dict[str, Path] = {}
+    for path in paths:
+        real = os.path.realpath(path)
+        if real in seen:
+            raise UsageError(f"{path} is given twice (also as {seen[real]}): a model compared with itself inflates "
+                             "every rank correlation", fix="pass each results directory once")
+        seen[real] = Path(path)
     for path in paths:
         results = store.read_results(path)
         ids, columns = store.read_per_sample(path)
@@ -128,21 +141,25 @@ def model_metrics(runs: list[Run], registry: ProbeRegistry | None = None) -> lis
         for name, entry in probes.items():
             if entry.get("status") != "ok":
                 continue
+            where = lambda path, name=name: ("probes", name, "summary", *path)  # noqa: E731
             cls = classes.get(name)
             indicator_keys = getattr(cls, "indicator_keys", ())
             outcome_keys = getattr(cls, "outcome_keys", ())
             for path, leaf in _leaves(entry.get("summary", {})):
                 label = f"{name} {' › '.join(path)}"
                 if name == "clean" and path == ("accuracy",):
-                    put(i, "clean.accuracy", "clean accuracy", "headline", _num(leaf))
+                    put(i, "clean.accuracy", "clean accuracy", "headline", _num(leaf, run, where(path)))
                 elif isinstance(leaf, dict) and any(summary_key_matches(k, path) for k in outcome_keys):
-                    put(i, label, label, "robustness", _num(leaf))
+                    put(i, label, label, "robustness", _num(leaf, run, where(path)))
                 elif any(summary_key_matches(k, path) for k in indicator_keys) and (
                         _is_number(leaf) or isinstance(leaf, dict)):
-                    value = _num(leaf) if isinstance(leaf, dict) else float(leaf)
+                    value = _num(leaf, run, where(path)) if isinstance(leaf, dict) else float(leaf)
                     put(i, label, label, "indicator", value,
                         reparametrisation_invariant=not name.startswith("curvature."))
-            for column, meta in entry.get("columns", {}).items():
+            columns = entry.get("columns", {})
+            if not isinstance(columns, dict) or not all(isinstance(m, dict) for m in columns.values()):
+                raise _bad_value(run, ("probes", name, "columns"), columns, "an object of column records")
+            for column, meta in columns.items():
                 if meta.get("role") == "indicator" and column in run.columns:
                     values = run.columns[column]
                     if "clean/correct" in run.columns:
@@ -155,9 +172,24 @@ def model_metrics(runs: list[Run], registry: ProbeRegistry | None = None) -> lis
     return sorted(found.values(), key=lambda m: (order[m.kind], m.id))
 
 
-def _num(leaf: Any) -> float:
+def _num(leaf: Any, run: Run, where: tuple[str, ...]) -> float:
+    """A summary leaf (a number or an estimate) as a float; ``null`` (how robaudit stores NaN) is NaN.
+
+    Raises:
+        UsageError: anything else (a string, a boolean): the file was not written by robaudit as it stands.
+    """
     value = leaf.get("value") if isinstance(leaf, dict) else leaf
-    return float(value) if value is not None else math.nan
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad_value(run, where, value, "a number or null")
+    return float(value)
+
+
+def _bad_value(run: Run, where: tuple[Any, ...], value: Any, want: str) -> UsageError:
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "…"
+    return UsageError(f"{run.path / store.RESULTS_FILE}: {' › '.join(map(str, where))} is {shown}, not {want}",
+                      fix="re-run the audit that wrote it ('robaudit run ... --out DIR') to regenerate it")
 
 
 def _is_number(leaf: Any) -> bool:
@@ -174,9 +206,14 @@ def robust_curves(runs: list[Run]) -> dict[str, list[dict[str, Any]]]:
             if not name.startswith(CURVE_PROBE_PREFIX) or not isinstance(acc, dict):
                 continue
             points = []
-            for eps in summary.get("eps", []):  # the budgets as numbers; the summary's keys are their eps_key
+            budgets = summary.get("eps", [])
+            if not isinstance(budgets, list) or not all(_is_number(e) for e in budgets):
+                raise _bad_value(run, ("probes", name, "summary", "eps"), budgets, "a list of finite numbers")
+            for eps in budgets:  # the budgets as numbers; the summary's keys are their eps_key
                 est = acc.get(eps_key(eps))
-                if isinstance(est, dict) and est.get("value") is not None:
+                value = _num(est, run, ("probes", name, "summary", "robust_accuracy", eps_key(eps))) \
+                    if isinstance(est, dict) else math.nan
+                if not math.isnan(value):
                     points.append({"eps": eps, "value": est["value"], "low": est.get("low"), "high": est.get("high")})
             if points:
                 curves.setdefault(name, []).append({"run": run.name, "points": sorted(points, key=lambda p: p["eps"])})
@@ -213,9 +250,9 @@ def compare_runs(runs: list[Run], seed: int = 0, controls: dict[str, list[float]
     correlations = [{"indicator": indicator.id, "outcome": outcome.id, **tests[i][o], "caveats": _caveats(indicator)}
                     for i, indicator in enumerate(indicators) for o, outcome in enumerate(outcomes)]
     return {
-        "runs": [{"name": r.name, "path": str(r.path), "model": r.results["model"]["source"],
-                  "sha256": r.results["model"].get("checkpoint_sha256"), "dataset": r.results["data"]["source"],
-                  "n_used": r.results["data"]["n_used"]} for r in runs],
+        "runs": [{"name": r.name, "path": str(r.path), "model": _section(r, "model").get("source"),
+                  "sha256": _section(r, "model").get("checkpoint_sha256"), "dataset": _section(r, "data").get("source"),
+                  "n_used": _section(r, "data").get("n_used")} for r in runs],
         "metrics": [{"id": m.id, "label": m.label, "kind": m.kind, "values": [None if math.isnan(v) else v for v in m.values],
                      "scale_invariant": m.scale_invariant, "reparametrisation_invariant": m.reparametrisation_invariant}
                     for m in metrics],
@@ -225,6 +262,12 @@ def compare_runs(runs: list[Run], seed: int = 0, controls: dict[str, list[float]
         "method": cross_model.method_text(),
         "exact_max_models": cross_model.EXACT_MAX_MODELS,
     }
+
+
+def _section(run: Run, key: str) -> dict[str, Any]:
+    """A top-level object of the run's results; ``{}`` when a partial or older file lacks it."""
+    value = run.results.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def _caveats(metric: Metric) -> list[str]:
@@ -239,9 +282,13 @@ def _caveats(metric: Metric) -> list[str]:
 
 def _warnings(runs: list[Run]) -> list[str]:
     out = []
-    datasets = {r.results["data"]["source"] for r in runs}
+    datasets = {str(_section(r, "data").get("source")) for r in runs}
     if len(datasets) > 1:
         out.append(f"the runs audit different datasets ({', '.join(sorted(datasets))}): robust accuracies are not comparable")
+    budgets = {json.dumps(_section(r, "threat_model").get("norms"), sort_keys=True, default=str) for r in runs}
+    if len(budgets) > 1:
+        out.append("the runs have different threat models (ε lists per norm; --eps differs): a robust accuracy at one ε "
+                   "also counts samples broken at the smaller ε of its own list, so compare them with care")
     if len({tuple(r.ids) for r in runs}) > 1:
         out.append("the runs audit different samples (split, --n-samples or seed differ): "
                    "differences between models include sampling noise")

@@ -111,10 +111,15 @@ def gate(ctx: click.Context, results_dir: Path, rules_path: Path | None, baselin
     from robaudit.results import store
 
     _setup_logging(quiet, debug)
+    from robaudit.gate.outputs import JUNIT_FILE, MARKDOWN_FILE, check_output_paths
+
+    check_output_paths(Path(results_dir), junit=junit if junit is not None else Path(results_dir) / JUNIT_FILE,
+                       markdown_path=markdown if markdown is not None else Path(results_dir) / MARKDOWN_FILE,
+                       baseline_dir=baseline)  # before anything is written, even a stopped gate's files
     try:
         rules = load_rules(rules_path) if rules_path is not None else rules_from_config(ctx)
     except RobauditError as exc:  # as when the gate itself stops: no earlier verdict may be left standing
-        from robaudit.gate.outputs import JUNIT_FILE, MARKDOWN_FILE, write_stopped_outputs
+        from robaudit.gate.outputs import write_stopped_outputs
 
         write_stopped_outputs(exc.one_line(), status="error", results_dir=Path(results_dir),
                               junit=junit if junit is not None else Path(results_dir) / JUNIT_FILE,

@@ -62,10 +62,9 @@ def zoo(manifest: Path | None, out: Path, workers: int | None, ray_address: str 
         probes: str | None, seed: int, quiet: bool, debug: bool) -> None:
     """Audit every model of MANIFEST (ZOO.toml) or of a --timm/--torchvision pattern, one process per model."""
     from robaudit.cli import gate_command
+    from robaudit.results.outdir import hold_lock
     from robaudit.zoo.manifest import expand_registry, read_manifest
-    from robaudit.zoo.render import render_zoo
-    from robaudit.zoo.sweep import check_out_dir, load_record, run_sweep
-    from robaudit.zoo.table import write_zoo, zoo_document
+    from robaudit.zoo.sweep import check_out_dir
 
     patterns = [(k, p) for k, p in (("timm", timm_pattern), ("torchvision", tv_pattern)) if p is not None]
     if (manifest is None) == (not patterns) or len(patterns) > 1:
@@ -95,6 +94,17 @@ def zoo(manifest: Path | None, out: Path, workers: int | None, ray_address: str 
 
         click.get_current_context().exit(_print_dry_run(spec, thread_share(1)))
     check_out_dir(out, resume)
+    with hold_lock(out):  # one sweep per --out: a second (with --resume too) stops with exit 2, naming this PID
+        check_out_dir(out, resume)  # again, under the lock: a sweep that started meanwhile has written by now
+        _sweep(spec, out, workers, resume, gate_rules, ray_address, address, seed, quiet)
+
+
+def _sweep(spec: Any, out: Path, workers: int | None, resume: bool, gate_rules: Path | None, ray_address: str | None,
+           address: str | None, seed: int, quiet: bool) -> None:
+    """Run the sweep into ``out`` (locked by the caller) and write zoo.json, zoo.csv and zoo.html."""
+    from robaudit.zoo.render import render_zoo
+    from robaudit.zoo.sweep import load_record, run_sweep
+    from robaudit.zoo.table import write_zoo, zoo_document
 
     def refresh() -> None:
         records = {m.name: r for m in spec.models if (r := load_record(out, m.name)) is not None}

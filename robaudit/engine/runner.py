@@ -41,7 +41,7 @@ from robaudit.data.class_subset import restrict_classes
 from robaudit.engine.model_guard import ModelGuard
 from robaudit.engine.plan import probe_inputs, run_order
 from robaudit.engine.progress import AuditProgress, progress_interval
-from robaudit.errors import ConfigError, InternalError, OutputError, ProbeError, RobauditError, UsageError
+from robaudit.errors import RESUME_REFUSED, ConfigError, InternalError, OutputError, ProbeError, RobauditError, UsageError
 from robaudit.exitcodes import ExitCode
 from robaudit.models import ModelRequest, load_model
 from robaudit.models.audit_model import AuditModel
@@ -622,11 +622,11 @@ def _carried(previous: dict[str, Any], current: dict[str, Any], data: AuditData,
     """
     old_model = previous.get("model", {})
     if any(old_model.get(k) != current["model"].get(k) for k in ("checkpoint_sha256", "state_sha256", "source")):
-        raise UsageError(f"--resume {out_dir}: those results were made with a different model",
+        raise UsageError(f"--resume {out_dir}: {RESUME_REFUSED} were made with a different model",
                          fix="use a new --out directory, or drop --resume")
     ids, cols = store.read_per_sample(out_dir)
     if ids != data.ids or previous.get("data", {}).get("samples_sha256") != data.provenance.get("samples_sha256"):
-        raise UsageError(f"--resume {out_dir}: those results cover different samples (dataset, split, --n-samples or seed)",
+        raise UsageError(f"--resume {out_dir}: {RESUME_REFUSED} cover different samples (dataset, split, --n-samples or seed)",
                          fix="use a new --out directory, or drop --resume")
     carried = {}
     for name, entry in previous.get("probes", {}).items():

@@ -20,7 +20,7 @@ from robaudit.errors import RobauditError
 
 from robaudit.gate.baseline import BaselineMismatchError, Run
 from robaudit.gate.evaluate import GateOutcome, GateValueError, NothingToGateError, RuleOutcome, evaluate_gate
-from robaudit.gate.outputs import JUNIT_FILE, MARKDOWN_FILE, write_outputs, write_stopped_outputs
+from robaudit.gate.outputs import JUNIT_FILE, MARKDOWN_FILE, check_output_paths, write_outputs, write_stopped_outputs
 from robaudit.gate.rules import GateRules, GateRulesError, check_rule_paths, load_rules, parse_rules
 
 __all__ = ["BaselineMismatchError", "GateOutcome", "GateRules", "GateRulesError", "GateValueError", "NothingToGateError",
@@ -93,12 +93,15 @@ def gate(results_dir: Path | str, rules: GateRules, *, baseline_dir: Path | None
     Raises:
         GateRulesError, BaselineMismatchError, UsageError: bad rules or inputs (exit 2); then, as for
             NothingToGateError, the JUnit and Markdown files say that the gate stopped (never an
-            earlier verdict), and ``results.json`` is left unchanged.
+            earlier verdict), and ``results.json`` is left unchanged. An output path that is one of the
+            files the gate reads (``--junit results.json``) is refused before anything is written.
         NothingToGateError: no probe finished (exit 5).
     """
     results_dir = Path(results_dir)
     junit = junit if junit is not None else results_dir / JUNIT_FILE
     markdown = markdown if markdown is not None else results_dir / MARKDOWN_FILE
+    check_output_paths(results_dir, junit=junit, markdown_path=markdown,
+                       baseline_dir=baseline_dir if baseline_dir is not None else rules.baseline)
     try:
         return _gate(results_dir, rules, baseline_dir=baseline_dir, allow_mismatch=allow_mismatch, junit=junit,
                      markdown=markdown, record=record, known_probes=known_probes)

@@ -9,6 +9,7 @@ rules or ``--allow-mismatch`` on the command line). The differences found are re
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,8 @@ class Run:
         """Read ``results.json`` and the per-sample table of ``path``.
 
         Raises:
-            UsageError: no readable ``results.json`` there.
+            UsageError: no readable ``results.json`` there, or a per-sample table that disagrees with it
+                (truncated, a recorded column missing, an id twice).
         """
         path = Path(path)
         if not path.is_dir():
@@ -52,6 +54,7 @@ class Run:
                              fix="pass the --out directory of a 'robaudit run'")
         results = store.read_results(path)
         ids, columns = store.read_per_sample(path)
+        store.check_per_sample(results, ids, columns, path)
         return cls(path, results, ids, columns)
 
 
@@ -118,9 +121,52 @@ def find_mismatches(candidate: Run, baseline: Run, probes: set[str]) -> dict[str
                           if c.get("config", {}).get(k) != b.get("config", {}).get(k))
             shown = ", ".join(f"{k} {c.get('config', {}).get(k)!r} vs {b.get('config', {}).get(k)!r}" for k in keys[:3])
             diffs.append(f"{name} config ({shown})")
+    budgeted = any(n.startswith(BUDGETED_PREFIXES) for n in set(cp) & set(bp))
+    threat = budgeted and _threat_model_difference(candidate.results.get("threat_model"),
+                                                   baseline.results.get("threat_model"))
+    if threat:
+        diffs.insert(0, threat)
     if diffs:
         out["config"] = "probe settings differ: " + "; ".join(diffs)
     return out
+
+
+def same_run(candidate: Run, baseline: Run) -> str:
+    """Why ``baseline`` is the candidate itself (its directory, however spelt: a symbolic link, ``..``), as a
+    phrase, or ``""`` when it is another directory. A copy is another audit's stand-in and is compared as one."""
+    c, b = Path(candidate.path), Path(baseline.path)
+    if c.is_dir() and b.is_dir() and os.path.samefile(c, b):
+        return f"the candidate's own directory ({c})"
+    return ""
+
+
+BUDGETED_PREFIXES = ("attack.", "geometry.")
+"""Probes that read ε from the run's threat model: when both runs ran one, their threat models must agree."""
+_BUDGET_KEYS = ("eps", "tolerance", "search_max")
+"""What decides an attack's numbers in a norm's budget (the reference ε only picks the verdict's budget)."""
+
+
+def _threat_model_difference(c: Any, b: Any) -> str:
+    """How the two runs' threat models (ε per norm, resolved once per run) differ, as a phrase; ``""`` when not.
+
+    Attack probes echo ``eps = null`` in their config when they read ε from the threat model, so their config
+    alone does not show an ε list changed with ``--eps``; the robust accuracy at one ε depends on the others
+    (a sample broken at a smaller ε counts as broken at the larger).
+    """
+    c_norms = c.get("norms") if isinstance(c, dict) else None
+    b_norms = b.get("norms") if isinstance(b, dict) else None
+    if not isinstance(c_norms, dict) or not isinstance(b_norms, dict):
+        return "" if c_norms == b_norms else "threat model recorded in only one run"
+    for norm in sorted(set(c_norms) | set(b_norms), key=str):
+        cn, bn = c_norms.get(norm), b_norms.get(norm)
+        if not isinstance(cn, dict) or not isinstance(bn, dict):
+            if cn != bn:
+                return f"threat model {norm}: {cn!r} vs {bn!r}"
+            continue
+        for key in _BUDGET_KEYS:
+            if cn.get(key) != bn.get(key):
+                return f"threat model {norm} {key} {cn.get(key)!r} vs {bn.get(key)!r}"
+    return ""
 
 
 def check_comparable(candidate: Run, baseline: Run, probes: set[str], allowed: frozenset[str]) -> dict[str, str]:
@@ -130,8 +176,15 @@ def check_comparable(candidate: Run, baseline: Run, probes: set[str], allowed: f
         all differences found (allowed ones included), to record.
 
     Raises:
+        UsageError: the baseline is the candidate itself (:func:`same_run`); no allow-mismatch accepts that.
         BaselineMismatchError: one line naming every refused difference and how to accept it.
     """
+    same = same_run(candidate, baseline)
+    if same:
+        raise UsageError(f"baseline {baseline.path} is {same}, so every relative rule would pass by comparing "
+                         "the audit with itself",
+                         fix="pass the results directory of the reference audit as --baseline (or baseline = in the "
+                             "rules), not the audit being gated")
     found = find_mismatches(candidate, baseline, probes)
     refused = {k: v for k, v in found.items() if k not in allowed}
     if refused:

@@ -42,6 +42,7 @@ from robaudit.gate.paths import (
     stored_budgets,
 )
 from robaudit.gate.rules import FlagRule, GateRules, GateRulesError, MetricRule, Rule
+from robaudit.results import store
 from robaudit.results.serialise import to_jsonable
 
 log = logging.getLogger("robaudit.gate")
@@ -276,6 +277,12 @@ def _read_metric(run: Run, rule: MetricRule, role: str, known: set[str], other: 
         probe, key = rule.per_sample
         _probe_entry(run, probe, rule, role, known, other)
         column = f"{probe}/{key}"
+        recorded = (run.results.get("per_sample") or {}).get("columns") or []
+        if column not in run.columns and not run.ids and column in recorded:  # recorded, but the table is gone
+            raise UsageError(f"the {role}'s results.json records the per-sample column {column}, but "
+                             f"{run.path / store.PER_SAMPLE_FILE} is missing or empty",
+                             fix="restore per_sample.csv beside results.json (commit both for a baseline), or "
+                                 "re-run the audit")
         if column not in run.columns:
             mine = [c.split("/", 1)[1] for c in run.columns if c.startswith(f"{probe}/")]
             if role == "candidate" and not rule.optional:
@@ -367,11 +374,38 @@ def _direction(rule: MetricRule, run: Run, metric: Metric) -> tuple[bool, str]:
     entry = run.results.get("probes", {}).get(probe or "", {})
     in_summary = rule.per_sample is not None or (len(path) > 2 and path[0] == "probes" and path[2] == "summary")
     found = direction_from_metadata(entry.get("higher_is_better", {}), metric.keys) if probe and in_summary else None
+    declared = _declared_direction(probe, metric.keys) if probe and in_summary else None
+    if declared is not None and found is not None and declared != found:  # the mirror was edited: never trust it
+        word = {True: "higher", False: "lower"}
+        raise UsageError(f"rule '{rule.id}': the candidate's results.json says {word[found]} is better for "
+                         f"{rule.target}, but probe '{probe}' declares {word[declared]} is better: the file's "
+                         "higher_is_better was edited", fix="regenerate the results with 'robaudit run', or state "
+                                                           "the direction in the rule (higher-is-better = true/false)")
+    if found is None and declared is not None:
+        return declared, f"{probe}'s declaration"
     if found is None:
         whose = f"probe '{probe}' declares no higher-is-better for it" if probe else "it is not a probe summary value"
         raise GateRulesError(f"rule '{rule.id}': no direction for {rule.target}: {whose}",
                              fix="add higher-is-better = true (or false) to the rule")
     return found, f"{probe}'s metadata"
+
+
+def _declared_direction(probe: str, keys: tuple[Any, ...]) -> bool | None:
+    """Higher-is-better for ``keys`` as the registered probe class declares it (None: not registered or silent)."""
+    from robaudit.probes.registry import ProbeRegistry
+
+    try:
+        cls = ProbeRegistry().get_or_skip(probe)
+    except Exception as exc:  # a broken plugin must not stop the gate; the results' mirror is used then
+        log.debug("probe registry unavailable to the gate: %s", exc)
+        return None
+    nested: dict[str, Any] = {}
+    for path, better in (getattr(cls, "higher_is_better", None) or {}).items():
+        node = nested
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = better
+    return direction_from_metadata(nested, keys)
 
 
 # ---- evaluating ----
@@ -548,6 +582,23 @@ def _documented_flag_ids() -> set[str] | None:
     return set(re.findall(r"^## `([a-z0-9_]+)`", doc.read_text(encoding="utf-8"), flags=re.M))
 
 
+def _unfinished_probes(run: Run, sources: tuple[str, ...]) -> list[str]:
+    """The probes of ``run`` (those matching ``sources``, when given) that failed, were interrupted or never
+    started (listed in ``probe_order`` but absent): each as ``"probe 'X' failed in the candidate audit"``.
+    A probe ``skipped`` for a stated reason counts as finished, as it does for the exit code."""
+    probes = run.results.get("probes", {})
+    order = run.results.get("probe_order")
+    names = list(probes) + [n for n in (order if isinstance(order, list) else []) if isinstance(n, str) and n not in probes]
+    out = []
+    for name in names:
+        if sources and not any(fnmatch.fnmatchcase(name, p) for p in sources):
+            continue
+        status = probes[name].get("status") if name in probes else "never started"
+        if status not in ("ok", "skipped"):
+            out.append(f"probe '{name}' {status} in the candidate audit")
+    return out
+
+
 def _evaluate_flags(rule: FlagRule, candidate: Run, baseline: Run | None) -> RuleOutcome:
     def matches(flag: dict[str, Any]) -> bool:
         if rule.flags and not any(fnmatch.fnmatchcase(str(flag.get("id", "")), p) for p in rule.flags):
@@ -560,6 +611,7 @@ def _evaluate_flags(rule: FlagRule, candidate: Run, baseline: Run | None) -> Rul
 
     raised = list(candidate.results.get("flags", []))
     found = [f for f in raised if matches(f)]
+    unfinished = _unfinished_probes(candidate, rule.sources)
     if rule.new_only and baseline is not None:
         old = {(f.get("id"), f.get("source")) for f in baseline.results.get("flags", [])}
         found = [f for f in found if (f.get("id"), f.get("source")) not in old]
@@ -577,5 +629,10 @@ def _evaluate_flags(rule: FlagRule, candidate: Run, baseline: Run | None) -> Rul
         return RuleOutcome(rule, "failed", f"{len(found)} matching flag(s): {shown}{more}.{note}",
                            verdict=f"{len(found)} matching flag(s)", matched_flags=found)
     new = " new" if rule.new_only else ""
+    if unfinished:  # a probe that did not finish raised none of the flags it checks for: no pass on silence
+        shown = "; ".join(unfinished[:3]) + (f" and {len(unfinished) - 3} more" if len(unfinished) > 3 else "")
+        return RuleOutcome(rule, "failed", f"no{new} matching flag among the {len(raised)} raised, but the rule cannot "
+                           f"pass: {shown}, so the flags it would have raised are unknown (re-run the audit, or "
+                           f"narrow the rule with sources = [...]).{note}", verdict="probe did not finish")
     return RuleOutcome(rule, "passed", f"no{new} matching flag among the {len(raised)} raised.{note}",
                        verdict=f"no{new} matching flag")

@@ -174,6 +174,40 @@ def junit_xml(outcome: GateOutcome) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
 
+def check_output_paths(results_dir: Path, *, junit: Path | None, markdown_path: Path | None,
+                       baseline_dir: Path | None = None) -> None:
+    """Refuse gate outputs that would overwrite what the gate reads, or each other, before anything is written.
+
+    The JUnit file, the Markdown summary and ``$GITHUB_STEP_SUMMARY`` must not be the candidate's or the
+    baseline's ``results.json``, ``per_sample.csv`` or ``report.html``, nor the same file as one another:
+    writing the verdict there would destroy the audit it is about.
+
+    Raises:
+        UsageError: naming the option, the file and what it would overwrite (exit 2).
+    """
+    protected: dict[str, str] = {}
+    for role, directory in (("the results directory", results_dir), ("the baseline", baseline_dir)):
+        if directory is None:
+            continue
+        for name in (store.RESULTS_FILE, store.PER_SAMPLE_FILE, store.REPORT_FILE):
+            protected.setdefault(os.path.realpath(Path(directory) / name), f"{name} of {role} {directory}")
+    outputs = [("--junit", junit), ("--markdown", markdown_path)]
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        outputs.append(("$GITHUB_STEP_SUMMARY", Path(summary)))
+    seen: dict[str, str] = {}
+    for option, path in outputs:
+        if path is None:
+            continue
+        real = os.path.realpath(path)
+        what = protected.get(real) or seen.get(real)
+        if what is not None:
+            raise UsageError(f"{option} {path} is {what}; the gate would overwrite it",
+                             fix=f"point {option} at a file of its own (the defaults are RESULTS_DIR/{JUNIT_FILE} "
+                                 f"and RESULTS_DIR/{MARKDOWN_FILE})")
+        seen[real] = f"the file {option} already writes"
+
+
 def write_outputs(outcome: GateOutcome, *, junit: Path | None, markdown_path: Path | None,
                   record: bool = True) -> dict[str, Path]:
     """Write the JUnit file, the Markdown summary, ``$GITHUB_STEP_SUMMARY`` and the results record.

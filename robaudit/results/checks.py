@@ -16,13 +16,21 @@ it, and what was found.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from robaudit.errors import UsageError
+from robaudit.probes.base import Severity
 
-_OBJECT_SECTIONS = ("config", "environment", "model", "data", "preflight", "analysis", "per_sample")
+_OBJECT_SECTIONS = ("config", "environment", "model", "data", "preflight", "analysis", "per_sample", "threat_model",
+                    "attack_outcomes", "cost_estimate")
+_NESTED_OBJECTS = (("environment", "packages"), ("threat_model", "norms"), ("attack_outcomes", "norms"),
+                   ("gate", "counts"), ("gate", "baseline"), ("gate", "mismatches"))
+"""Objects below the sections that the report and the gate index into (each may be absent or null)."""
 _PROBE_OBJECTS = ("config", "summary", "error", "higher_is_better")
+FLAG_SEVERITIES = tuple(s.value for s in Severity)
+"""The severities robaudit writes."""
 _REGENERATE = "re-run the audit that wrote it ('robaudit run ... --out DIR') to regenerate it"
 
 
@@ -67,7 +75,8 @@ def parse_results(raw: bytes, path: Path) -> dict[str, Any]:
     found = _first_non_finite(results, ())
     if found is not None:
         where, literal = found
-        raise UsageError(f"{path} holds {literal} at {_where(where)}; JSON has no {literal} and robaudit writes "
+        why = "a finite float has no such number" if literal.startswith("a number") else f"JSON has no {literal}"
+        raise UsageError(f"{path} holds {literal} at {_where(where)}; {why} and robaudit writes "
                          "non-finite numbers as null, so this file was not written by robaudit as it stands",
                          fix=_REGENERATE)
     if not isinstance(results, dict):
@@ -120,19 +129,46 @@ def _check_shape(results: dict[str, Any], path: Path) -> None:
     for name, entry in probes.items():
         if not isinstance(entry, dict):
             raise refuse(("probes", name), entry, "an object")
+        if "flags" in entry:
+            _check_flags(entry["flags"], ("probes", name, "flags"), refuse)
         for key in _PROBE_OBJECTS:
             value = entry.get(key)
             if value is not None and not isinstance(value, dict) and not (key == "higher_is_better" and isinstance(value, bool)):
                 raise refuse(("probes", name, key), value, "an object")
-    flags = results.get("flags", [])
-    if not isinstance(flags, list):
-        raise refuse(("flags",), flags, "a list of flag objects")
-    for i, flag in enumerate(flags):
-        if not isinstance(flag, dict):
-            raise refuse(("flags", i), flag, "a flag object ({id, severity, source, message})")
+    _check_flags(results.get("flags", []), ("flags",), refuse)
+    for section, key in _NESTED_OBJECTS:
+        value = (results.get(section) or {}).get(key)
+        if value is not None and not isinstance(value, dict):
+            raise refuse((section, key), value, "an object")
+    for where, want in ((("gate", "rules"), dict), (("probe_order",), str)):
+        parent = results.get(where[0]) if len(where) == 2 else results
+        items = (parent or {}).get(where[-1]) if isinstance(parent, dict) else None
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            raise refuse(where, items, "a list")
+        for i, item in enumerate(items):
+            if not isinstance(item, want):
+                raise refuse((*where, i), item, "an object" if want is dict else "a string")
     gate = results.get("gate")
     if gate is not None and not isinstance(gate, dict):
         raise refuse(("gate",), gate, "an object or null")
+
+
+def _check_flags(flags: Any, where: tuple[Any, ...], refuse: Any) -> None:
+    """A list of flag objects whose id, source and message are strings and whose severity is a known one: the
+    gate's flag rules match on them, so an unknown severity (``"ERROR"``, null) would slip past ``min-severity``."""
+    if not isinstance(flags, list):
+        raise refuse(where, flags, "a list of flag objects")
+    for i, flag in enumerate(flags):
+        if not isinstance(flag, dict):
+            raise refuse((*where, i), flag, "a flag object ({id, severity, source, message})")
+        if flag.get("severity") not in FLAG_SEVERITIES:
+            raise refuse((*where, i, "severity"), flag.get("severity"), f"one of {', '.join(FLAG_SEVERITIES)}")
+        for key in ("id", "source", "message"):
+            if key in flag or key == "id":
+                if not isinstance(flag.get(key), str):
+                    raise refuse((*where, i, key), flag.get(key), "a string")
 
 
 def _first_non_finite(node: Any, where: tuple[Any, ...]) -> tuple[tuple[Any, ...], str] | None:
@@ -141,6 +177,8 @@ def _first_non_finite(node: Any, where: tuple[Any, ...]) -> tuple[tuple[Any, ...
         value, at = stack.pop()
         if isinstance(value, _NonFinite):
             return at, value.literal
+        if isinstance(value, float) and not math.isfinite(value):  # 1e999: valid JSON that overflows to ±∞
+            return at, "a number too large for a float (read as ±Infinity)"
         if isinstance(value, dict):
             stack.extend((v, (*at, k)) for k, v in reversed(list(value.items())))
         elif isinstance(value, list):

@@ -99,6 +99,43 @@ def claim_out_dir(out_dir: Path, *, resume: bool = False, overwrite: bool = Fals
                 lock.release()
 
 
+@contextmanager
+def hold_lock(out_dir: Path) -> Iterator[Path]:
+    """Hold ``out_dir``'s lock (:data:`LOCK_FILE`, the holder's PID in it) for a job that writes many files
+    there, such as a zoo sweep, creating the directory when needed; a lock file this call created, in a
+    directory it leaves empty, is removed again, with the directories it created.
+
+    Raises:
+        UsageError: another robaudit process holds the lock (its PID is named; exit 2).
+        OutputError: the directory cannot be created or written.
+    """
+    out_dir = Path(out_dir)
+    created = [p for p in (out_dir, *out_dir.parents) if _missing(p)]
+    store.make_dirs(out_dir)
+    lock_path = out_dir / LOCK_FILE
+    lock_created = not lock_path.exists()
+    try:
+        lock = _lock(out_dir, lock_path, remove_on_error=lock_created)
+    except BaseException:
+        for directory in created:
+            with suppress(OSError):
+                directory.rmdir()
+        raise
+    try:
+        yield out_dir
+    finally:
+        if lock is not None:
+            with suppress(OSError):
+                os.truncate(lock_path, 0)
+            if lock_created and [e.name for e in os.scandir(out_dir)] == [LOCK_FILE]:
+                with suppress(OSError):
+                    lock_path.unlink()
+                for directory in created:
+                    with suppress(OSError):
+                        directory.rmdir()
+            lock.release()
+
+
 def audit_files(out_dir: Path) -> list[str]:
     """The robaudit files in ``out_dir``: :data:`AUDIT_FILES`, and temporary files left by a killed write."""
     names = [n for n in AUDIT_FILES if os.path.lexists(out_dir / n)]

@@ -339,6 +339,38 @@ def read_per_sample(out_dir: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     return ids, cols
 
 
+def check_per_sample(results: dict[str, Any], ids: list[str], columns: dict[str, np.ndarray], out_dir: Path) -> None:
+    """Check a per-sample table read by :func:`read_per_sample` against what ``results.json`` records of it.
+
+    The engine writes the table before ``results.json`` after every probe, so a table with fewer rows than
+    recorded, a recorded column it lacks, or a sample id twice was cut short or edited: a statistic over it
+    would quietly cover other samples. A missing table is not checked here (a baseline may be committed
+    without one; readers that need a column say so).
+
+    Raises:
+        UsageError: naming the file, what it holds and what ``results.json`` records (exit 2).
+    """
+    record = results.get("per_sample")
+    path = Path(out_dir) / PER_SAMPLE_FILE
+    if not isinstance(record, dict) or not path.is_file():
+        return
+    fix = "re-run the audit that wrote it ('robaudit run ... --out DIR') to regenerate both files"
+    rows = record.get("rows")
+    if isinstance(rows, int) and not isinstance(rows, bool) and rows != len(ids):
+        raise UsageError(f"{path} has {len(ids)} row(s) but {RESULTS_FILE} records {rows}: the table is truncated "
+                         "or belongs to another audit", fix=fix)
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        twice = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+        raise UsageError(f"{path} lists sample id {twice!r} more than once", fix=fix)
+    recorded = record.get("columns")
+    if isinstance(recorded, list):
+        lacking = [c for c in recorded if isinstance(c, str) and c not in columns]
+        if lacking:
+            raise UsageError(f"{path} lacks {len(lacking)} column(s) that {RESULTS_FILE} records, e.g. {lacking[0]!r}",
+                             fix=fix)
+
+
 def persisted_column(values: Any) -> np.ndarray:
     """A per-sample array exactly as :func:`read_per_sample` will read it back: float64, booleans
     1.0 / 0.0, non-finite values NaN, −0.0 as 0.0 (its cell is ``0``). The engine hands later

@@ -79,6 +79,9 @@ def zoo_exit_code(records: list[TaskRecord]) -> ExitCode:
                 ExitCode.USAGE, ExitCode.INTERNAL]
     codes = [ExitCode(r.exit_code) if r.exit_code in ExitCode._value2member_map_ else ExitCode.INTERNAL
              for r in records]
+    # a failed model whose process still exited 0 or 1 ended before its audit finished: a crash, as a kill is
+    codes = [ExitCode.INTERNAL if r.status == "failed" and c in (ExitCode.OK, ExitCode.GATE_FAILED) else c
+             for r, c in zip(records, codes)]
     return max(codes, key=severity.index, default=ExitCode.OK)
 
 

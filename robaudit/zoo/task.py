@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from robaudit.errors import RESUME_REFUSED
 from robaudit.exitcodes import ExitCode
 from robaudit.zoo.manifest import ZooModel
 
@@ -151,13 +152,14 @@ def run_task(request: TaskRequest, attempt: Runner) -> TaskRecord:
     task_dir, out_dir = Path(request.task_dir), Path(request.out_dir)
     task_dir.mkdir(parents=True, exist_ok=True)
     settings, resume = dict(request.settings), request.resume
-    attempts, retried, cpu = 0, None, 0.0
+    attempts, retried, cpu, afresh = 0, None, 0.0, False
     while True:
         attempts += 1
         config = task_dir / f"{request.name}.toml"
         config.write_text(to_toml(settings), encoding="utf-8")
-        argv = ["--config", str(config), "run", request.source, "--no-overwrite", "-q"]
-        if resume and (out_dir / "results.json").is_file():
+        argv = ["--config", str(config), "run", request.source, "--overwrite" if afresh else "--no-overwrite", "-q"]
+        resuming = resume and not afresh and (out_dir / "results.json").is_file()
+        if resuming:
             argv += ["--resume", str(out_dir)]
         else:
             argv += ["--out", str(out_dir)]
@@ -170,12 +172,20 @@ def run_task(request: TaskRequest, attempt: Runner) -> TaskRecord:
         code, sig = result.exit_code, result.signal
         reason = _reason(result.output, code, sig, out_dir)
         finished = code in (ExitCode.OK, ExitCode.GATE_FAILED, ExitCode.INTERRUPTED)
+        if resuming and code == ExitCode.USAGE and f"--resume {out_dir}: {RESUME_REFUSED}" in result.output:
+            # the manifest changed the model or its samples: its earlier audit cannot be continued, so it starts
+            # afresh, and --overwrite moves the earlier files into models/<name>/previous-<time>/ (nothing is lost)
+            afresh = True
+            continue
         if finished or retried is not None or not _is_oom(result.output, out_dir, sig):
             break
         retried = max(1, int(settings.get("batch-size", 128)) // 2)
         settings = {**settings, "batch-size": retried}
         resume = True
     status = {ExitCode.OK: "ok", ExitCode.GATE_FAILED: "gate_failed", ExitCode.INTERRUPTED: "interrupted"}.get(code, "failed")
+    unbacked = _unbacked_success(code, out_dir, request.gate is not None)
+    if unbacked:  # the process said "finished" but its audit did not: a crash (os._exit in forward), not a pass
+        status, reason = "failed", unbacked
     return TaskRecord(request.name, request.digest, status, code, "" if status == "ok" else reason,
                       round(time.perf_counter() - start, 3), attempts, retried, sig,
                       first_probe_s=result.first_probe_s, cpu_s=round(cpu, 3))
@@ -198,6 +208,32 @@ def _reason(stderr: str, code: int, sig: int | None, out_dir: Path) -> str:
         return lines[-1].removeprefix("robaudit: ")
     rest = [ln for ln in stderr.splitlines() if ln.strip()]
     return rest[-1] if rest else f"the audit process exited with code {code} and printed nothing"
+
+
+def _unbacked_success(code: int, out_dir: Path, gated: bool) -> str:
+    """Why exit code 0 (ok) or 1 (gate failed) is not what the model's results say, or ``""`` when it is.
+
+    A model's code can end its audit's process with any code (``os._exit(0)`` in ``forward``); only a finished
+    ``results.json`` (status ``complete``, or ``partial`` with skipped probes) makes 0 an audit that finished, and only a gate record that failed
+    makes 1 a gate failure.
+    """
+    if code not in (ExitCode.OK, ExitCode.GATE_FAILED):
+        return ""
+    try:
+        results = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        results = None
+    status = results.get("status") if isinstance(results, dict) else None
+    gate = results.get("gate") if isinstance(results, dict) else None
+    gate_status = gate.get("status") if isinstance(gate, dict) else None
+    finished = status in ("complete", "partial")  # partial: a probe skipped for a stated reason, still exit 0
+    if code == ExitCode.OK and finished and (not gated or gate_status == "passed"):
+        return ""
+    if code == ExitCode.GATE_FAILED and gated and finished and gate_status == "failed":
+        return ""
+    found = "no readable results.json" if results is None else f"results.json with status {status!r}" + (
+        f" and gate status {gate_status!r}" if gated else "")
+    return f"the audit process exited with code {code} but left {found}: it ended before its audit finished"
 
 
 def _probes(out_dir: Path) -> dict[str, Any]:

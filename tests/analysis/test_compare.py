@@ -108,3 +108,45 @@ def test_a_failing_loss_path_keeps_the_written_comparison(three_runs: list[Path]
     code = main(["compare", *map(str, runs), "--out", str(tmp_path / "c"), "--loss-path", "a", "b", "--arch", DEMO_ARCH])
     assert code == 2
     assert (tmp_path / "c" / "compare.html").is_file() and (tmp_path / "c" / "compare.json").is_file()
+
+
+@pytest.mark.parametrize("spelling", ["same", "dot-dot", "symlink"])
+def test_a_run_given_twice_is_refused(three_runs: list[Path], tmp_path: Path, spelling: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    first = three_runs[0]
+    again = {"same": first, "dot-dot": first.parent / ".." / first.parent.name / first.name,
+             "symlink": tmp_path / "link"}[spelling]
+    if spelling == "symlink":
+        again.symlink_to(first, target_is_directory=True)
+    code = main(["compare", str(first), str(three_runs[1]), str(again), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "given twice" in err and "Traceback" not in err
+    assert len([ln for ln in err.splitlines() if ln.startswith("robaudit: error")]) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    (lambda r: r.pop("model"), None),
+    (lambda r: r.pop("data"), None),
+    (lambda r: r["probes"]["clean"]["summary"]["accuracy"].update(value="0.9"), "accuracy is '0.9'"),
+    (lambda r: r["probes"]["clean"].update(columns=["clean/loss"]), "columns is"),
+])
+def test_a_hostile_results_file_is_compared_or_refused_in_one_line_never_exit_3(
+        three_runs: list[Path], tmp_path: Path, edit, said: str | None, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    odd = tmp_path / "odd"
+    shutil.copytree(three_runs[2], odd)
+    results = json.loads((odd / "results.json").read_text())
+    edit(results)
+    (odd / "results.json").write_text(json.dumps(results))
+    code = main(["compare", str(three_runs[0]), str(three_runs[1]), str(odd), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "internal error" not in err
+    if said is None:  # a section an older or partial file lacks: the comparison is still made
+        assert code == 0, err
+        assert (tmp_path / "out" / "compare.json").is_file()
+    else:
+        assert code == 2
+        line = [ln for ln in err.splitlines() if ln.startswith("robaudit: error")]
+        assert len(line) == 1 and said in line[0] and str(odd / "results.json") in line[0]

@@ -1,0 +1,101 @@
+"""Hostile models and sweeps for ``robaudit zoo``: a model whose process ends with exit code 0 or 1 before its
+audit finished, and two sweeps into one --out at once. Run through the real CLI in child processes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import robaudit
+from zoo_fixtures import make_zoo, variant
+
+QUITS = '''
+import os
+
+from digits_cnn import DigitsCNN
+
+
+class QuitsWith0(DigitsCNN):
+    """Ends its audit's process with exit code 0 in the middle of the audit, as a crash that says "ok"."""
+
+    def forward(self, x):
+        os._exit(0)
+
+
+class QuitsWith1(DigitsCNN):
+    """Ends its audit's process with exit code 1 (the gate's code) although no gate was given."""
+
+    def forward(self, x):
+        os._exit(1)
+'''
+
+
+def test_a_model_that_exits_0_or_1_before_its_audit_finished_is_a_failure_not_a_pass(tmp_path: Path) -> None:
+    manifest = make_zoo(tmp_path, n_models=1, probes=["clean"])
+    (tmp_path / "quits.py").write_text(QUITS, encoding="utf-8")
+    variant(tmp_path / "demo.pt", seed=5, scale=0.0)
+    with manifest.open("a", encoding="utf-8") as f:
+        for name, cls in (("zero", "QuitsWith0"), ("one", "QuitsWith1")):
+            f.write(f'[[model]]\nname = "{name}"\nsource = "demo.pt"\narch = "quits.py:{cls}"\n\n')
+    proc = robaudit("zoo", str(manifest), "--out", "zoo", cwd=tmp_path)
+    rows = {r["name"]: r for r in json.loads((tmp_path / "zoo" / "zoo.json").read_text())["models"]}
+    assert rows["bs16"]["status"] == "ok"
+    for name, code in (("zero", 0), ("one", 1)):
+        assert rows[name]["status"] == "failed", rows[name]
+        assert rows[name]["exit_code"] == code  # what the process did, kept
+        assert f"exited with code {code}" in rows[name]["reason"] and "before its audit finished" in rows[name]["reason"]
+        assert f"zoo: {name} failed (exit {code})" in proc.stderr
+    assert proc.returncode == 3, proc.stderr  # a crash, as a killed process is: never 0 (ok) or 1 (gate failed)
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_second_sweep_into_a_locked_out_stops_with_exit_2_naming_the_holder(tmp_path: Path) -> None:
+    """A sweep holds --out's lock for its whole length; a second sweep (fresh or --resume) is refused before it
+    writes anything, as a second ``robaudit run`` into one directory is."""
+    manifest = make_zoo(tmp_path, n_models=1, probes=["clean"])
+    (tmp_path / "zoo").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (  # another process holding the lock as robaudit does
+        "import os, sys, time\nfrom filelock import FileLock\n"
+        "with FileLock(sys.argv[1], timeout=0):\n"
+        "    open(sys.argv[1], 'w').write(f'{os.getpid()}\\n')\n"
+        "    print('held', flush=True)\n    time.sleep(120)\n"), str(tmp_path / "zoo" / ".robaudit.lock")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        for extra in ([], ["--resume"]):
+            proc = robaudit("zoo", str(manifest), "--out", "zoo", *extra, cwd=tmp_path)
+            assert proc.returncode == 2, proc.stderr
+            lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("robaudit: error")]
+            assert len(lines) == 1 and f"in use by another robaudit run (PID {holder.pid})" in lines[0], proc.stderr
+            assert sorted(p.name for p in (tmp_path / "zoo").iterdir()) == [".robaudit.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    proc = robaudit("zoo", str(manifest), "--out", "zoo", cwd=tmp_path)  # the lock died with its holder
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_resume_after_the_manifest_changed_a_models_samples_or_checkpoint_starts_it_afresh(tmp_path: Path) -> None:
+    """--resume continues what it can; a model whose earlier audit used other samples or another checkpoint cannot
+    be continued, so it is audited afresh, with its earlier files moved aside (never a failure on every resume)."""
+    manifest = make_zoo(tmp_path, n_models=2, probes=["clean"])
+    assert robaudit("zoo", str(manifest), "--out", "zoo", cwd=tmp_path).returncode == 0
+    text = manifest.read_text(encoding="utf-8").replace("n-samples = 40", "n-samples = 30")
+    manifest.write_text(text, encoding="utf-8")
+    variant(tmp_path / "runs" / "bs32" / "model.pt", seed=9, scale=0.05)  # and a new checkpoint for bs32
+    proc = robaudit("zoo", str(manifest), "--out", "zoo", "--resume", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads((tmp_path / "zoo" / "zoo.json").read_text())["models"]}
+    for name in ("bs16", "bs32"):
+        assert rows[name]["status"] == "ok", rows[name]
+        model_dir = tmp_path / "zoo" / "models" / name
+        results = json.loads((model_dir / "results.json").read_text())
+        assert results["data"]["n_used"] == 30
+        previous = [p for p in model_dir.iterdir() if p.name.startswith("previous-")]
+        assert len(previous) == 1 and json.loads((previous[0] / "results.json").read_text())["data"]["n_used"] == 40
+    assert rows["bs32"]["sha256"] != json.loads(
+        (next((tmp_path / "zoo" / "models" / "bs32").glob("previous-*")) / "results.json").read_text()
+    )["model"]["checkpoint_sha256"]
