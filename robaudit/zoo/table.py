@@ -143,11 +143,23 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     """``zoo.csv``: one row per model, nested fields flattened to ``robust_accuracy/linf/0.1``-style columns."""
     flat = [_flatten(r) for r in rows]
     columns = list(dict.fromkeys(k for r in flat for k in r))
+    # a field that is null in one row and nested in another (a failed model's clean accuracy) is the nested
+    # columns left empty, not a column of its own
+    nested = {k.rsplit("/", 1)[0] for k in columns if "/" in k}
+    parents = {p for k in nested for p in _prefixes(k)}
+    columns = [k for k in columns if k not in parents]
+    flat = [{k: v for k, v in r.items() if k not in parents} for r in flat]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(flat)
     return buf.getvalue()
+
+
+def _prefixes(path: str) -> list[str]:
+    """``a/b/c`` → ``["a", "a/b", "a/b/c"]``."""
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

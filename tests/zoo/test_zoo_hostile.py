@@ -99,3 +99,24 @@ def test_resume_after_the_manifest_changed_a_models_samples_or_checkpoint_starts
     assert rows["bs32"]["sha256"] != json.loads(
         (next((tmp_path / "zoo" / "models" / "bs32").glob("previous-*")) / "results.json").read_text()
     )["model"]["checkpoint_sha256"]
+
+
+def test_zoo_csv_has_one_column_per_field_when_a_model_failed() -> None:
+    """A failed model's null clean accuracy was its own ``clean_accuracy`` column next to the finished
+    models' ``clean_accuracy/value`` …; now its cells in those columns are empty, and every cell reads back
+    as the row's value in zoo.json."""
+    import csv
+    import io
+
+    from robaudit.zoo.table import csv_text
+
+    done = {"name": "a", "status": "ok", "clean_accuracy": {"value": 0.9, "low": 0.8, "high": 0.95, "n": 40},
+            "robust_accuracy": {"linf": {"0.1": {"value": 0.5, "n": 40}}}, "tags": {}}
+    failed = {"name": "b", "status": "failed", "clean_accuracy": None, "robust_accuracy": {}, "tags": {}}
+    for rows in ([done, failed], [failed, done]):
+        table = list(csv.DictReader(io.StringIO(csv_text(rows))))
+        header = list(table[0].keys())
+        assert "clean_accuracy" not in header and len(header) == len(set(header))
+        by_name = {r["name"]: r for r in table}
+        assert by_name["a"]["clean_accuracy/value"] == "0.9" and by_name["a"]["robust_accuracy/linf/0.1/value"] == "0.5"
+        assert by_name["b"]["clean_accuracy/value"] == "" and by_name["b"]["status"] == "failed"
