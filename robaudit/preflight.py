@@ -49,7 +49,7 @@ from scipy.special import bdtrc, ndtr  # binomial and normal tails; scipy.stats 
 
 from robaudit.data.audit_data import AuditData
 from robaudit.errors import PreflightError
-from robaudit.models.audit_model import AuditModel, Normalisation
+from robaudit.models.audit_model import AuditModel, ModelForwardExit, Normalisation
 from robaudit.models.messages import one_line
 from robaudit.models.scripted import ScriptedNetwork
 from robaudit.out_of_memory import OOM_FIX, first_line, is_out_of_memory
@@ -310,6 +310,8 @@ def _raise_if_out_of_memory(exc: BaseException, what: str, n: int) -> None:
 def _forward_once(model: AuditModel, x: torch.Tensor) -> torch.Tensor:
     try:
         return model(x)
+    except ModelForwardExit:
+        raise
     except Exception as exc:  # noqa: BLE001 - user code raises anything
         shape = "×".join(str(s) for s in x.shape[1:])
         if is_out_of_memory(exc):
@@ -358,6 +360,12 @@ def _check_shape(logits: Any, num_classes: int, n: int) -> None:
         raise PreflightError(
             f"the model returned shape {tuple(logits.shape)} for {n} inputs; expected ({n}, {num_classes}) logits",
             fix="check --arch and that the model ends in a classifier over the dataset's classes",
+        )
+    if not logits.is_floating_point():  # integer or complex "logits" have no softmax, loss or gradient
+        raise PreflightError(
+            f"the model returned {str(logits.dtype).replace('torch.', '')} logits; expected real floating-point logits",
+            fix="return the classifier's floating-point outputs (not argmax class indices, rounded or complex "
+                "values) from forward",
         )
 
 
