@@ -80,7 +80,7 @@ def test_resume_refuses_results_of_another_audit_model(tmp_path: Path, capsys: p
     code = main([*first, "--probes", "clean,calibration", *extra, "--resume", str(out)])
     line = _error_line(capsys)
     assert code == ExitCode.USAGE
-    assert "different audit model" in line and ("normalisation.mean" if change == "normalisation" else "arch") in line
+    assert "made with a different model (" in line and ("normalisation.mean" if change == "normalisation" else "arch") in line
     assert ((out / "results.json").read_bytes(), (out / "per_sample.csv").read_bytes()) == before
 
 
@@ -183,6 +183,55 @@ def test_non_real_float_logits_are_bad_input_not_a_crash(tmp_path: Path, capsys:
     assert main(["validate", str(DEMO_CHECKPOINT), "--arch", f"{arch}:Odd", "--n-samples", "8", *FAST]) == ExitCode.USAGE
     line = _error_line(capsys)
     assert f"returned {'int64' if dtype == 'long' else dtype} logits" in line
+
+
+STATEFUL_FORWARDS = {
+    "renormalises": ("""
+        class Net(DigitsCNN):
+            def forward(self, x):
+                with torch.no_grad():  # weight rows renormalised in place on every call
+                    w = self.classifier[3].weight
+                    w.div_(w.norm(dim=1, keepdim=True))
+                return super().forward(x)
+        """, "the model's forward changed the model's state: net.classifier.3.weight"),
+    "train_mode": ("""
+        class Net(DigitsCNN):
+            def forward(self, x):
+                self.train()
+                return torch.nn.functional.dropout(super().forward(x), 0.5, self.training)
+        """, "the model's forward switched modules to training mode"),
+}
+
+
+@pytest.mark.parametrize("kind", list(STATEFUL_FORWARDS))
+def test_a_forward_with_side_effects_is_bad_input_not_a_probe_bug(tmp_path: Path, kind: str,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A model that keeps changing itself as it runs gives each probe another network: it was exit 3 blaming the
+    first probe (a counter), or audited in training mode with nothing said (self.train())."""
+    body, said = STATEFUL_FORWARDS[kind]
+    arch = _arch_file(tmp_path, body)
+    out = tmp_path / "audit"
+    code = main(["run", str(DEMO_CHECKPOINT), "--arch", f"{arch}:Net", "--n-samples", "8", *FAST, "-q",
+                 "--out", str(out)])
+    line = _error_line(capsys)
+    assert code == ExitCode.USAGE and said in line and "Fix: " in line
+    assert not (out / "results.json").exists()
+
+
+def test_a_change_made_once_on_the_first_call_is_not_a_side_effect(tmp_path: Path) -> None:
+    """Set-up done once on the first call (a lazy module, a cache) leaves later calls alike: not refused."""
+    arch = _arch_file(tmp_path, """
+        class Net(DigitsCNN):
+            ready = False
+
+            def forward(self, x):
+                if not self.ready:
+                    with torch.no_grad():
+                        self.classifier[3].bias.mul_(1.0)
+                    self.ready = True
+                return super().forward(x)
+        """)
+    assert main(["validate", str(DEMO_CHECKPOINT), "--arch", f"{arch}:Net", "--n-samples", "8", *FAST]) == ExitCode.OK
 
 
 # --- sys.exit in the user's code ----------------------------------------------------------------------

@@ -631,7 +631,7 @@ def _carried(previous: dict[str, Any], current: dict[str, Any], data: AuditData,
     """
     differs = resume_checks.model_difference(previous.get("model"), current["model"])
     if differs is not None:
-        raise UsageError(f"--resume {out_dir}: those results were made with a different audit model ({differs})",
+        raise UsageError(f"--resume {out_dir}: those results were made with a different model ({differs})",
                          fix="use a new --out directory, or drop --resume")
     ids, cols = store.read_per_sample(out_dir)
     differs = resume_checks.data_difference(previous.get("data"), current["data"])
