@@ -118,10 +118,6 @@ def _drop_summary(entry: dict[str, Any]) -> None:
     del entry["summary"]
 
 
-def _flag_without_severity(entry: dict[str, Any]) -> None:
-    entry["flags"] = [{"id": "x", "message": "m", "source": "clean"}]
-
-
 def _absent_column(entry: dict[str, Any]) -> None:
     entry["per_sample_columns"] = [*entry["per_sample_columns"], "clean/not_in_the_table"]
 
@@ -130,7 +126,7 @@ def _inputs_not_an_object(entry: dict[str, Any]) -> None:
     entry["inputs"] = 5
 
 
-@pytest.mark.parametrize("edit", [_drop_summary, _flag_without_severity, _absent_column, _inputs_not_an_object],
+@pytest.mark.parametrize("edit", [_drop_summary, _absent_column, _inputs_not_an_object],
                          ids=lambda f: f.__name__.strip("_"))
 def test_resume_runs_a_malformed_saved_result_again(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                     edit: Callable[[dict[str, Any]], None]) -> None:
@@ -154,6 +150,29 @@ def test_resume_runs_a_malformed_saved_result_again(tmp_path: Path, capsys: pyte
     with (out / "per_sample.csv").open(encoding="utf-8", newline="") as fh:
         header = next(csv.reader(fh))
     assert set(reference["per_sample_columns"]) <= set(header) and "clean/not_in_the_table" not in header
+
+
+@pytest.mark.parametrize("severity", [None, "ERROR", "fatal"])
+def test_a_flag_without_a_known_severity_never_passes_a_severity_gate(tmp_path: Path, severity: str | None,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """An error flag whose severity is missing or misspelt passed `min-severity = "error"` (exit 0) and crashed
+    `robaudit report` (exit 3); every reader now refuses the file, naming the flag."""
+    out = tmp_path / "audit"
+    assert main(["run", str(DEMO_CHECKPOINT), "--arch", DEMO_ARCH, "--n-samples", "8", *FAST, "-q",
+                 "--out", str(out)]) == ExitCode.OK
+    capsys.readouterr()
+    results = _results(out)
+    flag = {"id": "zero_input_gradients", "message": "m", "source": "preflight"}
+    if severity is not None:
+        flag["severity"] = severity
+    results["flags"] = [flag]
+    (out / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    rules = tmp_path / "gate.toml"
+    rules.write_text('[[rule]]\nmin-severity = "error"\n', encoding="utf-8")
+    for command in (["gate", str(out), "--rules", str(rules)], ["report", str(out)]):
+        assert main(command) == ExitCode.USAGE
+        line = _error_line(capsys)
+        assert "flags › [0]" in line and "severity" in line
 
 
 # --- checkpoints and models that would be silently reinterpreted -----------------------------------------

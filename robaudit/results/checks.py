@@ -124,15 +124,29 @@ def _check_shape(results: dict[str, Any], path: Path) -> None:
             value = entry.get(key)
             if value is not None and not isinstance(value, dict) and not (key == "higher_is_better" and isinstance(value, bool)):
                 raise refuse(("probes", name, key), value, "an object")
-    flags = results.get("flags", [])
-    if not isinstance(flags, list):
-        raise refuse(("flags",), flags, "a list of flag objects")
-    for i, flag in enumerate(flags):
-        if not isinstance(flag, dict):
-            raise refuse(("flags", i), flag, "a flag object ({id, severity, source, message})")
+        _check_flags(entry.get("flags", []), ("probes", name, "flags"), path)
+    _check_flags(results.get("flags", []), ("flags",), path)
     gate = results.get("gate")
     if gate is not None and not isinstance(gate, dict):
         raise refuse(("gate",), gate, "an object or null")
+
+
+def _check_flags(flags: Any, where: tuple[Any, ...], path: Path) -> None:
+    """Each flag must be an object with a string ``id`` and a known ``severity``: a gate's ``min-severity`` rule
+    would pass over a flag whose severity is missing or misspelt (``"ERROR"``), failing open."""
+    from robaudit.probes.base import Severity
+
+    if not isinstance(flags, list):
+        raise UsageError(f"{path}: {_where(where)} is {_kind(flags)}, not a list of flag objects", fix=_REGENERATE)
+    known = [s.value for s in Severity]
+    for i, flag in enumerate(flags):
+        if not isinstance(flag, dict):
+            raise UsageError(f"{path}: {_where((*where, i))} is {_kind(flag)}, not a flag object "
+                             "({id, severity, source, message})", fix=_REGENERATE)
+        if not isinstance(flag.get("id"), str) or flag.get("severity") not in known:
+            raise UsageError(f"{path}: {_where((*where, i))} has id {_kind(flag.get('id'))} and severity "
+                             f"{_kind(flag.get('severity'))}; a flag needs a string id and a severity of "
+                             f"{', '.join(known)}", fix=_REGENERATE)
 
 
 def _first_non_finite(node: Any, where: tuple[Any, ...]) -> tuple[tuple[Any, ...], str] | None:
