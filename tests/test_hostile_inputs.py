@@ -80,7 +80,8 @@ def test_resume_refuses_results_of_another_audit_model(tmp_path: Path, capsys: p
     code = main([*first, "--probes", "clean,calibration", *extra, "--resume", str(out)])
     line = _error_line(capsys)
     assert code == ExitCode.USAGE
-    assert "made with a different model (" in line and ("normalisation.mean" if change == "normalisation" else "arch") in line
+    assert "made with a different model (" in line
+    assert ("normalisation.mean" if change == "normalisation" else "arch") in line
     assert ((out / "results.json").read_bytes(), (out / "per_sample.csv").read_bytes()) == before
 
 

@@ -62,7 +62,8 @@ def model_difference(old: Any, new: Mapping[str, Any]) -> str | None:
 
 
 def data_difference(old: Any, new: Mapping[str, Any]) -> str | None:
-    """Like :func:`model_difference`, for ``results.json › data`` (the samples' sha256, conversions, a class restriction)."""
+    """Like :func:`model_difference`, for ``results.json › data`` (the samples' sha256, conversions, a class
+    restriction)."""
     return _difference(old, new, _DATA_IDENTITY)
 
 
