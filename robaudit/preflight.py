@@ -41,19 +41,22 @@ gradients; the rest of the audit runs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from scipy.special import bdtrc, ndtr  # binomial and normal tails; scipy.stats would import scipy.sparse
 
 from robaudit.data.audit_data import AuditData
-from robaudit.errors import PreflightError
-from robaudit.models.audit_model import AuditModel, Normalisation
+from robaudit.errors import InternalError, PreflightError
+from robaudit.models.audit_model import AuditModel, ModelForwardExit, Normalisation
 from robaudit.models.messages import one_line
 from robaudit.models.scripted import ScriptedNetwork
 from robaudit.out_of_memory import OOM_FIX, first_line, is_out_of_memory
 from robaudit.probes.base import Flag, Probe, Severity, needs_input_gradients
+
+if TYPE_CHECKING:
+    from robaudit.engine.model_guard import ModelGuard
 
 PREFLIGHT_SAMPLES = 64
 # 512 paired samples detect an accuracy gap of ~3 points at α = 0.01 when few samples disagree
@@ -128,6 +131,9 @@ def run_preflight(model: AuditModel, data: AuditData, device: torch.device, chec
     with torch.no_grad():
         _forward(model, x, step)  # a model that cannot run on the data stops here, with a --resize hint
     _check_normalisation(model, data, device, report, min(_CHUNK, batch_size or _CHUNK))
+    from robaudit.engine.model_guard import ModelGuard  # here: robaudit.engine imports this module
+
+    guard = ModelGuard(model)  # after the first passes: lazy modules and caches are set up by then
 
     seen: list[torch.Tensor] = []
 
@@ -142,6 +148,7 @@ def run_preflight(model: AuditModel, data: AuditData, device: torch.device, chec
         hook.remove()
     with torch.no_grad():
         again = _forward(model, x, step)
+    _check_no_side_effects(guard)
     _check_logits(logits, model.num_classes, len(x))
     if seen:  # one call of the network per pass; a network that calls itself again: its first input only
         _check_network_input(torch.cat(seen) if sum(len(t) for t in seen) == len(x) else seen[0], model, x, report)
@@ -310,6 +317,8 @@ def _raise_if_out_of_memory(exc: BaseException, what: str, n: int) -> None:
 def _forward_once(model: AuditModel, x: torch.Tensor) -> torch.Tensor:
     try:
         return model(x)
+    except ModelForwardExit:
+        raise
     except Exception as exc:  # noqa: BLE001 - user code raises anything
         shape = "×".join(str(s) for s in x.shape[1:])
         if is_out_of_memory(exc):
@@ -350,6 +359,24 @@ def _working_size(model: AuditModel, x: torch.Tensor) -> tuple[int, int] | None:
     return None
 
 
+def _check_no_side_effects(guard: "ModelGuard") -> None:
+    """A forward in eval mode must leave the model as it was (checked over two passes after the first ones, so
+    lazy modules and caches filled once are fine): one that keeps updating its own buffers or parameters (a call
+    counter, BatchNorm statistics) or switches itself to training mode gives every probe a different network,
+    depending on how often and on which batches it was called."""
+    training = [path or "root" for path, m in guard.model.named_modules() if m.training]
+    if training:
+        raise PreflightError(f"the model's forward switched modules to training mode ({', '.join(training[:5])}): "
+                             "dropout and BatchNorm statistics would then change every probe's numbers",
+                             fix="do not call self.train() (or .train() on submodules) in forward")
+    try:
+        guard.check_by("the model's forward", subject="the model",
+                       fix="make forward free of side effects in eval mode: no in-place updates of its buffers or "
+                           "parameters, no self.train()")
+    except InternalError as exc:
+        raise PreflightError(exc.message, fix=exc.fix) from None
+
+
 def _check_shape(logits: Any, num_classes: int, n: int) -> None:
     if not isinstance(logits, torch.Tensor):
         raise PreflightError(f"the model returned a {type(logits).__name__} for {n} inputs, not ({n}, {num_classes}) "
@@ -358,6 +385,12 @@ def _check_shape(logits: Any, num_classes: int, n: int) -> None:
         raise PreflightError(
             f"the model returned shape {tuple(logits.shape)} for {n} inputs; expected ({n}, {num_classes}) logits",
             fix="check --arch and that the model ends in a classifier over the dataset's classes",
+        )
+    if not logits.is_floating_point():  # integer or complex "logits" have no softmax, loss or gradient
+        raise PreflightError(
+            f"the model returned {str(logits.dtype).replace('torch.', '')} logits; expected real floating-point logits",
+            fix="return the classifier's floating-point outputs (not argmax class indices, rounded or complex "
+                "values) from forward",
         )
 
 

@@ -290,6 +290,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         click.echo(f"robaudit: error: {exc.one_line()}", err=True)
         return int(exc.exit_code)
+    except SystemExit as exc:  # robaudit's own exits are click's Exit: this is code it ran (a plugin, say)
+        if debug:
+            traceback.print_exc()
+        click.echo(f"robaudit: internal error: code run by robaudit called sys.exit({exc.code!r}), which must not end "
+                   "an audit. Rerun with --debug for the traceback and report it.", err=True)
+        return int(ExitCode.INTERNAL)
     except Exception as exc:
         if debug:
             traceback.print_exc()

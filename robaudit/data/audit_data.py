@@ -90,3 +90,14 @@ class AuditData:
         for start in range(0, n, batch_size):
             rows = slice(start, min(start + batch_size, n))
             yield rows, self.x[rows], self.y[rows]
+
+
+def samples_sha256(x: torch.Tensor, y: torch.Tensor) -> str:
+    """sha256 of samples: ``x`` (N×C×H×W) as float32 C-order bytes, then ``y`` (N) as int64 bytes, both
+    little-endian. Recorded as ``data.samples_sha256``: in-memory data hashes the samples as given (before
+    any conversion), a dataset read from disk the pixels as audited (after ``--convert-channels``/``--resize``);
+    ``--resume`` compares it."""
+    h = hashlib.sha256()
+    h.update(x.detach().to(torch.float32).contiguous().numpy().astype("<f4", copy=False).tobytes())
+    h.update(y.detach().to(torch.int64).contiguous().numpy().astype("<i8", copy=False).tobytes())
+    return h.hexdigest()

@@ -13,7 +13,6 @@ up to the budget (its labels are not known before its items are read), so a cut 
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 from collections.abc import Iterable, Iterator
@@ -25,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
 
 from robaudit.data import conversions
-from robaudit.data.audit_data import AuditData, DatasetInfo
+from robaudit.data.audit_data import AuditData, DatasetInfo, samples_sha256
 from robaudit.data.sampling import ALL, DEFAULT_N_SAMPLES, NSamples, Selection, select_rows
 from robaudit.errors import DataError
 
@@ -191,15 +190,6 @@ def live_audit_data(samples: LiveSamples, x: torch.Tensor, applied: list[str], n
     ids = [f"{MEMORY}:{int(i)}" for i in samples.index]
     logger.info("loaded %d in-memory samples (%s)", len(ids), samples.selection.method)
     return AuditData(x=x, y=samples.y, ids=ids, info=info, provenance=provenance)
-
-
-def samples_sha256(x: torch.Tensor, y: torch.Tensor) -> str:
-    """sha256 of the audited samples: ``x`` as float32 C-order bytes, then ``y`` as int64 bytes
-    (both little-endian), before any conversion."""
-    h = hashlib.sha256()
-    h.update(x.detach().to(torch.float32).contiguous().numpy().astype("<f4", copy=False).tobytes())
-    h.update(y.detach().to(torch.int64).contiguous().numpy().astype("<i8", copy=False).tobytes())
-    return h.hexdigest()
 
 
 def _dense(x: torch.Tensor) -> torch.Tensor:

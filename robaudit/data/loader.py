@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from robaudit.data import conversions
-from robaudit.data.audit_data import AuditData, DatasetInfo
+from robaudit.data.audit_data import AuditData, DatasetInfo, samples_sha256
 from robaudit.data.catalog import DIGITS_SPEC, NAMED_DATASETS
 from robaudit.data.class_subset import ClassSubset
 from robaudit.data.digits import DIGITS_SPLIT_SEED, DIGITS_TEST_SIZE, digits_split
@@ -188,6 +188,7 @@ def load_data(
         "class_counts": np.bincount(opened.labels[rows], minlength=opened.num_classes).tolist(),
         "conversions": applied,
         "stored": {"channels": opened.channels, "image_size": list(opened.image_size) if opened.image_size else None},
+        "samples_sha256": samples_sha256(x, y),
         "checksum_match": None,
         "files": [],
         "warnings": warnings,

@@ -38,6 +38,7 @@ from robaudit.config import AuditConfig, build_probe_config, check_unselected_kn
 from robaudit.data import DataRequest, describe_dataset, load_data
 from robaudit.data.audit_data import AuditData
 from robaudit.data.class_subset import restrict_classes
+from robaudit.engine import resume_checks
 from robaudit.engine.model_guard import ModelGuard
 from robaudit.engine.plan import probe_inputs, run_order
 from robaudit.engine.progress import AuditProgress, progress_interval
@@ -535,6 +536,12 @@ def _run_one(sel: SelectedProbe, config: AuditConfig, registry: ProbeRegistry, m
                             "internal": isinstance(exc, InternalError)})
         log.error("probe %s failed: %s", sel.name, exc.one_line())
         return entry, None
+    except SystemExit as exc:  # probe code calling sys.exit is a probe bug: it must not end the audit, or pass
+        entry.update(status="failed", duration_s=time.perf_counter() - start,
+                     error={"type": "SystemExit", "message": f"the probe called sys.exit({exc.code!r})",
+                            "internal": True, "traceback": traceback.format_exc(limit=8)})
+        log.error("probe %s failed: it called sys.exit(%r)", sel.name, exc.code)
+        return entry, None
     except Exception as exc:  # a probe bug must not lose the other probes' results
         message = _advice(exc)
         entry.update(status="failed", duration_s=time.perf_counter() - start,
@@ -615,23 +622,37 @@ def _previous_results(out_dir: Path) -> dict[str, Any] | None:
 def _carried(previous: dict[str, Any], current: dict[str, Any], data: AuditData,
              out_dir: Path) -> dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]]:
     """The finished probes of an earlier run in ``out_dir`` (entry, per-sample columns), after checking
-    that run used the same model and samples. Whether each may be reused is decided at its turn.
+    that run used the same audit model and samples (:mod:`robaudit.engine.resume_checks`). Whether each
+    may be reused is decided at its turn; a saved entry that is malformed, or made under another seed,
+    is not carried (it runs again).
 
     Raises:
         UsageError: the saved results were made with another model or other samples.
     """
-    old_model = previous.get("model", {})
-    if any(old_model.get(k) != current["model"].get(k) for k in ("checkpoint_sha256", "state_sha256", "source")):
-        raise UsageError(f"--resume {out_dir}: {RESUME_REFUSED} were made with a different model",
+    differs = resume_checks.model_difference(previous.get("model"), current["model"])
+    if differs is not None:
+        raise UsageError(f"--resume {out_dir}: {RESUME_REFUSED} were made with a different model ({differs})",
                          fix="use a new --out directory, or drop --resume")
     ids, cols = store.read_per_sample(out_dir)
-    if ids != data.ids or previous.get("data", {}).get("samples_sha256") != data.provenance.get("samples_sha256"):
-        raise UsageError(f"--resume {out_dir}: {RESUME_REFUSED} cover different samples (dataset, split, --n-samples or seed)",
+    differs = resume_checks.data_difference(previous.get("data"), current["data"])
+    if ids != data.ids or differs is not None:
+        raise UsageError(f"--resume {out_dir}: {RESUME_REFUSED} cover different samples (dataset, split, --n-samples, "
+                         f"seed, --resize or --convert-channels{'; ' + differs if differs else ''})",
                          fix="use a new --out directory, or drop --resume")
+    old_seed = (previous.get("environment") or {}).get("seed")
+    if old_seed != current["environment"]["seed"]:
+        log.warning("--resume %s: those results were made with --seed %s, this run uses %s; every probe runs again",
+                    out_dir, old_seed, current["environment"]["seed"])
+        return {}
     carried = {}
     for name, entry in previous.get("probes", {}).items():
-        if entry.get("status") == "ok":
-            carried[name] = (entry, {c: cols[c] for c in entry.get("per_sample_columns", []) if c in cols})
+        if entry.get("status") != "ok":
+            continue
+        problem = resume_checks.entry_problem(name, entry, cols)
+        if problem is not None:
+            log.warning("probe %s: the saved result in %s cannot be reused (%s); it runs again", name, out_dir, problem)
+            continue
+        carried[name] = (entry, {c: cols[c] for c in entry["per_sample_columns"]})
     return carried
 
 

@@ -14,6 +14,9 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from robaudit.errors import UsageError
+from robaudit.models.messages import exit_call
+
 
 STATED_SOURCES = ("cli", "checkpoint")
 PRETRAINED_SOURCE_PREFIXES = ("timm_pretrained:", "torchvision_weights:", "hf_hub:")
@@ -158,6 +161,10 @@ class ModelProvenance:
         return out
 
 
+class ModelForwardExit(UsageError):
+    """The network's forward called ``sys.exit``: the model's fault (exit 2), recorded like any forward that raises."""
+
+
 class AuditModel(nn.Module):
     """Wraps a network so it takes [0, 1] pixels and applies mean/std inside.
 
@@ -208,11 +215,20 @@ class AuditModel(nn.Module):
         self.provenance.normalisation = normalisation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits N×K for pixels ``x`` in [0, 1], shape N×C×H×W."""
-        if self.math_attention:
-            with sdpa_kernel([SDPBackend.MATH]):
-                return self.net(self.normalise(x))
-        return self.net(self.normalise(x))
+        """Logits N×K for pixels ``x`` in [0, 1], shape N×C×H×W.
+
+        Raises:
+            ModelForwardExit: the network's forward called ``sys.exit`` (which would otherwise end robaudit
+                with the model's exit code, 0 included, and no results).
+        """
+        try:
+            if self.math_attention:
+                with sdpa_kernel([SDPBackend.MATH]):
+                    return self.net(self.normalise(x))
+            return self.net(self.normalise(x))
+        except SystemExit as exc:
+            raise ModelForwardExit(f"the model's forward called {exit_call(exc)}",
+                                   fix="remove the sys.exit call from the model's forward") from None
 
     def audit_copy(self) -> "AuditModel":
         """A deep copy a probe may modify (e.g. cast to float64) without touching this one."""

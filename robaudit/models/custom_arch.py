@@ -21,9 +21,11 @@ from torch import nn
 
 from robaudit.errors import ModelLoadError, did_you_mean
 from robaudit.models.arch_spec import ArchSpec
-from robaudit.models.messages import hint, one_line
+from robaudit.models.messages import exit_call, hint, one_line
 
 logger = logging.getLogger(__name__)
+
+SCRIPT_FIX = 'put the script part of the file (argument parsing, training, sys.exit) under `if __name__ == "__main__":`'
 
 
 def resolve_constructor(spec: ArchSpec) -> Callable[..., Any]:
@@ -68,6 +70,9 @@ def build_custom(spec: ArchSpec, kwargs: dict[str, Any], num_classes: int | None
         call_kwargs["num_classes"] = num_classes
     try:
         net = ctor(**call_kwargs)
+    except SystemExit as exc:  # a script's sys.exit must not end robaudit with its code (0 would pass CI)
+        raise ModelLoadError(f"constructing {spec} called {exit_call(exc)}",
+                             fix="remove the sys.exit call from the constructor") from None
     except Exception as exc:  # noqa: BLE001 - the user's constructor may raise anything
         raise ModelLoadError(
             f"constructing {spec} with arguments {call_kwargs} failed: {one_line(exc)}",
@@ -103,6 +108,10 @@ def _import_file(spec: ArchSpec) -> ModuleType:
     sys.path.insert(0, str(path.parent))
     try:
         loader_spec.loader.exec_module(module)
+    except SystemExit as exc:  # e.g. a training script's argparse: it must not end robaudit with its code
+        del sys.modules[mod_name]
+        raise ModelLoadError(f"importing architecture file '{spec.name}' called {exit_call(exc)}",
+                             fix=SCRIPT_FIX) from None
     except Exception as exc:  # noqa: BLE001 - the user's file may raise anything on import
         del sys.modules[mod_name]
         raise ModelLoadError(
@@ -121,6 +130,8 @@ def _import_file(spec: ArchSpec) -> ModuleType:
 def _import_module(spec: ArchSpec) -> ModuleType:
     try:
         return importlib.import_module(spec.name)
+    except SystemExit as exc:
+        raise ModelLoadError(f"importing module '{spec.name}' called {exit_call(exc)}", fix=SCRIPT_FIX) from None
     except ModuleNotFoundError as exc:
         raise ModelLoadError(
             f"cannot import module '{spec.name}' for --arch {spec}: {one_line(exc)}",

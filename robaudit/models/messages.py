@@ -31,3 +31,8 @@ def list_some(items: Sequence[str], limit: int = 5) -> str:
     if len(items) > limit:
         shown += f" … and {len(items) - limit} more"
     return shown
+
+
+def exit_call(exc: SystemExit) -> str:
+    """``"sys.exit(7)"`` for the :class:`SystemExit` that user code raised (its code as given)."""
+    return f"sys.exit({exc.code!r})" if exc.code is not None else "sys.exit()"

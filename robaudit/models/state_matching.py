@@ -99,6 +99,7 @@ def load_weights(
             fix=_mismatch_fix(diff, state_dict, net),
         )
 
+    _refuse_non_float(state_dict, net, arch, checkpoint_name)
     model_sd = net.state_dict()
     to_load = _copy_with_metadata(state_dict, {k: v for k, v in state_dict.items() if k in model_sd})
     for key, _, _ in diff.mismatched:
@@ -133,6 +134,25 @@ def load_weights(
         )
         report.warnings.append(note)
         logger.warning(note)
+
+
+def _refuse_non_float(state_dict: Mapping[str, torch.Tensor], net: nn.Module, arch: str, name: str) -> None:
+    """Refuse integer, boolean or complex checkpoint tensors for the model's floating-point weights.
+
+    ``load_state_dict`` would cast them silently: quantised int8 weights without their scales, or
+    weights rounded to integers, would load as a different network that still runs.
+    """
+    model_sd = net.state_dict()
+    bad = [f"{k} ({str(v.dtype).replace('torch.', '')})" for k, v in state_dict.items()
+           if k in model_sd and model_sd[k].is_floating_point() and isinstance(v, torch.Tensor)
+           and (not v.is_floating_point()) and tuple(v.shape) == tuple(model_sd[k].shape)]
+    if bad:
+        raise ModelLoadError(
+            f"checkpoint '{name}' holds non-floating-point values for {len(bad)} floating-point weight(s) of {arch} "
+            f"({list_some(bad, 3)}); loading would cast them and audit a different network",
+            fix="save the network's floating-point state dict (dequantise a quantised model first), or pass the "
+                "architecture the checkpoint was saved from with --arch",
+        )
 
 
 def looks_like_cifar_resnet(state_dict: Mapping[str, torch.Tensor], net: nn.Module) -> bool:
