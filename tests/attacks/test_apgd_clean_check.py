@@ -160,3 +160,42 @@ def _unchanged():  # noqa: ANN202 - a context manager doing nothing: the old pat
     import contextlib
 
     return contextlib.nullcontext()
+
+
+class _Float64Linear(torch.nn.Module):
+    """A float64 linear model whose classes 0 and 1 share their weights and differ in bias by 1e-12: class 1
+    wins in float64, while float32 (the audit's shared clean logits) rounds the two logits to a tie."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        w = torch.randn(2, 16, generator=g, dtype=torch.float64)
+        self.weight = torch.nn.Parameter(torch.stack([w[0], w[0], w[1]]))
+        self.bias = torch.nn.Parameter(torch.tensor([0.0, 1e-12, -0.5], dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.double().flatten(1) @ self.weight.T + self.bias
+
+
+def test_a_float64_network_keeps_its_own_clean_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared clean logits are float32: for a float64 network two logits a float32 rounding ties can give
+    another argmax than APGD's own float64 check. The sweep's numbers must still be those of APGD's own
+    clean check (known_clean made a no-op), bit for bit."""
+    from helpers import audit_data, audit_model
+
+    net = _Float64Linear()
+    x = 0.3 + 0.4 * torch.rand(40, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = net(x)
+    y = logits.argmax(1)
+    tied = (y == 1) & (logits.float().argmax(1) == 0)
+    assert int(tied.sum()) >= 3  # samples the float32 verdict calls wrong and the model's own calls right
+    model, data = audit_model(net, 3), audit_data(x, y, 3)
+
+    new = run_probe(PGDLinfProbe, model, data, seed=5, batch_size=16, steps=5, eps=[0.05, 0.1])
+    with monkeypatch.context() as m:
+        m.setattr(ta.AttackTarget, "known_clean", lambda self, correct: _unchanged())
+        old = run_probe(PGDLinfProbe, model, data, seed=5, batch_size=16, steps=5, eps=[0.05, 0.1])
+    for key in old.per_sample:
+        np.testing.assert_array_equal(np.asarray(new.per_sample[key]), np.asarray(old.per_sample[key]), err_msg=key)
+    assert new.summary == old.summary
