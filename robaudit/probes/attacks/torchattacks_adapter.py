@@ -104,6 +104,8 @@ class AttackTarget(nn.Module):
         self.first_grad_bad: torch.Tensor | None = None
         self.draws: PerSampleDraws | None = None
         self.clean_correct: torch.Tensor | None = None
+        self.clean_batch: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+        """The (x, y) that :attr:`clean_correct` describes (:meth:`known_clean`)."""
         self.network_draws: bool | None = None
         """Whether the network drew random numbers in a forward pass of an earlier per-sample-seeded
         call of this session (``None``: none has run yet); :func:`apgd` reads it."""
@@ -118,16 +120,19 @@ class AttackTarget(nn.Module):
         return self
 
     @contextlib.contextmanager
-    def known_clean(self, correct: torch.Tensor | None) -> Iterator[None]:
+    def known_clean(self, correct: torch.Tensor | None, x: torch.Tensor | None = None,
+                    y: torch.Tensor | None = None) -> Iterator[None]:
         """Inside the block, :attr:`clean_correct` is ``correct``: N bools (CPU) saying which samples of
-        the batch the caller is about to attack the model classifies correctly clean, as the audit's
-        shared clean logits say. :func:`apgd` then skips APGD's own clean forward pass where that
-        changes no number (see there)."""
-        saved, self.clean_correct = self.clean_correct, correct
+        the batch ``x`` (N×C×H×W), labels ``y`` (N), the caller is about to attack the model classifies
+        correctly clean, as the audit's shared clean logits say. :func:`apgd` then skips APGD's own clean
+        forward pass where that changes no number (see there), and only when it is called on these very
+        tensors: an attack that hands APGD other pixels or other labels gets APGD's own check."""
+        saved = self.clean_correct, self.clean_batch
+        self.clean_correct, self.clean_batch = correct, (x, y)
         try:
             yield
         finally:
-            self.clean_correct = saved
+            self.clean_correct, self.clean_batch = saved
 
     def arm(self) -> None:
         """Record the gradient of the next forward pass that needs one."""
@@ -604,8 +609,9 @@ def apgd(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, nor
     (the clean check) and ``steps + 1`` forward+backward passes per clean-correct sample.
 
     **The clean check, reused.** Inside :meth:`AttackTarget.known_clean` (the sweeps set it from the
-    audit's shared clean logits) the samples to attack are the ones it names, and APGD's own clean
-    forward pass is skipped, but only where that changes no number: with per-sample seeds and a
+    audit's shared clean logits), when ``x`` and ``y`` are the very tensors it describes, the samples to
+    attack are the ones it names, and APGD's own clean forward pass is skipped, but only where that
+    changes no number: with per-sample seeds and a
     network known (:attr:`AttackTarget.network_draws` is ``False``) not to draw random numbers in
     its forward pass, since that pass would otherwise advance the samples' streams, and whose logits
     are float32 or narrower (:attr:`AttackTarget.logits_dtype`): the shared logits are stored as
@@ -619,7 +625,8 @@ def apgd(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, nor
                                       seed=seed if isinstance(seed, numbers.Integral) else 0, loss="ce",
                                       eot_iter=1, rho=0.75, verbose=False)
     known = target.clean_correct
-    if (known is not None and not isinstance(seed, numbers.Integral) and target.network_draws is False
+    if (known is not None and target.clean_batch[0] is x and target.clean_batch[1] is y
+            and not isinstance(seed, numbers.Integral) and target.network_draws is False
             and target.logits_dtype in _FLOAT32_EXACT):
         if len(known) != len(x):
             raise ValueError(f"known_clean names {len(known)} samples for a batch of {len(x)}")
