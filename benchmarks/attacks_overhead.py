@@ -495,7 +495,7 @@ def account(which: str, args: argparse.Namespace) -> None:
     real = ta.AttackTarget.known_clean
 
     def every_call() -> Any:
-        ta.AttackTarget.known_clean = lambda self, correct: contextlib.nullcontext()
+        ta.AttackTarget.known_clean = lambda self, *args: contextlib.nullcontext()
         try:
             return run(PGDLinfProbe, pgd_previous)
         finally:

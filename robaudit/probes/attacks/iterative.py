@@ -105,9 +105,14 @@ class _PGDBase(SweepAttack):
             still = predicts_correctly(target.model, checked, y)
             if not bool(still.any()):
                 break
-            known = target.clean_correct
-            with target.known_clean(None if known is None else known[still.cpu()]):
-                again = self._one(target, x[still], y[still], eps, _per_restart(seed, r, still.cpu()))
+            known, (clean_x, clean_y) = target.clean_correct, target.clean_batch
+            xs, ys = x[still], y[still]
+            if known is not None and clean_x is x and clean_y is y:  # the verdict is this batch's: narrow it
+                known = known[still.cpu()]
+            else:
+                known = None
+            with target.known_clean(known, xs, ys):
+                again = self._one(target, xs, ys, eps, _per_restart(seed, r, still.cpu()))
             adv[still] = again.adv
         return ta.AttackOutput(adv, out.first_grad_bad)
 

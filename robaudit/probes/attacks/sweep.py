@@ -224,7 +224,7 @@ class SweepAttack(Probe):
                     rows = torch.as_tensor(part)
                     xb, yb = ctx.data.x[rows].to(ctx.device), ctx.data.y[rows].to(ctx.device)
                     seeds = sample_seeds(ctx.seed, [keys[i] for i in part], "attack", eps_key(eps))
-                    with target.known_clean(torch.from_numpy(correct[part])):
+                    with target.known_clean(torch.from_numpy(correct[part]), xb, yb):
                         out = self.attack(target, xb, yb, eps, seeds)
                     adv, invalid_rows = project(xb, out.adv, eps, self.norm)
                     logits.append(forward_logits(ctx.model, adv))
@@ -335,7 +335,7 @@ class SweepAttack(Probe):
             part = idx[start:start + ctx.batch_size]
             rows = torch.as_tensor(part)
             xb, yb = ctx.data.x[rows].to(ctx.device), ctx.data.y[rows].to(ctx.device)
-            with target.known_clean(torch.from_numpy(correct[part])):
+            with target.known_clean(torch.from_numpy(correct[part]), xb, yb):
                 out = self.attack(target, xb, yb, big, sample_seeds(ctx.seed, [keys[i] for i in part], "large-eps"))
             adv, _ = project(xb, out.adv, big, self.norm)
             robust[rows.numpy()] = predicts_correctly(ctx.model, adv, yb).cpu().numpy()

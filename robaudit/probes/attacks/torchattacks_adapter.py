@@ -104,9 +104,14 @@ class AttackTarget(nn.Module):
         self.first_grad_bad: torch.Tensor | None = None
         self.draws: PerSampleDraws | None = None
         self.clean_correct: torch.Tensor | None = None
+        self.clean_batch: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+        """The (x, y) that :attr:`clean_correct` describes (:meth:`known_clean`)."""
         self.network_draws: bool | None = None
         """Whether the network drew random numbers in a forward pass of an earlier per-sample-seeded
         call of this session (``None``: none has run yet); :func:`apgd` reads it."""
+        self.logits_dtype: torch.dtype | None = None
+        """The dtype of the network's own logits in the last forward pass (``None``: none yet); :func:`apgd`
+        reads it (the shared clean verdict is an argmax of float32 logits)."""
         self.train(False)
 
     def train(self, mode: bool = True) -> "AttackTarget":
@@ -115,16 +120,19 @@ class AttackTarget(nn.Module):
         return self
 
     @contextlib.contextmanager
-    def known_clean(self, correct: torch.Tensor | None) -> Iterator[None]:
+    def known_clean(self, correct: torch.Tensor | None, x: torch.Tensor | None = None,
+                    y: torch.Tensor | None = None) -> Iterator[None]:
         """Inside the block, :attr:`clean_correct` is ``correct``: N bools (CPU) saying which samples of
-        the batch the caller is about to attack the model classifies correctly clean, as the audit's
-        shared clean logits say. :func:`apgd` then skips APGD's own clean forward pass where that
-        changes no number (see there)."""
-        saved, self.clean_correct = self.clean_correct, correct
+        the batch ``x`` (N×C×H×W), labels ``y`` (N), the caller is about to attack the model classifies
+        correctly clean, as the audit's shared clean logits say. :func:`apgd` then skips APGD's own clean
+        forward pass where that changes no number (see there), and only when it is called on these very
+        tensors: an attack that hands APGD other pixels or other labels gets APGD's own check."""
+        saved = self.clean_correct, self.clean_batch
+        self.clean_correct, self.clean_batch = correct, (x, y)
         try:
             yield
         finally:
-            self.clean_correct = saved
+            self.clean_correct, self.clean_batch = saved
 
     def arm(self) -> None:
         """Record the gradient of the next forward pass that needs one."""
@@ -155,6 +163,7 @@ class AttackTarget(nn.Module):
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
+        self.logits_dtype = logits.dtype
         if x.requires_grad and not logits.requires_grad:
             logits = logits + 0.0 * x.flatten(1).sum(dim=1, keepdim=True)
         # float64 logits: torchattacks' cross-entropy gradient p − e_y loses its true-class term in
@@ -586,6 +595,10 @@ def _per_sample_apgd_class() -> type:
     return PerSampleAPGD
 
 
+_FLOAT32_EXACT = (torch.float32, torch.float16, torch.bfloat16)
+"""Logit dtypes that the shared clean logits (float32) hold exactly, so that their argmax is APGD's own."""
+
+
 def apgd(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, steps: int,
          seed: Seeds) -> AttackOutput:
     """APGD-CE (AutoAttack's first stage; :func:`_per_sample_apgd_class`): ``steps`` iterations on the
@@ -596,19 +609,25 @@ def apgd(target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: float, nor
     (the clean check) and ``steps + 1`` forward+backward passes per clean-correct sample.
 
     **The clean check, reused.** Inside :meth:`AttackTarget.known_clean` (the sweeps set it from the
-    audit's shared clean logits) the samples to attack are the ones it names, and APGD's own clean
-    forward pass is skipped, but only where that changes no number: with per-sample seeds and a
+    audit's shared clean logits), when ``x`` and ``y`` are the very tensors it describes, the samples to
+    attack are the ones it names, and APGD's own clean forward pass is skipped, but only where that
+    changes no number: with per-sample seeds and a
     network known (:attr:`AttackTarget.network_draws` is ``False``) not to draw random numbers in
-    its forward pass, since that pass would otherwise advance the samples' streams. The shared
-    verdict is that same forward pass on the same model: bitwise the same logits on the same batch
-    (a sweep's first budget), and on a batch of other composition the same argmax unless two logits
-    tie to the last bit.
+    its forward pass, since that pass would otherwise advance the samples' streams, and whose logits
+    are float32 or narrower (:attr:`AttackTarget.logits_dtype`): the shared logits are stored as
+    float32, where two float64 logits can round to a tie and so to another argmax. The shared verdict
+    is then that same forward pass on the same model: bitwise the same logits on the same batch (a
+    sweep's first budget); on a batch of other composition (later budgets, restarts, the large-ε
+    check) the same argmax unless the network's kernels round differently by batch size and the top
+    two logits lie within that rounding.
     """
     attack = _per_sample_apgd_class()(target, norm=_norm_name(norm), eps=eps, steps=steps, n_restarts=1,
                                       seed=seed if isinstance(seed, numbers.Integral) else 0, loss="ce",
                                       eot_iter=1, rho=0.75, verbose=False)
     known = target.clean_correct
-    if known is not None and not isinstance(seed, numbers.Integral) and target.network_draws is False:
+    if (known is not None and target.clean_batch[0] is x and target.clean_batch[1] is y
+            and not isinstance(seed, numbers.Integral) and target.network_draws is False
+            and target.logits_dtype in _FLOAT32_EXACT):
         if len(known) != len(x):
             raise ValueError(f"known_clean names {len(known)} samples for a batch of {len(x)}")
         attack.clean_correct = known
