@@ -254,6 +254,33 @@ def test_a_change_made_once_on_the_first_call_is_not_a_side_effect(tmp_path: Pat
     assert main(["validate", str(DEMO_CHECKPOINT), "--arch", f"{arch}:Net", "--n-samples", "8", *FAST]) == ExitCode.OK
 
 
+def test_a_module_kept_in_training_mode_as_loaded_is_not_said_to_be_switched_by_forward(tmp_path: Path) -> None:
+    """MC dropout kept on by an overridden train() (a randomised defence) is in training mode before any forward:
+    forward switched nothing, so preflight must not refuse it (it did, saying forward switched it); the audit runs
+    and says the model is not deterministic."""
+    arch = _arch_file(tmp_path, """
+        class Net(DigitsCNN):
+            def __init__(self, **kw):
+                super().__init__(**kw)
+                self.drop = torch.nn.Dropout(0.1)
+
+            def train(self, mode=True):
+                super().train(mode)
+                self.drop.training = True  # dropout stays on at test time
+                return self
+
+            def forward(self, x):
+                return self.drop(super().forward(x))
+        """)
+    out = tmp_path / "audit"
+    code = main(["run", str(DEMO_CHECKPOINT), "--arch", f"{arch}:Net", "--n-samples", "8", *FAST, "-q",
+                 "--no-report", "--out", str(out)])
+    assert code == ExitCode.OK
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert results["probes"]["clean"]["status"] == "ok"
+    assert "nondeterministic_eval" in {f["id"] for f in results["flags"]}
+
+
 # --- sys.exit in the user's code ----------------------------------------------------------------------
 
 SYS_EXIT_ARCHS = {
