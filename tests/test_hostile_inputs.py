@@ -85,6 +85,22 @@ def test_resume_refuses_results_of_another_audit_model(tmp_path: Path, capsys: p
     assert ((out / "results.json").read_bytes(), (out / "per_sample.csv").read_bytes()) == before
 
 
+def test_resume_reuses_results_when_the_same_files_are_spelt_another_way(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same checkpoint and --arch file given by relative paths first and absolute ones on resume (or from
+    another folder) are the same audit model: the saved result is reused, not refused as another model."""
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "audit"
+    rel = ["run", str(DEMO_CHECKPOINT.relative_to(REPO)), "--arch", "examples/digits_cnn.py:DigitsCNN",
+           "--n-samples", "8", *FAST, "-q", "--no-report"]
+    assert main([*rel, "--out", str(out)]) == ExitCode.OK
+    saved = _results(out)["probes"]["clean"]  # its duration_s to the microsecond: a rerun would not keep it
+    absolute = ["run", str(DEMO_CHECKPOINT.resolve()), "--arch", f"{(REPO / 'examples' / 'digits_cnn.py').resolve()}:DigitsCNN",
+                "--n-samples", "8", *FAST, "-q", "--no-report"]
+    assert main([*absolute, "--resume", str(out)]) == ExitCode.OK
+    assert _results(out)["probes"]["clean"] == saved
+
+
 def test_resume_refuses_other_pixels_under_the_same_sample_ids(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     """A tensor file rewritten with other images (same count, labels and so ids): not the same samples."""

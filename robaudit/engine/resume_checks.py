@@ -10,7 +10,9 @@ relies on; one that does not is run again, never half read.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from pathlib import PurePath
 from typing import Any
 
 from robaudit.probes.base import Severity
@@ -26,6 +28,7 @@ _MODEL_IDENTITY: tuple[tuple[str, ...], ...] = (
 # The data provenance fields that decide which numbers the samples are (besides their ids).
 _DATA_IDENTITY: tuple[tuple[str, ...], ...] = (("samples_sha256",), ("conversions",), ("class_restriction",))
 _MISSING = object()
+_ARCH_FILE = re.compile(r"^(?P<file>.+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_.]*)$")
 
 
 def _dig(record: Any, path: tuple[str, ...]) -> Any:
@@ -45,12 +48,22 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "…"
 
 
+def _spelling_free(path: tuple[str, ...], value: Any, record: Any) -> Any:
+    """``value`` of field ``path`` without how a file's path was spelt (relative, absolute, from another folder):
+    a checkpoint file is identified by its sha256 (compared on its own), an ``--arch`` file by its name and class."""
+    if path == ("source",) and isinstance(_dig(record, ("checkpoint_sha256",)), str):
+        return None
+    if path == ("arch",) and isinstance(value, str) and (m := _ARCH_FILE.match(value)):
+        return f"{PurePath(m['file']).name}:{m['name']}"
+    return value
+
+
 def _difference(old: Any, new: Any, fields: tuple[tuple[str, ...], ...]) -> str | None:
     for path in fields:
         before, now = _dig(old, path), _dig(new, path)
         if before is _MISSING and now is _MISSING:
             continue
-        if before != now:
+        if _spelling_free(path, before, old) != _spelling_free(path, now, new):
             return f"{'.'.join(path)} is {_show(before)} there and {_show(now)} now"
     return None
 
