@@ -6,6 +6,7 @@ code, the one ``robaudit: error`` line, and what is on disk afterwards.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -62,6 +63,20 @@ def test_a_baseline_with_another_eps_list_is_refused_unless_allowed(fgsm_runs: d
     code, _, err = cli(["gate", str(candidate), "--rules", str(rules), "--baseline", str(fgsm_runs["other_eps"]),
                         "--allow-mismatch", "config"])
     assert code in (0, 1), err
+
+
+def test_a_baseline_written_before_threat_models_were_recorded_is_still_comparable(fgsm_runs: dict[str, Path],
+                                                                                    tmp_path: Path) -> None:
+    """A baseline from an older robaudit has no threat_model section; its probes' config is compared as before
+    (it was refused as 'threat model recorded in only one run'); an ε list the probes echo still differs."""
+    baseline = tmp_path / "old_baseline"
+    shutil.copytree(fgsm_runs["default"], baseline)
+    results = json.loads((baseline / "results.json").read_text(encoding="utf-8"))
+    del results["threat_model"]
+    (baseline / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    rules = write_rules(tmp_path / "gate.toml", FGSM_REGRESSION + REGRESSION)
+    code, _, err = cli(["gate", str(fgsm_runs["default"]), "--rules", str(rules), "--baseline", str(baseline)])
+    assert code == 0, err
 
 
 @pytest.mark.parametrize("how", ["same directory", "other spelling", "symbolic link"])
