@@ -230,3 +230,19 @@ def test_an_edited_direction_in_results_json_is_refused_not_obeyed(candidate: Pa
     # a rule that states its direction does not read the mirror at all, and fails the poor model
     stated = write_rules(tmp_path / "stated.toml", f"[[rule]]\nmetric = {ACC}\nthreshold = 0.99\nhigher-is-better = true\n")
     assert cli(["gate", str(candidate), "--rules", str(stated)])[0] == 1
+
+
+def test_a_direction_written_by_another_version_of_the_probe_is_not_called_edited(candidate: Path,
+                                                                                  tmp_path: Path) -> None:
+    """Results written by another version of a probe (a version is bumped when the meaning of a number changes,
+    its direction included) are read by their own mirror: the installed declaration is not evidence of an edit."""
+    import json
+
+    results = json.loads((candidate / "results.json").read_text(encoding="utf-8"))
+    results["probes"]["clean"]["version"] = "1"  # an older clean probe whose accuracy was an error rate
+    results["probes"]["clean"]["summary"]["accuracy"]["value"] = 0.1
+    results["probes"]["clean"]["higher_is_better"] = {"accuracy": False, "mean_loss": False}
+    (candidate / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    rules = write_rules(tmp_path / "gate.toml", f"[[rule]]\nmetric = {ACC}\nthreshold = 0.2\n")
+    code, _, err = cli(["gate", str(candidate), "--rules", str(rules)])
+    assert code == 0, err
