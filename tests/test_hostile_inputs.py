@@ -101,6 +101,24 @@ def test_resume_reuses_results_when_the_same_files_are_spelt_another_way(tmp_pat
     assert _results(out)["probes"]["clean"] == saved
 
 
+@pytest.mark.parametrize("stated", [["--num-classes", "10"], ["--arch-kwargs", '{"num_classes": 10}']])
+def test_resume_reuses_results_when_the_class_count_found_is_now_stated(tmp_path: Path, stated: list[str]) -> None:
+    """The first run found 10 classes in the checkpoint; stating 10 on resume builds the same network (the same
+    checkpoint, the same num_classes): the saved result is reused, not refused over arch_kwargs."""
+    out = tmp_path / "audit"
+    args = ["run", str(DEMO_CHECKPOINT), "--arch", DEMO_ARCH, "--n-samples", "8", *FAST, "-q", "--no-report"]
+    assert main([*args, "--out", str(out)]) == ExitCode.OK
+    saved = _results(out)["probes"]["clean"]
+    assert main([*args, *stated, "--resume", str(out)]) == ExitCode.OK
+    assert _results(out)["probes"]["clean"] == saved
+    # another class count, or another keyword, is another network: still a difference
+    from robaudit.engine.resume_checks import model_difference
+
+    old = {"arch_kwargs": {}, "num_classes": 10}
+    assert model_difference(old, {"arch_kwargs": {"num_classes": 11}, "num_classes": 11}) is not None
+    assert model_difference(old, {"arch_kwargs": {"num_classes": 10, "width": 8}, "num_classes": 10}) is not None
+
+
 def test_resume_refuses_other_pixels_under_the_same_sample_ids(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     """A tensor file rewritten with other images (same count, labels and so ids): not the same samples."""

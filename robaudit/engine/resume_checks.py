@@ -49,10 +49,15 @@ def _show(value: Any) -> str:
 
 
 def _spelling_free(path: tuple[str, ...], value: Any, record: Any) -> Any:
-    """``value`` of field ``path`` without how a file's path was spelt (relative, absolute, from another folder):
-    a checkpoint file is identified by its sha256 (compared on its own), an ``--arch`` file by its name and class."""
+    """``value`` of field ``path`` without how it was spelt: a file's path (relative, absolute, from another
+    folder; a checkpoint file is identified by its sha256, compared on its own, an ``--arch`` file by its name and
+    class), or ``num_classes`` stated in ``--arch-kwargs``/``--num-classes`` as the count it was found to be
+    (``num_classes`` is compared on its own)."""
     if path == ("source",) and isinstance(_dig(record, ("checkpoint_sha256",)), str):
         return None
+    if path == ("arch_kwargs",) and isinstance(value, Mapping) and "num_classes" in value \
+            and value["num_classes"] == _dig(record, ("num_classes",)):
+        return {k: v for k, v in value.items() if k != "num_classes"}
     if path == ("arch",) and isinstance(value, str) and (m := _ARCH_FILE.match(value)):
         return f"{PurePath(m['file']).name}:{m['name']}"
     return value
