@@ -119,6 +119,29 @@ def test_resume_reuses_results_when_the_class_count_found_is_now_stated(tmp_path
     assert model_difference(old, {"arch_kwargs": {"num_classes": 10, "width": 8}, "num_classes": 10}) is not None
 
 
+def test_resume_that_adds_a_second_order_probe_continues_the_audit(tmp_path: Path) -> None:
+    """A second-order probe swaps Hardsigmoid for its exact equivalent (recorded in module_swaps): the same audit
+    model, so the clean result of the first run is reused (it was refused as 'a different model')."""
+    arch = _arch_file(tmp_path, """
+        class Net(DigitsCNN):
+            def __init__(self, **kw):
+                super().__init__(**kw)
+                self.gate = torch.nn.Hardsigmoid()
+
+            def forward(self, x):
+                return super().forward(x) * (1.0 + self.gate(x.mean(dim=(1, 2, 3))))[:, None]
+        """)
+    out = tmp_path / "audit"
+    args = ["run", str(DEMO_CHECKPOINT), "--arch", f"{arch}:Net", "--n-samples", "8", "--threads", "1", "-q",
+            "--no-report"]
+    assert main([*args, "--probes", "clean", "--out", str(out)]) == ExitCode.OK
+    saved = _results(out)["probes"]["clean"]
+    assert main([*args, "--probes", "clean,geometry.input_hessian", "--resume", str(out)]) == ExitCode.OK
+    results = _results(out)
+    assert results["model"]["module_swaps"]  # the swap was made this time
+    assert results["probes"]["clean"] == saved and results["probes"]["geometry.input_hessian"]["status"] == "ok"
+
+
 def test_resume_refuses_other_pixels_under_the_same_sample_ids(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     """A tensor file rewritten with other images (same count, labels and so ids): not the same samples."""

@@ -22,9 +22,11 @@ _MODEL_IDENTITY: tuple[tuple[str, ...], ...] = (
     ("source",), ("checkpoint_sha256",), ("state_sha256",), ("arch",), ("arch_kwargs",), ("num_classes",),
     ("in_channels",), ("normalisation", "mean"), ("normalisation", "std"), ("load_report", "weights_key"),
     ("load_report", "ema"), ("load_report", "strict"), ("load_report", "missing_keys"),
-    ("load_report", "unexpected_keys"), ("load_report", "mismatched_shapes"), ("module_swaps",),
-    ("fused_attention",), ("weights", "sha256"),
+    ("load_report", "unexpected_keys"), ("load_report", "mismatched_shapes"), ("weights", "sha256"),
 )
+# Not compared: ``module_swaps`` and ``fused_attention``, which follow from whether a selected probe needs second
+# derivatives (exact-equivalent modules, attention on the math kernel): the same function, so a resume that adds a
+# curvature probe continues the audit, as one with another --batch-size or --threads does.
 # The data provenance fields that decide which numbers the samples are (besides their ids).
 _DATA_IDENTITY: tuple[tuple[str, ...], ...] = (("samples_sha256",), ("conversions",), ("class_restriction",))
 _MISSING = object()
