@@ -95,7 +95,8 @@ def test_resume_reuses_results_when_the_same_files_are_spelt_another_way(tmp_pat
            "--n-samples", "8", *FAST, "-q", "--no-report"]
     assert main([*rel, "--out", str(out)]) == ExitCode.OK
     saved = _results(out)["probes"]["clean"]  # its duration_s to the microsecond: a rerun would not keep it
-    absolute = ["run", str(DEMO_CHECKPOINT.resolve()), "--arch", f"{(REPO / 'examples' / 'digits_cnn.py').resolve()}:DigitsCNN",
+    arch_file = (REPO / "examples" / "digits_cnn.py").resolve()
+    absolute = ["run", str(DEMO_CHECKPOINT.resolve()), "--arch", f"{arch_file}:DigitsCNN",
                 "--n-samples", "8", *FAST, "-q", "--no-report"]
     assert main([*absolute, "--resume", str(out)]) == ExitCode.OK
     assert _results(out)["probes"]["clean"] == saved

@@ -139,7 +139,8 @@ def test_only_the_error_line_of_a_refused_resume_starts_a_model_afresh(tmp_path:
                                 "uses 1; every probe runs again\nrobaudit: error: unknown knob 'clean.bins'. Fix: see "
                                 "robaudit probes clean\n")
 
-    request = TaskRequest("m", "m.safetensors", {}, str(out), str(tmp_path / "tasks"), str(tmp_path), True, 1, None, "d")
+    request = TaskRequest("m", "m.safetensors", {}, str(out), str(tmp_path / "tasks"), str(tmp_path), True, 1, None,
+                          "d")
     record = run_task(request, attempt)
     assert len(calls) == 1 and "--overwrite" not in calls[0]
     assert record.status == "failed" and "unknown knob" in record.reason
