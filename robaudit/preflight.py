@@ -128,6 +128,7 @@ def run_preflight(model: AuditModel, data: AuditData, device: torch.device, chec
     x = data.x[:PREFLIGHT_SAMPLES].to(device)
     y = data.y[:PREFLIGHT_SAMPLES].to(device)
     step = batch_size or len(x)
+    modes = {path: m.training for path, m in model.named_modules()}  # as loaded: before any forward
     with torch.no_grad():
         _forward(model, x, step)  # a model that cannot run on the data stops here, with a --resize hint
     _check_normalisation(model, data, device, report, min(_CHUNK, batch_size or _CHUNK))
@@ -148,7 +149,7 @@ def run_preflight(model: AuditModel, data: AuditData, device: torch.device, chec
         hook.remove()
     with torch.no_grad():
         again = _forward(model, x, step)
-    _check_no_side_effects(guard)
+    _check_no_side_effects(guard, modes)
     _check_logits(logits, model.num_classes, len(x))
     if seen:  # one call of the network per pass; a network that calls itself again: its first input only
         _check_network_input(torch.cat(seen) if sum(len(t) for t in seen) == len(x) else seen[0], model, x, report)
@@ -359,12 +360,16 @@ def _working_size(model: AuditModel, x: torch.Tensor) -> tuple[int, int] | None:
     return None
 
 
-def _check_no_side_effects(guard: "ModelGuard") -> None:
+def _check_no_side_effects(guard: "ModelGuard", modes: dict[str, bool]) -> None:
     """A forward in eval mode must leave the model as it was (checked over two passes after the first ones, so
     lazy modules and caches filled once are fine): one that keeps updating its own buffers or parameters (a call
     counter, BatchNorm statistics) or switches itself to training mode gives every probe a different network,
-    depending on how often and on which batches it was called."""
-    training = [path or "root" for path, m in guard.model.named_modules() if m.training]
+    depending on how often and on which batches it was called.
+
+    ``modes`` holds each module's training flag before the first forward: a module that was already in training
+    mode as loaded (an overridden ``train()`` keeping MC dropout on) was not switched by forward and is not refused.
+    """
+    training = [path or "root" for path, m in guard.model.named_modules() if m.training and not modes.get(path, False)]
     if training:
         raise PreflightError(f"the model's forward switched modules to training mode ({', '.join(training[:5])}): "
                              "dropout and BatchNorm statistics would then change every probe's numbers",

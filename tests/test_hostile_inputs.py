@@ -85,6 +85,64 @@ def test_resume_refuses_results_of_another_audit_model(tmp_path: Path, capsys: p
     assert ((out / "results.json").read_bytes(), (out / "per_sample.csv").read_bytes()) == before
 
 
+def test_resume_reuses_results_when_the_same_files_are_spelt_another_way(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same checkpoint and --arch file given by relative paths first and absolute ones on resume (or from
+    another folder) are the same audit model: the saved result is reused, not refused as another model."""
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "audit"
+    rel = ["run", str(DEMO_CHECKPOINT.relative_to(REPO)), "--arch", "examples/digits_cnn.py:DigitsCNN",
+           "--n-samples", "8", *FAST, "-q", "--no-report"]
+    assert main([*rel, "--out", str(out)]) == ExitCode.OK
+    saved = _results(out)["probes"]["clean"]  # its duration_s to the microsecond: a rerun would not keep it
+    arch_file = (REPO / "examples" / "digits_cnn.py").resolve()
+    absolute = ["run", str(DEMO_CHECKPOINT.resolve()), "--arch", f"{arch_file}:DigitsCNN",
+                "--n-samples", "8", *FAST, "-q", "--no-report"]
+    assert main([*absolute, "--resume", str(out)]) == ExitCode.OK
+    assert _results(out)["probes"]["clean"] == saved
+
+
+@pytest.mark.parametrize("stated", [["--num-classes", "10"], ["--arch-kwargs", '{"num_classes": 10}']])
+def test_resume_reuses_results_when_the_class_count_found_is_now_stated(tmp_path: Path, stated: list[str]) -> None:
+    """The first run found 10 classes in the checkpoint; stating 10 on resume builds the same network (the same
+    checkpoint, the same num_classes): the saved result is reused, not refused over arch_kwargs."""
+    out = tmp_path / "audit"
+    args = ["run", str(DEMO_CHECKPOINT), "--arch", DEMO_ARCH, "--n-samples", "8", *FAST, "-q", "--no-report"]
+    assert main([*args, "--out", str(out)]) == ExitCode.OK
+    saved = _results(out)["probes"]["clean"]
+    assert main([*args, *stated, "--resume", str(out)]) == ExitCode.OK
+    assert _results(out)["probes"]["clean"] == saved
+    # another class count, or another keyword, is another network: still a difference
+    from robaudit.engine.resume_checks import model_difference
+
+    old = {"arch_kwargs": {}, "num_classes": 10}
+    assert model_difference(old, {"arch_kwargs": {"num_classes": 11}, "num_classes": 11}) is not None
+    assert model_difference(old, {"arch_kwargs": {"num_classes": 10, "width": 8}, "num_classes": 10}) is not None
+
+
+def test_resume_that_adds_a_second_order_probe_continues_the_audit(tmp_path: Path) -> None:
+    """A second-order probe swaps Hardsigmoid for its exact equivalent (recorded in module_swaps): the same audit
+    model, so the clean result of the first run is reused (it was refused as 'a different model')."""
+    arch = _arch_file(tmp_path, """
+        class Net(DigitsCNN):
+            def __init__(self, **kw):
+                super().__init__(**kw)
+                self.gate = torch.nn.Hardsigmoid()
+
+            def forward(self, x):
+                return super().forward(x) * (1.0 + self.gate(x.mean(dim=(1, 2, 3))))[:, None]
+        """)
+    out = tmp_path / "audit"
+    args = ["run", str(DEMO_CHECKPOINT), "--arch", f"{arch}:Net", "--n-samples", "8", "--threads", "1", "-q",
+            "--no-report"]
+    assert main([*args, "--probes", "clean", "--out", str(out)]) == ExitCode.OK
+    saved = _results(out)["probes"]["clean"]
+    assert main([*args, "--probes", "clean,geometry.input_hessian", "--resume", str(out)]) == ExitCode.OK
+    results = _results(out)
+    assert results["model"]["module_swaps"]  # the swap was made this time
+    assert results["probes"]["clean"] == saved and results["probes"]["geometry.input_hessian"]["status"] == "ok"
+
+
 def test_resume_refuses_other_pixels_under_the_same_sample_ids(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     """A tensor file rewritten with other images (same count, labels and so ids): not the same samples."""
@@ -252,6 +310,33 @@ def test_a_change_made_once_on_the_first_call_is_not_a_side_effect(tmp_path: Pat
                 return super().forward(x)
         """)
     assert main(["validate", str(DEMO_CHECKPOINT), "--arch", f"{arch}:Net", "--n-samples", "8", *FAST]) == ExitCode.OK
+
+
+def test_a_module_kept_in_training_mode_as_loaded_is_not_said_to_be_switched_by_forward(tmp_path: Path) -> None:
+    """MC dropout kept on by an overridden train() (a randomised defence) is in training mode before any forward:
+    forward switched nothing, so preflight must not refuse it (it did, saying forward switched it); the audit runs
+    and says the model is not deterministic."""
+    arch = _arch_file(tmp_path, """
+        class Net(DigitsCNN):
+            def __init__(self, **kw):
+                super().__init__(**kw)
+                self.drop = torch.nn.Dropout(0.1)
+
+            def train(self, mode=True):
+                super().train(mode)
+                self.drop.training = True  # dropout stays on at test time
+                return self
+
+            def forward(self, x):
+                return self.drop(super().forward(x))
+        """)
+    out = tmp_path / "audit"
+    code = main(["run", str(DEMO_CHECKPOINT), "--arch", f"{arch}:Net", "--n-samples", "8", *FAST, "-q",
+                 "--no-report", "--out", str(out)])
+    assert code == ExitCode.OK
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert results["probes"]["clean"]["status"] == "ok"
+    assert "nondeterministic_eval" in {f["id"] for f in results["flags"]}
 
 
 # --- sys.exit in the user's code ----------------------------------------------------------------------

@@ -10,7 +10,9 @@ relies on; one that does not is run again, never half read.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from pathlib import PurePath
 from typing import Any
 
 from robaudit.probes.base import Severity
@@ -20,12 +22,15 @@ _MODEL_IDENTITY: tuple[tuple[str, ...], ...] = (
     ("source",), ("checkpoint_sha256",), ("state_sha256",), ("arch",), ("arch_kwargs",), ("num_classes",),
     ("in_channels",), ("normalisation", "mean"), ("normalisation", "std"), ("load_report", "weights_key"),
     ("load_report", "ema"), ("load_report", "strict"), ("load_report", "missing_keys"),
-    ("load_report", "unexpected_keys"), ("load_report", "mismatched_shapes"), ("module_swaps",),
-    ("fused_attention",), ("weights", "sha256"),
+    ("load_report", "unexpected_keys"), ("load_report", "mismatched_shapes"), ("weights", "sha256"),
 )
+# Not compared: ``module_swaps`` and ``fused_attention``, which follow from whether a selected probe needs second
+# derivatives (exact-equivalent modules, attention on the math kernel): the same function, so a resume that adds a
+# curvature probe continues the audit, as one with another --batch-size or --threads does.
 # The data provenance fields that decide which numbers the samples are (besides their ids).
 _DATA_IDENTITY: tuple[tuple[str, ...], ...] = (("samples_sha256",), ("conversions",), ("class_restriction",))
 _MISSING = object()
+_ARCH_FILE = re.compile(r"^(?P<file>.+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_.]*)$")
 
 
 def _dig(record: Any, path: tuple[str, ...]) -> Any:
@@ -45,12 +50,27 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "…"
 
 
+def _spelling_free(path: tuple[str, ...], value: Any, record: Any) -> Any:
+    """``value`` of field ``path`` without how it was spelt: a file's path (relative, absolute, from another
+    folder; a checkpoint file is identified by its sha256, compared on its own, an ``--arch`` file by its name and
+    class), or ``num_classes`` stated in ``--arch-kwargs``/``--num-classes`` as the count it was found to be
+    (``num_classes`` is compared on its own)."""
+    if path == ("source",) and isinstance(_dig(record, ("checkpoint_sha256",)), str):
+        return None
+    if path == ("arch_kwargs",) and isinstance(value, Mapping) and "num_classes" in value \
+            and value["num_classes"] == _dig(record, ("num_classes",)):
+        return {k: v for k, v in value.items() if k != "num_classes"}
+    if path == ("arch",) and isinstance(value, str) and (m := _ARCH_FILE.match(value)):
+        return f"{PurePath(m['file']).name}:{m['name']}"
+    return value
+
+
 def _difference(old: Any, new: Any, fields: tuple[tuple[str, ...], ...]) -> str | None:
     for path in fields:
         before, now = _dig(old, path), _dig(new, path)
         if before is _MISSING and now is _MISSING:
             continue
-        if before != now:
+        if _spelling_free(path, before, old) != _spelling_free(path, now, new):
             return f"{'.'.join(path)} is {_show(before)} there and {_show(now)} now"
     return None
 

@@ -122,8 +122,10 @@ def find_mismatches(candidate: Run, baseline: Run, probes: set[str]) -> dict[str
             shown = ", ".join(f"{k} {c.get('config', {}).get(k)!r} vs {b.get('config', {}).get(k)!r}" for k in keys[:3])
             diffs.append(f"{name} config ({shown})")
     budgeted = any(n.startswith(BUDGETED_PREFIXES) for n in set(cp) & set(bp))
-    threat = budgeted and _threat_model_difference(candidate.results.get("threat_model"),
-                                                   baseline.results.get("threat_model"))
+    # results written before robaudit recorded its threat model are compared by their probes' config, as then
+    recorded = "threat_model" in candidate.results and "threat_model" in baseline.results
+    threat = budgeted and recorded and _threat_model_difference(candidate.results.get("threat_model"),
+                                                                baseline.results.get("threat_model"))
     if threat:
         diffs.insert(0, threat)
     if diffs:

@@ -374,7 +374,7 @@ def _direction(rule: MetricRule, run: Run, metric: Metric) -> tuple[bool, str]:
     entry = run.results.get("probes", {}).get(probe or "", {})
     in_summary = rule.per_sample is not None or (len(path) > 2 and path[0] == "probes" and path[2] == "summary")
     found = direction_from_metadata(entry.get("higher_is_better", {}), metric.keys) if probe and in_summary else None
-    declared = _declared_direction(probe, metric.keys) if probe and in_summary else None
+    declared = _declared_direction(probe, entry.get("version"), metric.keys) if probe and in_summary else None
     if declared is not None and found is not None and declared != found:  # the mirror was edited: never trust it
         word = {True: "higher", False: "lower"}
         raise UsageError(f"rule '{rule.id}': the candidate's results.json says {word[found]} is better for "
@@ -390,14 +390,18 @@ def _direction(rule: MetricRule, run: Run, metric: Metric) -> tuple[bool, str]:
     return found, f"{probe}'s metadata"
 
 
-def _declared_direction(probe: str, keys: tuple[Any, ...]) -> bool | None:
-    """Higher-is-better for ``keys`` as the registered probe class declares it (None: not registered or silent)."""
+def _declared_direction(probe: str, version: Any, keys: tuple[Any, ...]) -> bool | None:
+    """Higher-is-better for ``keys`` as the registered probe class declares it (None: not registered, silent, or
+    registered at another version than the one that wrote the results: a version is bumped when the meaning of
+    a number changes, so another version's declaration says nothing about these numbers)."""
     from robaudit.probes.registry import ProbeRegistry
 
     try:
         cls = ProbeRegistry().get_or_skip(probe)
     except Exception as exc:  # a broken plugin must not stop the gate; the results' mirror is used then
         log.debug("probe registry unavailable to the gate: %s", exc)
+        return None
+    if cls is None or str(getattr(cls, "version", "")) != str(version):
         return None
     nested: dict[str, Any] = {}
     for path, better in (getattr(cls, "higher_is_better", None) or {}).items():

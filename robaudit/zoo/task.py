@@ -172,7 +172,7 @@ def run_task(request: TaskRequest, attempt: Runner) -> TaskRecord:
         code, sig = result.exit_code, result.signal
         reason = _reason(result.output, code, sig, out_dir)
         finished = code in (ExitCode.OK, ExitCode.GATE_FAILED, ExitCode.INTERRUPTED)
-        if resuming and code == ExitCode.USAGE and f"--resume {out_dir}: {RESUME_REFUSED}" in result.output:
+        if resuming and code == ExitCode.USAGE and _resume_refused(result.output, out_dir):
             # the manifest changed the model or its samples: its earlier audit cannot be continued, so it starts
             # afresh, and --overwrite moves the earlier files into models/<name>/previous-<time>/ (nothing is lost)
             afresh = True
@@ -208,6 +208,13 @@ def _reason(stderr: str, code: int, sig: int | None, out_dir: Path) -> str:
         return lines[-1].removeprefix("robaudit: ")
     rest = [ln for ln in stderr.splitlines() if ln.strip()]
     return rest[-1] if rest else f"the audit process exited with code {code} and printed nothing"
+
+
+def _resume_refused(output: str, out_dir: Path) -> bool:
+    """Whether the audit's error line (not a warning, nor what the model printed) says ``--resume`` refused
+    ``out_dir``'s earlier results (:data:`robaudit.errors.RESUME_REFUSED`)."""
+    errors = [ln for ln in output.splitlines() if ln.startswith("robaudit: error: ")]
+    return bool(errors) and errors[-1].startswith(f"robaudit: error: --resume {out_dir}: {RESUME_REFUSED} ")
 
 
 def _unbacked_success(code: int, out_dir: Path, gated: bool) -> str:

@@ -6,6 +6,7 @@ code, the one ``robaudit: error`` line, and what is on disk afterwards.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -62,6 +63,20 @@ def test_a_baseline_with_another_eps_list_is_refused_unless_allowed(fgsm_runs: d
     code, _, err = cli(["gate", str(candidate), "--rules", str(rules), "--baseline", str(fgsm_runs["other_eps"]),
                         "--allow-mismatch", "config"])
     assert code in (0, 1), err
+
+
+def test_a_baseline_written_before_threat_models_were_recorded_is_still_comparable(fgsm_runs: dict[str, Path],
+                                                                                    tmp_path: Path) -> None:
+    """A baseline from an older robaudit has no threat_model section; its probes' config is compared as before
+    (it was refused as 'threat model recorded in only one run'); an ε list the probes echo still differs."""
+    baseline = tmp_path / "old_baseline"
+    shutil.copytree(fgsm_runs["default"], baseline)
+    results = json.loads((baseline / "results.json").read_text(encoding="utf-8"))
+    del results["threat_model"]
+    (baseline / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    rules = write_rules(tmp_path / "gate.toml", FGSM_REGRESSION + REGRESSION)
+    code, _, err = cli(["gate", str(fgsm_runs["default"]), "--rules", str(rules), "--baseline", str(baseline)])
+    assert code == 0, err
 
 
 @pytest.mark.parametrize("how", ["same directory", "other spelling", "symbolic link"])
@@ -215,3 +230,19 @@ def test_an_edited_direction_in_results_json_is_refused_not_obeyed(candidate: Pa
     # a rule that states its direction does not read the mirror at all, and fails the poor model
     stated = write_rules(tmp_path / "stated.toml", f"[[rule]]\nmetric = {ACC}\nthreshold = 0.99\nhigher-is-better = true\n")
     assert cli(["gate", str(candidate), "--rules", str(stated)])[0] == 1
+
+
+def test_a_direction_written_by_another_version_of_the_probe_is_not_called_edited(candidate: Path,
+                                                                                  tmp_path: Path) -> None:
+    """Results written by another version of a probe (a version is bumped when the meaning of a number changes,
+    its direction included) are read by their own mirror: the installed declaration is not evidence of an edit."""
+    import json
+
+    results = json.loads((candidate / "results.json").read_text(encoding="utf-8"))
+    results["probes"]["clean"]["version"] = "1"  # an older clean probe whose accuracy was an error rate
+    results["probes"]["clean"]["summary"]["accuracy"]["value"] = 0.1
+    results["probes"]["clean"]["higher_is_better"] = {"accuracy": False, "mean_loss": False}
+    (candidate / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    rules = write_rules(tmp_path / "gate.toml", f"[[rule]]\nmetric = {ACC}\nthreshold = 0.2\n")
+    code, _, err = cli(["gate", str(candidate), "--rules", str(rules)])
+    assert code == 0, err

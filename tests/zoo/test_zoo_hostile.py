@@ -120,3 +120,34 @@ def test_zoo_csv_has_one_column_per_field_when_a_model_failed() -> None:
         by_name = {r["name"]: r for r in table}
         assert by_name["a"]["clean_accuracy/value"] == "0.9" and by_name["a"]["robust_accuracy/linf/0.1/value"] == "0.5"
         assert by_name["b"]["clean_accuracy/value"] == "" and by_name["b"]["status"] == "failed"
+
+
+def test_only_the_error_line_of_a_refused_resume_starts_a_model_afresh(tmp_path: Path) -> None:
+    """``run --resume`` warns "--resume DIR: those results were made with --seed …" and reruns every probe; when that
+    audit then fails with another usage error, the model must not be restarted with --overwrite (moving its
+    earlier files aside and running it twice): only the error line says whether the resume itself was refused."""
+    from robaudit.zoo.task import Attempt, TaskRequest, run_task
+
+    out = tmp_path / "models" / "m"
+    out.mkdir(parents=True)
+    (out / "results.json").write_text("{}", encoding="utf-8")
+    calls: list[list[str]] = []
+
+    def attempt(argv: list[str], cwd: Path, threads: int, log: Path) -> Attempt:
+        calls.append(argv)
+        return Attempt(2, None, f"robaudit: WARNING: --resume {out}: those results were made with --seed 0, this run "
+                                "uses 1; every probe runs again\nrobaudit: error: unknown knob 'clean.bins'. Fix: see "
+                                "robaudit probes clean\n")
+
+    request = TaskRequest("m", "m.safetensors", {}, str(out), str(tmp_path / "tasks"), str(tmp_path), True, 1, None,
+                          "d")
+    record = run_task(request, attempt)
+    assert len(calls) == 1 and "--overwrite" not in calls[0]
+    assert record.status == "failed" and "unknown knob" in record.reason
+
+    calls.clear()  # the refusal itself (the real message's form) does start the model afresh
+    refused = (f"robaudit: error: --resume {out}: those results were made with a different model (arch is 'a' there "
+               "and 'b' now). Fix: use a new --out directory, or drop --resume.\n")
+    run_task(request, lambda argv, *rest: calls.append(argv) or Attempt(2 if len(calls) == 1 else 0, None,
+                                                                         refused if len(calls) == 1 else ""))
+    assert len(calls) == 2 and "--overwrite" in calls[1] and "--resume" not in calls[1]
