@@ -215,23 +215,17 @@ def _bare_sets(make_attack: Callable[[float], Any], model: Any, data: Any, eps_l
     return correct
 
 
-def standard_work(which: str, args: argparse.Namespace) -> None:
-    """The standard audit's attack probes against torchattacks on the same batches (see the module docstring)."""
+def _benchmark_model(which: str, args: argparse.Namespace) -> tuple[Any, Any, float]:
+    """(the audit model with frozen parameters, its audit data, the CPU-s of one plain forward+backward over
+    them at ``--batch-size``, fastest of 3) for ``which`` (``demo`` or ``resnet``), loaded as the audit loads them."""
     import tempfile
-
-    import torchattacks
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     from passes_per_sample import model_options
 
-    from robaudit.config import build_probe_config, config_from_mapping
+    from robaudit.config import config_from_mapping
     from robaudit.engine.runner import prepare, select_probes
-    from robaudit.probes.attacks import torchattacks_adapter as ta
-    from robaudit.probes.attacks.iterative import PGDLinfProbe
-    from robaudit.probes.attacks.min_eps import MinEpsProbe
-    from robaudit.probes.attacks.single_step import FGSMProbe
     from robaudit.probes.registry import ProbeRegistry
-    from robaudit.probes.seeding import derive_seed
 
     n = args.n_samples or (360 if which == "demo" else 100)
     with tempfile.TemporaryDirectory() as tmp:
@@ -241,8 +235,22 @@ def standard_work(which: str, args: argparse.Namespace) -> None:
         _, _, model, data = prepare(config, select_probes(config, ProbeRegistry()))
     for p in model.parameters():
         p.requires_grad_(False)
+    return model, data, min(_plain_fwd_bwd(model, data, args.batch_size) for _ in range(3))
+
+
+def standard_work(which: str, args: argparse.Namespace) -> None:
+    """The standard audit's attack probes against torchattacks on the same batches (see the module docstring)."""
+    import torchattacks
+
+    from robaudit.config import build_probe_config
+    from robaudit.probes.attacks import torchattacks_adapter as ta
+    from robaudit.probes.attacks.iterative import PGDLinfProbe
+    from robaudit.probes.attacks.min_eps import MinEpsProbe
+    from robaudit.probes.attacks.single_step import FGSMProbe
+    from robaudit.probes.seeding import derive_seed
+
+    model, data, plain = _benchmark_model(which, args)
     bs = args.batch_size
-    plain = min(_plain_fwd_bwd(model, data, bs) for _ in range(3))
     clean_logits: list[Any] = []
 
     def probe_run(cls: type, knobs: dict, previous: dict | None = None) -> Callable[[], Any]:
@@ -424,32 +432,17 @@ def account(which: str, args: argparse.Namespace) -> None:
     fastest of ``--repeats`` runs. Run it from another checkout (``PYTHONPATH=OLD cd OLD``) for a
     before/after.
     """
-    import tempfile
-
     import robaudit
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from passes_per_sample import model_options
-
-    from robaudit.config import build_probe_config, config_from_mapping
-    from robaudit.engine.runner import prepare, select_probes
+    from robaudit.config import build_probe_config
     from robaudit.plugin import make_test_context
     from robaudit.probes.attacks.iterative import PGDLinfProbe
     from robaudit.probes.attacks.min_eps import MinEpsProbe
     from robaudit.probes.attacks.single_step import FGSMProbe
-    from robaudit.probes.registry import ProbeRegistry
     from robaudit.probes.seeding import derive_seed
 
-    n = args.n_samples or (360 if which == "demo" else 100)
-    with tempfile.TemporaryDirectory() as tmp:
-        options = {**model_options(which, Path(tmp), n), "n_samples": n, "threads": args.threads, "seed": 0,
-                   "probes": ["clean"], "out": "unused"}
-        config = config_from_mapping(options)
-        _, _, model, data = prepare(config, select_probes(config, ProbeRegistry()))
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model, data, plain = _benchmark_model(which, args)
     bs = args.batch_size
-    plain = min(_plain_fwd_bwd(model, data, bs) for _ in range(3))
     clean_logits: list[Any] = []
 
     def run(cls: type, previous: dict | None = None) -> Any:
