@@ -169,12 +169,15 @@ def run_preflight(model: AuditModel, data: AuditData, device: torch.device, chec
     report.stats["batch_dependence"] = (
         {"ran": False, "reason": "nondeterministic" if not deterministic else "fewer than 2 samples"}
         if batch_gap is None else {"ran": True, "samples": BATCH_CHECK_SAMPLES, **batch_gap})
-    if batch_gap is not None and batch_gap["relative_gap"] > batch_gap["tolerance"]:
+    if batch_gap is not None and (batch_gap["relative_gap"] is None or batch_gap["relative_gap"] > batch_gap["tolerance"]):
+        how = (f"its forward raises on a single sample ({batch_gap['single_sample_error']}) but runs on a batch"
+               if batch_gap["relative_gap"] is None else
+               f"logits of a sample in a batch vs alone differ by {batch_gap['relative_gap']:.3g} of the logit scale")
         report.flags.append(Flag(
             "batch_dependent_outputs", Severity.WARNING,
-            "the model's outputs depend on the other samples in the batch (logits of a sample in a batch vs alone "
-            f"differ by {batch_gap['relative_gap']:.3g} of the logit scale): put BatchNorm in eval mode / remove "
-            "batch statistics from forward; every result depends on --batch-size and on which samples share a batch",
+            f"the model's outputs depend on the other samples in the batch ({how}): put BatchNorm in eval mode / "
+            "remove batch statistics from forward; every result depends on --batch-size and on which samples share "
+            "a batch",
             SOURCE,
         ))
     if not deterministic:
@@ -316,8 +319,9 @@ def _batch_dependence(model: AuditModel, x: torch.Tensor, logits: torch.Tensor, 
     samples are run once more as one batch. Costs ``BATCH_CHECK_SAMPLES`` single-sample forwards.
 
     Returns:
-        ``relative_gap`` (max |Δlogit| over the largest |logit| of those rows) and the ``tolerance`` for the
-        logits' dtype, or ``None`` with fewer than 2 samples.
+        ``relative_gap`` (max |Δlogit| over the largest |logit| of those rows; ``None`` when a single-sample
+        forward raises, with ``single_sample_error``) and the ``tolerance`` for the logits' dtype, or ``None``
+        with fewer than 2 samples.
     """
     n = min(BATCH_CHECK_SAMPLES, len(x))
     if n < 2:
@@ -329,7 +333,7 @@ def _batch_dependence(model: AuditModel, x: torch.Tensor, logits: torch.Tensor, 
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. batch statistics of a single value per channel
         _raise_if_out_of_memory(exc, "single-sample logits", 1)
-        return {"relative_gap": float("inf"), "tolerance": 0.0, "single_sample_error": one_line(exc)}
+        return {"relative_gap": None, "tolerance": _batch_tolerance(logits.dtype), "single_sample_error": one_line(exc)}
     batched, alone = batched.double(), alone.double().reshape(batched.shape)
     scale = float(torch.maximum(batched.abs().max(), alone.abs().max()))
     gap = float((batched - alone).abs().max())

@@ -62,3 +62,5 @@ def test_demo_cnn_does_not_get_the_flag(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert code == 0
     assert "batch_dependent_outputs" not in _flags(out)
+    stats = json.loads((out / "results.json").read_text())["preflight"]["stats"]["batch_dependence"]
+    assert stats["ran"] is True and stats["relative_gap"] < stats["tolerance"]

@@ -273,6 +273,19 @@ def test_noise_defence_is_nondeterministic_not_batch_dependent():
     assert "nondeterministic_eval" in flags and "batch_dependent_outputs" not in flags
 
 
+class SingleValueBatchNorm(Plain):
+    """Batch statistics over a 1×1 map: a single sample has one value per channel, and batch_norm raises."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x + F.batch_norm(x.mean(dim=(2, 3), keepdim=True), None, None, training=True))
+
+
+def test_model_that_fails_on_a_single_sample_is_flagged():
+    report = run_preflight(audit_model(SingleValueBatchNorm(), 4), _data(), CPU, False)
+    flag = next(f for f in report.flags if f.id == "batch_dependent_outputs")
+    assert "raises on a single sample" in flag.message and "more than 1 value per channel" in flag.message
+
+
 @pytest.mark.parametrize("batch_size", [1, 8])
 def test_batch_dependence_found_at_any_batch_size(batch_size):
     report = run_preflight(audit_model(BatchMeanNet(), 4), _data(), CPU, False, batch_size=batch_size)
