@@ -169,10 +169,10 @@ def run_preflight(model: AuditModel, data: AuditData, device: torch.device, chec
     report.stats["batch_dependence"] = (
         {"ran": False, "reason": "nondeterministic" if not deterministic else "fewer than 2 samples"}
         if batch_gap is None else {"ran": True, "samples": BATCH_CHECK_SAMPLES, **batch_gap})
-    if batch_gap is not None and (batch_gap["relative_gap"] is None or batch_gap["relative_gap"] > batch_gap["tolerance"]):
+    gap = None if batch_gap is None else batch_gap["relative_gap"]
+    if batch_gap is not None and (gap is None or gap > batch_gap["tolerance"]):
         how = (f"its forward raises on a single sample ({batch_gap['single_sample_error']}) but runs on a batch"
-               if batch_gap["relative_gap"] is None else
-               f"logits of a sample in a batch vs alone differ by {batch_gap['relative_gap']:.3g} of the logit scale")
+               if gap is None else f"logits of a sample in a batch vs alone differ by {gap:.3g} of the logit scale")
         report.flags.append(Flag(
             "batch_dependent_outputs", Severity.WARNING,
             f"the model's outputs depend on the other samples in the batch ({how}): put BatchNorm in eval mode / "
@@ -341,7 +341,7 @@ def _batch_dependence(model: AuditModel, x: torch.Tensor, logits: torch.Tensor, 
 
 
 def _batch_tolerance(dtype: torch.dtype) -> float:
-    """The relative logit gap (of the rows' largest |logit|) above which batch mates must have changed a sample's logits.
+    """The relative logit gap (of the rows' largest |logit|) above which batch mates changed a sample's logits.
 
     Batch-size-dependent kernel choices (BLAS blocking, cuDNN algorithms) reorder sums: in float64 that moves
     logits by ~1e-15 of their scale, in float32 by ~1e-6, with TF32 (cuDNN's default for float32 convolutions on
