@@ -3,7 +3,8 @@
 Checks that make every number meaningless raise :class:`PreflightError` (NaN/Inf logits,
 a wrong logit shape, pixels outside [0, 1], a forward pass that raises — with the input
 size the model does accept, when one of the usual sizes works). The rest become stored
-flags: probabilities instead of logits, non-determinism in eval mode, zero input
+flags: probabilities instead of logits, non-determinism in eval mode, outputs that depend on the
+other samples in the batch (batch statistics in ``forward``), zero input
 gradients, suspicious normalisation, and missing double backward (needed by second-order
 probes).
 
@@ -66,6 +67,7 @@ NORMALISATION_ALPHA = 0.01
 NORMALISATION_NLL_RATIO = 2.0
 NORMALISATION_LIKELIHOOD_ALPHA = 0.05
 _CHUNK = 256
+BATCH_CHECK_SAMPLES = 2  # samples whose logits are compared in one batch and alone (one forward each)
 SOURCE = "preflight"
 # Input sizes tried (one sample each) when the forward pass fails, to suggest a --resize that works.
 USUAL_SIZES: tuple[int, ...] = (8, 28, 32, 64, 96, 128, 224, 256, 299, 384)
@@ -149,6 +151,8 @@ def run_preflight(model: AuditModel, data: AuditData, device: torch.device, chec
         hook.remove()
     with torch.no_grad():
         again = _forward(model, x, step)
+        deterministic = torch.equal(logits, again)
+        batch_gap = _batch_dependence(model, x, logits, step) if deterministic else None
     _check_no_side_effects(guard, modes)
     _check_logits(logits, model.num_classes, len(x))
     if seen:  # one call of the network per pass; a network that calls itself again: its first input only
@@ -162,7 +166,21 @@ def run_preflight(model: AuditModel, data: AuditData, device: torch.device, chec
             "gradient attacks on softmax outputs are masked and the loss is computed twice through softmax",
             SOURCE,
         ))
-    if not torch.equal(logits, again):
+    report.stats["batch_dependence"] = (
+        {"ran": False, "reason": "nondeterministic" if not deterministic else "fewer than 2 samples"}
+        if batch_gap is None else {"ran": True, "samples": BATCH_CHECK_SAMPLES, **batch_gap})
+    gap = None if batch_gap is None else batch_gap["relative_gap"]
+    if batch_gap is not None and (gap is None or gap > batch_gap["tolerance"]):
+        how = (f"its forward raises on a single sample ({batch_gap['single_sample_error']}) but runs on a batch"
+               if gap is None else f"logits of a sample in a batch vs alone differ by {gap:.3g} of the logit scale")
+        report.flags.append(Flag(
+            "batch_dependent_outputs", Severity.WARNING,
+            f"the model's outputs depend on the other samples in the batch ({how}): put BatchNorm in eval mode / "
+            "remove batch statistics from forward; every result depends on --batch-size and on which samples share "
+            "a batch",
+            SOURCE,
+        ))
+    if not deterministic:
         diff = float((logits - again).abs().max())
         report.flags.append(Flag(
             "nondeterministic_eval", Severity.WARNING,
@@ -292,6 +310,45 @@ def _describe(norm: Normalisation) -> str:
 
 def _csv(values: tuple[float, ...]) -> str:
     return ",".join(f"{v:g}" for v in values)
+
+
+def _batch_dependence(model: AuditModel, x: torch.Tensor, logits: torch.Tensor, step: int) -> dict[str, Any] | None:
+    """How much the logits of the first samples change when each is run alone instead of with its batch mates.
+
+    ``logits`` are the checked samples' logits in passes of ``step``; when ``step`` is 1 the first
+    samples are run once more as one batch. Costs ``BATCH_CHECK_SAMPLES`` single-sample forwards.
+
+    Returns:
+        ``relative_gap`` (max |Δlogit| over the largest |logit| of those rows; ``None`` when a single-sample
+        forward raises, with ``single_sample_error``) and the ``tolerance`` for the logits' dtype, or ``None``
+        with fewer than 2 samples.
+    """
+    n = min(BATCH_CHECK_SAMPLES, len(x))
+    if n < 2:
+        return None
+    batched = logits[:n] if step >= n else _forward_once(model, x[:n])
+    try:
+        alone = torch.cat([model(x[i:i + 1]) for i in range(n)])
+    except ModelForwardExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. batch statistics of a single value per channel
+        _raise_if_out_of_memory(exc, "single-sample logits", 1)
+        return {"relative_gap": None, "tolerance": _batch_tolerance(logits.dtype), "single_sample_error": one_line(exc)}
+    batched, alone = batched.double(), alone.double().reshape(batched.shape)
+    scale = float(torch.maximum(batched.abs().max(), alone.abs().max()))
+    gap = float((batched - alone).abs().max())
+    return {"relative_gap": gap / scale if scale > 0 else 0.0, "tolerance": _batch_tolerance(logits.dtype)}
+
+
+def _batch_tolerance(dtype: torch.dtype) -> float:
+    """The relative logit gap (of the rows' largest |logit|) above which batch mates changed a sample's logits.
+
+    Batch-size-dependent kernel choices (BLAS blocking, cuDNN algorithms) reorder sums: in float64 that moves
+    logits by ~1e-15 of their scale, in float32 by ~1e-6, with TF32 (cuDNN's default for float32 convolutions on
+    CUDA) by ~1e-3; 16-bit formats round at 1e-3 (float16) to 8e-3 (bfloat16) per operation. Batch statistics
+    move logits by a sizeable fraction of their scale, far above these.
+    """
+    return 0.1 if dtype in (torch.float16, torch.bfloat16) else 1e-2
 
 
 def _forward(model: AuditModel, x: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -215,3 +215,78 @@ def test_no_spread_in_the_likelihood_differences_is_no_evidence(diff: list[float
     from robaudit.preflight import _vuong_p
 
     assert _vuong_p(torch.tensor(diff)) == 1.0
+
+
+# ---- batch dependence: logits of a sample in a batch vs alone ----
+
+class BatchStatNet(Plain):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(F.batch_norm(x, None, None, training=True))
+
+
+class BatchMeanNet(Plain):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x - x.mean(dim=0, keepdim=True))
+
+
+class EvalBatchNorm(Plain):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(1)
+        self.bn.running_mean.fill_(0.4)
+        self.bn.running_var.fill_(0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.bn(x))
+
+
+class NoiseDefence(Plain):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x + 0.1 * torch.randn_like(x))
+
+
+@pytest.mark.parametrize("net", [BatchStatNet, BatchMeanNet])
+def test_batch_statistics_in_forward_are_flagged(net):
+    report = run_preflight(audit_model(net(), 4), _data(), CPU, False)
+    flags = {f.id: f for f in report.flags}
+    assert "batch_dependent_outputs" in flags and "nondeterministic_eval" not in flags
+    assert "--batch-size" in flags["batch_dependent_outputs"].message
+    # oracle: the gap recorded is the one between a 2-sample batch and each sample alone
+    x = _data().x[:2]
+    with torch.no_grad():
+        model = audit_model(net(), 4)
+        expected = float((model(x) - torch.cat([model(x[:1]), model(x[1:])])).abs().max())
+    assert expected > 0 and report.stats["batch_dependence"]["relative_gap"] > 1e-2
+
+
+@pytest.mark.parametrize("net", [Plain, EvalBatchNorm])
+def test_batch_independent_models_are_not_flagged(net):
+    model = audit_model(net(), 4)
+    report = run_preflight(model, _data(), CPU, False)
+    assert "batch_dependent_outputs" not in [f.id for f in report.flags]
+    assert report.stats["batch_dependence"]["ran"] is True
+
+
+def test_noise_defence_is_nondeterministic_not_batch_dependent():
+    torch.manual_seed(0)
+    flags = _flags(NoiseDefence())
+    assert "nondeterministic_eval" in flags and "batch_dependent_outputs" not in flags
+
+
+class SingleValueBatchNorm(Plain):
+    """Batch statistics over a 1×1 map: a single sample has one value per channel, and batch_norm raises."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x + F.batch_norm(x.mean(dim=(2, 3), keepdim=True), None, None, training=True))
+
+
+def test_model_that_fails_on_a_single_sample_is_flagged():
+    report = run_preflight(audit_model(SingleValueBatchNorm(), 4), _data(), CPU, False)
+    flag = next(f for f in report.flags if f.id == "batch_dependent_outputs")
+    assert "raises on a single sample" in flag.message and "more than 1 value per channel" in flag.message
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_batch_dependence_found_at_any_batch_size(batch_size):
+    report = run_preflight(audit_model(BatchMeanNet(), 4), _data(), CPU, False, batch_size=batch_size)
+    assert "batch_dependent_outputs" in [f.id for f in report.flags]

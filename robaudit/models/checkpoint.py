@@ -66,12 +66,13 @@ class Checkpoint:
         sha256: hex digest of the file's bytes.
         n_bytes: file size in bytes.
         format: see the module docstring.
-        state_dict: the weights (prefixes stripped), or ``None`` for a whole module.
+        state_dict: the weights with their keys as saved, or ``None`` for a whole module.
         module: the TorchScript or unpickled module, or ``None``.
         metadata: ``arch``/``mean``/``std``/``num_classes``/``model_kwargs``/``arch_kwargs``
             found next to the weights (JSON-decoded for safetensors).
         weights_key: the key the weights were found under in a wrapping dict.
-        stripped_prefixes: prefixes removed from every key, in the order removed.
+        stripped_prefixes: wrapper prefixes removed from every key, in the order removed (set by the
+            loader once the keys were matched against the model, see :func:`prefix_stages`).
         ema: whether EMA weights were selected.
         warnings: notes for the load report.
         unrestricted_unpickle: whether the file was unpickled without ``weights_only``.
@@ -152,39 +153,39 @@ def read_checkpoint(source: str | Path, trust: bool = False, use_ema: bool = Fal
             f"(looked for {', '.join(EMA_KEYS)})",
             fix="drop --use-ema",
         )
-    if ckpt.state_dict is not None:
-        ckpt.state_dict, ckpt.stripped_prefixes = strip_prefixes(ckpt.state_dict)
     logger.info(
         "read checkpoint %s: format=%s weights_key=%s sha256=%s", path, ckpt.format, ckpt.weights_key, sha[:12]
     )
     return ckpt
 
 
-def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Remove ``module.`` / ``_orig_mod.`` while *every* key carries one (repeatedly).
+def prefix_stages(state_dict: dict[str, torch.Tensor]) -> list[tuple[dict[str, torch.Tensor], list[str]]]:
+    """The state dict as saved, then after each removal of a ``module.`` / ``_orig_mod.`` that *every* key carries.
+
+    Whether a prefix is a wrapper's (DataParallel, ``torch.compile``) or part of the model's
+    own parameter names (a network kept as ``self.module``) is decided against the model:
+    see :func:`robaudit.models.state_matching.match_prefixes`.
 
     Returns:
-        The new state dict (``_metadata`` kept, with its keys stripped too) and the
-        prefixes removed, in order.
+        ``(state dict, prefixes removed so far, in order)`` pairs, the unstripped one first;
+        ``_metadata`` is kept, with its keys stripped too.
     """
-    stripped: list[str] = []
+    stages: list[tuple[dict[str, torch.Tensor], list[str]]] = [(state_dict, [])]
     metadata = getattr(state_dict, "_metadata", None)
+    stripped: list[str] = []
     changed = True
     while changed and state_dict:
         changed = False
         for prefix in STRIPPABLE_PREFIXES:
             if all(k.startswith(prefix) for k in state_dict):
-                state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
+                state_dict = _StateDict({k[len(prefix) :]: v for k, v in state_dict.items()})
                 if metadata is not None:
                     metadata = {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in metadata.items()}
-                stripped.append(prefix)
+                    state_dict._metadata = metadata  # type: ignore[attr-defined]
+                stripped = [*stripped, prefix]
+                stages.append((state_dict, stripped))
                 changed = True
-    if stripped:
-        out: dict[str, torch.Tensor] = _StateDict(state_dict)
-        if metadata is not None:
-            out._metadata = metadata  # type: ignore[attr-defined]
-        return out, stripped
-    return state_dict, stripped
+    return stages
 
 
 class _StateDict(dict):

@@ -21,7 +21,7 @@ from robaudit.errors import ModelLoadError, did_you_mean
 from robaudit.models import timm_adapter, torchvision_adapter
 from robaudit.models.arch_spec import BUILDER_PREFIXES, ArchSpec, parse_arch, parse_trusted_name
 from robaudit.models.audit_model import AuditModel, DataConfig, LoadReport, ModelProvenance
-from robaudit.models.checkpoint import Checkpoint, read_checkpoint
+from robaudit.models.checkpoint import Checkpoint, prefix_stages, read_checkpoint
 from robaudit.models.classifier import checkpoint_num_classes, in_channels, last_layer_weight_key, model_num_classes
 from robaudit.models.custom_arch import accepts_num_classes, build_custom, resolve_constructor
 from robaudit.models.live import state_dict_sha256
@@ -32,7 +32,7 @@ from robaudit.models.pretrained import HF_HUB_PREFIX, PretrainedNet, load_timm_p
 from robaudit.models.request import ModelRequest
 from robaudit.models.scripted import ScriptedNetwork
 from robaudit.models.second_order import disable_fused_attention, swap_second_order_modules, torchscript_blockers
-from robaudit.models.state_matching import compare_keys, load_weights
+from robaudit.models.state_matching import compare_keys, load_weights, match_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,6 @@ def _resolve_network(request: ModelRequest, dataset: DatasetInfo, report: LoadRe
     ckpt = read_checkpoint(source, trust=request.trust_checkpoint, use_ema=request.use_ema)
     report.format = ckpt.format
     report.weights_key = ckpt.weights_key
-    report.stripped_prefixes = list(ckpt.stripped_prefixes)
     report.ema = ckpt.ema
     report.warnings.extend(ckpt.warnings)
     if ckpt.unrestricted_unpickle:
@@ -196,6 +195,8 @@ def _resolve_network(request: ModelRequest, dataset: DatasetInfo, report: LoadRe
     kwargs, kwargs_source = _merge_metadata_kwargs(request, ckpt, kwargs, report)
     built, arch_source = _build_for_checkpoint(request, ckpt, state_dict, kwargs, dataset)
     report.warnings.extend(built.notes)
+    state_dict, ckpt.stripped_prefixes = match_prefixes(built.net, state_dict)
+    report.stripped_prefixes = list(ckpt.stripped_prefixes)
     load_weights(built.net, state_dict, report, request.non_strict, str(built.spec), ckpt.path.name)
     return _Resolved(built.net, arch_source, built=built, checkpoint=ckpt, kwargs=kwargs, kwargs_source=kwargs_source)
 
@@ -388,7 +389,7 @@ def _build(
     keys = _classifier_keys(spec, net)
     source = "arch_kwargs" if fixed is not None else ("dataset" if sets_k else "arch")
     if state_dict is not None and fixed is None:
-        found = checkpoint_num_classes(state_dict, keys)
+        found = next((f for stage, _ in prefix_stages(state_dict) if (f := checkpoint_num_classes(stage, keys))), None)
         if found is not None:
             k_ckpt, key = found
             if sets_k:
@@ -463,10 +464,10 @@ def _build_for_checkpoint(
     # first whose keys match the checkpoint, else the first (its mismatch is reported).
     first = _build(candidates[0], kwargs, state_dict, dataset, request.second_order)
     for spec in candidates[1:]:
-        if compare_keys(first.net, state_dict).ok:
+        if compare_keys(first.net, match_prefixes(first.net, state_dict)[0]).ok:
             break
         other = _build(spec, kwargs, state_dict, dataset, request.second_order)
-        if compare_keys(other.net, state_dict).ok:
+        if compare_keys(other.net, match_prefixes(other.net, state_dict)[0]).ok:
             first = other
     first.notes.append(f"architecture {first.spec} inferred from {origin}")
     if len(candidates) > 1 and first.spec != candidates[0]:

@@ -17,7 +17,7 @@ from robaudit.errors import ModelLoadError
 from robaudit.models import hub_cache, timm_adapter, torchvision_adapter
 from robaudit.models.arch_spec import ArchSpec
 from robaudit.models.audit_model import DataConfig, LoadReport
-from robaudit.models.checkpoint import read_checkpoint
+from robaudit.models.checkpoint import prefix_stages, read_checkpoint
 
 HF_HUB_PREFIX = "hf-hub:"
 
@@ -111,7 +111,7 @@ def load_torchvision_weights(
     record = hub_cache.resolve_torch_hub_file(weights.url, download=download, what=source, enum_name=enum_name)
     ckpt = read_checkpoint(record.path)  # weights_only=True; never unpickles code
     report.format = ckpt.format
-    state_dict = ckpt.state_dict or {}
+    state_dict = prefix_stages(ckpt.state_dict or {})[-1][0]  # torchvision's own names never start with module.
     net = torchvision_adapter.build_torchvision_pretrained(name, weights, state_dict, kwargs)
     normalisation = torchvision_adapter.weights_normalisation(weights)
     config = torchvision_adapter.data_config(name, kwargs, 3, weights=weights)

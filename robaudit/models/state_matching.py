@@ -16,6 +16,7 @@ from torch import nn
 
 from robaudit.errors import ModelLoadError
 from robaudit.models.audit_model import LoadReport
+from robaudit.models.checkpoint import prefix_stages
 from robaudit.models.messages import list_some, one_line
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,28 @@ def compare_keys(net: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> KeyM
             result.matched += 1
     result.unexpected = [k for k in state_dict if k not in model_sd]
     return result
+
+
+def match_prefixes(net: nn.Module, state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The checkpoint's keys with wrapper prefixes (``module.``, ``_orig_mod.``) removed only where that fits ``net``.
+
+    A DataParallel or ``torch.compile`` checkpoint of a plain network loses its prefixes; a
+    network whose own parameters are named ``module.…`` (a wrapper kept as ``self.module``)
+    keeps them. Among :func:`~robaudit.models.checkpoint.prefix_stages`, the first whose keys
+    all match the model wins, else the one matching most keys, else the unstripped keys.
+
+    Returns:
+        The state dict to load and the prefixes removed, in order.
+    """
+    best: tuple[dict[str, torch.Tensor], list[str]] | None = None
+    best_score = (False, -1)
+    for stage, stripped in prefix_stages(state_dict):
+        diff = compare_keys(net, stage)
+        score = (diff.ok, diff.matched)
+        if score > best_score:
+            best, best_score = (stage, stripped), score
+    assert best is not None  # prefix_stages always yields the unstripped keys
+    return best
 
 
 def load_weights(
