@@ -84,7 +84,8 @@ def test_truncated_idx_file_is_a_data_error(tmp_path: Path, rng: np.random.Gener
         load_data(DataRequest("mnist", data_dir=tmp_path))
 
 
-@pytest.mark.parametrize(("dataset", "folder", "swap"), [("mnist", "MNIST", "labels"), ("fashion-mnist", "FashionMNIST", "images")])
+@pytest.mark.parametrize(("dataset", "folder", "swap"),
+                         [("mnist", "MNIST", "labels"), ("fashion-mnist", "FashionMNIST", "images")])
 def test_wrong_idx_magic_is_one_line_naming_the_file_and_both_numbers(
     tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str], dataset: str, folder: str, swap: str
 ) -> None:
