@@ -270,6 +270,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         elif key in RESERVED_TABLES:
             extra[key] = value
         elif key in RUN_KEYS:
+            _check_integer_key(raw_key, value, path)
             run[key] = value
         else:  # suggest the spelling the README uses (dashes), whichever the user typed
             hint = did_you_mean(_dashed(key), list(dict.fromkeys(_dashed(k) for k in (*RUN_KEYS, PROBE_CONFIG_TABLE,
@@ -279,6 +280,28 @@ def read_config_file(path: Path) -> dict[str, Any]:
                 fix="see 'robaudit run --help' for the valid option names",
             )
     return {"run": run, PROBE_CONFIG_TABLE: probe_config, ANALYSIS_TABLE: analysis, **extra}
+
+
+def _check_integer_key(raw_key: str, value: Any, path: Path) -> None:
+    """Refuse a TOML float or boolean for a run key that takes integers (click would truncate 1.5 to 1)."""
+    hint = typing.get_type_hints(AuditConfig)[raw_key.replace("-", "_")]
+    options = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    if any(typing.get_origin(a) is tuple and set(typing.get_args(a)) == {int} for a in options):
+        items = value if isinstance(value, list) else [value]  # resize = [H, W] or N
+    elif int in options and float not in options:
+        items = [value]
+    else:
+        return
+    bad = next((v for v in items if isinstance(v, (bool, float))), None)
+    if bad is None:
+        return
+    shown = str(bad).lower() if isinstance(bad, bool) else repr(bad)
+    whole = isinstance(bad, float) and bad.is_integer() and abs(bad) < 2**53
+    raise ConfigError(
+        f"'{raw_key}' in {path} is {shown}, not an integer",
+        fix=f"write '{raw_key}' as a whole number without a decimal point"
+        + (f", e.g. {int(bad)}" if whole else ""),
+    )
 
 
 def _dashed(key: str) -> str:

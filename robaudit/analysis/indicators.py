@@ -40,6 +40,11 @@ def analyse(results: dict[str, Any], columns: dict[str, np.ndarray], seed: int,
             config: AnalysisConfig = AnalysisConfig()) -> dict[str, Any] | None:
     """Test every (indicator, outcome) pair; ``None`` when there is no indicator or no outcome.
 
+    When there are indicators and attack-success columns but ``auroc_budgets = "reference"`` leaves
+    every one of them untested (each lies off its norm's reference budget) and no robustness column
+    exists, the analysis is not silently absent: the result is ``{"skipped": reason, ...}``
+    (:func:`_skipped_off_reference`).
+
     Args:
         results: the run's ``results.json`` content (for column roles).
         columns: the per-sample table, column name → length-N float array.
@@ -56,6 +61,8 @@ def analyse(results: dict[str, Any], columns: dict[str, np.ndarray], seed: int,
     tested = auroc_outcomes(success, budgets, reference, config.auroc_budgets)
     tested_norms = {budgets[c][0] for c in tested if c in budgets}
     outcomes = [c for c, m in present.items() if m["role"] == "robustness" or c in tested]
+    if indicators and success and not outcomes:
+        return _skipped_off_reference(success, budgets, reference, config)
     if not indicators or not outcomes:
         return None
     confounders = [c for c, m in present.items() if m["role"] == "confounder"]
@@ -131,11 +138,35 @@ def auroc_outcomes(success: list[str], budgets: dict[str, tuple[str, float]], re
     return [c for c in success if at_reference(c)]
 
 
+def _skipped_off_reference(success: list[str], budgets: dict[str, tuple[str, float]], reference: dict[str, float],
+                           config: AnalysisConfig) -> dict[str, Any]:
+    """The ``analysis`` section of a run whose only outcomes are success columns off the reference budgets.
+
+    ``skipped`` is one clause (no closing full stop) saying why no test ran; the report shows it with the
+    two remedies (a minimal-ε probe, or ``auroc-budgets = "all"``).
+    """
+    placed = sorted({budgets[c] for c in success if c in budgets})
+    ran = ", ".join(_eps_text(n, e) for n, e in placed)
+    refs = ", ".join(_eps_text(n, e) for n, e in reference.items() if n in {norm for norm, _ in placed})
+    return {
+        "skipped": (f"no outcome to test: every attack-success column is off its norm's reference budget "
+                    f"({ran} run; reference {refs}), auroc-budgets = \"reference\" tests only the "
+                    "reference budget, and no minimal-ε or distance probe ran"),
+        "config": asdict(config),
+        "reference_eps": reference,
+        "untested_success": list(success),
+    }
+
+
+def _eps_text(norm: str, eps: float) -> str:
+    return f"{'L∞' if norm == 'linf' else 'L2'} ε = {eps:.6g}"
+
+
 def _binary_method(auroc_budgets: str, reference: dict[str, float]) -> str:
     """The AUROC line of ``method``; ``reference``: the budgets of the norms whose columns were tested."""
     where = ""
     if auroc_budgets == "reference":
-        budgets = ", ".join(f"{'L∞' if n == 'linf' else 'L2'} ε = {e:.6g}" for n, e in reference.items())
+        budgets = ", ".join(_eps_text(n, e) for n, e in reference.items())
         where = f" at each norm's reference budget ({budgets})" if budgets else " at each norm's reference budget"
     return f"AUROC{where}, stratified percentile bootstrap, two-sided Mann–Whitney U p"
 

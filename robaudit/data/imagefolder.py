@@ -70,7 +70,8 @@ def open_imagefolder(root: Path) -> OpenedImageFolder:
     try:
         dataset = ImageFolder(str(root), allow_empty=True)
     except (FileNotFoundError, OSError) as exc:
-        raise DataError(f"could not list image folder {root} ({exc})", fix="check the folder given to --data") from exc
+        raise DataError(f"could not list image folder {root} ({exc})",
+                        fix="check the folder given to --dataset") from exc
     if len(dataset.samples) == 0:
         raise DataError(
             f"image folder {root} has no images (looked for {', '.join(IMG_EXTENSIONS)} files in "

@@ -117,12 +117,12 @@ def resolve_source(request: DataRequest) -> ResolvedSource:
     """Work out which kind of source ``request.source`` names (no pixels are read)."""
     source = request.source.strip() if isinstance(request.source, str) else ""
     if not source:
-        raise DataError("no dataset given", fix=f"pass --data with one of: {SOURCE_FORMS}")
+        raise DataError("no dataset given", fix=f"pass --dataset with one of: {SOURCE_FORMS}")
     for prefix, (kind, name) in FOLDER_PREFIXES.items():
         if source.lower().startswith(prefix):
             raw = source[len(prefix) :]
             if not raw:
-                raise DataError(f"{prefix} needs a folder path", fix=f"pass --data {prefix}PATH/TO/FOLDER")
+                raise DataError(f"{prefix} needs a folder path", fix=f"pass --dataset {prefix}PATH/TO/FOLDER")
             return ResolvedSource(kind, name, Path(raw).expanduser().resolve())
     lowered = source.lower()
     if lowered == "digits":
@@ -135,21 +135,21 @@ def resolve_source(request: DataRequest) -> ResolvedSource:
         if not path.is_file():
             raise DataError(
                 f"tensor file {path.resolve()} does not exist",
-                fix="check the path given to --data",
+                fix="check the path given to --dataset",
             )
         return ResolvedSource("tensors", "tensors", path.resolve())
     if path.is_dir():
         raise DataError(
             f"{path.resolve()} is a folder; folders of images are read as image folders",
-            fix=f"pass --data imagefolder:{source}",
+            fix=f"pass --dataset imagefolder:{source}",
         )
     folder_prefix = f"{lowered}:"
     if folder_prefix in FOLDER_PREFIXES:
-        raise DataError(f"{source} needs a folder path", fix=f"pass --data {folder_prefix}PATH/TO/FOLDER")
+        raise DataError(f"{source} needs a folder path", fix=f"pass --dataset {folder_prefix}PATH/TO/FOLDER")
     hint = did_you_mean(lowered, ["digits", *NAMED_DATASETS])
     raise DataError(
         f"unknown dataset {source!r}" + (f"; {hint}" if hint else ""),
-        fix=f"pass --data with one of: {SOURCE_FORMS}",
+        fix=f"pass --dataset with one of: {SOURCE_FORMS}",
     )
 
 

@@ -116,6 +116,31 @@ class _RawIdxMNIST(MNIST):
         names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
         return all(os.path.isfile(os.path.join(self.raw_folder, n)) for n in names)
 
+    def _load_data(self) -> Any:
+        # torchvision's IDX reader meets a wrong magic number with a bare ``assert``.
+        prefix = "train" if self.train else "t10k"
+        _check_idx_magic(Path(self.raw_folder) / f"{prefix}-images-idx3-ubyte", _IDX_IMAGES_MAGIC)
+        _check_idx_magic(Path(self.raw_folder) / f"{prefix}-labels-idx1-ubyte", _IDX_LABELS_MAGIC)
+        return MNIST._load_data(self)  # shared by the Fashion-MNIST class below
+
+
+# IDX magic numbers (big-endian): 0x0000, then 0x08 (unsigned bytes), then the number of dimensions.
+_IDX_IMAGES_MAGIC = 0x00000803
+_IDX_LABELS_MAGIC = 0x00000801
+
+
+def _check_idx_magic(path: Path, expected: int) -> None:
+    """Raise :class:`DataError` unless the IDX file at ``path`` starts with the magic number ``expected``."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    found = int.from_bytes(head, "big") if len(head) == 4 else None
+    if found != expected:
+        what = f"magic number 0x{found:08x}" if found is not None else f"only {len(head)} byte(s), no magic number"
+        raise DataError(
+            f"{path} is not an IDX file of this kind: it holds {what}; expected magic number 0x{expected:08x}",
+            fix="replace it with the official file, e.g. delete it and pass --download",
+        )
+
 
 class _RawIdxFashionMNIST(FashionMNIST):
     """Fashion-MNIST read from this split's raw IDX files only."""
@@ -125,6 +150,7 @@ class _RawIdxFashionMNIST(FashionMNIST):
     processed_folder = _RawIdxMNIST.processed_folder
     _check_legacy_exist = _RawIdxMNIST._check_legacy_exist
     _check_exists = _RawIdxMNIST._check_exists
+    _load_data = _RawIdxMNIST._load_data
 
 
 class _PresenceSVHN(SVHN):

@@ -19,9 +19,11 @@ refused before ``torch.jit.load`` (whose ``__setstate__`` methods run on load) u
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import logging
+import os
 import pickle
 import pickletools
 import re
@@ -101,6 +103,28 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _check_resolvable(path: Path, source: str | Path) -> None:
+    """Raise :class:`ModelLoadError` for a path that names something but cannot be followed.
+
+    ``Path.exists`` answers ``False`` both for a missing file and for a symbolic-link loop or
+    a link to nothing; only the first one "does not exist".
+    """
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise ModelLoadError(
+                f"checkpoint '{source}' is a symbolic link to '{os.readlink(path)}', which does not exist",
+                fix="point the link at the checkpoint file, or pass the file's own path",
+            ) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ModelLoadError(
+                f"checkpoint '{source}' cannot be resolved: it is a loop of symbolic links",
+                fix="pass the checkpoint file's own path, or point the link at the file",
+            ) from None
+
+
 def read_checkpoint(source: str | Path, trust: bool = False, use_ema: bool = False) -> Checkpoint:
     """Read a checkpoint file, choosing the format from its contents.
 
@@ -114,6 +138,7 @@ def read_checkpoint(source: str | Path, trust: bool = False, use_ema: bool = Fal
         holds objects that need ``--trust-checkpoint``, or has no recognisable weights.
     """
     path = Path(source).expanduser()
+    _check_resolvable(path, source)
     if not path.exists():
         raise ModelLoadError(
             f"checkpoint file '{source}' does not exist",

@@ -76,7 +76,8 @@ def resolve_normalisation(
                 f"which do not fit the model's {channels} input channel(s)"
             )
             if must_fit:
-                raise ModelLoadError(text, fix=f"give 1 or {channels} values for each of mean and std")
+                counts = "1 value" if channels == 1 else f"1 or {channels} values"
+                raise ModelLoadError(text, fix=f"give {counts} for each of mean and std")
             warnings.append(text + "; they were skipped")
             logger.warning("%s; skipped", text)
             continue

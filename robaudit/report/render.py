@@ -36,8 +36,9 @@ SECTIONS: tuple[dict[str, Any], ...] = (
     {"id": "geometry", "title": "Input geometry", "prefixes": ("geometry.",),
      "how": "add input-geometry probes, e.g. --probes clean,geometry.gradients"},
     {"id": "indicators", "title": "Indicator tests", "prefixes": (),
-     "how": "run a minimal-ε attack probe together with indicator probes (input geometry); "
-            "the analysis stage then tests each indicator"},
+     "how": "run indicator probes (input geometry) together with a minimal-ε attack probe (attack.min_eps) or "
+            "attack probes at their norm's reference budget; or set auroc-budgets = \"all\" in [analysis] of "
+            "robaudit.toml to test attacks run at other budgets too"},
 )
 
 
@@ -146,8 +147,9 @@ def build_context(results: dict[str, Any]) -> dict[str, Any]:
         if spec["id"] == "indicators":  # the analysis stage, not a probe
             ran = bool((results.get("analysis") or {}).get("tests"))
         own = f"sections/{spec['id']}.html.j2"
+        why = (results.get("analysis") or {}).get("skipped") if spec["id"] == "indicators" else None
         sections.append({
-            **spec, "probes": members, "ran": ran,
+            **spec, "probes": members, "ran": ran, "why": why,
             "template": own if (templates / own).is_file() else None,
             "ctx": _section_context(spec["id"], results) if ran else {},
         })

@@ -3,15 +3,20 @@
 budget cannot be stated are kept. Oracles: the run's attack-outcome table and the threat model."""
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
 import numpy as np
 
+from demo import DEMO_ARCH, DEMO_CHECKPOINT
 from robaudit.analysis.config import AnalysisConfig
 from robaudit.analysis.indicators import analyse, column_roles
 from robaudit.attack_outcomes import load_outcome_table, success_budgets
+from robaudit.cli.main import main
 from robaudit.engine.runner import derive_seed
+from robaudit.exitcodes import ExitCode
+from robaudit.report import render
 from robaudit.results.store import read_per_sample
 
 FAST = AnalysisConfig(n_bootstrap=40, n_permutations=40)
@@ -116,3 +121,52 @@ def test_without_a_recorded_threat_model_every_column_is_tested_as_with_all() ->
     assert _auroc_outcomes(default) == ["a/success_eps_0.1", "a/success_eps_0.2", "b/success_eps_1",
                                         "p/success_eps_0.2"]
     assert _without_setting(default) == _without_setting(every)
+
+
+def test_only_off_reference_outcomes_record_why_the_analysis_did_not_run() -> None:
+    """Indicators plus success columns all off the reference budget: no test under "reference", and the
+    result says so (it was ``None``, indistinguishable from "no indicator"); "all" tests every column."""
+    results, cols = _synthetic({"linf": {"reference": 0.3}, "l2": {"reference": 2.0}})
+    for probe in ("b", "p"):  # keep only probe "a", at ε 0.1 and 0.2
+        del results["probes"][probe]
+    out = analyse(results, cols, seed=1, config=FAST)
+    assert set(out) == {"skipped", "config", "reference_eps", "untested_success"}
+    assert out["untested_success"] == ["a/success_eps_0.1", "a/success_eps_0.2"]
+    assert out["reference_eps"] == {"linf": 0.3, "l2": 2.0} and out["config"]["auroc_budgets"] == "reference"
+    assert out["skipped"] == (
+        "no outcome to test: every attack-success column is off its norm's reference budget (L∞ ε = 0.1, "
+        "L∞ ε = 0.2 run; reference L∞ ε = 0.3), auroc-budgets = \"reference\" tests only the reference budget, "
+        "and no minimal-ε or distance probe ran")
+    every = analyse(results, cols, seed=1, config=AnalysisConfig(n_bootstrap=40, n_permutations=40,
+                                                                 auroc_budgets="all"))
+    assert _auroc_outcomes(every) == ["a/success_eps_0.1", "a/success_eps_0.2"]
+    # with no indicator there is nothing to analyse either way
+    del results["probes"]["g"]
+    assert analyse(results, cols, seed=1, config=FAST) is None
+
+
+def test_an_audit_with_attacks_only_off_the_reference_says_why_through_the_cli(tmp_path: Path) -> None:
+    """The real CLI: FGSM at its own ε (off the digits reference 0.1) plus an indicator probe. results.json
+    records the reason, and the report names both remedies."""
+    out = tmp_path / "audit"
+    args = ["run", str(DEMO_CHECKPOINT), "--arch", DEMO_ARCH, "--n-samples", "20", "--threads", "1", "-q",
+            "--probes", "clean,geometry.gradients,attack.fgsm", "--set", "attack.fgsm.eps=[0.05]", "--out", str(out)]
+    assert main(args) == ExitCode.OK
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert results["threat_model"]["norms"]["linf"]["reference"] == 0.1
+    analysis = results["analysis"]
+    assert analysis["untested_success"] == ["attack.fgsm/success_eps_0.05"]
+    assert analysis["skipped"].startswith("no outcome to test: every attack-success column is off its norm's "
+                                          "reference budget (L∞ ε = 0.05 run; reference L∞ ε = 0.1)")
+    report = html.unescape((out / "report.html").read_text(encoding="utf-8"))
+    line = next(t for t in report.split("<p class=\"skipped\">") if t.startswith("Not run in this audit: no outcome"))
+    line = line.split("</p>")[0]
+    assert line == f"Not run in this audit: {analysis['skipped']}. To include it, " + render.SECTIONS[-1]["how"] + "."
+    assert "minimal-ε attack probe (attack.min_eps)" in line and 'auroc-budgets = "all" in [analysis]' in line
+    # the first remedy named: auroc-budgets = "all" makes the same audit's analysis run
+    config = tmp_path / "robaudit.toml"
+    config.write_text('[analysis]\nauroc-budgets = "all"\nn-bootstrap = 40\nn-permutations = 40\n', encoding="utf-8")
+    again = tmp_path / "again"
+    assert main(["--config", str(config), *args[:-1], str(again)]) == ExitCode.OK
+    tested = json.loads((again / "results.json").read_text(encoding="utf-8"))["analysis"]
+    assert _auroc_outcomes(tested) == ["attack.fgsm/success_eps_0.05"] and "skipped" not in tested

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from dataset_writers import balanced_labels, write_mnist
+from demo import DEMO_ARCH, DEMO_CHECKPOINT
 
+from robaudit.cli.main import main
 from robaudit.data import DataRequest, describe_dataset, load_data
 from robaudit.errors import DataError
+from robaudit.exitcodes import ExitCode
 from robaudit.models.audit_model import DataConfig
 
 
@@ -73,8 +77,33 @@ def test_missing_mnist_names_expected_files(tmp_path: Path) -> None:
 def test_truncated_idx_file_is_a_data_error(tmp_path: Path, rng: np.random.Generator) -> None:
     raw = write_mnist(tmp_path, "MNIST", test=_digits(rng, 10))
     (raw / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08")
+    with pytest.raises(DataError, match="holds only 3 byte"):
+        load_data(DataRequest("mnist", data_dir=tmp_path))
+    (raw / "t10k-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, 10, 28, 28) + bytes(100))
     with pytest.raises(DataError, match="could not read the MNIST test files"):
         load_data(DataRequest("mnist", data_dir=tmp_path))
+
+
+@pytest.mark.parametrize(("dataset", "folder", "swap"),
+                         [("mnist", "MNIST", "labels"), ("fashion-mnist", "FashionMNIST", "images")])
+def test_wrong_idx_magic_is_one_line_naming_the_file_and_both_numbers(
+    tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str], dataset: str, folder: str, swap: str
+) -> None:
+    """torchvision meets a wrong magic number with a bare assert (an empty 'AssertionError: ')."""
+    raw = write_mnist(tmp_path, folder, test=_digits(rng, 10))
+    images, labels = raw / "t10k-images-idx3-ubyte", raw / "t10k-labels-idx1-ubyte"
+    bad, found, expected = (labels, 0x803, 0x801) if swap == "labels" else (images, 0x801, 0x803)
+    bad.write_bytes((images if swap == "labels" else labels).read_bytes())  # each holds the other's magic
+    code = main(["validate", str(DEMO_CHECKPOINT), "--arch", DEMO_ARCH, "--dataset", dataset,
+                 "--data-dir", str(tmp_path), "--n-samples", "4", "--probes", "clean", "--threads", "1"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("robaudit: INFO:")]
+    assert code == ExitCode.USAGE and "Traceback" not in err and len(lines) == 1, err
+    assert lines[0] == (
+        f"robaudit: error: {bad} is not an IDX file of this kind: it holds magic number 0x{found:08x}; "
+        f"expected magic number 0x{expected:08x}. Fix: replace it with the official file, e.g. delete it "
+        "and pass --download."
+    )
 
 
 def test_label_outside_range_is_refused(tmp_path: Path, rng: np.random.Generator) -> None:

@@ -38,9 +38,9 @@ def test_sources_resolve_to_their_kind(tmp_path: Path) -> None:
     ("request_", "in_message", "in_fix"),
     [
         (DataRequest("cifar-10"), "did you mean 'cifar10'", "--data"),
-        (DataRequest("imagenet"), "imagenet needs a folder path", "--data imagenet:PATH"),
-        (DataRequest("imagenet-a:"), "imagenet-a: needs a folder path", "--data imagenet-a:PATH"),
-        (DataRequest("imagenet-r"), "imagenet-r needs a folder path", "--data imagenet-r:PATH"),
+        (DataRequest("imagenet"), "imagenet needs a folder path", "--dataset imagenet:PATH"),
+        (DataRequest("imagenet-a:"), "imagenet-a: needs a folder path", "--dataset imagenet-a:PATH"),
+        (DataRequest("imagenet-r"), "imagenet-r needs a folder path", "--dataset imagenet-r:PATH"),
         (DataRequest("imagenett"), "unknown dataset 'imagenett'", "imagenet:PATH"),
         (DataRequest(""), "no dataset given", "--data"),
         (DataRequest("imagefolder:"), "needs a folder path", "imagefolder:PATH"),
@@ -63,4 +63,4 @@ def test_bad_requests_are_explained(request_: DataRequest, in_message: str, in_f
 def test_folder_without_prefix_suggests_imagefolder(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         load_data(DataRequest(str(tmp_path)))
-    assert err.value.fix == f"pass --data imagefolder:{tmp_path}"
+    assert err.value.fix == f"pass --dataset imagefolder:{tmp_path}"
