@@ -1,6 +1,7 @@
 """Builders for audit models, data and probe contexts without the loaders (for probe unit tests)."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -47,3 +48,23 @@ def fixed_logits_setup(logits: torch.Tensor, y: torch.Tensor) -> tuple[AuditMode
     x = torch.zeros(n, 1, 2, 2)
     x[:, 0, 0, 0] = torch.arange(n) / 1000
     return audit_model(FixedLogits(logits), k), audit_data(x, y, k)
+
+
+def error_line(capsys: "pytest.CaptureFixture[str]") -> str:
+    """The one line a CLI error left on stderr (no traceback, nothing else besides INFO logging)."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("robaudit: INFO:")]
+    assert len(lines) == 1 and lines[0].startswith("robaudit: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+class Noisy(nn.Module):
+    """``net`` behind Gaussian input noise (σ = 0.02 pixels) drawn in every forward pass (a randomised defence)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x + 0.02 * torch.randn_like(x))

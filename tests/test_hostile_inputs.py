@@ -19,6 +19,8 @@ from safetensors.torch import load_file, save_file
 from demo import DEMO_ARCH, DEMO_CHECKPOINT, REPO
 from robaudit.cli.main import main
 from robaudit.exitcodes import ExitCode
+
+from helpers import error_line
 from robaudit.probes.base import Probe, ProbeResult
 from robaudit.probes.registry import ENTRY_POINT_GROUP, ProbeRegistry
 
@@ -26,13 +28,6 @@ FAST = ["--probes", "clean", "--threads", "1"]
 DIGITS_CNN = REPO / "examples" / "digits_cnn.py"
 
 
-def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    """The one line on stderr (no traceback, nothing else)."""
-    err = capsys.readouterr().err
-    lines = [line for line in err.strip().splitlines() if not line.startswith("robaudit: INFO:")]
-    assert len(lines) == 1 and lines[0].startswith("robaudit: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def _arch_file(tmp_path: Path, body: str, name: str = "hostile_arch.py") -> Path:
@@ -78,7 +73,7 @@ def test_resume_refuses_results_of_another_audit_model(tmp_path: Path, capsys: p
             """)
         extra = ["--arch", f"{arch}:Scaled"]
     code = main([*first, "--probes", "clean,calibration", *extra, "--resume", str(out)])
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert code == ExitCode.USAGE
     assert "made with a different model (" in line
     assert ("normalisation.mean" if change == "normalisation" else "arch") in line
@@ -154,7 +149,7 @@ def test_resume_refuses_other_pixels_under_the_same_sample_ids(tmp_path: Path,
     before = (out / "results.json").read_bytes()
     _digits_npz(data, lambda x: 1.0 - x)
     assert main([*args, "--resume", str(out)]) == ExitCode.USAGE
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert "cover different samples" in line and "samples_sha256" in line
     assert (out / "results.json").read_bytes() == before
 
@@ -230,7 +225,7 @@ def test_a_flag_without_a_known_severity_never_passes_a_severity_gate(tmp_path: 
     rules.write_text('[[rule]]\nmin-severity = "error"\n', encoding="utf-8")
     for command in (["gate", str(out), "--rules", str(rules)], ["report", str(out)]):
         assert main(command) == ExitCode.USAGE
-        line = _error_line(capsys)
+        line = error_line(capsys)
         assert "flags › [0]" in line and "severity" in line
 
 
@@ -245,7 +240,7 @@ def test_integer_weights_for_float_parameters_are_refused(tmp_path: Path, capsys
     save_file({k: v.half() for k, v in weights.items()}, str(half))
     args = ["--arch", DEMO_ARCH, "--n-samples", "8", *FAST]
     assert main(["validate", str(quantised), *args]) == ExitCode.USAGE
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert "int_weights.safetensors" in line and "non-floating-point" in line and "int32" in line
     assert main(["validate", str(half), *args]) == ExitCode.OK
 
@@ -259,7 +254,7 @@ def test_non_real_float_logits_are_bad_input_not_a_crash(tmp_path: Path, capsys:
                 return (100 * super().forward(x)).to(torch.{dtype})
         """)
     assert main(["validate", str(DEMO_CHECKPOINT), "--arch", f"{arch}:Odd", "--n-samples", "8", *FAST]) == ExitCode.USAGE
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert f"returned {'int64' if dtype == 'long' else dtype} logits" in line
 
 
@@ -291,7 +286,7 @@ def test_a_forward_with_side_effects_is_bad_input_not_a_probe_bug(tmp_path: Path
     out = tmp_path / "audit"
     code = main(["run", str(DEMO_CHECKPOINT), "--arch", f"{arch}:Net", "--n-samples", "8", *FAST, "-q",
                  "--out", str(out)])
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert code == ExitCode.USAGE and said in line and "Fix: " in line
     assert not (out / "results.json").exists()
 
@@ -360,7 +355,7 @@ def test_sys_exit_in_user_code_is_bad_input_not_the_runs_exit_code(tmp_path: Pat
     out = tmp_path / "audit"
     code = main(["run", str(DEMO_CHECKPOINT), "--arch", f"{arch}:Net", "--n-samples", "8", *FAST, "-q",
                  "--out", str(out)])
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert code == ExitCode.USAGE
     assert said in line and "sys.exit(" in line and fix in line
     assert not (out / "results.json").exists()

@@ -18,17 +18,6 @@ from robaudit.probes.attacks.iterative import PGDLinfProbe
 from robaudit.probes.seeding import sample_seeds
 
 
-class _Noisy(torch.nn.Module):
-    """The demo CNN behind Gaussian input noise drawn in every forward pass (a randomised defence)."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x + 0.02 * torch.randn_like(x))
-
-
 def _no_grad_forwards(model: torch.nn.Module) -> tuple[list[int], list]:
     """A counter of the model's forward passes whose input needs no gradient (batch sizes), and its hook handle."""
     sizes: list[int] = []
@@ -95,7 +84,8 @@ def test_the_first_call_of_a_session_and_a_network_that_draws_keep_the_clean_for
     from helpers import audit_model
 
     model, data = demo()
-    noisy = audit_model(_Noisy(model), 10)
+    from helpers import Noisy
+    noisy = audit_model(Noisy(model), 10)
     x, y = data.x[:10], data.y[:10]
     seeds = sample_seeds(2, data.content_keys()[:10], "attack", "0.1")
     for net in (model, noisy):

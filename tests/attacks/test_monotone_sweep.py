@@ -220,24 +220,14 @@ def test_a_draw_after_the_mode_retired_raises() -> None:
         target.draws = None
 
 
-class _Noisy(torch.nn.Module):
-    """The demo CNN behind Gaussian input noise drawn in every forward pass (a randomised defence)."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x + 0.02 * torch.randn_like(x))
-
-
 def test_a_network_that_draws_keeps_the_per_sample_streams() -> None:
     """A network that draws random numbers in its forward pass keeps the mode for the whole call:
     its draws stay per sample, so a sample's APGD result does not depend on its batch mates."""
     from helpers import audit_model
 
     model, data = demo()
-    noisy = audit_model(_Noisy(model), 10)
+    from helpers import Noisy
+    noisy = audit_model(Noisy(model), 10)
     x, y = data.x[:10], data.y[:10]
     seeds = sample_seeds(2, data.content_keys()[:10], "attack", "0.1")
     with ta.attack_session(noisy, torch.device("cpu")) as target:
